@@ -1,0 +1,35 @@
+# Two commands that work on a fresh clone with only Python, pip and make:
+#   make demo   runs the demo shop on http://127.0.0.1:5000 (SQLite sessions)
+#   make test   runs the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SHARED ?= ../shared
+
+.PHONY: demo test lint compat bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev,bench]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m flask --app examples/shop/app.py run --host 127.0.0.1 --port 5000
+
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check src tests examples bench
+	$(PY) -m mypy
+
+# Flask's own 45 session tests against satchel, in every mode (needs ../shared).
+compat: $(VENV)/.installed
+	PYTHON=$(abspath $(PY)) scripts/flask-compat.sh $(SHARED)/flask-compat
+
+bench: $(VENV)/.installed
+	$(PY) bench/overhead.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Run Flask's own session tests (from ../shared/flask-compat) against satchel in every mode.
+# Usage: scripts/flask-compat.sh PATH/TO/flask-compat
+set -euo pipefail
+src="$(cd "$1" && pwd)"
+here="$(cd "$(dirname "$0")/.." && pwd)"
+PY="${PYTHON:-python}"
+work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
+cp -r "$src"/. "$work"/
+chmod -R u+w "$work"
+PYTHON="$PY" "$work/setup.sh"
+for mode in memory sqlite; do
+  echo "== Flask's session tests, satchel $mode store"
+  FLASK_SESSION_SWAP_SCOPE=all PYTHONPATH="$here/tests" PYTHON="$PY" \
+    "$work/run.sh" "compat_factories:$mode"
+done

@@ -1,0 +1,29 @@
+"""satchel: correct, safe and fast sessions for Flask."""
+
+from satchel.codec import Tag, TaggedCodec
+from satchel.errors import CodecError, ConfigError, SatchelError, StoreUnavailable
+from satchel.flask import Satchel, SatchelSessionInterface
+from satchel.lifetime import Lifetime
+from satchel.session import Session
+from satchel.store import Patch, Purgeable, Record, Store
+from satchel.stores.memory import MemoryStore
+from satchel.stores.sqlite import SQLiteStore
+
+__all__ = [
+    "CodecError",
+    "ConfigError",
+    "Lifetime",
+    "MemoryStore",
+    "Patch",
+    "Purgeable",
+    "Record",
+    "SQLiteStore",
+    "Satchel",
+    "SatchelError",
+    "SatchelSessionInterface",
+    "Session",
+    "Store",
+    "StoreUnavailable",
+    "Tag",
+    "TaggedCodec",
+]

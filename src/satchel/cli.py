@@ -1,0 +1,31 @@
+"""``flask satchel ...``: admin commands."""
+
+from __future__ import annotations
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+
+from satchel.store import Purgeable
+
+satchel_cli = AppGroup("satchel", help="Manage satchel sessions.")
+
+
+@satchel_cli.command("purge")
+@click.option("--batch", default=1000, show_default=True, type=click.IntRange(min=1),
+              help="Records deleted per transaction.")
+def purge(batch: int) -> None:
+    """Delete expired sessions, in batches."""
+    from satchel.flask import Satchel
+
+    store = Satchel.store_of(current_app)
+    if not isinstance(store, Purgeable):
+        click.echo(f"{type(store).__name__} expires sessions by itself; nothing to purge.")
+        return
+    total = 0
+    with click.progressbar(length=store.count_expired(), label="Purging expired sessions",
+                           show_pos=True) as bar:
+        while deleted := store.purge_expired(batch):
+            total += deleted
+            bar.update(deleted)
+    click.echo(f"Deleted {total} expired session(s).")

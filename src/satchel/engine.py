@@ -1,0 +1,262 @@
+"""The framework-free request flow: ``open(cookie)`` -> Session, ``commit(Session)`` -> cookie.
+
+The cookie holds ``<id>.<flag><mac>``: the session id, ``p`` (permanent) or
+``b`` (browser-session), and an HMAC of both under a key derived from the
+secret key. The MAC is checked before any store call; a cookie signed with a
+fallback key is accepted and re-signed with the current key. The permanence
+flag lets a request that never touches the session refresh a permanent
+cookie without a store round trip, as Flask's ``SESSION_REFRESH_EACH_REQUEST``
+asks.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from satchel import ids
+from satchel.codec import TaggedCodec, default_codec
+from satchel.errors import CodecError
+from satchel.keys import KeyRing, Secret
+from satchel.lifetime import Clock, Lifetime, system_clock
+from satchel.session import Session
+from satchel.store import Patch, Record, Store
+
+security_log = logging.getLogger("satchel.security")
+log = logging.getLogger("satchel")
+
+COOKIE_PURPOSE = "satchel/v1/session-id-cookie"
+MAX_COOKIE_LENGTH = 128  # a well-formed value is 67 characters
+_MAC_CHARS = 22  # 16 bytes of HMAC-SHA256, unpadded base64
+_COOKIE_LENGTH = ids.ID_LENGTH + 2 + _MAC_CHARS
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What one request's config says: the key ring and the timeouts."""
+
+    keys: KeyRing
+    lifetime: Lifetime
+
+    @classmethod
+    def build(cls, secret: Secret, fallbacks: Sequence[Secret], lifetime: Lifetime) -> Policy:
+        return cls(KeyRing(secret, fallbacks, purpose=COOKIE_PURPOSE), lifetime)
+
+
+@dataclass(frozen=True)
+class CookieAction:
+    """What the response must do with the session cookie.
+
+    ``value`` is None to expire the cookie; ``expires`` is None for a
+    browser-session cookie.
+    """
+
+    value: str | None
+    expires: float | None = None
+
+
+@dataclass(frozen=True)
+class Token:
+    """A verified cookie: the id, its permanence flag, the key that signed it."""
+
+    sid: str
+    permanent: bool
+    key_index: int
+
+
+class Engine:
+    """Opens and commits sessions against one store."""
+
+    def __init__(self, store: Store, *, codec: TaggedCodec = default_codec,
+                 clock: Clock = system_clock) -> None:
+        self.store = store
+        self.codec = codec
+        self.clock = clock
+
+    # -- cookies -------------------------------------------------------------
+
+    def sign(self, sid: str, permanent: bool, policy: Policy) -> str:
+        body = f"{sid}.{'p' if permanent else 'b'}"
+        mac = base64.urlsafe_b64encode(policy.keys.sign(body.encode("ascii")))[:_MAC_CHARS]
+        return body + mac.decode("ascii")
+
+    def verify(self, cookie: str | None, policy: Policy) -> Token | None:
+        """The token a cookie carries, or None (logged) if it is not one we signed."""
+        if not cookie:
+            return None
+        token = self._parse(cookie, policy)
+        if token is None:
+            security_log.warning("rejected session cookie %s: bad shape or signature",
+                                 ids.fingerprint(cookie[:MAX_COOKIE_LENGTH]))
+        return token
+
+    def _parse(self, cookie: str, policy: Policy) -> Token | None:
+        if len(cookie) > MAX_COOKIE_LENGTH or not cookie.isascii():
+            return None
+        sid, dot, rest = cookie.partition(".")
+        if not dot or len(rest) != 1 + _MAC_CHARS or rest[0] not in "pb":
+            return None
+        if not ids.is_well_formed(sid):
+            return None
+        try:
+            mac = base64.urlsafe_b64decode(rest[1:] + "==")
+        except (binascii.Error, ValueError):
+            return None
+        index = policy.keys.verify(f"{sid}.{rest[0]}".encode("ascii"), mac)
+        if index is None:
+            return None
+        return Token(sid, rest[0] == "p", index)
+
+    # -- open ------------------------------------------------------------------
+
+    def open(self, cookie: str | None, policy: Policy, session: Session | None = None) -> Session:
+        """A lazy session for this cookie: nothing is verified or loaded until used."""
+        if session is None:
+            session = Session()
+        session.request_cookie = cookie
+
+        def load(target: Session) -> None:
+            self._load(target, cookie, policy)
+
+        session._loader = load
+        return session
+
+    def _load(self, session: Session, cookie: str | None, policy: Policy) -> None:
+        token = self.verify(cookie, policy)
+        if token is None:
+            return
+        session.cookie_key_index = token.key_index
+        session.cookie_permanent = token.permanent
+        key = ids.storage_key(token.sid)
+        record = self.store.load(key)
+        if record is None:
+            security_log.info("session %s not found or expired; starting a new one",
+                              ids.fingerprint(token.sid))
+            return
+        if policy.lifetime.is_expired(record.created_at, record.last_seen, self.clock()):
+            security_log.info("session %s expired under the current timeouts",
+                              ids.fingerprint(token.sid))
+            self.store.delete(key)
+            return
+        session.adopt(token.sid, record.fields, self._decode(record.fields, token.sid),
+                      created_at=record.created_at, last_seen=record.last_seen,
+                      permanent=record.permanent)
+
+    def _decode(self, raw: dict[str, bytes], sid: str) -> dict[str, Any]:
+        data = {}
+        for name, value in raw.items():
+            try:
+                data[name] = self.codec.decode(value)
+            except CodecError:
+                log.warning("session %s: dropped key %r, its stored value does not decode",
+                            ids.fingerprint(sid), name)
+        return data
+
+    # -- commit ------------------------------------------------------------------
+
+    def _refresh(self, cookie: str | None, policy: Policy,
+                 permanent_lifetime: float | None) -> CookieAction | None:
+        """For a request that never used its session: re-send a permanent cookie.
+
+        Costs no store call, and an HMAC check only for a cookie shaped like a
+        permanent one. None if there is nothing to send.
+        """
+        if not cookie or len(cookie) != _COOKIE_LENGTH or cookie[ids.ID_LENGTH + 1] != "p":
+            return None
+        token = self.verify(cookie, policy)
+        if token is None or not token.permanent:
+            return None
+        expires = self._cookie_expiry(None, policy, permanent_lifetime)
+        return CookieAction(self.sign(token.sid, True, policy), expires)
+
+    def commit(self, session: Session, policy: Policy, *, refresh_each_request: bool = True,
+               permanent_lifetime: float | None = None) -> CookieAction | None:
+        """Write what the view changed and say what to do with the cookie.
+
+        ``permanent_lifetime`` is how long a permanent cookie lives in the
+        browser (Flask's ``PERMANENT_SESSION_LIFETIME``); the server-side idle
+        and absolute timeouts are the policy's. A session the view never used
+        costs no store call; with ``refresh_each_request`` its cookie is re-sent
+        if it is permanent.
+        """
+        if not session.loaded:
+            if not refresh_each_request:
+                return None
+            return self._refresh(session.request_cookie, policy, permanent_lifetime)
+        now = self.clock()
+        data = session._data
+        if session._retired is not None:
+            self.store.delete(ids.storage_key(session._retired))
+        if session.sid is None:  # new, regenerated or destroyed
+            if not data:
+                had_cookie = not session._new or session._retired is not None
+                return CookieAction(None) if had_cookie else None
+            return self._create(session, policy, now, permanent_lifetime)
+        key = ids.storage_key(session.sid)
+        if not data:
+            self.store.delete(key)
+            return CookieAction(None)
+        patch = self._patch(session, now, policy)
+        if patch is not None and not self.store.update(key, patch):
+            log.info("session %s ended during the request (logged out or expired); "
+                     "its changes were not saved", ids.fingerprint(session.sid))
+            return None
+        changed = patch is not None and (patch.set or patch.delete or patch.clear)
+        must_set = (session.modified or changed or session.cookie_key_index != 0
+                    or session.cookie_permanent != session._permanent
+                    or (session._permanent and refresh_each_request))
+        if not must_set:
+            return None
+        expires = self._cookie_expiry(session, policy, permanent_lifetime, now)
+        return CookieAction(self.sign(session.sid, session._permanent, policy), expires)
+
+    def _create(self, session: Session, policy: Policy, now: float,
+                permanent_lifetime: float | None) -> CookieAction:
+        sid = ids.new_id()
+        created_at = session.created_at if session._regenerated and session.created_at else now
+        fields = {name: self.codec.encode(value) for name, value in session._data.items()}
+        record = Record(fields, created_at, now, policy.lifetime.expires_at(created_at, now),
+                        permanent=session._permanent)
+        self.store.create(ids.storage_key(sid), record)
+        session.sid, session.created_at, session.last_seen = sid, created_at, now
+        session._raw = fields
+        return CookieAction(self.sign(sid, session._permanent, policy),
+                            self._cookie_expiry(session, policy, permanent_lifetime, now))
+
+    def _patch(self, session: Session, now: float, policy: Policy) -> Patch | None:
+        """The smallest patch for what changed; None if nothing changed and no touch is due."""
+        encode, raw = self.codec.encode, session._raw
+        updates = {name: encode(session._data[name]) for name in session._set}
+        for name in session._read - session._set:
+            if name in session._data:
+                value = encode(session._data[name])
+                if value != raw.get(name):
+                    updates[name] = value
+        for name, value in list(updates.items()):
+            if not session._cleared and raw.get(name) == value:
+                del updates[name]
+        deleted = frozenset(name for name in session._removed if name in raw)
+        permanent = session._permanent if session._permanent_changed else None
+        changed = bool(updates or deleted or session._cleared or permanent is not None)
+        if not changed and not policy.lifetime.touch_due(session.last_seen, now):
+            return None
+        expires_at = policy.lifetime.expires_at(session.created_at, now)
+        return Patch(set=updates, delete=deleted, clear=session._cleared, last_seen=now,
+                     expires_at=expires_at, permanent=permanent)
+
+    def _cookie_expiry(self, session: Session | None, policy: Policy,
+                       permanent_lifetime: float | None = None,
+                       now: float | None = None) -> float | None:
+        if session is not None and not session._permanent:
+            return None
+        now = self.clock() if now is None else now
+        if permanent_lifetime is None:
+            permanent_lifetime = policy.lifetime.idle
+        expiry = now + permanent_lifetime
+        if session is not None and policy.lifetime.absolute is not None:
+            expiry = min(expiry, session.created_at + policy.lifetime.absolute)
+        return expiry

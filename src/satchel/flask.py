@@ -1,0 +1,164 @@
+"""The Flask face: the ``Satchel`` extension and its ``SessionInterface``.
+
+The only module that imports Flask. Config is read per request wherever
+Flask reads it per request, so tests may change it after the app is built;
+``SATCHEL_STORE`` is read once, by ``init_app``.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from typing import Any
+
+from flask import Flask, Request, Response
+from flask.sessions import SessionInterface, SessionMixin
+
+from satchel.codec import TaggedCodec, default_codec
+from satchel.engine import CookieAction, Engine, Policy
+from satchel.errors import ConfigError
+from satchel.lifetime import Clock, Lifetime, seconds, system_clock
+from satchel.session import Session
+from satchel.store import Store
+from satchel.urls import DEFAULT_SQLITE_NAME, store_from_url
+
+_POLICY_CACHE_SIZE = 32
+
+
+class FlaskSession(Session, SessionMixin):  # type: ignore[override]
+    """A :class:`~satchel.session.Session` that Flask recognises as its own kind."""
+
+
+class SatchelSessionInterface(SessionInterface):
+    """Flask's two-method contract, delegated to the framework-free engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._policies: dict[tuple[Any, ...], Policy] = {}
+
+    def policy(self, app: Flask) -> Policy:
+        """The key ring and timeouts the app's config names now (cached by value)."""
+        config = app.config
+        secret = app.secret_key
+        fallbacks = tuple(config.get("SECRET_KEY_FALLBACKS") or ())
+        idle = config.get("SATCHEL_IDLE_TIMEOUT")
+        absolute = config.get("SATCHEL_ABSOLUTE_TIMEOUT")
+        lifetime_default = app.permanent_session_lifetime
+        cache_key = (secret, fallbacks, idle, absolute, lifetime_default)
+        policy = self._policies.get(cache_key)
+        if policy is None:
+            idle_s = seconds(idle if idle is not None else lifetime_default,
+                             name="SATCHEL_IDLE_TIMEOUT")
+            assert idle_s is not None
+            lifetime = Lifetime(idle_s, seconds(absolute, name="SATCHEL_ABSOLUTE_TIMEOUT"))
+            policy = Policy.build(secret, fallbacks, lifetime)  # type: ignore[arg-type]
+            if len(self._policies) >= _POLICY_CACHE_SIZE:
+                self._policies.clear()
+            self._policies[cache_key] = policy
+        return policy
+
+    def open_session(self, app: Flask, request: Request) -> FlaskSession | None:
+        if not app.secret_key:
+            return None
+        cookie = request.cookies.get(self.get_cookie_name(app))
+        session = FlaskSession()
+        self.engine.open(cookie, self.policy(app), session)
+        return session
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        if not isinstance(session, Session):
+            raise TypeError(f"satchel cannot save a {type(session).__name__}; was the session"
+                            " interface swapped during the request?")
+        samesite = self.get_cookie_samesite(app)
+        if samesite is not None and samesite.title() not in ("Strict", "Lax", "None"):
+            raise ValueError(f"SESSION_COOKIE_SAMESITE {samesite!r}: expected 'Strict', 'Lax',"
+                             " 'None' or None; nothing was saved")
+        if session.accessed:
+            response.vary.add("Cookie")
+        action = self.engine.commit(
+            session, self.policy(app),
+            refresh_each_request=app.config["SESSION_REFRESH_EACH_REQUEST"],
+            permanent_lifetime=app.permanent_session_lifetime.total_seconds())
+        if action is not None:
+            self._apply(app, action, response)
+
+    def _apply(self, app: Flask, action: CookieAction, response: Response) -> None:
+        name = self.get_cookie_name(app)
+        domain = self.get_cookie_domain(app)
+        path = self.get_cookie_path(app)
+        secure = self.get_cookie_secure(app)
+        partitioned = self.get_cookie_partitioned(app)
+        samesite = self.get_cookie_samesite(app)
+        httponly = self.get_cookie_httponly(app)
+        if action.value is None:
+            response.delete_cookie(name, domain=domain, path=path, secure=secure,
+                                   partitioned=partitioned, samesite=samesite, httponly=httponly)
+        else:
+            expires = (None if action.expires is None
+                       else datetime.fromtimestamp(action.expires, timezone.utc))
+            response.set_cookie(name, action.value, expires=expires, httponly=httponly,
+                                domain=domain, path=path, secure=secure,
+                                partitioned=partitioned, samesite=samesite)
+            response.cache_control.private = True
+        response.vary.add("Cookie")
+
+
+class Satchel:
+    """Server-side sessions for Flask apps.
+
+    >>> app = Flask(__name__)
+    >>> Satchel(app)  # doctest: +SKIP
+
+    ``store`` is a Store object or a ``SATCHEL_STORE``-style URL; without one
+    the app's ``SATCHEL_STORE`` config is used, and without that an SQLite
+    file in the instance folder. One ``Satchel`` may serve several apps; each
+    app gets its own store resolved from its own config.
+    """
+
+    def __init__(self, app: Flask | None = None, *, store: Store | str | None = None,
+                 codec: TaggedCodec = default_codec, clock: Clock = system_clock) -> None:
+        self.store = store
+        self.codec = codec
+        self.clock = clock
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Install satchel's session interface on ``app`` and its CLI commands."""
+        store = self._resolve_store(app)
+        engine = Engine(store, codec=self.codec, clock=self.clock)
+        app.session_interface = SatchelSessionInterface(engine)
+        app.extensions["satchel"] = self
+        for name in ("SATCHEL_IDLE_TIMEOUT", "SATCHEL_ABSOLUTE_TIMEOUT"):
+            try:
+                seconds(app.config.get(name), name=name)
+            except (TypeError, ValueError) as err:
+                raise ConfigError(f"{name}: {err}") from err
+        from satchel.cli import satchel_cli
+
+        if "satchel" not in app.cli.commands:
+            app.cli.add_command(satchel_cli)
+
+    def _resolve_store(self, app: Flask) -> Store:
+        configured = self.store if self.store is not None else app.config.get("SATCHEL_STORE")
+        if configured is None:
+            return store_from_url(f"sqlite:///{DEFAULT_SQLITE_NAME}", base_dir=app.instance_path,
+                                  clock=self.clock)
+        if isinstance(configured, str):
+            return store_from_url(configured, base_dir=app.instance_path, clock=self.clock)
+        if isinstance(configured, os.PathLike):
+            raise ConfigError(f"SATCHEL_STORE {configured!r}: give a URL such as "
+                              f"'sqlite:///{os.fspath(configured)}' or a store object")
+        for method in ("load", "create", "update", "delete"):
+            if not callable(getattr(configured, method, None)):
+                raise ConfigError(f"SATCHEL_STORE {configured!r}: not a store (it has no "
+                                  f"{method}() method); give a URL or a satchel store object")
+        return configured
+
+    @staticmethod
+    def store_of(app: Flask) -> Store:
+        """The store ``app``'s sessions live in."""
+        interface = app.session_interface
+        if not isinstance(interface, SatchelSessionInterface):
+            raise RuntimeError("satchel is not installed on this app; call Satchel(app) first")
+        return interface.engine.store

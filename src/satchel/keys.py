@@ -1,0 +1,61 @@
+"""The key ring: ``SECRET_KEY`` plus ``SECRET_KEY_FALLBACKS`` -> derived keys.
+
+Every purpose gets its own key, derived with HKDF-SHA256 from the secret, so
+a key used to sign cookie ids is never the key used for anything else. The
+current key comes first; fallbacks only verify, never sign.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Sequence
+from functools import lru_cache
+from hashlib import sha256
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+Secret = str | bytes
+
+
+def _as_bytes(secret: Secret) -> bytes:
+    return secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
+
+
+@lru_cache(maxsize=256)
+def derive(secret: bytes, purpose: str) -> bytes:
+    """A 32-byte key for ``purpose``, derived from ``secret`` with HKDF-SHA256."""
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode("utf-8"))
+    return hkdf.derive(secret)
+
+
+class KeyRing:
+    """Derived keys for one purpose: the current one first, then fallbacks.
+
+    ``sign`` uses the current key. ``verify`` returns the index of the key
+    that matched (0 = current, >0 = a fallback, so the caller re-signs) or
+    ``None``. Comparisons are constant-time.
+    """
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, secret: Secret, fallbacks: Sequence[Secret] = (), *, purpose: str) -> None:
+        self._keys = tuple(derive(_as_bytes(s), purpose) for s in (secret, *fallbacks))
+
+    def sign(self, message: bytes, length: int = 16) -> bytes:
+        """A MAC of ``message`` under the current key, truncated to ``length`` bytes."""
+        return hmac.new(self._keys[0], message, sha256).digest()[:length]
+
+    def verify(self, message: bytes, mac: bytes) -> int | None:
+        """Index of the key whose MAC of ``message`` equals ``mac``, else ``None``."""
+        length = len(mac)
+        if length < 16:
+            return None
+        for index, key in enumerate(self._keys):
+            expected = hmac.new(key, message, sha256).digest()[:length]
+            if hmac.compare_digest(expected, mac):
+                return index
+        return None
+
+    def __repr__(self) -> str:
+        return f"<KeyRing keys={len(self._keys)}>"

@@ -1,0 +1,67 @@
+"""Idle and absolute timeouts, and when to touch. Pure functions of a clock.
+
+A session dies ``idle`` seconds after it was last seen, or ``absolute``
+seconds after it was created, whichever comes first. Sliding expiry is
+refreshed by a *touch*, at most once per ``touch_after`` (a tenth of the
+idle timeout, at most 5 minutes), so a read-only request normally writes
+nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+Clock = Callable[[], float]
+"""Seconds since the epoch, as :func:`time.time` returns them."""
+
+MAX_TOUCH_INTERVAL = 300.0
+
+
+def seconds(value: timedelta | float | int | None, *, name: str) -> float | None:
+    """A duration as seconds: a ``timedelta`` or a number, as Flask's lifetime is.
+
+    ``None`` stays ``None`` (no limit). Zero or negative values are refused.
+    """
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        result = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        result = float(value)
+    else:
+        raise TypeError(f"{name} must be a timedelta or a number of seconds, not {value!r}")
+    if result <= 0:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+    return result
+
+
+@dataclass(frozen=True)
+class Lifetime:
+    """The timeout policy: ``idle`` seconds, ``absolute`` seconds or None."""
+
+    idle: float
+    absolute: float | None = None
+
+    @property
+    def touch_after(self) -> float:
+        return min(self.idle / 10.0, MAX_TOUCH_INTERVAL)
+
+    def expires_at(self, created_at: float, last_seen: float) -> float:
+        """When a session created then and last seen then dies."""
+        deadline = last_seen + self.idle
+        if self.absolute is not None:
+            deadline = min(deadline, created_at + self.absolute)
+        return deadline
+
+    def is_expired(self, created_at: float, last_seen: float, now: float) -> bool:
+        return now >= self.expires_at(created_at, last_seen)
+
+    def touch_due(self, last_seen: float, now: float) -> bool:
+        """True if the sliding expiry should be pushed forward on this request."""
+        return now - last_seen >= self.touch_after
+
+
+system_clock: Clock = time.time

@@ -1,0 +1,106 @@
+"""The store contract: what every session backend does, and nothing more.
+
+A store keeps **records** under a **storage key** (the SHA-256 of the
+session id, never the id). A record is a map of field name -> bytes, one
+field per session key, plus timestamps. Stores never see a request, a
+cookie or the app config; times are seconds since the epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+@dataclass
+class Record:
+    """One session as a store keeps it."""
+
+    fields: dict[str, bytes]
+    created_at: float
+    last_seen: float
+    expires_at: float
+    permanent: bool = False
+    user: str | None = None
+
+
+@dataclass(frozen=True)
+class Patch:
+    """What one commit changes. Fields not named are left as they are.
+
+    ``clear`` drops every field before ``set`` is applied. ``None`` for a
+    metadata attribute means "leave it"; ``user=""`` removes the user.
+    """
+
+    set: Mapping[str, bytes] = field(default_factory=dict)
+    delete: frozenset[str] = frozenset()
+    clear: bool = False
+    last_seen: float | None = None
+    expires_at: float | None = None
+    permanent: bool | None = None
+    user: str | None = None
+
+
+@runtime_checkable
+class Store(Protocol):
+    """A session backend. All methods are thread-safe.
+
+    Connection failures raise :class:`~satchel.errors.StoreUnavailable`,
+    chained to the driver's error; nothing else is raised for I/O.
+    """
+
+    def load(self, key: str) -> Record | None:
+        """The record under ``key``. Missing or expired (``expires_at`` <= now): None."""
+        ...
+
+    def create(self, key: str, record: Record) -> None:
+        """Store a new record. Raises ``KeyError`` if a live record has ``key``;
+        an expired one is replaced."""
+        ...
+
+    def update(self, key: str, patch: Patch) -> bool:
+        """Apply ``patch`` atomically, touching only the fields it names, so two
+        commits that change different fields both survive.
+
+        Returns False and changes nothing if the record is missing or expired:
+        a request in flight never resurrects a session that was logged out.
+        """
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove the record. Deleting a missing key is not an error."""
+        ...
+
+
+@runtime_checkable
+class Purgeable(Protocol):
+    """A store whose expired records stay until something deletes them."""
+
+    def purge_expired(self, batch: int = 1000) -> int:
+        """Delete up to ``batch`` expired records; return how many went.
+
+        Call until it returns 0 to empty the backlog; each call is bounded.
+        """
+        ...
+
+    def count_expired(self) -> int:
+        """How many expired records are waiting to be purged."""
+        ...
+
+
+def apply_patch(record: Record, patch: Patch) -> None:
+    """Apply ``patch`` to ``record`` in place: the reference semantics of update."""
+    if patch.clear:
+        record.fields.clear()
+    for name in patch.delete:
+        record.fields.pop(name, None)
+    record.fields.update(patch.set)
+    if patch.last_seen is not None:
+        record.last_seen = patch.last_seen
+    if patch.expires_at is not None:
+        record.expires_at = patch.expires_at
+    if patch.permanent is not None:
+        record.permanent = patch.permanent
+    if patch.user is not None:
+        record.user = patch.user or None

@@ -1,0 +1,1 @@
+"""Session backends. Each module holds one store; drivers load only there."""

@@ -1,0 +1,164 @@
+"""SQLiteStore: the embedded default, on the standard library's ``sqlite3``.
+
+One file, WAL journal, safe across threads (a connection per thread) and
+across processes sharing the file. The schema is created idempotently; a
+session is a row in ``satchel_sessions`` plus a row per key in
+``satchel_fields``, so an update rewrites only the keys that changed.
+
+    store = SQLiteStore("/var/lib/myapp/sessions.sqlite3")
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from satchel.errors import StoreUnavailable
+from satchel.lifetime import Clock, system_clock
+from satchel.store import Patch, Record
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS satchel_sessions (
+    key        TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    last_seen  REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    permanent  INTEGER NOT NULL DEFAULT 0,
+    user       TEXT
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS satchel_sessions_expires_at ON satchel_sessions (expires_at);
+CREATE TABLE IF NOT EXISTS satchel_fields (
+    key   TEXT NOT NULL REFERENCES satchel_sessions (key) ON DELETE CASCADE,
+    name  TEXT NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (key, name)
+) WITHOUT ROWID;
+"""
+
+_LOAD = (
+    "SELECT s.created_at, s.last_seen, s.expires_at, s.permanent, s.user, f.name, f.value"
+    " FROM satchel_sessions AS s LEFT JOIN satchel_fields AS f ON f.key = s.key"
+    " WHERE s.key = ? AND s.expires_at > ?"
+)
+_DELETE = "DELETE FROM satchel_sessions WHERE key = ?"
+_INSERT_META = (
+    "INSERT INTO satchel_sessions (key, created_at, last_seen, expires_at, permanent, user)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+_UPDATE_META = (
+    "UPDATE satchel_sessions SET last_seen = coalesce(?, last_seen),"
+    " expires_at = coalesce(?, expires_at), permanent = coalesce(?, permanent),"
+    " user = CASE WHEN ? THEN nullif(?, '') ELSE user END"
+    " WHERE key = ? AND expires_at > ?"
+)
+_UPSERT_FIELD = "INSERT OR REPLACE INTO satchel_fields (key, name, value) VALUES (?, ?, ?)"
+_DELETE_FIELD = "DELETE FROM satchel_fields WHERE key = ? AND name = ?"
+_CLEAR_FIELDS = "DELETE FROM satchel_fields WHERE key = ?"
+_PURGE = (
+    "DELETE FROM satchel_sessions WHERE key IN"
+    " (SELECT key FROM satchel_sessions WHERE expires_at <= ? LIMIT ?)"
+)
+
+
+class SQLiteStore:
+    """Sessions in an SQLite file. ``path`` is created with its schema if absent.
+
+    Raises :class:`StoreUnavailable` when the file cannot be opened or written
+    (a missing directory, a read-only disk, a lock held too long).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, clock: Clock = system_clock,
+                 busy_timeout: float = 5.0) -> None:
+        self.path = os.fspath(path)
+        self._clock = clock
+        self._busy_timeout = busy_timeout
+        self._local = threading.local()
+        with self._errors():
+            conn = self._connect()
+            conn.executescript(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=self._busy_timeout,
+                                   isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.DatabaseError as err:
+            raise StoreUnavailable(f"SQLite store {self.path!r}: {err}") from err
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._errors():
+            conn = self._connect()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def load(self, key: str) -> Record | None:
+        with self._errors():
+            rows = self._connect().execute(_LOAD, (key, self._clock())).fetchall()
+        if not rows:
+            return None
+        created_at, last_seen, expires_at, permanent, user = rows[0][:5]
+        fields = {row[5]: row[6] for row in rows if row[5] is not None}
+        return Record(fields, created_at, last_seen, expires_at, bool(permanent), user)
+
+    def create(self, key: str, record: Record) -> None:
+        with self._write() as conn:
+            conn.execute("DELETE FROM satchel_sessions WHERE key = ? AND expires_at <= ?",
+                         (key, self._clock()))
+            try:
+                conn.execute(_INSERT_META, (key, record.created_at, record.last_seen,
+                                            record.expires_at, int(record.permanent), record.user))
+            except sqlite3.IntegrityError as err:
+                raise KeyError("a session with this key exists") from err
+            conn.executemany(_UPSERT_FIELD, [(key, n, v) for n, v in record.fields.items()])
+
+    def update(self, key: str, patch: Patch) -> bool:
+        permanent = None if patch.permanent is None else int(patch.permanent)
+        params = (patch.last_seen, patch.expires_at, permanent, patch.user is not None,
+                  patch.user, key, self._clock())
+        with self._write() as conn:
+            if conn.execute(_UPDATE_META, params).rowcount == 0:
+                return False
+            if patch.clear:
+                conn.execute(_CLEAR_FIELDS, (key,))
+            elif patch.delete:
+                conn.executemany(_DELETE_FIELD, [(key, name) for name in patch.delete])
+            if patch.set:
+                conn.executemany(_UPSERT_FIELD, [(key, n, v) for n, v in patch.set.items()])
+        return True
+
+    def delete(self, key: str) -> None:
+        with self._write() as conn:
+            conn.execute(_DELETE, (key,))
+
+    def purge_expired(self, batch: int = 1000) -> int:
+        with self._write() as conn:
+            return conn.execute(_PURGE, (self._clock(), batch)).rowcount
+
+    def count_expired(self) -> int:
+        with self._errors():
+            row = self._connect().execute(
+                "SELECT count(*) FROM satchel_sessions WHERE expires_at <= ?", (self._clock(),)
+            ).fetchone()
+        return int(row[0])
+
+    def __repr__(self) -> str:
+        return f"<SQLiteStore path={self.path!r}>"

@@ -1,0 +1,74 @@
+"""``SATCHEL_STORE`` URLs -> store objects.
+
+``sqlite:///relative/path`` is relative to the app's instance folder,
+``sqlite:////absolute/path`` is absolute (SQLAlchemy's spelling), and
+``sqlite:///`` alone is ``sessions.sqlite3`` in the instance folder.
+Folders under the instance folder are created; an absolute path's folder
+must exist.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlsplit
+
+from satchel.errors import ConfigError
+from satchel.lifetime import Clock, system_clock
+from satchel.store import Store
+
+DEFAULT_SQLITE_NAME = "sessions.sqlite3"
+KNOWN_SCHEMES = ("sqlite", "memory", "redis", "rediss", "redis+cluster", "postgresql", "cookie")
+_NOT_YET = {
+    "redis": "the Redis store",
+    "rediss": "the Redis store",
+    "redis+cluster": "the Redis Cluster store",
+    "postgresql": "the PostgreSQL store",
+    "postgres": "the PostgreSQL store",
+    "cookie": "client-side (cookie) sessions",
+}
+
+
+def store_from_url(url: str, *, base_dir: str, clock: Clock = system_clock) -> Store:
+    """The store ``url`` names. Raises ConfigError naming the URL and the fix."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ConfigError(f"SATCHEL_STORE {url!r}: not a URL; expected e.g. 'sqlite:///sessions.sqlite3'"
+                          " or 'memory://'")
+    scheme = scheme.lower()
+    if scheme == "memory":
+        from satchel.stores.memory import MemoryStore
+
+        return MemoryStore(clock=clock)
+    if scheme == "sqlite":
+        from satchel.errors import StoreUnavailable
+        from satchel.stores.sqlite import SQLiteStore
+
+        path = _sqlite_path(url, rest, base_dir)
+        try:
+            return SQLiteStore(path, clock=clock)
+        except StoreUnavailable as err:
+            raise ConfigError(f"SATCHEL_STORE {url!r}: cannot open {path!r} ({err.__cause__});"
+                              " check that its folder exists and is writable") from err
+    if scheme in _NOT_YET:
+        raise ConfigError(f"SATCHEL_STORE {url!r}: {_NOT_YET[scheme]} are not available yet in"
+                          " this version of satchel; use 'sqlite:///...' or 'memory://'")
+    raise ConfigError(f"SATCHEL_STORE {url!r}: unknown scheme {scheme!r}; expected one of "
+                      + ", ".join(KNOWN_SCHEMES))
+
+
+def _sqlite_path(url: str, rest: str, base_dir: str) -> str:
+    if not rest.startswith("/"):
+        raise ConfigError(f"SATCHEL_STORE {url!r}: an SQLite URL has three slashes and a path, e.g."
+                          " 'sqlite:///sessions.sqlite3' (in the instance folder) or"
+                          " 'sqlite:////var/lib/app/sessions.sqlite3'; for a store in memory"
+                          " use 'memory://'")
+    path = urlsplit("sqlite://" + rest).path[1:] or DEFAULT_SQLITE_NAME
+    if not os.path.isabs(path):
+        path = os.path.join(base_dir, path)
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"SATCHEL_STORE {url!r}: cannot create the folder of {path!r}"
+                              f" ({err.strerror}); check the instance folder's permissions"
+                              ) from err
+    return path

@@ -1,0 +1,193 @@
+"""The store contract suite: every store subclasses ``StoreContract``.
+
+A subclass provides the ``store`` fixture, built with the ``clock`` fixture
+so expiry is tested without sleeping.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from satchel.store import Patch, Purgeable, Record, Store
+from tests.clock import FakeClock
+
+HOUR = 3600.0
+
+
+def make_record(clock: FakeClock, ttl: float = HOUR, **fields: bytes) -> Record:
+    return Record(dict(fields), clock.now, clock.now, clock.now + ttl)
+
+
+class StoreContract:
+    @pytest.fixture
+    def clock(self) -> FakeClock:
+        return FakeClock()
+
+    @pytest.fixture
+    def store(self, clock: FakeClock) -> Any:
+        raise NotImplementedError
+
+    def test_is_a_store(self, store: Store) -> None:
+        assert isinstance(store, Store)
+
+    def test_load_missing_is_none(self, store: Store) -> None:
+        assert store.load("0" * 64) is None
+
+    def test_create_then_load_round_trips(self, store: Store, clock: FakeClock) -> None:
+        record = Record({"a": b"1", "b": b'{"x":[1,2]}'}, clock.now - 5, clock.now - 1,
+                        clock.now + HOUR, permanent=True, user="alice")
+        store.create("k1", record)
+        loaded = store.load("k1")
+        assert loaded == record
+
+    def test_create_existing_key_fails(self, store: Store, clock: FakeClock) -> None:
+        store.create("k1", make_record(clock, a=b"1"))
+        with pytest.raises(KeyError):
+            store.create("k1", make_record(clock, a=b"2"))
+        loaded = store.load("k1")
+        assert loaded is not None and loaded.fields == {"a": b"1"}
+
+    def test_create_replaces_an_expired_record(self, store: Store, clock: FakeClock) -> None:
+        store.create("k1", make_record(clock, ttl=10, old=b"1"))
+        clock.advance(11)
+        store.create("k1", make_record(clock, new=b"2"))
+        loaded = store.load("k1")
+        assert loaded is not None and loaded.fields == {"new": b"2"}
+
+    def test_empty_record_round_trips(self, store: Store, clock: FakeClock) -> None:
+        store.create("k1", make_record(clock))
+        loaded = store.load("k1")
+        assert loaded is not None and loaded.fields == {}
+
+    def test_keys_are_isolated(self, store: Store, clock: FakeClock) -> None:
+        store.create("k1", make_record(clock, a=b"1"))
+        store.create("k2", make_record(clock, a=b"2"))
+        store.update("k1", Patch(set={"a": b"3"}))
+        store.delete("k2")
+        loaded = store.load("k1")
+        assert loaded is not None and loaded.fields == {"a": b"3"}
+        assert store.load("k2") is None
+
+    def test_update_merges_per_field(self, store: Store, clock: FakeClock) -> None:
+        store.create("k1", make_record(clock, keep=b"0", a=b"1"))
+        assert store.update("k1", Patch(set={"a": b"2"})) is True
+        assert store.update("k1", Patch(set={"b": b"3"})) is True
+        loaded = store.load("k1")
+        assert loaded is not None and loaded.fields == {"keep": b"0", "a": b"2", "b": b"3"}
+
+    def test_update_deletes_fields(self, store: Store, clock: FakeClock) -> None:
+        store.create("k1", make_record(clock, a=b"1", b=b"2"))
+        assert store.update("k1", Patch(delete=frozenset({"a", "never-there"})))
+        loaded = store.load("k1")
+        assert loaded is not None and loaded.fields == {"b": b"2"}
+
+    def test_update_clear_then_set(self, store: Store, clock: FakeClock) -> None:
+        store.create("k1", make_record(clock, a=b"1", b=b"2"))
+        assert store.update("k1", Patch(set={"c": b"3"}, clear=True))
+        loaded = store.load("k1")
+        assert loaded is not None and loaded.fields == {"c": b"3"}
+
+    def test_update_missing_returns_false_and_creates_nothing(self, store: Store) -> None:
+        assert store.update("ghost", Patch(set={"a": b"1"}, expires_at=9e12)) is False
+        assert store.load("ghost") is None
+
+    def test_update_after_delete_does_not_resurrect(self, store: Store, clock: FakeClock) -> None:
+        store.create("k1", make_record(clock, user=b"1"))
+        store.delete("k1")
+        assert store.update("k1", Patch(set={"cart": b"[]"}, expires_at=clock.now + HOUR)) is False
+        assert store.load("k1") is None
+
+    def test_update_expired_returns_false(self, store: Store, clock: FakeClock) -> None:
+        store.create("k1", make_record(clock, ttl=10, a=b"1"))
+        clock.advance(10)
+        assert store.update("k1", Patch(set={"a": b"2"}, expires_at=clock.now + HOUR)) is False
+        assert store.load("k1") is None
+
+    def test_update_metadata(self, store: Store, clock: FakeClock) -> None:
+        store.create("k1", make_record(clock, a=b"1"))
+        clock.advance(60)
+        assert store.update("k1", Patch(last_seen=clock.now, expires_at=clock.now + 2 * HOUR,
+                                        permanent=True, user="bob"))
+        loaded = store.load("k1")
+        assert loaded is not None
+        assert (loaded.last_seen, loaded.expires_at) == (clock.now, clock.now + 2 * HOUR)
+        assert loaded.permanent is True and loaded.user == "bob"
+        assert loaded.fields == {"a": b"1"}
+        assert store.update("k1", Patch(user="", permanent=False))
+        loaded = store.load("k1")
+        assert loaded is not None and loaded.user is None and loaded.permanent is False
+
+    def test_update_extends_life(self, store: Store, clock: FakeClock) -> None:
+        store.create("k1", make_record(clock, ttl=100, a=b"1"))
+        clock.advance(90)
+        assert store.update("k1", Patch(last_seen=clock.now, expires_at=clock.now + 100))
+        clock.advance(90)
+        assert store.load("k1") is not None
+
+    def test_expired_record_is_a_miss(self, store: Store, clock: FakeClock) -> None:
+        store.create("k1", make_record(clock, ttl=100, a=b"1"))
+        clock.advance(99.5)
+        assert store.load("k1") is not None
+        clock.advance(0.5)
+        assert store.load("k1") is None
+
+    def test_delete(self, store: Store, clock: FakeClock) -> None:
+        store.create("k1", make_record(clock, a=b"1"))
+        store.delete("k1")
+        assert store.load("k1") is None
+
+    def test_delete_missing_is_not_an_error(self, store: Store) -> None:
+        store.delete("never-existed")
+
+    def test_awkward_names_and_binary_values(self, store: Store, clock: FakeClock) -> None:
+        fields = {"": b"", "a.b": b"\x00\xff", "$.x": b"1", "'; DROP TABLE x; --": b"2",
+                  "naïve ✓": "ü".encode(), " t": b"3", "x" * 300: b"y" * 100_000}
+        store.create("k1", make_record(clock, **fields))
+        store.update("k1", Patch(set={"a.b": b"\x00"}, delete=frozenset({"$.x"})))
+        loaded = store.load("k1")
+        expected = dict(fields, **{"a.b": b"\x00"})
+        del expected["$.x"]
+        assert loaded is not None and loaded.fields == expected
+
+    def test_parallel_updates_of_different_fields_all_survive(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        store.create("k1", make_record(clock))
+        threads, per_thread = 8, 25
+        barrier = threading.Barrier(threads)
+        errors: list[BaseException] = []
+
+        def work(n: int) -> None:
+            try:
+                barrier.wait()
+                for i in range(per_thread):
+                    assert store.update("k1", Patch(set={f"t{n}-{i}": str(i).encode()}))
+            except BaseException as err:  # pragma: no cover - reported below
+                errors.append(err)
+
+        pool = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join()
+        assert errors == []
+        loaded = store.load("k1")
+        assert loaded is not None and len(loaded.fields) == threads * per_thread
+
+    def test_purge_expired_in_batches(self, store: Store, clock: FakeClock) -> None:
+        if not isinstance(store, Purgeable):
+            pytest.skip(f"{type(store).__name__} expires records natively")
+        for i in range(7):
+            store.create(f"old{i}", make_record(clock, ttl=10, a=b"1"))
+        store.create("live", make_record(clock, ttl=HOUR, a=b"1"))
+        clock.advance(11)
+        assert store.count_expired() == 7
+        assert store.purge_expired(batch=3) == 3
+        assert store.purge_expired(batch=3) == 3
+        assert store.purge_expired(batch=3) == 1
+        assert store.purge_expired(batch=3) == 0
+        assert store.count_expired() == 0
+        assert store.load("live") is not None

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Flask
+
+from satchel import Satchel, SQLiteStore
+from satchel.store import Record
+from tests.clock import FakeClock
+
+
+def test_purge_deletes_expired_sessions_in_batches(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = SQLiteStore(tmp_path / "s.sqlite3", clock=clock)
+    for i in range(25):
+        store.create(f"dead{i}", Record({"a": b"1"}, clock.now, clock.now, clock.now + 10))
+    store.create("live", Record({"a": b"1"}, clock.now, clock.now, clock.now + 1000))
+    clock.advance(11)
+    app = Flask(__name__)
+    app.config["SECRET_KEY"] = "k" * 32
+    Satchel(app, store=store)
+    result = app.test_cli_runner().invoke(args=["satchel", "purge", "--batch", "10"])
+    assert result.exit_code == 0, result.output
+    assert "Deleted 25 expired session(s)." in result.output
+    assert store.count_expired() == 0
+    assert store.load("live") is not None
+
+
+def test_purge_rejects_a_bad_batch_size(tmp_path: Path) -> None:
+    app = Flask(__name__)
+    app.config["SECRET_KEY"] = "k" * 32
+    Satchel(app, store=SQLiteStore(tmp_path / "s.sqlite3"))
+    result = app.test_cli_runner().invoke(args=["satchel", "purge", "--batch", "0"])
+    assert result.exit_code != 0
+    assert "--batch" in result.output
+
+
+def test_purge_on_a_store_that_expires_by_itself(tmp_path: Path) -> None:
+    class SelfExpiring:
+        def load(self, key: str) -> None:
+            return None
+
+        def create(self, key: str, record: Record) -> None: ...
+
+        def update(self, key: str, patch: object) -> bool:
+            return False
+
+        def delete(self, key: str) -> None: ...
+
+    app = Flask(__name__)
+    app.config["SECRET_KEY"] = "k" * 32
+    Satchel(app, store=SelfExpiring())  # type: ignore[arg-type]
+    result = app.test_cli_runner().invoke(args=["satchel", "purge"])
+    assert result.exit_code == 0
+    assert "nothing to purge" in result.output

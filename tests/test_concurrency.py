@@ -1,0 +1,102 @@
+"""Overlapping requests on one session, on real threads and the SQLite store."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask, session
+from flask.testing import FlaskClient
+
+from satchel import Satchel, SQLiteStore
+
+TIMEOUT = 10
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Flask:
+    app = Flask(__name__)
+    app.config.update(TESTING=True, SECRET_KEY="k" * 32)
+    Satchel(app, store=SQLiteStore(tmp_path / "sessions.sqlite3"))
+    app.extensions["gates"] = {}
+
+    @app.get("/set/<key>/<value>")
+    def set_value(key: str, value: str) -> str:
+        session[key] = value
+        return "ok"
+
+    @app.get("/slow-set/<key>/<value>")
+    def slow_set(key: str, value: str) -> str:
+        gates = app.extensions["gates"]
+        session.get(key)  # load the session now, before the other request commits
+        gates["loaded"].wait(TIMEOUT)
+        gates["go"].wait(TIMEOUT)
+        session[key] = value
+        return "ok"
+
+    @app.get("/logout")
+    def logout() -> str:
+        session.destroy()
+        return "bye"
+
+    @app.get("/dump")
+    def dump() -> dict[str, Any]:
+        return dict(session)
+
+    return app
+
+
+def clone(app: Flask, client: FlaskClient) -> FlaskClient:
+    other = app.test_client()
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    other.set_cookie("session", cookie.value)
+    return other
+
+
+def run(*jobs: Any) -> list[Any]:
+    results: list[Any] = [None] * len(jobs)
+
+    def target(i: int) -> None:
+        results[i] = jobs[i]()
+
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(len(jobs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT * 2)
+        assert not thread.is_alive()
+    return results
+
+
+def test_overlapping_requests_setting_different_keys_both_survive(app: Flask) -> None:
+    client = app.test_client()
+    client.get("/set/user/alice")
+    tab1, tab2 = clone(app, client), clone(app, client)
+    app.extensions["gates"] = {"loaded": threading.Barrier(2), "go": threading.Event()}
+    app.extensions["gates"]["go"].set()
+    r1, r2 = run(lambda: tab1.get("/slow-set/cart/apple"), lambda: tab2.get("/slow-set/theme/dark"))
+    assert (r1.status_code, r2.status_code) == (200, 200)
+    assert client.get("/dump").json == {"user": "alice", "cart": "apple", "theme": "dark"}
+
+
+def test_request_in_flight_after_logout_does_not_resurrect_the_session(app: Flask) -> None:
+    client = app.test_client()
+    client.get("/set/user/alice")
+    slow, other = clone(app, client), clone(app, client)
+    go = threading.Event()
+    app.extensions["gates"] = {"loaded": threading.Barrier(2), "go": go}
+
+    def logout_once_loaded() -> Any:
+        app.extensions["gates"]["loaded"].wait(TIMEOUT)
+        response = other.get("/logout")
+        go.set()
+        return response
+
+    in_flight, logout = run(lambda: slow.get("/slow-set/cart/apple"), logout_once_loaded)
+    assert logout.status_code == 200 and in_flight.status_code == 200
+    assert "Set-Cookie" not in in_flight.headers  # the dead id is not handed back
+    assert slow.get("/dump").json == {}  # replaying the old cookie: nothing
+    assert client.get("/dump").json == {}

@@ -1,0 +1,268 @@
+"""The demo shop (examples/shop) behaves as a user of it would expect."""
+
+from __future__ import annotations
+
+from http.cookies import SimpleCookie
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from examples.shop.app import STUDENTS, create_app
+
+CONFIG = {"SATCHEL_STORE": "memory://", "SECRET_KEY": "x" * 32, "TESTING": True}
+
+
+@pytest.fixture
+def app() -> Flask:
+    return create_app(dict(CONFIG))
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def session_set_cookie(response) -> SimpleCookie:
+    """The ``session`` morsel of the response's Set-Cookie headers (asserts there is one)."""
+    headers = [h for h in response.headers.getlist("Set-Cookie") if h.startswith("session=")]
+    assert len(headers) == 1, headers
+    cookie: SimpleCookie = SimpleCookie()
+    cookie.load(headers[0])
+    return cookie
+
+
+def cookie_value(client: FlaskClient) -> str | None:
+    cookie = client.get_cookie("session")
+    return None if cookie is None else cookie.value
+
+
+def log_in(client: FlaskClient, remember: bool = False, **extra):
+    data = {"username": "demo", "password": "demo", **extra}
+    if remember:
+        data["remember"] = "on"
+    return client.post("/login", data=data)
+
+
+def logged_in_as_demo(client: FlaskClient) -> bool:
+    return "Logged in as <strong>demo</strong>" in client.get("/").text
+
+
+# -- login / logout -------------------------------------------------------------
+
+
+def test_login_page_shows_demo_credentials(client: FlaskClient) -> None:
+    page = client.get("/login")
+    assert page.status_code == 200
+    assert "<code>demo</code>" in page.text
+
+
+def test_login_success(client: FlaskClient) -> None:
+    response = log_in(client)
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/"
+    home = client.get("/")
+    assert "Welcome, demo!" in home.text
+    assert logged_in_as_demo(client)
+
+
+def test_login_wrong_password(client: FlaskClient) -> None:
+    response = client.post("/login", data={"username": "demo", "password": "nope"})
+    assert response.status_code == 401
+    assert "Wrong username or password." in response.text
+    assert not logged_in_as_demo(client)
+    assert client.get("/students").status_code == 302
+
+
+@pytest.mark.parametrize("data", [{}, {"username": "demo"}, {"password": "demo"},
+                                  {"username": "  ", "password": "demo"}])
+def test_login_missing_fields_is_an_error_message(client: FlaskClient, data) -> None:
+    response = client.post("/login", data=data)
+    assert response.status_code == 400
+    assert "Please enter both a username and a password." in response.text
+    assert not logged_in_as_demo(client)
+
+
+def test_login_follows_next_but_only_to_local_paths(client: FlaskClient) -> None:
+    assert log_in(client, next="/students").headers["Location"] == "/students"
+    assert log_in(client, next="https://evil.example/").headers["Location"] == "/"
+    assert log_in(client, next="//evil.example/").headers["Location"] == "/"
+
+
+def test_logout_ends_the_session(client: FlaskClient, app: Flask) -> None:
+    old_cookie = session_set_cookie(log_in(client))["session"].value
+    client.post("/cart/add/notebook")
+    assert logged_in_as_demo(client)
+
+    response = client.post("/logout", follow_redirects=True)
+    assert "You have been logged out." in response.text
+    assert "Logged in as" not in response.text
+    assert not logged_in_as_demo(client)
+
+    # Someone who kept a copy of the pre-logout cookie gets nothing from it.
+    replay = app.test_client()
+    replay.set_cookie("session", old_cookie)
+    assert not logged_in_as_demo(replay)
+    assert "Your cart is empty." in replay.get("/cart").text
+    assert replay.get("/students").status_code == 302
+
+
+def test_logout_requires_post(client: FlaskClient) -> None:
+    log_in(client)
+    assert client.get("/logout").status_code == 405
+    assert logged_in_as_demo(client)
+
+
+def test_login_rotates_the_session_id(client: FlaskClient, app: Flask) -> None:
+    # an anonymous session with a cookie
+    before = session_set_cookie(client.post("/cart/add/pencil"))["session"].value
+    after = session_set_cookie(log_in(client))["session"].value
+    assert after.split(".")[0] != before.split(".")[0]
+    assert logged_in_as_demo(client)
+
+    # The pre-login id is dead: a planted (fixated) cookie does not become logged in.
+    attacker = app.test_client()
+    attacker.set_cookie("session", before)
+    assert not logged_in_as_demo(attacker)
+
+
+# -- remember me ----------------------------------------------------------------------
+
+
+def test_remember_me_makes_the_cookie_permanent(client: FlaskClient) -> None:
+    cookie = session_set_cookie(log_in(client, remember=True))
+    assert cookie["session"]["expires"]
+    assert logged_in_as_demo(client)
+
+
+def test_without_remember_me_the_cookie_ends_with_the_browser(client: FlaskClient) -> None:
+    cookie = session_set_cookie(log_in(client))
+    assert not cookie["session"]["expires"]
+    assert not cookie["session"]["max-age"]
+
+
+def test_session_cookie_flags(client: FlaskClient) -> None:
+    cookie = session_set_cookie(log_in(client))["session"]
+    assert cookie["httponly"]
+    assert cookie["samesite"] == "Lax"
+
+
+# -- students --------------------------------------------------------------------------
+
+
+def test_students_redirects_anonymous_users_to_login(client: FlaskClient) -> None:
+    response = client.get("/students")
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/login?next=/students"
+    assert STUDENTS[0][0] not in client.get("/login?next=/students").text
+
+
+def test_students_listed_when_logged_in(client: FlaskClient) -> None:
+    log_in(client)
+    page = client.get("/students")
+    assert page.status_code == 200
+    for name, grade in STUDENTS:
+        assert f"<td>{name}</td><td>{grade}</td>" in page.text
+
+
+# -- cart ---------------------------------------------------------------------------------
+
+
+def test_cart_add_remove_clear_persists_across_requests(client: FlaskClient) -> None:
+    assert "Your cart is empty." in client.get("/cart").text
+
+    client.post("/cart/add/pencil")
+    client.post("/cart/add/pencil")
+    client.post("/cart/add/notebook", data={"quantity": "3"})
+    page = client.get("/cart").text
+    assert "Cart (5)" in page
+    assert "<td>Pencil</td>\n            <td class=\"num\">2</td>" in page
+    assert "<td>Notebook</td>\n            <td class=\"num\">3</td>" in page
+    assert "$15.90" in page  # 2 x $1.20 + 3 x $4.50
+    assert "Your cart holds 5 items." in client.get("/").text
+
+    response = client.post("/cart/remove/pencil", follow_redirects=True)
+    assert "Removed Pencil from your cart." in response.text
+    page = client.get("/cart").text
+    assert "<td>Pencil</td>" not in page
+    assert "<td>Notebook</td>" in page
+    assert "$13.50" in page
+
+    response = client.post("/cart/clear", follow_redirects=True)
+    assert "Your cart is empty now." in response.text
+    assert "Your cart is empty." in client.get("/cart").text
+    assert "Your cart holds 0 items." in client.get("/").text
+
+
+def test_cart_belongs_to_one_browser(client: FlaskClient, app: Flask) -> None:
+    client.post("/cart/add/backpack")
+    other = app.test_client()
+    assert "Your cart is empty." in other.get("/cart").text
+    assert "<td>Backpack</td>" in client.get("/cart").text
+
+
+def test_unknown_product_is_404(client: FlaskClient) -> None:
+    assert client.post("/cart/add/unicorn").status_code == 404
+    assert client.post("/cart/remove/unicorn").status_code == 404
+    assert "Your cart is empty." in client.get("/cart").text
+
+
+@pytest.mark.parametrize("quantity", ["0", "-1", "abc", "100", "1.5"])
+def test_bad_quantity_is_an_error_message(client: FlaskClient, quantity: str) -> None:
+    response = client.post("/cart/add/eraser", data={"quantity": quantity},
+                           follow_redirects=True)
+    assert response.status_code == 200
+    assert "Quantity must be a whole number from 1 to 99." in response.text
+    assert "Your cart is empty." in client.get("/cart").text
+
+
+def test_removing_what_is_not_in_the_cart(client: FlaskClient) -> None:
+    response = client.post("/cart/remove/ruler", follow_redirects=True)
+    assert response.status_code == 200
+    assert "Ruler (30 cm) was not in your cart." in response.text
+
+
+def test_cart_is_emptied_by_login(client: FlaskClient) -> None:
+    client.post("/cart/add/pencil")
+    log_in(client)
+    assert "Your cart holds 0 items." in client.get("/").text
+
+
+def test_cart_kept_while_logged_in(client: FlaskClient) -> None:
+    log_in(client)
+    client.post("/cart/add/ruler")
+    assert "<td>Ruler (30 cm)</td>" in client.get("/cart").text
+    assert logged_in_as_demo(client)
+
+
+# -- the default SQLite store ----------------------------------------------------------------
+
+
+def test_cart_survives_on_sqlite_store_across_app_instances(tmp_path: Path) -> None:
+    config = {**CONFIG, "SATCHEL_STORE": "sqlite:///" + str(tmp_path / "s.sqlite3")}
+    first = create_app(config)
+    client = first.test_client()
+    log_in(client)
+    client.post("/cart/add/eraser", data={"quantity": "2"})
+    cookie = cookie_value(client)
+    assert cookie is not None
+    assert (tmp_path / "s.sqlite3").exists()
+
+    # A restarted server (a new app on the same file) still knows the browser.
+    second = create_app(config)
+    browser = second.test_client()
+    browser.set_cookie("session", cookie)
+    page = browser.get("/cart").text
+    assert "<td>Eraser</td>\n            <td class=\"num\">2</td>" in page
+    assert "Logged in as <strong>demo</strong>" in page
+
+
+def test_default_store_is_sqlite_in_the_instance_folder() -> None:
+    from satchel import Satchel, SQLiteStore
+
+    app = create_app({"SECRET_KEY": "x" * 32, "TESTING": True})
+    store = Satchel.store_of(app)
+    assert isinstance(store, SQLiteStore)
+    assert Path(store.path) == Path(app.instance_path) / "sessions.sqlite3"
+    assert Path(app.instance_path) == Path(__file__).parent.parent / "examples/shop/instance"
