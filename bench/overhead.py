@@ -1,0 +1,227 @@
+"""Per-request session overhead: satchel next to Flask's built-in session and Flask-Session.
+
+Every contender is the same Flask app with three routes, driven in-process
+through WSGI with a prebuilt environ (no sockets, no test client), so what is
+timed is Flask plus the session layer:
+
+- ``write``: reads a counter from the session and stores it plus one;
+- ``read``: reads one key (a logged-in user) and changes nothing;
+- ``untouched``: never touches the session (a health check, a static-like page).
+
+Overhead is a contender's time per request minus the bare app's (the same
+routes with no session layer at all). The ratio column divides satchel's
+overhead by the overhead of the contender named in ``--against``.
+
+    python bench/overhead.py            # about a minute
+    python bench/overhead.py --quick    # a smoke run, figures not meaningful
+
+Flask-Session runs its SQLAlchemy backend on a SQLite file, the closest peer
+of satchel's embedded store; its cachelib backend is shown too when cachelib is
+installed (an in-process dict, as satchel's memory store).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, session
+from werkzeug.test import EnvironBuilder
+
+from satchel import MemoryStore, Satchel, SQLiteStore
+
+SECRET = "bench-secret-key-of-a-sensible-length-0123456789"
+SCENARIOS = ("write", "read", "untouched")
+
+
+def _routes(app: Flask, *, use_session: bool) -> Flask:
+    app.config["SECRET_KEY"] = SECRET
+
+    @app.get("/login")
+    def login() -> str:
+        if use_session:
+            session["user"] = "alice"
+            session["n"] = 0
+        return "ok"
+
+    @app.get("/write")
+    def write() -> str:
+        if use_session:
+            session["n"] = session.get("n", 0) + 1
+        return "ok"
+
+    @app.get("/read")
+    def read() -> str:
+        return str(session.get("user")) if use_session else "alice"
+
+    @app.get("/untouched")
+    def untouched() -> str:
+        return "ok"
+
+    return app
+
+
+def bare() -> Flask:
+    return _routes(Flask("bare"), use_session=False)
+
+
+def flask_cookie() -> Flask:
+    return _routes(Flask("flask_cookie"), use_session=True)
+
+
+def satchel_memory() -> Flask:
+    app = _routes(Flask("satchel_memory"), use_session=True)
+    Satchel(app, store=MemoryStore())
+    return app
+
+
+def satchel_sqlite(tmp: Path) -> Flask:
+    app = _routes(Flask("satchel_sqlite"), use_session=True)
+    Satchel(app, store=SQLiteStore(tmp / "satchel.sqlite3"))
+    return app
+
+
+def flask_session_sqlalchemy(tmp: Path) -> Flask | None:
+    try:
+        from flask_session import Session as FlaskSessionExt
+        from flask_sqlalchemy import SQLAlchemy
+    except ImportError:
+        return None
+    app = _routes(Flask("flask_session_sqlalchemy"), use_session=True)
+    app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{tmp / 'flask_session.sqlite3'}"
+    app.config["SESSION_TYPE"] = "sqlalchemy"
+    app.config["SESSION_SQLALCHEMY"] = SQLAlchemy(app)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        FlaskSessionExt(app)
+    return app
+
+
+def flask_session_cachelib() -> Flask | None:
+    try:
+        from cachelib import SimpleCache
+        from flask_session import Session as FlaskSessionExt
+    except ImportError:
+        return None
+    app = _routes(Flask("flask_session_cachelib"), use_session=True)
+    app.config["SESSION_TYPE"] = "cachelib"
+    app.config["SESSION_CACHELIB"] = SimpleCache(threshold=1_000_000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        FlaskSessionExt(app)
+    return app
+
+
+def _environ(path: str, cookie: str | None) -> dict[str, Any]:
+    headers = {"Cookie": cookie} if cookie else {}
+    return EnvironBuilder(path=path, base_url="http://localhost/", headers=headers).get_environ()
+
+
+def _login_cookie(app: Flask) -> str | None:
+    """The ``Cookie`` header a browser would send after logging in."""
+    client = app.test_client()
+    client.get("/login")
+    name = app.config["SESSION_COOKIE_NAME"]
+    cookie = client.get_cookie(name)
+    return f"{name}={cookie.value}" if cookie else None
+
+
+def _start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+    if not status.startswith("200"):
+        raise RuntimeError(f"benchmark request failed: {status}")
+
+
+def _drive(app: Flask, environ: dict[str, Any], count: int) -> float:
+    """Seconds per request over ``count`` requests."""
+    wsgi: Callable[..., Iterable[bytes]] = app.wsgi_app
+    copy = environ.copy
+    start = time.perf_counter()
+    for _ in range(count):
+        body = wsgi(copy(), _start_response)
+        for _chunk in body:
+            pass
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+    return (time.perf_counter() - start) / count
+
+
+def measure(app: Flask, scenario: str, *, count: int, repeats: int) -> float:
+    """Median seconds per request of ``scenario`` on ``app``, after a warm-up."""
+    environ = _environ(f"/{scenario}", _login_cookie(app))
+    _drive(app, environ, max(count // 10, 10))
+    gc.collect()
+    runs = []
+    for _ in range(repeats):
+        runs.append(_drive(app, environ, count))
+    return statistics.median(runs)
+
+
+def contenders(tmp: Path) -> dict[str, Flask]:
+    apps: dict[str, Flask | None] = {
+        "bare": bare(),
+        "flask-cookie": flask_cookie(),
+        "flask-session-cachelib": flask_session_cachelib(),
+        "flask-session-sqlalchemy": flask_session_sqlalchemy(tmp),
+        "satchel-memory": satchel_memory(),
+        "satchel-sqlite": satchel_sqlite(tmp),
+    }
+    missing = [name for name, app in apps.items() if app is None]
+    if missing:
+        print(f"skipped (not installed; pip install -e '.[bench]'): {', '.join(missing)}",
+              file=sys.stderr)
+    return {name: app for name, app in apps.items() if app is not None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run: few requests")
+    parser.add_argument("--count", type=int, default=2000, help="requests per timed run")
+    parser.add_argument("--repeats", type=int, default=7, help="timed runs per cell (median)")
+    args = parser.parse_args(argv)
+    count, repeats = (50, 1) if args.quick else (args.count, args.repeats)
+
+    with tempfile.TemporaryDirectory(prefix="satchel-bench-") as tmpdir:
+        apps = contenders(Path(tmpdir))
+        results = {name: {scenario: measure(app, scenario, count=count, repeats=repeats)
+                          for scenario in SCENARIOS}
+                   for name, app in apps.items()}
+
+    base = results.pop("bare")
+    print(f"per-request time in µs, median of {repeats} x {count} requests; "
+          f"overhead = time - bare app's")
+    print(f"{'':26}" + "".join(f"{s:>22}" for s in SCENARIOS))
+    print(f"{'bare flask (no session)':26}"
+          + "".join(f"{base[s] * 1e6:>22.1f}" for s in SCENARIOS))
+    overhead = {name: {s: row[s] - base[s] for s in SCENARIOS} for name, row in results.items()}
+    for name, row in results.items():
+        cells = "".join(f"{row[s] * 1e6:>9.1f} (+{overhead[name][s] * 1e6:>7.1f})   "
+                        for s in SCENARIOS)
+        print(f"{name:26}{cells}")
+
+    print("\nsatchel overhead as a ratio of the peer's (lower is better):")
+    peers = [p for p in ("flask-cookie", "flask-session-cachelib", "flask-session-sqlalchemy")
+             if p in overhead]
+    for mine, peer in [("satchel-memory", p) for p in peers] + [
+            ("satchel-sqlite", p) for p in peers]:
+        cells = "".join(f"{_ratio(overhead[mine][s], overhead[peer][s]):>12}" for s in SCENARIOS)
+        print(f"  {mine:16} / {peer:26}{cells}")
+    return 0
+
+
+def _ratio(mine: float, theirs: float) -> str:
+    if theirs <= 0:
+        return "n/a"
+    return f"{max(mine, 0.0) / theirs:.2f}x"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

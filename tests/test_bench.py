@@ -1,0 +1,17 @@
+"""The benchmark behind ``make bench`` runs and reports every contender."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "overhead.py"
+
+
+def test_quick_bench_reports_ratios_for_every_contender() -> None:
+    result = subprocess.run([sys.executable, str(BENCH), "--quick"], capture_output=True,
+                            text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    for name in ("flask-cookie", "flask-session-sqlalchemy", "satchel-memory", "satchel-sqlite"):
+        assert name in result.stdout
+    assert "satchel-sqlite   / flask-cookie" in result.stdout
+    assert "skipped" not in result.stderr, result.stderr
