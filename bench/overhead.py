@@ -12,7 +12,7 @@ Overhead is a contender's time per request minus the bare app's (the same
 routes with no session layer at all). The ratio column divides satchel's
 overhead by the overhead of the contender named in ``--against``.
 
-    python bench/overhead.py            # about a minute
+    python bench/overhead.py            # about a minute and a half
     python bench/overhead.py --quick    # a smoke run, figures not meaningful
 
 Flask-Session runs its SQLAlchemy backend on a SQLite file, the closest peer
@@ -154,15 +154,29 @@ def _drive(app: Flask, environ: dict[str, Any], count: int) -> float:
     return (time.perf_counter() - start) / count
 
 
-def measure(app: Flask, scenario: str, *, count: int, repeats: int) -> float:
-    """Median seconds per request of ``scenario`` on ``app``, after a warm-up."""
-    environ = _environ(f"/{scenario}", _login_cookie(app))
-    _drive(app, environ, max(count // 10, 10))
-    gc.collect()
-    runs = []
+def measure_all(apps: dict[str, Flask], *, seconds_per_run: float,
+                repeats: int) -> dict[str, dict[str, float]]:
+    """Median seconds per request for every app and scenario.
+
+    Each cell's request count is calibrated so one timed run lasts about
+    ``seconds_per_run``; the runs are interleaved (one round visits every
+    cell) so that drift in the machine's speed hits all contenders alike.
+    """
+    cells = {}
+    for name, app in apps.items():
+        for scenario in SCENARIOS:
+            environ = _environ(f"/{scenario}", _login_cookie(app))
+            warm = _drive(app, environ, 20)
+            cells[name, scenario] = (app, environ, max(20, int(seconds_per_run / warm)))
+    runs: dict[tuple[str, str], list[float]] = {cell: [] for cell in cells}
     for _ in range(repeats):
-        runs.append(_drive(app, environ, count))
-    return statistics.median(runs)
+        for cell, (app, environ, count) in cells.items():
+            gc.collect()
+            runs[cell].append(_drive(app, environ, count))
+    results: dict[str, dict[str, float]] = {name: {} for name in apps}
+    for (name, scenario), times in runs.items():
+        results[name][scenario] = statistics.median(times)
+    return results
 
 
 def contenders(tmp: Path) -> dict[str, Flask]:
@@ -184,20 +198,19 @@ def contenders(tmp: Path) -> dict[str, Flask]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run: few requests")
-    parser.add_argument("--count", type=int, default=2000, help="requests per timed run")
-    parser.add_argument("--repeats", type=int, default=7, help="timed runs per cell (median)")
+    parser.add_argument("--seconds", type=float, default=0.25,
+                        help="length of one timed run of one cell")
+    parser.add_argument("--repeats", type=int, default=9, help="timed runs per cell (median)")
     args = parser.parse_args(argv)
-    count, repeats = (50, 1) if args.quick else (args.count, args.repeats)
+    seconds, repeats = (0.01, 1) if args.quick else (args.seconds, args.repeats)
 
     with tempfile.TemporaryDirectory(prefix="satchel-bench-") as tmpdir:
         apps = contenders(Path(tmpdir))
-        results = {name: {scenario: measure(app, scenario, count=count, repeats=repeats)
-                          for scenario in SCENARIOS}
-                   for name, app in apps.items()}
+        results = measure_all(apps, seconds_per_run=seconds, repeats=repeats)
 
     base = results.pop("bare")
-    print(f"per-request time in µs, median of {repeats} x {count} requests; "
-          f"overhead = time - bare app's")
+    print(f"per-request time in µs (median of {repeats} interleaved runs of ~{seconds}s each);"
+          " in brackets the overhead: time - bare app's")
     print(f"{'':26}" + "".join(f"{s:>22}" for s in SCENARIOS))
     print(f"{'bare flask (no session)':26}"
           + "".join(f"{base[s] * 1e6:>22.1f}" for s in SCENARIOS))

@@ -6,7 +6,7 @@ Expired records are dropped when read, or by :meth:`purge_expired`.
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import threading
 
 from satchel.lifetime import Clock, system_clock
@@ -36,13 +36,13 @@ class MemoryStore:
     def load(self, key: str) -> Record | None:
         with self._lock:
             record = self._live(key)
-            return None if record is None else copy.deepcopy(record)
+            return None if record is None else _copy(record)
 
     def create(self, key: str, record: Record) -> None:
         with self._lock:
             if self._live(key) is not None:
                 raise KeyError("a session with this key exists")
-            self._records[key] = copy.deepcopy(record)
+            self._records[key] = _copy(record)
 
     def update(self, key: str, patch: Patch) -> bool:
         with self._lock:
@@ -75,3 +75,8 @@ class MemoryStore:
 
     def __repr__(self) -> str:
         return f"<MemoryStore records={len(self._records)}>"
+
+
+def _copy(record: Record) -> Record:
+    """A copy no caller can change the stored record through (values are bytes)."""
+    return dataclasses.replace(record, fields=dict(record.fields))
