@@ -23,7 +23,7 @@ def make_app(tmp_path: Path, **config: object) -> Flask:
     ("rediss://localhost", "not available yet"),
     ("redis+cluster://localhost:7000", "not available yet"),
     ("postgresql://localhost/test", "not available yet"),
-    ("cookie://", "not available yet"),
+    ("cookie://host", "takes no host"),
     ("sessions.sqlite3", "not a URL"),
     ("sqlite://", "three slashes"),
     ("sqlite://relative.db", "three slashes"),

@@ -6,7 +6,8 @@ the test client's ``session_transaction``, streaming, greenlets, async views,
 the template global, the tagged serializer's special types, and the
 ``SessionInterface`` hooks). This module checks the same observable
 behaviour, written afresh, against satchel with each of the stores a plain
-clone has: ``MemoryStore`` and ``SQLiteStore`` in a temporary folder.
+clone has: ``MemoryStore``, ``SQLiteStore`` in a temporary folder, and client-side
+``SealedCookies``.
 
 Every test looks at what a client or a view can see: response headers and
 bodies, cookie attributes, values read back in a *later* request (so they
@@ -34,10 +35,13 @@ from satchel import (
     MemoryStore,
     Satchel,
     SatchelSessionInterface,
+    SealedCookies,
+    SessionTooLarge,
     SQLiteStore,
     Tag,
     TaggedCodec,
 )
+from satchel.cookie_mode import CookieEngine
 
 pytestmark = pytest.mark.compat
 
@@ -59,13 +63,15 @@ def _close(store: Any) -> None:
         conn.close()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "cookie"])
 def make_store(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Callable[[], Any]]:
     made: list[Any] = []
 
     def make() -> Any:
         if request.param == "memory":
             store: Any = MemoryStore()
+        elif request.param == "cookie":
+            store = SealedCookies()
         else:
             store = SQLiteStore(tmp_path / f"sessions-{len(made)}.sqlite3")
         made.append(store)
@@ -702,9 +708,12 @@ def test_tag_registration_rules() -> None:
     assert codec.decode(codec.encode((1, 2, 3))) == (1, 2, 3)
 
 
-def test_large_session_keeps_the_cookie_small(app: flask.Flask, client: FlaskClient) -> None:
+def test_large_session_never_sends_a_cookie_the_browser_drops(
+        app: flask.Flask, client: FlaskClient) -> None:
+    """Server-side: the cookie stays small. Client-side: SessionTooLarge, never a lost session."""
     app.config["MAX_COOKIE_SIZE"] = 100
     big = "x" * 10_000
+    client_side = isinstance(app.session_interface.engine, CookieEngine)
 
     @app.route("/set")
     def set_value() -> str:
@@ -713,7 +722,7 @@ def test_large_session_keeps_the_cookie_small(app: flask.Flask, client: FlaskCli
 
     @app.route("/get")
     def get_value() -> str:
-        return str(len(flask.session["big"]))
+        return str(len(flask.session.get("big", "")))
 
     @app.route("/other")
     def other() -> flask.Response:
@@ -723,9 +732,14 @@ def test_large_session_keeps_the_cookie_small(app: flask.Flask, client: FlaskCli
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        rv = client.get("/set")
-        assert len(the_cookie(rv)["value"]) < 100
-        assert client.get("/get").text == "10000"
+        if client_side:
+            with pytest.raises(SessionTooLarge, match=r"would be \d+ bytes.*limit of 100"):
+                client.get("/set")
+            assert client.get("/get").text == "0"
+        else:
+            rv = client.get("/set")
+            assert len(the_cookie(rv)["value"]) < 100
+            assert client.get("/get").text == "10000"
         assert [str(w.message) for w in caught] == []
         # MAX_COOKIE_SIZE itself is in force: an oversized cookie of the app's warns.
         client.get("/other")

@@ -1,7 +1,14 @@
 """satchel: correct, safe and fast sessions for Flask."""
 
 from satchel.codec import Tag, TaggedCodec
-from satchel.errors import CodecError, ConfigError, SatchelError, StoreUnavailable
+from satchel.cookie_mode import SealedCookies
+from satchel.errors import (
+    CodecError,
+    ConfigError,
+    SatchelError,
+    SessionTooLarge,
+    StoreUnavailable,
+)
 from satchel.flask import Satchel, SatchelSessionInterface
 from satchel.lifetime import Lifetime
 from satchel.session import Session
@@ -21,7 +28,9 @@ __all__ = [
     "Satchel",
     "SatchelError",
     "SatchelSessionInterface",
+    "SealedCookies",
     "Session",
+    "SessionTooLarge",
     "Store",
     "StoreUnavailable",
     "Tag",

@@ -102,6 +102,13 @@ class TaggedCodec:
         except (ValueError, TypeError, AttributeError) as err:
             raise CodecError(f"cannot decode stored value: {err}") from err
 
+    def from_json(self, data: Any) -> Any:
+        """The value a parsed JSON structure (as ``encode`` wrote it) stands for."""
+        try:
+            return self._untag(data)
+        except (ValueError, TypeError, AttributeError) as err:
+            raise CodecError(f"cannot decode stored value: {err}") from err
+
     def _tag(self, value: Any) -> Any:
         kind = type(value)
         if kind in _NATIVE:

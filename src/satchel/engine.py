@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ log = logging.getLogger("satchel")
 
 COOKIE_PURPOSE = "satchel/v1/session-id-cookie"
 MAX_COOKIE_LENGTH = 128  # a well-formed value is 67 characters
+MAX_FOREIGN_COOKIE_LENGTH = 8192
 _MAC_CHARS = 22  # 16 bytes of HMAC-SHA256, unpadded base64
 _COOKIE_LENGTH = ids.ID_LENGTH + 2 + _MAC_CHARS
 
@@ -45,6 +46,46 @@ class Policy:
     @classmethod
     def build(cls, secret: Secret, fallbacks: Sequence[Secret], lifetime: Lifetime) -> Policy:
         return cls(KeyRing(secret, fallbacks, purpose=COOKIE_PURPOSE), lifetime)
+
+
+def cookie_expiry(permanent: bool, created_at: float, lifetime: Lifetime,
+                  permanent_lifetime: float | None, now: float) -> float | None:
+    """When the browser should drop the cookie: None (browser session) unless permanent.
+
+    ``permanent_lifetime`` (Flask's ``PERMANENT_SESSION_LIFETIME``; default the
+    idle timeout) from now, never past the absolute deadline.
+    """
+    if not permanent:
+        return None
+    expiry = now + (lifetime.idle if permanent_lifetime is None else permanent_lifetime)
+    if lifetime.absolute is not None:
+        expiry = min(expiry, created_at + lifetime.absolute)
+    return expiry
+
+
+ForeignReader = Callable[[str], "dict[str, Any] | None"]
+"""Reads a cookie Flask's own session interface wrote: its data, or None if not valid."""
+
+
+def is_foreign_cookie(cookie: str) -> bool:
+    """True for a value shaped like Flask's own session cookie (``payload.time.sig``).
+
+    satchel's id cookies hold one dot and its sealed tokens none.
+    """
+    return cookie.count(".") >= 2
+
+
+def load_foreign(session: Session, cookie: str, reader: ForeignReader) -> None:
+    """Fill ``session`` from a Flask session cookie, or log why not."""
+    data = reader(cookie)
+    if data is None:
+        security_log.warning("rejected session cookie %s: not a valid Flask session cookie",
+                             ids.fingerprint(cookie[:MAX_FOREIGN_COOKIE_LENGTH]))
+        return
+    permanent = bool(data.pop("_permanent", False))
+    session.adopt_foreign(data, permanent=permanent)
+    log.info("read Flask session cookie %s; re-issuing it in satchel's form",
+             ids.fingerprint(cookie))
 
 
 @dataclass(frozen=True)
@@ -113,19 +154,27 @@ class Engine:
 
     # -- open ------------------------------------------------------------------
 
-    def open(self, cookie: str | None, policy: Policy, session: Session | None = None) -> Session:
-        """A lazy session for this cookie: nothing is verified or loaded until used."""
+    def build_policy(self, secret: Secret, fallbacks: Sequence[Secret],
+                     lifetime: Lifetime) -> Policy:
+        return Policy.build(secret, fallbacks, lifetime)
+
+    def open(self, cookie: str | None, policy: Policy, session: Session | None = None, *,
+             cookie_name: str = "session", foreign: ForeignReader | None = None) -> Session:
+        """A lazy session for this cookie: nothing is verified or loaded until used.
+
+        ``foreign`` reads a cookie Flask's own session interface wrote; such a
+        session is adopted once and stored in satchel's form at commit.
+        """
         if session is None:
             session = Session()
-        session.request_cookie = cookie
-
-        def load(target: Session) -> None:
-            self._load(target, cookie, policy)
-
-        session._loader = load
+        session.defer_load(cookie, lambda target: self._load(target, cookie, policy, foreign))
         return session
 
-    def _load(self, session: Session, cookie: str | None, policy: Policy) -> None:
+    def _load(self, session: Session, cookie: str | None, policy: Policy,
+              foreign: ForeignReader | None = None) -> None:
+        if cookie and foreign is not None and is_foreign_cookie(cookie):
+            load_foreign(session, cookie, foreign)
+            return
         token = self.verify(cookie, policy)
         if token is None:
             return
@@ -173,7 +222,8 @@ class Engine:
         expires = self._cookie_expiry(None, policy, permanent_lifetime)
         return CookieAction(self.sign(token.sid, True, policy), expires)
 
-    def commit(self, session: Session, policy: Policy, *, refresh_each_request: bool = True,
+    def commit(self, session: Session, policy: Policy, *, cookie_name: str = "session",
+               refresh_each_request: bool = True,
                permanent_lifetime: float | None = None) -> CookieAction | None:
         """Write what the view changed and say what to do with the cookie.
 
@@ -251,12 +301,9 @@ class Engine:
     def _cookie_expiry(self, session: Session | None, policy: Policy,
                        permanent_lifetime: float | None = None,
                        now: float | None = None) -> float | None:
-        if session is not None and not session._permanent:
-            return None
         now = self.clock() if now is None else now
-        if permanent_lifetime is None:
-            permanent_lifetime = policy.lifetime.idle
-        expiry = now + permanent_lifetime
-        if session is not None and policy.lifetime.absolute is not None:
-            expiry = min(expiry, session.created_at + policy.lifetime.absolute)
-        return expiry
+        if session is None:  # a refresh without a load: the absolute deadline is unknown
+            return now + (policy.lifetime.idle if permanent_lifetime is None
+                          else permanent_lifetime)
+        return cookie_expiry(session._permanent, session.created_at, policy.lifetime,
+                             permanent_lifetime, now)

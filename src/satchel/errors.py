@@ -17,3 +17,21 @@ class StoreUnavailable(SatchelError):
 
 class CodecError(SatchelError, TypeError):
     """A session value cannot be encoded, or stored bytes cannot be decoded."""
+
+
+class SessionTooLarge(SatchelError):
+    """A client-side session would not fit in a cookie the browser keeps.
+
+    Raised when the response is saved, instead of sending a cookie the
+    browser would silently drop. Store less in the session (ids, not
+    objects), or use a server-side store, whose cookie is a fixed 67 bytes.
+    """
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"the session cookie would be {size} bytes, over the limit of {limit}"
+            " (MAX_COOKIE_SIZE) past which browsers drop it and the session is lost; store"
+            " less in the session, or keep sessions server-side"
+            " (SATCHEL_STORE='sqlite:///sessions.sqlite3')")

@@ -12,17 +12,22 @@ from datetime import datetime, timezone
 from typing import Any
 
 from flask import Flask, Request, Response
-from flask.sessions import SessionInterface, SessionMixin
+from flask.sessions import SecureCookieSessionInterface, SessionInterface, SessionMixin
+from itsdangerous import BadSignature
+from werkzeug.http import dump_cookie
 
 from satchel.codec import TaggedCodec, default_codec
-from satchel.engine import CookieAction, Engine, Policy
-from satchel.errors import ConfigError
+from satchel.cookie_mode import CookieEngine, SealedCookies
+from satchel.engine import CookieAction, Engine, ForeignReader
+from satchel.errors import ConfigError, SessionTooLarge
 from satchel.lifetime import Clock, Lifetime, seconds, system_clock
 from satchel.session import Session
 from satchel.store import Store
 from satchel.urls import DEFAULT_SQLITE_NAME, store_from_url
 
 _POLICY_CACHE_SIZE = 32
+_BROWSER_COOKIE_LIMIT = 4093  # Flask's MAX_COOKIE_SIZE default
+_ATTRIBUTES_ALLOWANCE = 160  # more than Expires, Path, SameSite, Secure, HttpOnly, Partitioned
 
 
 class FlaskSession(Session, SessionMixin):  # type: ignore[override]
@@ -32,11 +37,11 @@ class FlaskSession(Session, SessionMixin):  # type: ignore[override]
 class SatchelSessionInterface(SessionInterface):
     """Flask's two-method contract, delegated to the framework-free engine."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine | CookieEngine) -> None:
         self.engine = engine
-        self._policies: dict[tuple[Any, ...], Policy] = {}
+        self._policies: dict[tuple[Any, ...], Any] = {}
 
-    def policy(self, app: Flask) -> Policy:
+    def policy(self, app: Flask) -> Any:
         """The key ring and timeouts the app's config names now (cached by value)."""
         config = app.config
         secret = app.secret_key
@@ -51,7 +56,7 @@ class SatchelSessionInterface(SessionInterface):
                              name="SATCHEL_IDLE_TIMEOUT")
             assert idle_s is not None
             lifetime = Lifetime(idle_s, seconds(absolute, name="SATCHEL_ABSOLUTE_TIMEOUT"))
-            policy = Policy.build(secret, fallbacks, lifetime)  # type: ignore[arg-type]
+            policy = self.engine.build_policy(secret, fallbacks, lifetime)  # type: ignore[arg-type]
             if len(self._policies) >= _POLICY_CACHE_SIZE:
                 self._policies.clear()
             self._policies[cache_key] = policy
@@ -60,9 +65,12 @@ class SatchelSessionInterface(SessionInterface):
     def open_session(self, app: Flask, request: Request) -> FlaskSession | None:
         if not app.secret_key:
             return None
-        cookie = request.cookies.get(self.get_cookie_name(app))
+        name = self.get_cookie_name(app)
         session = FlaskSession()
-        self.engine.open(cookie, self.policy(app), session)
+        foreign = (_flask_cookie_reader(app) if app.config.get("SATCHEL_READ_FLASK_COOKIES")
+                   else None)
+        self.engine.open(request.cookies.get(name), self.policy(app), session, cookie_name=name,
+                         foreign=foreign)
         return session
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
@@ -76,7 +84,7 @@ class SatchelSessionInterface(SessionInterface):
         if session.accessed:
             response.vary.add("Cookie")
         action = self.engine.commit(
-            session, self.policy(app),
+            session, self.policy(app), cookie_name=self.get_cookie_name(app),
             refresh_each_request=app.config["SESSION_REFRESH_EACH_REQUEST"],
             permanent_lifetime=app.permanent_session_lifetime.total_seconds())
         if action is not None:
@@ -96,11 +104,44 @@ class SatchelSessionInterface(SessionInterface):
         else:
             expires = (None if action.expires is None
                        else datetime.fromtimestamp(action.expires, timezone.utc))
+            _check_size(app, name, action.value, expires=expires, httponly=httponly,
+                        domain=domain, path=path, secure=secure, partitioned=partitioned,
+                        samesite=samesite)
             response.set_cookie(name, action.value, expires=expires, httponly=httponly,
                                 domain=domain, path=path, secure=secure,
                                 partitioned=partitioned, samesite=samesite)
             response.cache_control.private = True
         response.vary.add("Cookie")
+
+
+def _check_size(app: Flask, name: str, value: str, **attributes: Any) -> None:
+    """Raise SessionTooLarge if the Set-Cookie header would pass ``MAX_COOKIE_SIZE``.
+
+    Browsers drop such a cookie silently, losing the session; Werkzeug only warns.
+    """
+    limit = app.config.get("MAX_COOKIE_SIZE", _BROWSER_COOKIE_LIMIT)
+    if not limit or len(name) + len(value) + _ATTRIBUTES_ALLOWANCE < limit:
+        return
+    size = len(dump_cookie(name, value, max_size=0, **attributes))
+    if size > limit:
+        raise SessionTooLarge(size, limit)
+
+
+def _flask_cookie_reader(app: Flask) -> ForeignReader:
+    """Reads a cookie Flask's own SecureCookieSessionInterface wrote (migration)."""
+
+    def read(cookie: str) -> dict[str, Any] | None:
+        serializer = SecureCookieSessionInterface().get_signing_serializer(app)
+        if serializer is None:
+            return None
+        max_age = int(app.permanent_session_lifetime.total_seconds())
+        try:
+            data = serializer.loads(cookie, max_age=max_age)
+        except BadSignature:
+            return None
+        return data if isinstance(data, dict) else None
+
+    return read
 
 
 class Satchel:
@@ -126,7 +167,11 @@ class Satchel:
     def init_app(self, app: Flask) -> None:
         """Install satchel's session interface on ``app`` and its CLI commands."""
         store = self._resolve_store(app)
-        engine = Engine(store, codec=self.codec, clock=self.clock)
+        engine: Engine | CookieEngine
+        if isinstance(store, SealedCookies):
+            engine = CookieEngine(store, codec=self.codec, clock=self.clock)
+        else:
+            engine = Engine(store, codec=self.codec, clock=self.clock)
         app.session_interface = SatchelSessionInterface(engine)
         app.extensions["satchel"] = self
         for name in ("SATCHEL_IDLE_TIMEOUT", "SATCHEL_ABSOLUTE_TIMEOUT"):
@@ -139,7 +184,7 @@ class Satchel:
         if "satchel" not in app.cli.commands:
             app.cli.add_command(satchel_cli)
 
-    def _resolve_store(self, app: Flask) -> Store:
+    def _resolve_store(self, app: Flask) -> Store | SealedCookies:
         configured = self.store if self.store is not None else app.config.get("SATCHEL_STORE")
         if configured is None:
             return store_from_url(f"sqlite:///{DEFAULT_SQLITE_NAME}", base_dir=app.instance_path,
@@ -149,6 +194,8 @@ class Satchel:
         if isinstance(configured, os.PathLike):
             raise ConfigError(f"SATCHEL_STORE {configured!r}: give a URL such as "
                               f"'sqlite:///{os.fspath(configured)}' or a store object")
+        if isinstance(configured, SealedCookies):
+            return configured
         for method in ("load", "create", "update", "delete"):
             if not callable(getattr(configured, method, None)):
                 raise ConfigError(f"SATCHEL_STORE {configured!r}: not a store (it has no "
@@ -161,4 +208,7 @@ class Satchel:
         interface = app.session_interface
         if not isinstance(interface, SatchelSessionInterface):
             raise RuntimeError("satchel is not installed on this app; call Satchel(app) first")
+        if not isinstance(interface.engine, Engine):
+            raise RuntimeError("this app keeps its sessions sealed in cookies (SATCHEL_STORE"
+                               " 'cookie://'); it has no store")
         return interface.engine.store

@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 Secret = str | bytes
 
 
-def _as_bytes(secret: Secret) -> bytes:
+def as_bytes(secret: Secret) -> bytes:
+    """A secret as bytes (str secrets are UTF-8, as Flask's are)."""
     return secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
 
 
@@ -40,7 +41,7 @@ class KeyRing:
     __slots__ = ("_keys",)
 
     def __init__(self, secret: Secret, fallbacks: Sequence[Secret] = (), *, purpose: str) -> None:
-        self._keys = tuple(derive(_as_bytes(s), purpose) for s in (secret, *fallbacks))
+        self._keys = tuple(derive(as_bytes(s), purpose) for s in (secret, *fallbacks))
 
     def sign(self, message: bytes, length: int = 16) -> bytes:
         """A MAC of ``message`` under the current key, truncated to ``length`` bytes."""

@@ -58,13 +58,24 @@ class Session(MutableMapping[str, Any]):
             self._loader = None
             loader(self)
 
+    def defer_load(self, cookie: str | None, loader: Callable[[Session], None]) -> None:
+        """Remember the request's cookie and run ``loader`` on first use (engine's use)."""
+        self.request_cookie = cookie
+        self._loader = loader
+
+    def load_quietly(self) -> None:
+        """Load the data without marking the session accessed (for the engine's own use)."""
+        accessed = self.accessed
+        self._use()
+        self.accessed = accessed
+
     @property
     def loaded(self) -> bool:
         """True once the data has been read (always True for a session never stored)."""
         return self._loader is None
 
-    def adopt(self, sid: str, raw: dict[str, bytes], data: dict[str, Any], *, created_at: float,
-              last_seen: float, permanent: bool) -> None:
+    def adopt(self, sid: str | None, raw: dict[str, bytes], data: dict[str, Any], *,
+              created_at: float, last_seen: float, permanent: bool) -> None:
         """Fill a session with a stored record's data; used by the engine."""
         self.sid = sid
         self._raw = raw
@@ -73,6 +84,17 @@ class Session(MutableMapping[str, Any]):
         self.last_seen = last_seen
         self._permanent = permanent
         self._new = False
+
+    def adopt_foreign(self, data: dict[str, Any], *, permanent: bool) -> None:
+        """Fill a new session from a cookie another session interface wrote.
+
+        Every key counts as changed, so the commit stores the session in
+        satchel's own form and replaces the foreign cookie.
+        """
+        self._data = dict(data)
+        self._set = set(self._data)
+        self._permanent = permanent
+        self._modified_flag = True
 
     # -- mapping protocol --------------------------------------------------
 

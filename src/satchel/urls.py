@@ -3,6 +3,7 @@
 ``sqlite:///relative/path`` is relative to the app's instance folder,
 ``sqlite:////absolute/path`` is absolute (SQLAlchemy's spelling), and
 ``sqlite:///`` alone is ``sessions.sqlite3`` in the instance folder.
+``cookie://`` selects client-side mode: sessions sealed in the cookie.
 Folders under the instance folder are created; an absolute path's folder
 must exist.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 from urllib.parse import urlsplit
 
+from satchel.cookie_mode import SealedCookies
 from satchel.errors import ConfigError
 from satchel.lifetime import Clock, system_clock
 from satchel.store import Store
@@ -24,17 +26,25 @@ _NOT_YET = {
     "redis+cluster": "the Redis Cluster store",
     "postgresql": "the PostgreSQL store",
     "postgres": "the PostgreSQL store",
-    "cookie": "client-side (cookie) sessions",
 }
 
 
-def store_from_url(url: str, *, base_dir: str, clock: Clock = system_clock) -> Store:
-    """The store ``url`` names. Raises ConfigError naming the URL and the fix."""
+def store_from_url(url: str, *, base_dir: str,
+                   clock: Clock = system_clock) -> Store | SealedCookies:
+    """The store ``url`` names (or, for ``cookie://``, client-side mode).
+
+    Raises ConfigError naming the URL and the fix.
+    """
     scheme, sep, rest = url.partition("://")
     if not sep:
         raise ConfigError(f"SATCHEL_STORE {url!r}: not a URL; expected e.g. 'sqlite:///sessions.sqlite3'"
                           " or 'memory://'")
     scheme = scheme.lower()
+    if scheme == "cookie":
+        if rest:
+            raise ConfigError(f"SATCHEL_STORE {url!r}: 'cookie://' takes no host or options;"
+                              " pass SealedCookies(compress=False) for other settings")
+        return SealedCookies()
     if scheme == "memory":
         from satchel.stores.memory import MemoryStore
 

@@ -1,0 +1,202 @@
+"""Client-side mode: the whole session sealed into the cookie (``SATCHEL_STORE="cookie://"``).
+
+The same Session object, timeouts and Flask semantics as the server-side
+mode, with no store. The sealed plaintext is JSON::
+
+    [1, created_at, last_seen, expires_at, {key: value in the tagged codec's form}]
+
+``expires_at`` is the deadline the timeouts gave when the token was sealed.
+Opening checks it *and* the current config's timeouts, so a replayed old
+cookie past its idle or absolute deadline opens to an empty session, and
+lowering a timeout takes effect at once. Permanence travels in the token's
+authenticated header, so a request that never touches its session refreshes
+a permanent cookie without guessing.
+
+Limits, by nature: a cookie session cannot be revoked before its deadline
+(a copied cookie stays valid until then; the server-side stores can revoke),
+its size is capped by the browser (see ``SessionTooLarge``), and two parallel
+requests that change it race, the later cookie winning (no per-key merge).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from satchel import ids
+from satchel.codec import TaggedCodec, default_codec
+from satchel.engine import (
+    CookieAction,
+    ForeignReader,
+    cookie_expiry,
+    is_foreign_cookie,
+    load_foreign,
+)
+from satchel.errors import CodecError
+from satchel.keys import Secret
+from satchel.lifetime import Clock, Lifetime, system_clock
+from satchel.sealed import MAX_TOKEN_CHARS, Sealer, looks_permanent
+from satchel.session import Session
+
+security_log = logging.getLogger("satchel.security")
+log = logging.getLogger("satchel")
+
+PURPOSE = "satchel/v1/sealed-session"
+_PAYLOAD_VERSION = 1
+
+@dataclass(frozen=True)
+class SealedCookies:
+    """Selects client-side mode: ``Satchel(app, store=SealedCookies())``, or ``"cookie://"``.
+
+    ``compress``: zlib-compress a payload when that makes the token smaller.
+    Turn it off if a session holds an attacker-chosen value next to a secret
+    (compressed length can leak how alike they are).
+    """
+
+    compress: bool = True
+
+
+@dataclass(frozen=True)
+class SealedPolicy:
+    """What one request's config says: the sealing keys and the timeouts."""
+
+    sealer: Sealer
+    lifetime: Lifetime
+
+
+class CookieEngine:
+    """Opens and commits sessions sealed in the cookie itself."""
+
+    def __init__(self, mode: SealedCookies | None = None, *,
+                 codec: TaggedCodec = default_codec, clock: Clock = system_clock) -> None:
+        self.mode = mode if mode is not None else SealedCookies()
+        self.codec = codec
+        self.clock = clock
+
+    def build_policy(self, secret: Secret, fallbacks: Sequence[Secret],
+                     lifetime: Lifetime) -> SealedPolicy:
+        sealer = Sealer(secret, fallbacks, purpose=PURPOSE, compress=self.mode.compress)
+        return SealedPolicy(sealer, lifetime)
+
+    # -- open ------------------------------------------------------------------
+
+    def open(self, cookie: str | None, policy: SealedPolicy, session: Session | None = None, *,
+             cookie_name: str = "session", foreign: ForeignReader | None = None) -> Session:
+        """A lazy session for this cookie: nothing is opened until the view uses it."""
+        if session is None:
+            session = Session()
+        session.defer_load(
+            cookie, lambda target: self._load(target, cookie, policy, cookie_name, foreign))
+        return session
+
+    def _load(self, session: Session, cookie: str | None, policy: SealedPolicy, name: str,
+              foreign: ForeignReader | None) -> None:
+        if not cookie:
+            return
+        if foreign is not None and is_foreign_cookie(cookie):
+            load_foreign(session, cookie, foreign)
+            return
+        opened = policy.sealer.open(cookie, name=name)
+        if opened is None:
+            security_log.warning("rejected session cookie %s: not sealed for this cookie name"
+                                 " with the current or a fallback key",
+                                 ids.fingerprint(cookie[:MAX_TOKEN_CHARS]))
+            return
+        payload = _parse(opened.plaintext)
+        if payload is None:
+            security_log.warning("rejected session cookie %s: its sealed payload is malformed",
+                                 ids.fingerprint(cookie))
+            return
+        created_at, last_seen, expires_at, fields = payload
+        now = self.clock()
+        if now >= expires_at or policy.lifetime.is_expired(created_at, last_seen, now):
+            security_log.info("session cookie %s is past its idle or absolute deadline",
+                              ids.fingerprint(cookie))
+            return
+        data: dict[str, Any] = {}
+        raw: dict[str, bytes] = {}
+        for key, form in fields.items():
+            try:
+                data[key] = self.codec.from_json(form)
+            except CodecError:
+                log.warning("session cookie %s: dropped key %r, its value does not decode",
+                            ids.fingerprint(cookie), key)
+                continue
+            if isinstance(form, (list, dict)):  # may hold a mutable value: keep its bytes
+                raw[key] = orjson.dumps(form)
+        session.cookie_key_index = opened.key_index
+        session.cookie_permanent = opened.permanent
+        session.adopt(None, raw, data, created_at=created_at, last_seen=last_seen,
+                      permanent=opened.permanent)
+
+    # -- commit ------------------------------------------------------------------
+
+    def commit(self, session: Session, policy: SealedPolicy, *, cookie_name: str = "session",
+               refresh_each_request: bool = True,
+               permanent_lifetime: float | None = None) -> CookieAction | None:
+        """Say what to do with the cookie: re-seal, expire, or nothing.
+
+        A session the view never used is opened only to refresh a cookie whose
+        header says it is permanent, when ``refresh_each_request`` asks for it.
+        Raises CodecError naming the key whose value cannot be stored.
+        """
+        if not session.loaded:
+            cookie = session.request_cookie
+            if not (refresh_each_request and cookie and looks_permanent(cookie)):
+                return None
+            session.load_quietly()
+            if session._new:
+                return None
+        data = session._data
+        if not data:
+            return None if session._new else CookieAction(None)
+        now = self.clock()
+        changed = (session.modified or session._regenerated or session._new
+                   or self._mutated(session))
+        must_seal = (changed or session.cookie_key_index != 0
+                     or session.cookie_permanent != session._permanent
+                     or (session._permanent and refresh_each_request)
+                     or policy.lifetime.touch_due(session.last_seen, now))
+        if not must_seal:
+            return None
+        created_at = now if session._new else session.created_at
+        fields = {}
+        for key, value in data.items():
+            try:
+                fields[key] = orjson.Fragment(self.codec.encode(value))
+            except CodecError as err:
+                raise CodecError(f"session key {key!r}: {err}") from err
+        expires_at = policy.lifetime.expires_at(created_at, now)
+        plaintext = orjson.dumps([_PAYLOAD_VERSION, created_at, now, expires_at, fields])
+        token = policy.sealer.seal(plaintext, name=cookie_name, permanent=session._permanent)
+        session.created_at, session.last_seen = created_at, now
+        expires = cookie_expiry(session._permanent, created_at, policy.lifetime,
+                                permanent_lifetime, now)
+        return CookieAction(token, expires)
+
+    def _mutated(self, session: Session) -> bool:
+        """True if a mutable value read from the session was changed in place."""
+        encode, raw, data = self.codec.encode, session._raw, session._data
+        return any(name in data and encode(data[name]) != raw.get(name)
+                   for name in session._read - session._set)
+
+    def __repr__(self) -> str:
+        return f"<CookieEngine {self.mode!r}>"
+
+
+def _parse(plaintext: bytes) -> tuple[float, float, float, dict[str, Any]] | None:
+    try:
+        payload = orjson.loads(plaintext)
+    except orjson.JSONDecodeError:
+        return None
+    if not (isinstance(payload, list) and len(payload) == 5
+            and payload[0] == _PAYLOAD_VERSION and isinstance(payload[4], dict)):
+        return None
+    times = payload[1:4]
+    if not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in times):
+        return None
+    return float(times[0]), float(times[1]), float(times[2]), payload[4]

@@ -1,0 +1,183 @@
+"""Sealing bytes into a cookie value with AES-256-GCM, and opening them again.
+
+A token is unpadded base64url of::
+
+    version (1) | flags (1) | key id (4) | salt (16) | nonce (12) | ciphertext + GCM tag (16)
+
+- The master key for each secret is derived with HKDF-SHA256 under this
+  module's purpose, so it is never the key that signs server-side cookie ids.
+- Each token is encrypted under its own key, ``HMAC-SHA256(master, salt)``
+  with a random salt, and a random nonce. A single AES-GCM key with random
+  nonces is good for about 2**32 messages; per-token keys lift that limit, so
+  a busy site never has to count its cookies.
+- The key id (4 bytes derived from the master key, revealing nothing of it)
+  finds the key without trial decryption; a fallback key's id equal to the
+  current one's is harmless, every matching key is tried.
+- Associated data binds the purpose, the cookie name and the header: a
+  token cannot be replayed under another cookie name or purpose, and its
+  flags (permanence, compression) cannot be flipped.
+- ``zlib`` compression is used only when the plaintext is at least
+  ``COMPRESS_MIN`` bytes and compressing makes it smaller. Compression makes
+  the token length depend on the content; an application that stores an
+  attacker-chosen value next to a secret in one session can turn it off.
+
+Every malformed, truncated, tampered or foreign token opens to ``None``;
+nothing here raises for bad input.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import os
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from hashlib import sha256
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from satchel.keys import Secret, as_bytes, derive
+
+VERSION = 1
+FLAG_PERMANENT = 0x01
+FLAG_COMPRESSED = 0x02
+_KNOWN_FLAGS = FLAG_PERMANENT | FLAG_COMPRESSED
+KID_BYTES = 4
+SALT_BYTES = 16
+NONCE_BYTES = 12
+TAG_BYTES = 16
+HEADER_BYTES = 2 + KID_BYTES
+OVERHEAD_BYTES = HEADER_BYTES + SALT_BYTES + NONCE_BYTES + TAG_BYTES
+COMPRESS_MIN = 128
+MAX_TOKEN_CHARS = 8192  # far above any cookie a browser keeps
+MAX_PLAINTEXT_BYTES = 1 << 20  # a bound on decompression, whatever the token says
+
+_TOKEN_KEY_INFO = b"satchel/v1/token-key\x00"
+_KEY_ID_INFO = b"satchel/v1/key-id"
+
+
+@dataclass(frozen=True)
+class Opened:
+    """An opened token: its plaintext, its permanence flag, which key opened it."""
+
+    plaintext: bytes
+    permanent: bool
+    key_index: int
+
+
+@dataclass(frozen=True)
+class _Key:
+    master: bytes
+    kid: bytes
+
+
+class Sealer:
+    """Seals with the current secret's key; opens with it or any fallback's.
+
+    ``open`` reports the index of the key that opened a token (0 = current),
+    so a caller can re-seal a token opened with a fallback key.
+    """
+
+    __slots__ = ("_aad_prefix", "_compress", "_keys")
+
+    def __init__(self, secret: Secret, fallbacks: Sequence[Secret] = (), *, purpose: str,
+                 compress: bool = True) -> None:
+        keys = []
+        for item in (secret, *fallbacks):
+            master = derive(as_bytes(item), purpose)
+            kid = hmac.new(master, _KEY_ID_INFO, sha256).digest()[:KID_BYTES]
+            keys.append(_Key(master, kid))
+        self._keys = tuple(keys)
+        self._compress = compress
+        self._aad_prefix = purpose.encode("utf-8") + b"\x00"
+
+    def seal(self, plaintext: bytes, *, name: str, permanent: bool = False) -> str:
+        """The token for ``plaintext``, bound to cookie ``name``."""
+        flags = FLAG_PERMANENT if permanent else 0
+        if self._compress and len(plaintext) >= COMPRESS_MIN:
+            packed = zlib.compress(plaintext, 6)
+            if len(packed) < len(plaintext):
+                plaintext, flags = packed, flags | FLAG_COMPRESSED
+        key = self._keys[0]
+        header = bytes((VERSION, flags)) + key.kid
+        salt_nonce = os.urandom(SALT_BYTES + NONCE_BYTES)
+        aead = AESGCM(_token_key(key.master, salt_nonce[:SALT_BYTES]))
+        sealed = aead.encrypt(salt_nonce[SALT_BYTES:], plaintext, self._aad(name, header))
+        return base64.urlsafe_b64encode(header + salt_nonce + sealed).rstrip(b"=").decode("ascii")
+
+    def open(self, token: str, *, name: str) -> Opened | None:
+        """The plaintext sealed in ``token`` for cookie ``name``, or None."""
+        raw = _decode(token)
+        if raw is None or len(raw) < OVERHEAD_BYTES:
+            return None
+        version, flags = raw[0], raw[1]
+        if version != VERSION or flags & ~_KNOWN_FLAGS:
+            return None
+        header, kid = raw[:HEADER_BYTES], raw[2:HEADER_BYTES]
+        salt = raw[HEADER_BYTES:HEADER_BYTES + SALT_BYTES]
+        nonce_end = HEADER_BYTES + SALT_BYTES + NONCE_BYTES
+        nonce, sealed = raw[HEADER_BYTES + SALT_BYTES:nonce_end], raw[nonce_end:]
+        aad = self._aad(name, header)
+        for index, key in enumerate(self._keys):
+            if not hmac.compare_digest(key.kid, kid):
+                continue
+            try:
+                plaintext = AESGCM(_token_key(key.master, salt)).decrypt(nonce, sealed, aad)
+            except InvalidTag:
+                continue
+            if flags & FLAG_COMPRESSED:
+                inflated = _inflate(plaintext)
+                if inflated is None:
+                    return None
+                plaintext = inflated
+            return Opened(plaintext, bool(flags & FLAG_PERMANENT), index)
+        return None
+
+    def _aad(self, name: str, header: bytes) -> bytes:
+        return self._aad_prefix + name.encode("utf-8", "surrogateescape") + b"\x00" + header
+
+    def __repr__(self) -> str:
+        return f"<Sealer keys={len(self._keys)} compress={self._compress}>"
+
+
+def looks_permanent(token: str) -> bool:
+    """What a token's (unauthenticated) header claims about permanence.
+
+    A cheap pre-check only: ``Sealer.open`` authenticates the flag.
+    """
+    raw = _decode(token[:4])
+    return raw is not None and len(raw) >= 2 and raw[0] == VERSION and bool(
+        raw[1] & FLAG_PERMANENT)
+
+
+def _token_key(master: bytes, salt: bytes) -> bytes:
+    return hmac.new(master, _TOKEN_KEY_INFO + salt, sha256).digest()
+
+
+def _decode(token: str) -> bytes | None:
+    if len(token) > MAX_TOKEN_CHARS or not token.isascii():
+        return None
+    encoded = token.encode("ascii")
+    try:
+        raw = base64.b64decode(encoded + b"=" * (-len(encoded) % 4), altchars=b"-_",
+                               validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    # One spelling per token: reject spare low bits in the last character.
+    if base64.urlsafe_b64encode(raw).rstrip(b"=") != encoded:
+        return None
+    return raw
+
+
+def _inflate(data: bytes) -> bytes | None:
+    inflater = zlib.decompressobj()
+    try:
+        plaintext = inflater.decompress(data, MAX_PLAINTEXT_BYTES)
+    except zlib.error:
+        return None
+    if inflater.unconsumed_tail or not inflater.eof:
+        return None
+    return plaintext
