@@ -3,6 +3,8 @@
 Run it with ``make demo`` (or ``flask --app examples/shop/app.py run``) and log
 in as demo / demo. Sessions live in ``examples/shop/instance/sessions.sqlite3``,
 satchel's default store; the browser only ever holds a signed random id.
+``FLASK_SATCHEL_STORE=cookie:// make demo`` runs it on client-side sessions
+sealed in the cookie instead.
 """
 
 from __future__ import annotations
@@ -56,9 +58,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         SECRET_KEY=os.environ.get("SHOP_SECRET_KEY") or DEV_ONLY_SECRET_KEY,
         SESSION_COOKIE_SAMESITE="Lax",
     )
+    # FLASK_SATCHEL_STORE=cookie:// (or any SATCHEL_STORE URL) picks another store;
+    # unset, sessions go to the default SQLite file in the instance folder.
+    app.config.from_prefixed_env()
     if config:
         app.config.update(config)
-    # No SATCHEL_STORE: the default SQLite file in the instance folder.
     Satchel(app)
     register_views(app)
     return app
