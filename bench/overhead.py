@@ -9,11 +9,13 @@ timed is Flask plus the session layer:
 - ``untouched``: never touches the session (a health check, a static-like page).
 
 Overhead is a contender's time per request minus the bare app's (the same
-routes with no session layer at all). The ratio column divides satchel's
-overhead by the overhead of the contender named in ``--against``.
+routes with no session layer at all: not even Flask's built-in one, which
+costs every request something even when the view never touches it). The
+ratios divide satchel's overhead by a peer's.
 
     python bench/overhead.py            # about a minute and a half
     python bench/overhead.py --quick    # a smoke run, figures not meaningful
+    python bench/overhead.py --only flask-cookie,satchel-cookie
 
 Flask-Session runs its SQLAlchemy backend on a SQLite file, the closest peer
 of satchel's embedded store; its cachelib backend is shown too when cachelib is
@@ -33,10 +35,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, session
+from flask import Flask, Request, Response, session
+from flask.sessions import SessionInterface, SessionMixin
 from werkzeug.test import EnvironBuilder
 
-from satchel import MemoryStore, Satchel, SQLiteStore
+from satchel import MemoryStore, Satchel, SealedCookies, SQLiteStore
 
 SECRET = "bench-secret-key-of-a-sensible-length-0123456789"
 SCENARIOS = ("write", "read", "untouched")
@@ -69,8 +72,20 @@ def _routes(app: Flask, *, use_session: bool) -> Flask:
     return app
 
 
+class _NoSessions(SessionInterface):
+    """No session machinery at all: Flask's null session, nothing opened or saved."""
+
+    def open_session(self, app: Flask, request: Request) -> None:
+        return None
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        raise AssertionError("a null session is never saved")
+
+
 def bare() -> Flask:
-    return _routes(Flask("bare"), use_session=False)
+    app = _routes(Flask("bare"), use_session=False)
+    app.session_interface = _NoSessions()
+    return app
 
 
 def flask_cookie() -> Flask:
@@ -86,6 +101,12 @@ def satchel_memory() -> Flask:
 def satchel_sqlite(tmp: Path) -> Flask:
     app = _routes(Flask("satchel_sqlite"), use_session=True)
     Satchel(app, store=SQLiteStore(tmp / "satchel.sqlite3"))
+    return app
+
+
+def satchel_cookie() -> Flask:
+    app = _routes(Flask("satchel_cookie"), use_session=True)
+    Satchel(app, store=SealedCookies())
     return app
 
 
@@ -185,6 +206,7 @@ def contenders(tmp: Path) -> dict[str, Flask]:
         "flask-cookie": flask_cookie(),
         "flask-session-cachelib": flask_session_cachelib(),
         "flask-session-sqlalchemy": flask_session_sqlalchemy(tmp),
+        "satchel-cookie": satchel_cookie(),
         "satchel-memory": satchel_memory(),
         "satchel-sqlite": satchel_sqlite(tmp),
     }
@@ -201,11 +223,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=0.25,
                         help="length of one timed run of one cell")
     parser.add_argument("--repeats", type=int, default=9, help="timed runs per cell (median)")
+    parser.add_argument("--only", default="",
+                        help="comma-separated contenders to run (the bare app always runs)")
     args = parser.parse_args(argv)
     seconds, repeats = (0.01, 1) if args.quick else (args.seconds, args.repeats)
 
     with tempfile.TemporaryDirectory(prefix="satchel-bench-") as tmpdir:
         apps = contenders(Path(tmpdir))
+        if args.only:
+            wanted = {"bare", *args.only.split(",")}
+            unknown = wanted - set(apps)
+            if unknown:
+                parser.error(f"unknown contender(s): {', '.join(sorted(unknown))}; "
+                             f"choose from {', '.join(apps)}")
+            apps = {name: app for name, app in apps.items() if name in wanted}
         results = measure_all(apps, seconds_per_run=seconds, repeats=repeats)
 
     base = results.pop("bare")
@@ -221,10 +252,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:26}{cells}")
 
     print("\nsatchel overhead as a ratio of the peer's (lower is better):")
-    peers = [p for p in ("flask-cookie", "flask-session-cachelib", "flask-session-sqlalchemy")
-             if p in overhead]
-    for mine, peer in [("satchel-memory", p) for p in peers] + [
-            ("satchel-sqlite", p) for p in peers]:
+    peers = ("flask-cookie", "flask-session-cachelib", "flask-session-sqlalchemy")
+    pairs = [("satchel-cookie", "flask-cookie")] + [
+        (mine, peer) for mine in ("satchel-memory", "satchel-sqlite") for peer in peers]
+    for mine, peer in [(m, p) for m, p in pairs if m in overhead and p in overhead]:
         cells = "".join(f"{_ratio(overhead[mine][s], overhead[peer][s]):>12}" for s in SCENARIOS)
         print(f"  {mine:16} / {peer:26}{cells}")
     return 0

@@ -47,6 +47,7 @@ log = logging.getLogger("satchel")
 
 PURPOSE = "satchel/v1/sealed-session"
 _PAYLOAD_VERSION = 1
+_NUMBERS = (int, float)  # compared by exact type: a JSON true is not a time
 
 @dataclass(frozen=True)
 class SealedCookies:
@@ -193,10 +194,10 @@ def _parse(plaintext: bytes) -> tuple[float, float, float, dict[str, Any]] | Non
         payload = orjson.loads(plaintext)
     except orjson.JSONDecodeError:
         return None
-    if not (isinstance(payload, list) and len(payload) == 5
-            and payload[0] == _PAYLOAD_VERSION and isinstance(payload[4], dict)):
+    if type(payload) is not list or len(payload) != 5 or payload[0] != _PAYLOAD_VERSION:
         return None
-    times = payload[1:4]
-    if not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in times):
+    _, created_at, last_seen, expires_at, fields = payload
+    if (type(fields) is not dict or type(created_at) not in _NUMBERS
+            or type(last_seen) not in _NUMBERS or type(expires_at) not in _NUMBERS):
         return None
-    return float(times[0]), float(times[1]), float(times[2]), payload[4]
+    return created_at, last_seen, expires_at, fields

@@ -27,7 +27,6 @@ from satchel.urls import DEFAULT_SQLITE_NAME, store_from_url
 
 _POLICY_CACHE_SIZE = 32
 _BROWSER_COOKIE_LIMIT = 4093  # Flask's MAX_COOKIE_SIZE default
-_ATTRIBUTES_ALLOWANCE = 160  # more than Expires, Path, SameSite, Secure, HttpOnly, Partitioned
 
 
 class FlaskSession(Session, SessionMixin):  # type: ignore[override]
@@ -82,7 +81,7 @@ class SatchelSessionInterface(SessionInterface):
             raise ValueError(f"SESSION_COOKIE_SAMESITE {samesite!r}: expected 'Strict', 'Lax',"
                              " 'None' or None; nothing was saved")
         if session.accessed:
-            response.vary.add("Cookie")
+            _vary_on_cookie(response)
         action = self.engine.commit(
             session, self.policy(app), cookie_name=self.get_cookie_name(app),
             refresh_each_request=app.config["SESSION_REFRESH_EACH_REQUEST"],
@@ -104,27 +103,32 @@ class SatchelSessionInterface(SessionInterface):
         else:
             expires = (None if action.expires is None
                        else datetime.fromtimestamp(action.expires, timezone.utc))
-            _check_size(app, name, action.value, expires=expires, httponly=httponly,
-                        domain=domain, path=path, secure=secure, partitioned=partitioned,
-                        samesite=samesite)
-            response.set_cookie(name, action.value, expires=expires, httponly=httponly,
-                                domain=domain, path=path, secure=secure,
-                                partitioned=partitioned, samesite=samesite)
-            response.cache_control.private = True
+            header = dump_cookie(name, action.value, expires=expires, httponly=httponly,
+                                 domain=domain, path=path, secure=secure,
+                                 partitioned=partitioned, samesite=samesite, max_size=0)
+            limit = app.config.get("MAX_COOKIE_SIZE", _BROWSER_COOKIE_LIMIT)
+            if limit and len(header) > limit:
+                raise SessionTooLarge(len(header), limit)
+            response.headers.add("Set-Cookie", header)  # what set_cookie does, checked first
+            _mark_private(response)
+        _vary_on_cookie(response)
+
+
+def _vary_on_cookie(response: Response) -> None:
+    """``response.vary.add("Cookie")``, without parsing a header that is absent or just that."""
+    vary = response.headers.get("Vary")
+    if vary is None:
+        response.headers["Vary"] = "Cookie"
+    elif vary != "Cookie":
         response.vary.add("Cookie")
 
 
-def _check_size(app: Flask, name: str, value: str, **attributes: Any) -> None:
-    """Raise SessionTooLarge if the Set-Cookie header would pass ``MAX_COOKIE_SIZE``.
-
-    Browsers drop such a cookie silently, losing the session; Werkzeug only warns.
-    """
-    limit = app.config.get("MAX_COOKIE_SIZE", _BROWSER_COOKIE_LIMIT)
-    if not limit or len(name) + len(value) + _ATTRIBUTES_ALLOWANCE < limit:
-        return
-    size = len(dump_cookie(name, value, max_size=0, **attributes))
-    if size > limit:
-        raise SessionTooLarge(size, limit)
+def _mark_private(response: Response) -> None:
+    """``Cache-Control: private``, merged into what the view set, if anything."""
+    if "Cache-Control" in response.headers:
+        response.cache_control.private = True
+    else:
+        response.headers["Cache-Control"] = "private"
 
 
 def _flask_cookie_reader(app: Flask) -> ForeignReader:

@@ -6,10 +6,10 @@ A token is unpadded base64url of::
 
 - The master key for each secret is derived with HKDF-SHA256 under this
   module's purpose, so it is never the key that signs server-side cookie ids.
-- Each token is encrypted under its own key, ``HMAC-SHA256(master, salt)``
-  with a random salt, and a random nonce. A single AES-GCM key with random
-  nonces is good for about 2**32 messages; per-token keys lift that limit, so
-  a busy site never has to count its cookies.
+- Each token is encrypted under its own key, keyed BLAKE2s of a random salt
+  under the master key (a PRF built for keying), and a random nonce. A single
+  AES-GCM key with random nonces is good for about 2**32 messages; per-token
+  keys lift that limit, so a busy site never has to count its cookies.
 - The key id (4 bytes derived from the master key, revealing nothing of it)
   finds the key without trial decryption; a fallback key's id equal to the
   current one's is harmless, every matching key is tried.
@@ -29,12 +29,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import os
+import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from hashlib import sha256
+from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -55,12 +58,16 @@ COMPRESS_MIN = 128
 MAX_TOKEN_CHARS = 8192  # far above any cookie a browser keeps
 MAX_PLAINTEXT_BYTES = 1 << 20  # a bound on decompression, whatever the token says
 
-_TOKEN_KEY_INFO = b"satchel/v1/token-key\x00"
+_TOKEN_KEY_PERSON = b"satchtk1"  # BLAKE2s personalisation: domain separation
 _KEY_ID_INFO = b"satchel/v1/key-id"
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
+_BASE64URL_VALUE = {c: i for i, c in enumerate(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")}
+_SPARE_BITS = {2: 0b1111, 3: 0b11}
+_PADDING = {0: "", 2: "==", 3: "="}
 
 
-@dataclass(frozen=True)
-class Opened:
+class Opened(NamedTuple):
     """An opened token: its plaintext, its permanence flag, which key opened it."""
 
     plaintext: bytes
@@ -154,22 +161,22 @@ def looks_permanent(token: str) -> bool:
 
 
 def _token_key(master: bytes, salt: bytes) -> bytes:
-    return hmac.new(master, _TOKEN_KEY_INFO + salt, sha256).digest()
+    return hashlib.blake2s(salt, key=master, person=_TOKEN_KEY_PERSON).digest()
 
 
 def _decode(token: str) -> bytes | None:
-    if len(token) > MAX_TOKEN_CHARS or not token.isascii():
+    """Bytes of an unpadded base64url string, in its one canonical spelling only."""
+    size = len(token)
+    if size > MAX_TOKEN_CHARS or size % 4 == 1 or not _BASE64URL.fullmatch(token):
         return None
-    encoded = token.encode("ascii")
+    # The last character of a 2- or 3-character tail has spare low bits; they must be 0,
+    # or one token would have several spellings.
+    if size % 4 and _SPARE_BITS[size % 4] & _BASE64URL_VALUE[token[-1]]:
+        return None
     try:
-        raw = base64.b64decode(encoded + b"=" * (-len(encoded) % 4), altchars=b"-_",
-                               validate=True)
+        return base64.urlsafe_b64decode(token + _PADDING[size % 4])
     except (binascii.Error, ValueError):
         return None
-    # One spelling per token: reject spare low bits in the last character.
-    if base64.urlsafe_b64encode(raw).rstrip(b"=") != encoded:
-        return None
-    return raw
 
 
 def _inflate(data: bytes) -> bytes | None:
