@@ -181,6 +181,8 @@ class CookieEngine:
 
     def _mutated(self, session: Session) -> bool:
         """True if a mutable value read from the session was changed in place."""
+        if not session._read:
+            return False
         encode, raw, data = self.codec.encode, session._raw, session._data
         return any(name in data and encode(data[name]) != raw.get(name)
                    for name in session._read - session._set)

@@ -32,6 +32,8 @@ _BROWSER_COOKIE_LIMIT = 4093  # Flask's MAX_COOKIE_SIZE default
 class FlaskSession(Session, SessionMixin):  # type: ignore[override]
     """A :class:`~satchel.session.Session` that Flask recognises as its own kind."""
 
+    policy: Any = None  # the keys and timeouts the request was opened with
+
 
 class SatchelSessionInterface(SessionInterface):
     """Flask's two-method contract, delegated to the framework-free engine."""
@@ -68,8 +70,9 @@ class SatchelSessionInterface(SessionInterface):
         session = FlaskSession()
         foreign = (_flask_cookie_reader(app) if app.config.get("SATCHEL_READ_FLASK_COOKIES")
                    else None)
-        self.engine.open(request.cookies.get(name), self.policy(app), session, cookie_name=name,
-                         foreign=foreign)
+        session.policy = self.policy(app)
+        self.engine.open(_request_cookie(request, name), session.policy, session,
+                         cookie_name=name, foreign=foreign)
         return session
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
@@ -82,8 +85,9 @@ class SatchelSessionInterface(SessionInterface):
                              " 'None' or None; nothing was saved")
         if session.accessed:
             _vary_on_cookie(response)
+        policy = getattr(session, "policy", None) or self.policy(app)
         action = self.engine.commit(
-            session, self.policy(app), cookie_name=self.get_cookie_name(app),
+            session, policy, cookie_name=self.get_cookie_name(app),
             refresh_each_request=app.config["SESSION_REFRESH_EACH_REQUEST"],
             permanent_lifetime=app.permanent_session_lifetime.total_seconds())
         if action is not None:
@@ -112,6 +116,20 @@ class SatchelSessionInterface(SessionInterface):
             response.headers.add("Set-Cookie", header)  # what set_cookie does, checked first
             _mark_private(response)
         _vary_on_cookie(response)
+
+
+def _request_cookie(request: Request, name: str) -> str | None:
+    """``request.cookies.get(name)``, without parsing every cookie when none is quoted."""
+    header: str | None = request.environ.get("HTTP_COOKIE")
+    if not header or name not in header:
+        return None
+    if '"' in header or "\\" in header:  # quoting and escapes: Werkzeug's full parser
+        return request.cookies.get(name)
+    for pair in header.split(";"):
+        key, _, value = pair.partition("=")
+        if key.strip() == name:
+            return value.strip()
+    return None
 
 
 def _vary_on_cookie(response: Response) -> None:

@@ -54,6 +54,8 @@ NONCE_BYTES = 12
 TAG_BYTES = 16
 HEADER_BYTES = 2 + KID_BYTES
 OVERHEAD_BYTES = HEADER_BYTES + SALT_BYTES + NONCE_BYTES + TAG_BYTES
+_SALT_END = HEADER_BYTES + SALT_BYTES
+_NONCE_END = _SALT_END + NONCE_BYTES
 COMPRESS_MIN = 128
 MAX_TOKEN_CHARS = 8192  # far above any cookie a browser keeps
 MAX_PLAINTEXT_BYTES = 1 << 20  # a bound on decompression, whatever the token says
@@ -118,21 +120,17 @@ class Sealer:
     def open(self, token: str, *, name: str) -> Opened | None:
         """The plaintext sealed in ``token`` for cookie ``name``, or None."""
         raw = _decode(token)
-        if raw is None or len(raw) < OVERHEAD_BYTES:
+        if (raw is None or len(raw) < OVERHEAD_BYTES or raw[0] != VERSION
+                or raw[1] & ~_KNOWN_FLAGS):
             return None
-        version, flags = raw[0], raw[1]
-        if version != VERSION or flags & ~_KNOWN_FLAGS:
-            return None
-        header, kid = raw[:HEADER_BYTES], raw[2:HEADER_BYTES]
-        salt = raw[HEADER_BYTES:HEADER_BYTES + SALT_BYTES]
-        nonce_end = HEADER_BYTES + SALT_BYTES + NONCE_BYTES
-        nonce, sealed = raw[HEADER_BYTES + SALT_BYTES:nonce_end], raw[nonce_end:]
-        aad = self._aad(name, header)
+        flags, kid = raw[1], raw[2:HEADER_BYTES]  # the key id is public: == is fine
+        aad = self._aad(name, raw[:HEADER_BYTES])
         for index, key in enumerate(self._keys):
-            if not hmac.compare_digest(key.kid, kid):
+            if key.kid != kid:
                 continue
+            aead = AESGCM(_token_key(key.master, raw[HEADER_BYTES:_SALT_END]))
             try:
-                plaintext = AESGCM(_token_key(key.master, salt)).decrypt(nonce, sealed, aad)
+                plaintext = aead.decrypt(raw[_SALT_END:_NONCE_END], raw[_NONCE_END:], aad)
             except InvalidTag:
                 continue
             if flags & FLAG_COMPRESSED:
