@@ -53,3 +53,12 @@ def test_purge_on_a_store_that_expires_by_itself(tmp_path: Path) -> None:
     result = app.test_cli_runner().invoke(args=["satchel", "purge"])
     assert result.exit_code == 0
     assert "nothing to purge" in result.output
+
+
+def test_purge_in_cookie_mode_says_there_is_nothing_to_purge() -> None:
+    app = Flask(__name__)
+    app.config["SECRET_KEY"] = "k" * 32
+    Satchel(app, store="cookie://")
+    result = app.test_cli_runner().invoke(args=["satchel", "purge"])
+    assert result.exit_code == 0, result.output
+    assert "sealed in cookies" in result.output

@@ -384,3 +384,23 @@ def test_tampered_real_token_is_rejected_with_a_log_line(
     with caplog.at_level(logging.INFO, logger="satchel.security"):
         assert client.get("/get/role").text == "-"
     assert len(security_lines(caplog)) == 1
+
+
+# -- reading the Cookie header -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("around", [
+    ("xsession=decoy; ", ""),
+    ("", "; session_old=decoy"),
+    ('quoted="a;b\\"c"; ', "; other=1"),
+    ("  ", "  "),
+])
+def test_the_session_cookie_is_found_among_others(client: FlaskClient, app: flask.Flask,
+                                                  around: tuple[str, str]) -> None:
+    client.post("/set/user/alice")
+    token = cookie_of(client)
+    assert token is not None
+    before, after = around
+    fresh = app.test_client(use_cookies=False)
+    response = fresh.get("/get/user", headers={"Cookie": f"{before}session={token}{after}"})
+    assert response.text == "alice"

@@ -16,8 +16,15 @@ satchel_cli = AppGroup("satchel", help="Manage satchel sessions.")
               help="Records deleted per transaction.")
 def purge(batch: int) -> None:
     """Delete expired sessions, in batches."""
-    from satchel.flask import Satchel
+    from satchel.cookie_mode import CookieEngine
+    from satchel.flask import Satchel, SatchelSessionInterface
 
+    interface = current_app.session_interface
+    if isinstance(interface, SatchelSessionInterface) and isinstance(interface.engine,
+                                                                     CookieEngine):
+        click.echo("Sessions are sealed in cookies (SATCHEL_STORE 'cookie://'); they expire"
+                   " in the browser and there is nothing to purge.")
+        return
     store = Satchel.store_of(current_app)
     if not isinstance(store, Purgeable):
         click.echo(f"{type(store).__name__} expires sessions by itself; nothing to purge.")
