@@ -233,6 +233,8 @@ class Engine:
         costs no store call; with ``refresh_each_request`` its cookie is re-sent
         if it is permanent.
         """
+        if session.load_failed:
+            return None  # the store failed mid-request: never overwrite what it holds
         if not session.loaded:
             if not refresh_each_request:
                 return None

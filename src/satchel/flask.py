@@ -7,6 +7,7 @@ Flask reads it per request, so tests may change it after the app is built;
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import datetime, timezone
 from typing import Any
@@ -19,7 +20,7 @@ from werkzeug.http import dump_cookie
 from satchel.codec import TaggedCodec, default_codec
 from satchel.cookie_mode import CookieEngine, SealedCookies
 from satchel.engine import CookieAction, Engine, ForeignReader
-from satchel.errors import ConfigError, SessionTooLarge
+from satchel.errors import ConfigError, SessionTooLarge, StoreUnavailable
 from satchel.lifetime import Clock, Lifetime, seconds, system_clock
 from satchel.session import Session
 from satchel.store import Store
@@ -27,6 +28,9 @@ from satchel.urls import DEFAULT_SQLITE_NAME, store_from_url
 
 _POLICY_CACHE_SIZE = 32
 _BROWSER_COOKIE_LIMIT = 4093  # Flask's MAX_COOKIE_SIZE default
+_UNAVAILABLE_BODY = b"Service Unavailable: the session store cannot be reached. Try again shortly."
+_RETRY_AFTER = "5"
+log = logging.getLogger("satchel")
 
 
 class FlaskSession(Session, SessionMixin):  # type: ignore[override]
@@ -86,10 +90,15 @@ class SatchelSessionInterface(SessionInterface):
         if session.accessed:
             _vary_on_cookie(response)
         policy = getattr(session, "policy", None) or self.policy(app)
-        action = self.engine.commit(
-            session, policy, cookie_name=self.get_cookie_name(app),
-            refresh_each_request=app.config["SESSION_REFRESH_EACH_REQUEST"],
-            permanent_lifetime=app.permanent_session_lifetime.total_seconds())
+        try:
+            action = self.engine.commit(
+                session, policy, cookie_name=self.get_cookie_name(app),
+                refresh_each_request=app.config["SESSION_REFRESH_EACH_REQUEST"],
+                permanent_lifetime=app.permanent_session_lifetime.total_seconds())
+        except StoreUnavailable as err:
+            log.error("session store unavailable while saving; responding 503: %s", err)
+            _become_unavailable(response)
+            return
         if action is not None:
             self._apply(app, action, response)
 
@@ -130,6 +139,25 @@ def _request_cookie(request: Request, name: str) -> str | None:
         if key.strip() == name:
             return value.strip()
     return None
+
+
+def _become_unavailable(response: Response) -> None:
+    """Turn ``response`` into a 503: the session change it reports was not saved."""
+    response.status_code = 503
+    response.set_data(_UNAVAILABLE_BODY)
+    response.mimetype = "text/plain"
+    response.headers["Retry-After"] = _RETRY_AFTER
+    response.headers.pop("Location", None)
+
+
+def store_unavailable(error: StoreUnavailable) -> tuple[str, int, dict[str, str]]:
+    """The default handler ``Satchel`` registers: HTTP 503, nothing written.
+
+    Register your own handler for ``StoreUnavailable`` to replace it.
+    """
+    log.error("session store unavailable; responding 503: %s", error)
+    return _UNAVAILABLE_BODY.decode(), 503, {"Retry-After": _RETRY_AFTER,
+                                            "Content-Type": "text/plain; charset=utf-8"}
 
 
 def _vary_on_cookie(response: Response) -> None:
@@ -196,6 +224,8 @@ class Satchel:
             engine = Engine(store, codec=self.codec, clock=self.clock)
         app.session_interface = SatchelSessionInterface(engine)
         app.extensions["satchel"] = self
+        if StoreUnavailable not in app.error_handler_spec[None][None]:
+            app.register_error_handler(StoreUnavailable, store_unavailable)
         for name in ("SATCHEL_IDLE_TIMEOUT", "SATCHEL_ABSOLUTE_TIMEOUT"):
             try:
                 seconds(app.config.get(name), name=name)

@@ -48,6 +48,7 @@ class Session(MutableMapping[str, Any]):
         self.last_seen = 0.0
         self.cookie_key_index = 0
         self.cookie_permanent = False
+        self.load_failed = False
 
     # -- loading ---------------------------------------------------------
 
@@ -56,7 +57,11 @@ class Session(MutableMapping[str, Any]):
         loader = self._loader
         if loader is not None:
             self._loader = None
-            loader(self)
+            try:
+                loader(self)
+            except BaseException:
+                self.load_failed = True  # the commit must write nothing
+                raise
 
     def defer_load(self, cookie: str | None, loader: Callable[[Session], None]) -> None:
         """Remember the request's cookie and run ``loader`` on first use (engine's use)."""
