@@ -1,8 +1,9 @@
-"""Overlapping requests on one session, on real threads and the SQLite store."""
+"""Overlapping requests on one session, on real threads, against each real shared store."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,15 +12,29 @@ from flask import Flask, session
 from flask.testing import FlaskClient
 
 from satchel import Satchel, SQLiteStore
+from tests.services import drop_keys, random_prefix, redis_client
 
 TIMEOUT = 10
 
 
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    if request.param == "sqlite":
+        yield SQLiteStore(tmp_path / "sessions.sqlite3")
+        return
+    from satchel.stores.redis import RedisStore
+
+    with redis_client() as client:
+        prefix = random_prefix()
+        yield RedisStore(client, prefix=prefix)
+        drop_keys(client, prefix)
+
+
 @pytest.fixture
-def app(tmp_path: Path) -> Flask:
+def app(store: Any) -> Flask:
     app = Flask(__name__)
     app.config.update(TESTING=True, SECRET_KEY="k" * 32)
-    Satchel(app, store=SQLiteStore(tmp_path / "sessions.sqlite3"))
+    Satchel(app, store=store)
     app.extensions["gates"] = {}
 
     @app.get("/set/<key>/<value>")

@@ -19,9 +19,7 @@ def make_app(tmp_path: Path, **config: object) -> Flask:
 
 @pytest.mark.parametrize(("url", "message"), [
     ("redsi://localhost", "unknown scheme 'redsi'; expected one of sqlite, memory, redis"),
-    ("redis://localhost:6379/0", "not available yet"),
-    ("rediss://localhost", "not available yet"),
-    ("redis+cluster://localhost:7000", "not available yet"),
+    ("redis://", "host"),
     ("postgresql://localhost/test", "not available yet"),
     ("cookie://host", "takes no host"),
     ("sessions.sqlite3", "not a URL"),

@@ -19,11 +19,10 @@ from satchel.lifetime import Clock, system_clock
 from satchel.store import Store
 
 DEFAULT_SQLITE_NAME = "sessions.sqlite3"
-KNOWN_SCHEMES = ("sqlite", "memory", "redis", "rediss", "redis+cluster", "postgresql", "cookie")
+KNOWN_SCHEMES = ("sqlite", "memory", "redis", "rediss", "unix", "redis+cluster", "postgresql",
+                 "cookie")
+_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster")
 _NOT_YET = {
-    "redis": "the Redis store",
-    "rediss": "the Redis store",
-    "redis+cluster": "the Redis Cluster store",
     "postgresql": "the PostgreSQL store",
     "postgres": "the PostgreSQL store",
 }
@@ -59,6 +58,13 @@ def store_from_url(url: str, *, base_dir: str,
         except StoreUnavailable as err:
             raise ConfigError(f"SATCHEL_STORE {url!r}: cannot open {path!r} ({err.__cause__});"
                               " check that its folder exists and is writable") from err
+    if scheme in _REDIS_SCHEMES:
+        try:
+            from satchel.stores.redis import RedisStore
+        except ImportError as err:
+            raise ConfigError("SATCHEL_STORE: the Redis store needs redis-py;"
+                              " pip install 'satchel[redis]'") from err
+        return RedisStore.from_url(url, clock=clock)
     if scheme in _NOT_YET:
         raise ConfigError(f"SATCHEL_STORE {url!r}: {_NOT_YET[scheme]} are not available yet in"
                           " this version of satchel; use 'sqlite:///...' or 'memory://'")

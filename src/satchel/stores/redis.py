@@ -1,0 +1,243 @@
+"""RedisStore: one Redis hash per session, on a client the user configured.
+
+Works with ``redis.Redis`` and ``redis.cluster.RedisCluster``. Each operation
+is one round trip; ``create`` and ``update`` are server-side Lua scripts, so
+they are atomic and an update never resurrects a deleted or expired session.
+Redis expires keys itself (a ``PEXPIRE`` derived from the store's clock), so
+there is nothing to purge.
+
+    store = RedisStore(redis.Redis(host="cache.internal", port=6379))
+    store = RedisStore.from_url("redis+cluster://10.0.0.5:7000", prefix="shop:")
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import cast
+from urllib.parse import urlsplit, urlunsplit
+
+from satchel.errors import ConfigError, StoreUnavailable
+from satchel.lifetime import Clock, system_clock
+from satchel.store import Patch, Record
+
+try:
+    import redis
+    from redis.cluster import RedisCluster
+    from redis.exceptions import ClusterError, RedisClusterException
+except ImportError as err:  # pragma: no cover - depends on the environment
+    raise ImportError("RedisStore needs redis-py: pip install 'satchel[redis]'") from err
+
+SCHEMA = """
+key   = prefix + "{" + storage_key + "}"   (the hash tag keeps a session in one cluster slot)
+type  = hash, with PEXPIRE at expires_at (relative to the store's clock)
+f:<name>   -> the session field's bytes, one per session key
+m:created, m:seen, m:expires -> repr() of the float timestamps
+m:perm     -> "1" or "0"
+m:user     -> the user, absent when there is none
+"""
+
+_FIELD = b"f:"
+_CREATED, _SEEN, _EXPIRES = b"m:created", b"m:seen", b"m:expires"
+_PERM, _USER = b"m:perm", b"m:user"
+_MAX_TTL_MS = 2**47  # about 4,000 years: far beyond any session, well within PEXPIRE's range
+_UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                RedisClusterException, ClusterError)
+
+# KEYS[1] = session key; ARGV = now, ttl_ms, field/value pairs. Returns 0 if a live record exists.
+_CREATE = """
+local expires = redis.call('HGET', KEYS[1], 'm:expires')
+if expires and tonumber(expires) > tonumber(ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[1])
+for i = 3, #ARGV, 1000 do
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# KEYS[1] = session key; ARGV = now, clear ("1"/"0"), ttl_ms ("" keeps it), number of deletes,
+# the hash fields to delete, then field/value pairs to set. Returns 0, changing nothing, if the
+# record is missing or expired.
+_UPDATE = """
+local key = KEYS[1]
+local expires = redis.call('HGET', key, 'm:expires')
+if not expires or tonumber(expires) <= tonumber(ARGV[1]) then return 0 end
+local function hdel(names, first, last)
+  for i = first, last, 1000 do
+    redis.call('HDEL', key, unpack(names, i, math.min(i + 999, last)))
+  end
+end
+if ARGV[2] == '1' then
+  local names = {}
+  for _, name in ipairs(redis.call('HKEYS', key)) do
+    if string.sub(name, 1, 2) == 'f:' then names[#names + 1] = name end
+  end
+  hdel(names, 1, #names)
+end
+local ndel = tonumber(ARGV[4])
+hdel(ARGV, 5, 4 + ndel)
+for i = 5 + ndel, #ARGV, 1000 do
+  redis.call('HSET', key, unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+if ARGV[3] ~= '' then redis.call('PEXPIRE', key, ARGV[3]) end
+return 1
+"""
+
+
+class RedisStore:
+    """Sessions in Redis or Redis Cluster, through ``client``.
+
+    ``client`` must return bytes (``decode_responses=False``, the default).
+    ``prefix`` namespaces the keys, so several apps can share a database; it
+    must not contain ``{`` or ``}``. Connection failures and cluster outages
+    raise :class:`StoreUnavailable`.
+    """
+
+    def __init__(self, client: redis.Redis | RedisCluster, *, prefix: str = "satchel:",
+                 clock: Clock = system_clock) -> None:
+        if "{" in prefix or "}" in prefix:
+            raise ConfigError(f"RedisStore prefix {prefix!r}: must not contain '{{' or '}}',"
+                              " which would change the cluster hash tag; use e.g. 'satchel:'")
+        if client.get_connection_kwargs().get("decode_responses"):
+            raise ConfigError("RedisStore: the Redis client has decode_responses=True, but session"
+                              " values are bytes; pass a client built without it")
+        self.client = client
+        self.prefix = prefix
+        self._prefix = prefix.encode()
+        self._clock = clock
+        self._create = client.register_script(_CREATE)
+        self._update = client.register_script(_UPDATE)
+
+    @classmethod
+    def from_url(cls, url: str, *, prefix: str = "satchel:",
+                 clock: Clock = system_clock) -> RedisStore:
+        """A store on a new client for ``url``.
+
+        Accepts ``redis://host[:port][/db]``, ``rediss://`` (TLS),
+        ``unix:///path/to/socket`` and ``redis+cluster://host:port`` (any node of
+        the cluster). A URL without a host (or, for ``unix://``, a path) is a
+        :class:`ConfigError`: the store never connects to a default host.
+        """
+        shown = _redact(url)
+        try:
+            parts = urlsplit(url)
+            scheme = parts.scheme.lower()
+            host = parts.path if scheme == "unix" else parts.hostname
+            parts.port  # noqa: B018 - raises ValueError for a malformed port
+        except ValueError as err:
+            raise ConfigError(f"Redis URL {shown!r}: {err}") from err
+        if scheme not in ("redis", "rediss", "unix", "redis+cluster"):
+            raise ConfigError(f"Redis URL {shown!r}: unknown scheme {parts.scheme!r}; expected"
+                              " redis://, rediss://, unix:// or redis+cluster://")
+        if not host:
+            where = "a socket path, e.g. 'unix:///run/redis.sock'" if scheme == "unix" else (
+                "a host, e.g. 'redis://127.0.0.1:6379/0'")
+            raise ConfigError(f"Redis URL {shown!r} has no host; give {where}")
+        client: redis.Redis | RedisCluster
+        try:
+            if scheme == "redis+cluster":
+                direct = urlunsplit(parts._replace(scheme="redis"))
+                with _unavailable(f"RedisStore for {shown!r}"):
+                    client = RedisCluster.from_url(direct)
+            else:
+                client = redis.Redis.from_url(url)
+        except ValueError as err:
+            raise ConfigError(f"Redis URL {shown!r}: {err}") from err
+        return cls(client, prefix=prefix, clock=clock)
+
+    def _key(self, key: str) -> bytes:
+        return self._prefix + b"{" + key.encode() + b"}"
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        with _unavailable(repr(self)):
+            yield
+
+    def load(self, key: str) -> Record | None:
+        with self._errors():
+            data = cast("dict[bytes, bytes]", self.client.hgetall(self._key(key)))
+        expires = data.get(_EXPIRES)
+        if expires is None or float(expires) <= self._clock():
+            return None
+        user = data.get(_USER)
+        fields = {name[2:].decode(): value for name, value in data.items()
+                  if name.startswith(_FIELD)}
+        return Record(fields, float(data[_CREATED]), float(data[_SEEN]), float(expires),
+                      data.get(_PERM) == b"1", None if user is None else user.decode())
+
+    def create(self, key: str, record: Record) -> None:
+        now = self._clock()
+        args: list[bytes | str] = [repr(now), self._ttl(record.expires_at, now),
+                                   _CREATED, repr(record.created_at),
+                                   _SEEN, repr(record.last_seen),
+                                   _EXPIRES, repr(record.expires_at),
+                                   _PERM, b"1" if record.permanent else b"0"]
+        if record.user is not None:
+            args += [_USER, record.user.encode()]
+        for name, value in record.fields.items():
+            args += [_FIELD + name.encode(), value]
+        with self._errors():
+            created = self._create(keys=[self._key(key)], args=args)
+        if not created:
+            raise KeyError("a session with this key exists")
+
+    def update(self, key: str, patch: Patch) -> bool:
+        now = self._clock()
+        deletes = [_FIELD + name.encode() for name in patch.delete]
+        sets: list[bytes | str] = []
+        for name, value in patch.set.items():
+            sets += [_FIELD + name.encode(), value]
+        if patch.last_seen is not None:
+            sets += [_SEEN, repr(patch.last_seen)]
+        if patch.expires_at is not None:
+            sets += [_EXPIRES, repr(patch.expires_at)]
+        if patch.permanent is not None:
+            sets += [_PERM, b"1" if patch.permanent else b"0"]
+        if patch.user:
+            sets += [_USER, patch.user.encode()]
+        elif patch.user is not None:
+            deletes.append(_USER)
+        ttl = "" if patch.expires_at is None else self._ttl(patch.expires_at, now)
+        args: list[bytes | str] = [repr(now), "1" if patch.clear else "0", ttl,
+                                   str(len(deletes)), *deletes, *sets]
+        with self._errors():
+            return bool(self._update(keys=[self._key(key)], args=args))
+
+    def delete(self, key: str) -> None:
+        with self._errors():
+            self.client.delete(self._key(key))
+
+    @staticmethod
+    def _ttl(expires_at: float, now: float) -> str:
+        """Milliseconds until ``expires_at`` by the store's clock (which may not be real time)."""
+        return str(max(1, math.ceil(min((expires_at - now) * 1000, _MAX_TTL_MS))))
+
+    def __repr__(self) -> str:
+        if isinstance(self.client, RedisCluster):
+            where = "cluster"
+        else:
+            conn = self.client.get_connection_kwargs()
+            if conn.get("path"):
+                where = f"unix:{conn['path']}"
+            else:
+                where = f"{conn.get('host')}:{conn.get('port')}/{conn.get('db', 0)}"
+        return f"<RedisStore {where} prefix={self.prefix!r}>"
+
+
+@contextmanager
+def _unavailable(store: str) -> Iterator[None]:
+    try:
+        yield
+    except _UNAVAILABLE as err:
+        raise StoreUnavailable(f"{store} unavailable: {type(err).__name__}: {err}") from err
+
+
+def _redact(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for messages."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hostpart = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{hostpart}"

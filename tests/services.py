@@ -1,0 +1,53 @@
+"""Real services the tests use: where they are, and what to do when one is missing.
+
+Under ``CI=true`` a missing service fails the run; elsewhere the test is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+REDIS_URL = os.environ.get("SATCHEL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def cannot_test(reason: str) -> NoReturn:
+    """Under CI a missing server is a failure; on a laptop, a skip."""
+    if IN_CI:
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+def random_prefix() -> str:
+    return f"satchel-test:{uuid.uuid4().hex}:"
+
+
+def drop_keys(client: Any, prefix: str) -> None:
+    for name in list(client.scan_iter(match=prefix + "*", count=1000)):
+        client.delete(name)
+
+
+@contextmanager
+def redis_client() -> Iterator[Any]:
+    """A client of the test Redis server, closed afterwards."""
+    try:
+        import redis
+    except ImportError:
+        cannot_test("the Redis store tests need redis-py: pip install -e '.[redis]'")
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.exceptions.RedisError as err:
+        client.close()
+        cannot_test(f"no Redis server at SATCHEL_TEST_REDIS_URL={REDIS_URL!r} ({err}); start"
+                    " one (apt-get install redis-server) or point the variable at one")
+    try:
+        yield client
+    finally:
+        client.close()

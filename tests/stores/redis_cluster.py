@@ -1,0 +1,116 @@
+"""A throwaway three-node Redis Cluster on loopback, for tests.
+
+    with redis_cluster() as ports:
+        client = RedisCluster(host="127.0.0.1", port=ports[0])
+
+Needs the ``redis-server`` and ``redis-cli`` binaries (Debian: ``redis-server``
+and ``redis-tools``). The processes and their temporary folder are removed on
+exit, whatever happens.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+BINARIES = ("redis-server", "redis-cli")
+HOST = "127.0.0.1"
+BUS_OFFSET = 10000  # Redis Cluster's node-to-node bus listens on port + 10000
+
+
+def missing_binaries() -> list[str]:
+    """The binaries this helper needs that are not on PATH."""
+    return [name for name in BINARIES if shutil.which(name) is None]
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` ports that are free on loopback, with their cluster bus ports free too.
+
+    Drawn below the usual ephemeral range so outgoing connections rarely take them.
+    """
+    ports: list[int] = []
+    while len(ports) < count:
+        port = random.randrange(20000, 30000)
+        if port not in ports and _bindable(port) and _bindable(port + BUS_OFFSET):
+            ports.append(port)
+    return ports
+
+
+def _cli(port: int, *args: str, timeout: float = 10) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["redis-cli", "-h", HOST, "-p", str(port), *args],
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def _wait(what: str, ready: Callable[[], bool], timeout: float, logs: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            tail = "\n".join(p.read_text()[-2000:] for p in sorted(logs.glob("*.log")))
+            raise RuntimeError(f"Redis Cluster: timed out waiting for {what}\n{tail}")
+        time.sleep(0.05)
+
+
+@contextmanager
+def redis_cluster(nodes: int = 3, timeout: float = 30) -> Iterator[list[int]]:
+    """Start a ``nodes``-primary cluster with no replicas; yield its ports."""
+    tmp = Path(tempfile.mkdtemp(prefix="satchel-redis-cluster-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    with ExitStack() as cleanup:
+        cleanup.callback(shutil.rmtree, tmp, ignore_errors=True)
+        cleanup.callback(_stop, procs)
+        ports = free_ports(nodes)
+        for port in ports:
+            log = cleanup.enter_context((tmp / f"redis-{port}.log").open("wb"))
+            procs.append(subprocess.Popen(
+                ["redis-server", "--cluster-enabled", "yes", "--port", str(port),
+                 "--bind", HOST, "--cluster-config-file", str(tmp / f"nodes-{port}.conf"),
+                 "--save", "", "--appendonly", "no", "--dir", str(tmp),
+                 "--daemonize", "no"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+        for port, proc in zip(ports, procs, strict=True):
+            def up(port: int = port, proc: subprocess.Popen[bytes] = proc) -> bool:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"redis-server on port {port} exited with {proc.returncode}"
+                                       f"\n{(tmp / f'redis-{port}.log').read_text()[-2000:]}")
+                return _cli(port, "ping").stdout.strip() == "PONG"
+            _wait(f"redis-server on port {port}", up, timeout, tmp)
+        created = subprocess.run(
+            ["redis-cli", "--cluster", "create", *(f"{HOST}:{p}" for p in ports),
+             "--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True, text=True, timeout=timeout, check=False)
+        if created.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed:\n{created.stdout}"
+                               f"\n{created.stderr}")
+        for port in ports:
+            def ok(port: int = port) -> bool:
+                return "cluster_state:ok" in _cli(port, "cluster", "info").stdout
+            _wait(f"cluster_state:ok on port {port}", ok, timeout, tmp)
+        yield ports
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)

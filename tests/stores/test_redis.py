@@ -1,0 +1,251 @@
+"""RedisStore against a real Redis (SATCHEL_TEST_REDIS_URL) and a throwaway Redis Cluster."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from tests.services import IN_CI, REDIS_URL, cannot_test, drop_keys, random_prefix
+
+try:
+    import redis
+except ImportError:
+    _why = "the Redis store tests need redis-py: pip install -e '.[redis]'"
+    if IN_CI:
+        pytest.fail(_why, pytrace=False)
+    pytest.skip(_why, allow_module_level=True)
+
+from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.retry import Retry
+
+from satchel.errors import ConfigError, StoreUnavailable
+from satchel.store import Patch, Record, apply_patch
+from satchel.stores.redis import RedisStore
+from tests.clock import FakeClock
+from tests.stores.contract import HOUR, StoreContract, make_record
+from tests.stores.redis_cluster import HOST, missing_binaries, redis_cluster
+
+SECRET_KEY = hashlib.sha256(b"a session id that must never be shown").hexdigest()
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.fixture(scope="module")
+def redis_client() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.exceptions.RedisError as err:
+        client.close()
+        cannot_test(f"no Redis server at SATCHEL_TEST_REDIS_URL={REDIS_URL!r} ({err}); start"
+                     " one (apt-get install redis-server) or point the variable at one")
+    yield client
+    client.close()
+
+
+class TestRedisStore(StoreContract):
+    @pytest.fixture
+    def store(self, clock: FakeClock, redis_client: redis.Redis) -> Iterator[RedisStore]:
+        prefix = random_prefix()
+        yield RedisStore(redis_client, prefix=prefix, clock=clock)
+        drop_keys(redis_client, prefix)
+
+    def test_key_layout_and_ttl(self, store: RedisStore, clock: FakeClock) -> None:
+        name = f"{store.prefix}{{k1}}"
+        store.create("k1", make_record(clock, ttl=100, a=b"1"))
+        assert 0 < store.client.pttl(name) <= 100_000
+        assert store.client.hget(name, "f:a") == b"1"
+        assert store.client.hget(name, "m:expires") == repr(clock.now + 100).encode()
+        clock.advance(60)
+        assert store.update("k1", Patch(expires_at=clock.now + 10))
+        assert 0 < store.client.pttl(name) <= 10_000
+        assert store.update("k1", Patch(set={"b": b"2"}))  # no expires_at: the TTL stays
+        assert 0 < store.client.pttl(name) <= 10_000
+
+    def test_update_of_missing_or_expired_changes_nothing(
+        self, store: RedisStore, clock: FakeClock
+    ) -> None:
+        assert store.update("ghost", Patch(set={"a": b"1"}, expires_at=clock.now + HOUR)) is False
+        assert store.client.exists(f"{store.prefix}{{ghost}}") == 0
+        store.create("k1", make_record(clock, ttl=10, a=b"1"))
+        clock.advance(10)  # expired by the store's clock; Redis still holds the key
+        assert store.update("k1", Patch(set={"a": b"2"}, clear=True, user="eve",
+                                        expires_at=clock.now + HOUR)) is False
+        name = f"{store.prefix}{{k1}}"
+        assert store.client.hget(name, "f:a") == b"1"
+        assert store.client.hget(name, "m:user") is None
+        assert 0 < store.client.pttl(name) <= 10_000
+
+    def test_field_names_never_collide_with_metadata(
+        self, store: RedisStore, clock: FakeClock
+    ) -> None:
+        fields = {"m:created": b"x", "m:expires": b"0", "m:user": b"u", "f:x": b"y", "m:": b""}
+        record = Record(dict(fields), clock.now, clock.now, clock.now + HOUR)
+        store.create("k1", record)
+        assert store.load("k1") == record
+        assert store.update("k1", Patch(set={"m:perm": b"1"}, delete=frozenset({"m:user"})))
+        assert store.update("k1", Patch(clear=True, set={"m:seen": b"s"}))
+        loaded = store.load("k1")
+        assert loaded is not None and loaded.fields == {"m:seen": b"s"}
+        assert (loaded.created_at, loaded.expires_at, loaded.user) == (
+            clock.now, clock.now + HOUR, None)
+
+    def test_many_fields_match_the_reference_semantics(
+        self, store: RedisStore, clock: FakeClock
+    ) -> None:
+        record = make_record(clock, **{f"k{i}": b"v" for i in range(2500)})
+        store.create("k1", record)
+        patches = [Patch(delete=frozenset(f"k{i}" for i in range(1200, 3700)),
+                         set={f"n{i}": b"w" for i in range(1500)}),
+                   Patch(clear=True, set={f"m{i}": b"x" for i in range(2100)},
+                         delete=frozenset({"m0", "k1"}))]
+        for patch in patches:
+            assert store.update("k1", patch)
+            apply_patch(record, patch)
+            assert store.load("k1") == record
+
+    def test_repr_shows_the_server_not_keys(self, store: RedisStore, clock: FakeClock) -> None:
+        store.create(SECRET_KEY, make_record(clock))
+        kwargs = store.client.get_connection_kwargs()
+        assert f"{kwargs['host']}:{kwargs['port']}" in repr(store)
+        assert SECRET_KEY not in repr(store)
+
+    def test_decode_responses_client_is_refused(self) -> None:
+        with pytest.raises(ConfigError, match="decode_responses"):
+            RedisStore(redis.Redis.from_url(REDIS_URL, decode_responses=True))
+
+    def test_prefix_with_a_hash_tag_is_refused(self, redis_client: redis.Redis) -> None:
+        with pytest.raises(ConfigError, match="prefix"):
+            RedisStore(redis_client, prefix="app{1}:")
+
+
+@pytest.mark.parametrize("url", ["redis://", "redis:///0", "rediss://", "unix://",
+                                 "redis+cluster://", "redis://:s3cret@/0"])
+def test_from_url_without_host_is_a_config_error(url: str) -> None:
+    with pytest.raises(ConfigError, match="no host") as info:
+        RedisStore.from_url(url)
+    assert "s3cret" not in str(info.value)
+
+
+def test_from_url_rejects_other_schemes() -> None:
+    with pytest.raises(ConfigError, match="unknown scheme"):
+        RedisStore.from_url("http://127.0.0.1:6379")
+    with pytest.raises(ConfigError, match="port"):
+        RedisStore.from_url("redis://127.0.0.1:notaport/0")
+
+
+def test_from_url_builds_each_kind_of_client() -> None:
+    tls = RedisStore.from_url("rediss://user:s3cret@cache.example:6380/2", prefix="app:")
+    assert tls.client.connection_pool.connection_class.__name__ == "SSLConnection"
+    assert repr(tls) == "<RedisStore cache.example:6380/2 prefix='app:'>"
+    sock = RedisStore.from_url("unix:///run/redis/redis.sock?db=1")
+    assert sock.client.connection_pool.connection_class.__name__ == "UnixDomainSocketConnection"
+    assert repr(sock) == "<RedisStore unix:/run/redis/redis.sock prefix='satchel:'>"
+    tls.client.close()
+    sock.client.close()
+
+
+def test_closed_port_raises_store_unavailable() -> None:
+    port = _closed_port()
+    client = redis.Redis(host=HOST, port=port, retry=Retry(NoBackoff(), 0))
+    store = RedisStore(client)
+    clock = FakeClock()
+    calls = [lambda: store.load(SECRET_KEY),
+             lambda: store.create(SECRET_KEY, make_record(clock)),
+             lambda: store.update(SECRET_KEY, Patch(set={"a": b"1"})),
+             lambda: store.delete(SECRET_KEY)]
+    for call in calls:
+        with pytest.raises(StoreUnavailable, match=f"RedisStore {HOST}:{port}") as info:
+            call()
+        assert isinstance(info.value.__cause__, redis.exceptions.ConnectionError)
+        assert SECRET_KEY not in str(info.value)
+    client.close()
+
+
+def test_closed_port_from_url_raises_store_unavailable() -> None:
+    store = RedisStore.from_url(f"redis://{HOST}:{_closed_port()}/0")
+    with pytest.raises(StoreUnavailable):
+        store.load(SECRET_KEY)
+    store.client.close()
+
+
+# -- Redis Cluster -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster_ports() -> Iterator[list[int]]:
+    missing = missing_binaries()
+    if missing:
+        cannot_test(f"Redis Cluster tests need {' and '.join(missing)} on PATH"
+                     " (Debian: apt-get install redis-server redis-tools)")
+    with redis_cluster() as ports:
+        yield ports
+
+
+@pytest.fixture(scope="module")
+def cluster_client(cluster_ports: list[int]) -> Iterator[RedisCluster]:
+    client = RedisCluster(host=HOST, port=cluster_ports[0])
+    yield client
+    client.close()
+
+
+class TestRedisClusterStore(StoreContract):
+    @pytest.fixture
+    def store(self, clock: FakeClock, cluster_client: RedisCluster) -> Iterator[RedisStore]:
+        prefix = random_prefix()
+        yield RedisStore(cluster_client, prefix=prefix, clock=clock)
+        drop_keys(cluster_client, prefix)
+
+    def test_sessions_spread_over_nodes_each_in_one_slot(
+        self, store: RedisStore, clock: FakeClock
+    ) -> None:
+        client = store.client
+        keys = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(60)]
+        nodes, slots = set(), set()
+        for key in keys:
+            store.create(key, make_record(clock, a=b"1", b=b"2"))
+            name = f"{store.prefix}{{{key}}}"
+            slot = client.keyslot(name)
+            assert slot == client.keyslot(key)  # the hash tag decides the slot
+            slots.add(slot)
+            nodes.add(client.get_node_from_key(name).name)
+            assert store.update(key, Patch(set={"c": key.encode()}, delete=frozenset({"a"}),
+                                           last_seen=clock.now, expires_at=clock.now + HOUR,
+                                           user="u"))
+        assert len(nodes) == 3 and len(slots) > 50
+        for key in keys:
+            loaded = store.load(key)
+            assert loaded is not None and loaded.fields == {"b": b"2", "c": key.encode()}
+            assert loaded.user == "u"
+            store.delete(key)
+            assert store.load(key) is None
+            assert store.update(key, Patch(set={"a": b"1"})) is False
+
+    def test_repr_says_cluster(self, store: RedisStore) -> None:
+        assert repr(store).startswith("<RedisStore cluster ")
+
+    def test_from_url(self, cluster_ports: list[int], clock: FakeClock) -> None:
+        prefix = random_prefix()
+        store = RedisStore.from_url(f"redis+cluster://{HOST}:{cluster_ports[1]}", prefix=prefix,
+                                    clock=clock)
+        try:
+            assert isinstance(store.client, RedisCluster)
+            store.create("k1", make_record(clock, a=b"1"))
+            loaded = store.load("k1")
+            assert loaded is not None and loaded.fields == {"a": b"1"}
+        finally:
+            drop_keys(store.client, prefix)
+            store.client.close()
+
+    def test_unreachable_cluster_raises_store_unavailable(self) -> None:
+        with pytest.raises(StoreUnavailable, match="redis\\+cluster"):
+            RedisStore.from_url(f"redis+cluster://{HOST}:{_closed_port()}")
