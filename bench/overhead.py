@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import statistics
 import sys
 import tempfile
@@ -126,6 +127,84 @@ def flask_session_sqlalchemy(tmp: Path) -> Flask | None:
     return app
 
 
+REDIS_URL = os.environ.get("SATCHEL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+BENCH_PREFIX = "satchel-bench:"
+
+
+def _redis_client() -> Any:
+    try:
+        import redis
+    except ImportError:
+        return None
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.exceptions.RedisError:
+        return None
+    return client
+
+
+def satchel_redis() -> Flask | None:
+    client = _redis_client()
+    if client is None:
+        return None
+    from satchel.stores.redis import RedisStore
+
+    app = _routes(Flask("satchel_redis"), use_session=True)
+    Satchel(app, store=RedisStore(client, prefix=BENCH_PREFIX))
+    return app
+
+
+def flask_session_redis() -> Flask | None:
+    client = _redis_client()
+    try:
+        from flask_session import Session as FlaskSessionExt
+    except ImportError:
+        return None
+    if client is None:
+        return None
+    app = _routes(Flask("flask_session_redis"), use_session=True)
+    app.config["SESSION_TYPE"] = "redis"
+    app.config["SESSION_REDIS"] = client
+    app.config["SESSION_KEY_PREFIX"] = BENCH_PREFIX + "fs:"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        FlaskSessionExt(app)
+    return app
+
+
+def raw_round_trips(seconds: float, repeats: int) -> dict[str, float]:
+    """Seconds per bare driver call on the same servers: the floor under any store."""
+    floors: dict[str, float] = {}
+    client = _redis_client()
+    if client is not None:
+        key = BENCH_PREFIX + "raw"
+        client.set(key, b"x" * 64)
+        floors["redis GET"] = _time_call(lambda: client.get(key), seconds, repeats)
+        floors["redis SET"] = _time_call(lambda: client.set(key, b"x" * 64), seconds, repeats)
+    return floors
+
+
+def _time_call(call: Callable[[], Any], seconds: float, repeats: int) -> float:
+    start = time.perf_counter()
+    call()
+    count = max(20, int(seconds / max(time.perf_counter() - start, 1e-7)))
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(count):
+            call()
+        runs.append((time.perf_counter() - start) / count)
+    return statistics.median(runs)
+
+
+def _cleanup_redis() -> None:
+    client = _redis_client()
+    if client is not None:
+        for name in list(client.scan_iter(match=BENCH_PREFIX + "*", count=1000)):
+            client.delete(name)
+
+
 def flask_session_cachelib() -> Flask | None:
     try:
         from cachelib import SimpleCache
@@ -206,9 +285,11 @@ def contenders(tmp: Path) -> dict[str, Flask]:
         "flask-cookie": flask_cookie(),
         "flask-session-cachelib": flask_session_cachelib(),
         "flask-session-sqlalchemy": flask_session_sqlalchemy(tmp),
+        "flask-session-redis": flask_session_redis(),
         "satchel-cookie": satchel_cookie(),
         "satchel-memory": satchel_memory(),
         "satchel-sqlite": satchel_sqlite(tmp),
+        "satchel-redis": satchel_redis(),
     }
     missing = [name for name, app in apps.items() if app is None]
     if missing:
@@ -237,7 +318,11 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(f"unknown contender(s): {', '.join(sorted(unknown))}; "
                              f"choose from {', '.join(apps)}")
             apps = {name: app for name, app in apps.items() if name in wanted}
-        results = measure_all(apps, seconds_per_run=seconds, repeats=repeats)
+        try:
+            results = measure_all(apps, seconds_per_run=seconds, repeats=repeats)
+            floors = raw_round_trips(seconds, repeats)
+        finally:
+            _cleanup_redis()
 
     base = results.pop("bare")
     print(f"per-request time in µs (median of {repeats} interleaved runs of ~{seconds}s each);"
@@ -253,12 +338,25 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\nsatchel overhead as a ratio of the peer's (lower is better):")
     peers = ("flask-cookie", "flask-session-cachelib", "flask-session-sqlalchemy")
-    pairs = [("satchel-cookie", "flask-cookie")] + [
+    pairs = [("satchel-cookie", "flask-cookie"), ("satchel-redis", "flask-session-redis")] + [
         (mine, peer) for mine in ("satchel-memory", "satchel-sqlite") for peer in peers]
     for mine, peer in [(m, p) for m, p in pairs if m in overhead and p in overhead]:
         cells = "".join(f"{_ratio(overhead[mine][s], overhead[peer][s]):>12}" for s in SCENARIOS)
         print(f"  {mine:16} / {peer:26}{cells}")
+    _print_floors(floors, overhead)
     return 0
+
+
+def _print_floors(floors: dict[str, float], overhead: dict[str, dict[str, float]]) -> None:
+    if not floors:
+        return
+    print("\nraw driver round trips on the same servers, µs:",
+          ", ".join(f"{name} {value * 1e6:.1f}" for name, value in floors.items()))
+    if "satchel-redis" in overhead and "redis GET" in floors:
+        write_floor = floors["redis GET"] + floors["redis SET"]
+        cells = overhead["satchel-redis"]
+        print(f"  satchel-redis overhead / round trips: write {cells['write'] / write_floor:.2f}x"
+              f" (of GET+SET), read {cells['read'] / floors['redis GET']:.2f}x (of GET)")
 
 
 def _ratio(mine: float, theirs: float) -> str:

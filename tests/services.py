@@ -51,3 +51,32 @@ def redis_client() -> Iterator[Any]:
         yield client
     finally:
         client.close()
+
+
+POSTGRES_URL = os.environ.get("SATCHEL_TEST_POSTGRES_URL",
+                              "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@contextmanager
+def postgres_store() -> Iterator[Any]:
+    """A PostgresStore on a fresh table of the test server, dropped afterwards."""
+    try:
+        from psycopg import sql
+
+        from satchel.stores.postgres import PostgresStore
+    except ImportError:
+        cannot_test("the PostgreSQL store tests need psycopg: pip install -e '.[postgres]'")
+    from satchel.errors import StoreUnavailable
+
+    table = f"satchel_test_{uuid.uuid4().hex[:16]}"
+    try:
+        store = PostgresStore.from_url(POSTGRES_URL, table=table)
+    except StoreUnavailable as err:
+        cannot_test(f"no PostgreSQL server at SATCHEL_TEST_POSTGRES_URL={POSTGRES_URL!r}"
+                    f" ({err}); start one or point the variable at one")
+    try:
+        yield store
+    finally:
+        with store.pool.connection() as conn:
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
+        store.pool.close()

@@ -12,15 +12,19 @@ from flask import Flask, session
 from flask.testing import FlaskClient
 
 from satchel import Satchel, SQLiteStore
-from tests.services import drop_keys, random_prefix, redis_client
+from tests.services import drop_keys, postgres_store, random_prefix, redis_client
 
 TIMEOUT = 10
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     if request.param == "sqlite":
         yield SQLiteStore(tmp_path / "sessions.sqlite3")
+        return
+    if request.param == "postgres":
+        with postgres_store() as store:
+            yield store
         return
     from satchel.stores.redis import RedisStore
 

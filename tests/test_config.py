@@ -20,7 +20,7 @@ def make_app(tmp_path: Path, **config: object) -> Flask:
 @pytest.mark.parametrize(("url", "message"), [
     ("redsi://localhost", "unknown scheme 'redsi'; expected one of sqlite, memory, redis"),
     ("redis://", "host"),
-    ("postgresql://localhost/test", "not available yet"),
+    ("postgresql:///test", "no host"),
     ("cookie://host", "takes no host"),
     ("sessions.sqlite3", "not a URL"),
     ("sqlite://", "three slashes"),

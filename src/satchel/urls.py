@@ -20,14 +20,8 @@ from satchel.store import Store
 
 DEFAULT_SQLITE_NAME = "sessions.sqlite3"
 KNOWN_SCHEMES = ("sqlite", "memory", "redis", "rediss", "unix", "redis+cluster", "postgresql",
-                 "cookie")
+                 "postgres", "cookie")
 _REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster")
-_NOT_YET = {
-    "postgresql": "the PostgreSQL store",
-    "postgres": "the PostgreSQL store",
-}
-
-
 def store_from_url(url: str, *, base_dir: str,
                    clock: Clock = system_clock) -> Store | SealedCookies:
     """The store ``url`` names (or, for ``cookie://``, client-side mode).
@@ -65,9 +59,13 @@ def store_from_url(url: str, *, base_dir: str,
             raise ConfigError("SATCHEL_STORE: the Redis store needs redis-py;"
                               " pip install 'satchel[redis]'") from err
         return RedisStore.from_url(url, clock=clock)
-    if scheme in _NOT_YET:
-        raise ConfigError(f"SATCHEL_STORE {url!r}: {_NOT_YET[scheme]} are not available yet in"
-                          " this version of satchel; use 'sqlite:///...' or 'memory://'")
+    if scheme in ("postgresql", "postgres"):
+        try:
+            from satchel.stores.postgres import PostgresStore
+        except ImportError as err:
+            raise ConfigError("SATCHEL_STORE: the PostgreSQL store needs psycopg;"
+                              " pip install 'satchel[postgres]'") from err
+        return PostgresStore.from_url(url, clock=clock)
     raise ConfigError(f"SATCHEL_STORE {url!r}: unknown scheme {scheme!r}; expected one of "
                       + ", ".join(KNOWN_SCHEMES))
 

@@ -152,8 +152,11 @@ class RedisStore:
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
-        with _unavailable(repr(self)):
+        """Driver connection errors -> StoreUnavailable (the repr is built only then)."""
+        try:
             yield
+        except _UNAVAILABLE as err:
+            raise StoreUnavailable(f"{self!r} unavailable: {type(err).__name__}: {err}") from err
 
     def load(self, key: str) -> Record | None:
         with self._errors():

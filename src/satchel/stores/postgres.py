@@ -1,0 +1,280 @@
+"""PostgresStore: one row per session, fields in a ``jsonb`` column, on psycopg 3.
+
+Each operation is one statement on a connection from a ``psycopg_pool``
+pool. ``update`` merges the patch into the row inside that statement (under
+the row lock), so commits that change different fields both survive, and it
+never touches a missing or expired row. Expired rows stay until
+:meth:`~PostgresStore.purge_expired` deletes them (e.g. from a cron job).
+
+    pool = ConnectionPool("postgresql://app@db.internal/app", open=True,
+                          kwargs={"autocommit": True})
+    store = PostgresStore(pool)
+    store = PostgresStore.from_url("postgresql://app@db.internal/app", table="shop_sessions")
+
+An autocommit pool (as ``from_url`` builds) makes each operation one round
+trip; any other pool works too, with each operation its own transaction.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
+
+import orjson
+
+from satchel.errors import ConfigError, StoreUnavailable
+from satchel.lifetime import Clock, system_clock
+from satchel.store import Patch, Record
+
+try:
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict
+    from psycopg_pool import ConnectionPool
+except ImportError as err:  # pragma: no cover - depends on the environment
+    raise ImportError("PostgresStore needs psycopg 3 and psycopg_pool:"
+                      " pip install 'satchel[postgres]'") from err
+
+# ``data`` maps field name -> value. A value that is UTF-8 text without NUL (what satchel's
+# codec writes) is a JSON string of that text; any other bytes are {"b64": "<base64>"}.
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS {table} (
+    key        text PRIMARY KEY,
+    data       jsonb NOT NULL DEFAULT '{{}}',
+    created_at double precision NOT NULL,
+    last_seen  double precision NOT NULL,
+    expires_at double precision NOT NULL,
+    permanent  boolean NOT NULL DEFAULT false,
+    user_id    text
+);
+CREATE INDEX IF NOT EXISTS {expires_index} ON {table} (expires_at);
+CREATE INDEX IF NOT EXISTS {user_index} ON {table} (user_id) WHERE user_id IS NOT NULL;
+"""
+
+_SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('satchel:' || %s))"
+_EXISTS = "SELECT to_regclass(%s)"
+_LOAD = ("SELECT data::text, created_at, last_seen, expires_at, permanent, user_id"
+         " FROM {table} WHERE key = %s AND expires_at > %s")
+_CREATE = (
+    "INSERT INTO {table} AS t (key, data, created_at, last_seen, expires_at, permanent, user_id)"
+    " VALUES (%s, %s::jsonb, %s, %s, %s, %s, %s)"
+    " ON CONFLICT (key) DO UPDATE SET data = excluded.data, created_at = excluded.created_at,"
+    " last_seen = excluded.last_seen, expires_at = excluded.expires_at,"
+    " permanent = excluded.permanent, user_id = excluded.user_id"
+    " WHERE t.expires_at <= %s"
+)
+_UPDATE = (
+    "UPDATE {table} SET data = (CASE WHEN %(clear)s THEN '{{}}'::jsonb ELSE data END"
+    " - %(delete)s::text[]) || %(set)s::jsonb,"
+    " last_seen = coalesce(%(last_seen)s, last_seen),"
+    " expires_at = coalesce(%(expires_at)s, expires_at),"
+    " permanent = coalesce(%(permanent)s, permanent),"
+    " user_id = CASE WHEN %(set_user)s THEN nullif(%(user)s, '') ELSE user_id END"
+    " WHERE key = %(key)s AND expires_at > %(now)s"
+)
+# Metadata only: the (maybe large) data column is not rewritten.
+_TOUCH = (
+    "UPDATE {table} SET last_seen = coalesce(%(last_seen)s, last_seen),"
+    " expires_at = coalesce(%(expires_at)s, expires_at),"
+    " permanent = coalesce(%(permanent)s, permanent),"
+    " user_id = CASE WHEN %(set_user)s THEN nullif(%(user)s, '') ELSE user_id END"
+    " WHERE key = %(key)s AND expires_at > %(now)s"
+)
+_DELETE = "DELETE FROM {table} WHERE key = %s"
+_PURGE = ("DELETE FROM {table} WHERE key IN (SELECT key FROM {table} WHERE expires_at <= %s"
+          " LIMIT %s FOR UPDATE SKIP LOCKED)")
+_COUNT_EXPIRED = "SELECT count(*) FROM {table} WHERE expires_at <= %s"
+
+_TABLE_NAME = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_]{0,47}\.)?[A-Za-z_][A-Za-z0-9_]{0,47}")
+
+
+class PostgresStore:
+    """Sessions in the PostgreSQL table ``table``, through ``pool``.
+
+    ``table`` is a plain identifier, optionally schema-qualified
+    (``"app.sessions"``). With ``create_schema`` (the default) the table and
+    its indexes are created if absent; pass False if you manage DDL (see
+    :data:`SCHEMA`). Connection failures, pool timeouts and a missing table
+    raise :class:`StoreUnavailable`.
+    """
+
+    def __init__(self, pool: ConnectionPool[Any], *, table: str = "satchel_sessions",
+                 create_schema: bool = True, clock: Clock = system_clock) -> None:
+        if not isinstance(table, str) or not _TABLE_NAME.fullmatch(table):
+            raise ConfigError(f"PostgresStore table {table!r}: not a plain identifier; use"
+                              " letters, digits and '_' (at most 48), optionally after a"
+                              " schema and a dot, e.g. 'satchel_sessions' or 'app.sessions'")
+        self.pool = pool
+        self.table = table
+        self._clock = clock
+        self._where = _where(pool)
+        *schema, name = table.split(".")
+        ident = sql.Identifier(*schema, name)
+
+        def build(query: str) -> bytes:
+            return sql.SQL(query).format(table=ident).as_bytes()
+
+        self._load = build(_LOAD)
+        self._create = build(_CREATE)
+        self._update = build(_UPDATE)
+        self._touch = build(_TOUCH)
+        self._delete = build(_DELETE)
+        self._purge = build(_PURGE)
+        self._count_expired = build(_COUNT_EXPIRED)
+        if create_schema:
+            ddl = sql.SQL(SCHEMA).format(
+                table=ident, expires_index=sql.Identifier(f"{name}_expires_at"),
+                user_index=sql.Identifier(f"{name}_user_id"))
+            try:
+                with self._errors() as conn, conn.transaction():
+                    conn.execute(_SCHEMA_LOCK, (table,))
+                    # An existing table is left alone: a user without CREATE rights can use it.
+                    if conn.execute(_EXISTS, (ident.as_string(),)).fetchone() == (None,):
+                        conn.execute(ddl)
+            except psycopg.errors.InsufficientPrivilege as err:
+                why = err.diag.message_primary
+                raise ConfigError(f"PostgresStore table {table!r}: cannot create it ({why});"
+                                  " create it as its owner (see satchel.stores.postgres.SCHEMA) and"
+                                  " pass create_schema=False") from err
+
+    @classmethod
+    def from_url(cls, url: str, *, table: str = "satchel_sessions", create_schema: bool = True,
+                 min_size: int = 1, max_size: int = 10, timeout: float = 5.0,
+                 clock: Clock = system_clock) -> PostgresStore:
+        """A store on a new autocommit pool for ``url`` (``postgresql://`` or ``postgres://``).
+
+        ``timeout`` bounds the wait for a connection, so an unreachable server
+        raises :class:`StoreUnavailable` within it. A URL without a host is a
+        :class:`ConfigError`: the store never connects to a default host. The
+        pool is ``store.pool``; close it when done.
+        """
+        shown = _redact(url)
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in ("postgresql", "postgres"):
+            raise ConfigError(f"PostgreSQL URL {shown!r}: unknown scheme {parts.scheme!r};"
+                              " expected postgresql:// or postgres://")
+        try:
+            params = conninfo_to_dict(url)
+        except psycopg.ProgrammingError as err:
+            raise ConfigError(f"PostgreSQL URL {shown!r}: {err}") from err
+        if not params.get("host") and not params.get("hostaddr"):
+            raise ConfigError(f"PostgreSQL URL {shown!r} has no host; give one, e.g."
+                              " 'postgresql://app@db.internal:5432/app', or a socket folder,"
+                              " e.g. 'postgresql:///app?host=/var/run/postgresql'")
+        kwargs: dict[str, Any] = {"autocommit": True}
+        if "connect_timeout" not in params:
+            kwargs["connect_timeout"] = max(2, int(timeout))
+        pool: ConnectionPool[Any] = ConnectionPool(
+            url, min_size=min_size, max_size=max_size, timeout=timeout, open=True,
+            name="satchel", kwargs=kwargs)
+        try:
+            return cls(pool, table=table, create_schema=create_schema, clock=clock)
+        except BaseException:
+            pool.close()
+            raise
+
+    @contextmanager
+    def _errors(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection; driver failures become StoreUnavailable."""
+        try:
+            with self.pool.connection() as conn:
+                yield conn
+        except psycopg.errors.UndefinedTable as err:
+            self._unavailable(err, f"table {self.table!r} does not exist; create it (see"
+                                   " satchel.stores.postgres.SCHEMA) or pass create_schema=True")
+        except psycopg.OperationalError as err:  # includes psycopg_pool's PoolTimeout
+            self._unavailable(err, f"{type(err).__name__}: {err}")
+
+    def _unavailable(self, err: Exception, why: str) -> NoReturn:
+        raise StoreUnavailable(f"PostgresStore {self._where} unavailable: {why}") from err
+
+    def load(self, key: str) -> Record | None:
+        with self._errors() as conn:
+            row = conn.execute(self._load, (key, self._clock())).fetchone()
+        if row is None:
+            return None
+        data, created_at, last_seen, expires_at, permanent, user = row
+        return Record(_decode(data), created_at, last_seen, expires_at, permanent, user)
+
+    def create(self, key: str, record: Record) -> None:
+        params = (key, _encode(record.fields), record.created_at, record.last_seen,
+                  record.expires_at, record.permanent, record.user, self._clock())
+        with self._errors() as conn:
+            created = conn.execute(self._create, params).rowcount
+        if created != 1:
+            raise KeyError("a session with this key exists")
+
+    def update(self, key: str, patch: Patch) -> bool:
+        params: dict[str, Any] = {
+            "last_seen": patch.last_seen, "expires_at": patch.expires_at,
+            "permanent": patch.permanent, "set_user": patch.user is not None,
+            "user": patch.user, "key": key, "now": self._clock()}
+        query = self._touch
+        if patch.clear or patch.delete or patch.set:
+            query = self._update
+            params.update(clear=patch.clear, delete=sorted(patch.delete), set=_encode(patch.set))
+        with self._errors() as conn:
+            return conn.execute(query, params).rowcount == 1
+
+    def delete(self, key: str) -> None:
+        with self._errors() as conn:
+            conn.execute(self._delete, (key,))
+
+    def purge_expired(self, batch: int = 1000) -> int:
+        """Delete up to ``batch`` expired rows, skipping rows another transaction holds."""
+        with self._errors() as conn:
+            return conn.execute(self._purge, (self._clock(), batch)).rowcount
+
+    def count_expired(self) -> int:
+        with self._errors() as conn:
+            row = conn.execute(self._count_expired, (self._clock(),)).fetchone()
+        return int(row[0]) if row else 0
+
+    def __repr__(self) -> str:
+        return f"<PostgresStore {self._where} table={self.table!r}>"
+
+
+def _encode(fields: Mapping[str, bytes]) -> str:
+    """``fields`` as the JSON text of the ``data`` column."""
+    data: dict[str, str | dict[str, str]] = {}
+    for name, value in fields.items():
+        try:
+            text: str | None = value.decode()
+        except UnicodeDecodeError:
+            text = None
+        if text is None or "\0" in text:
+            data[name] = {"b64": base64.b64encode(value).decode()}
+        else:
+            data[name] = text
+    return orjson.dumps(data).decode()
+
+
+def _decode(data: str) -> dict[str, bytes]:
+    return {name: value.encode() if isinstance(value, str) else base64.b64decode(value["b64"])
+            for name, value in orjson.loads(data).items()}
+
+
+def _where(pool: ConnectionPool[Any]) -> str:
+    """``host:port/dbname`` of ``pool``, for messages; never the password."""
+    conninfo = pool.conninfo if isinstance(pool.conninfo, str) else ""
+    kwargs = pool.kwargs if isinstance(pool.kwargs, dict) else {}
+    try:
+        params = conninfo_to_dict(conninfo, **kwargs)
+    except psycopg.Error:
+        return "?"
+    host = params.get("host") or params.get("hostaddr") or "(default host)"
+    port = f":{params['port']}" if params.get("port") else ""
+    return f"{host}{port}/{params.get('dbname') or params.get('user') or ''}"
+
+
+def _redact(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for messages."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hostpart = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{hostpart}"

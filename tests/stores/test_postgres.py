@@ -1,0 +1,357 @@
+"""PostgresStore against a real PostgreSQL (SATCHEL_TEST_POSTGRES_URL), a fresh table per test."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+try:
+    import psycopg
+    import psycopg_pool
+except ImportError as err:  # under CI a missing driver fails the run instead of skipping it
+    if IN_CI:
+        raise ImportError("the PostgreSQL tests need pip install -e '.[postgres]'") from err
+    pytest.skip(f"no PostgreSQL driver ({err})", allow_module_level=True)
+
+from psycopg import sql  # noqa: E402
+from psycopg.conninfo import conninfo_to_dict  # noqa: E402
+from psycopg_pool import ConnectionPool  # noqa: E402
+
+from satchel.errors import ConfigError, StoreUnavailable  # noqa: E402
+from satchel.store import Patch, Purgeable, Record, apply_patch  # noqa: E402
+from satchel.stores.postgres import PostgresStore  # noqa: E402
+from tests.clock import FakeClock  # noqa: E402
+from tests.stores.contract import HOUR, StoreContract, make_record  # noqa: E402
+
+DEFAULT_URLS = ("postgresql://postgres@127.0.0.1:5432/test", "postgresql://127.0.0.1:5432/test")
+ENV_URL = os.environ.get("SATCHEL_TEST_POSTGRES_URL")
+SECRET_KEY = hashlib.sha256(b"a session id that must never be shown").hexdigest()
+HOST = "127.0.0.1"
+
+
+def _cannot_test(reason: str) -> NoReturn:
+    """Under CI a missing server is a failure; on a laptop, a skip."""
+    if IN_CI:
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def _table() -> str:
+    return f"satchel_test_{uuid.uuid4().hex[:16]}"
+
+
+def _drop(pool: ConnectionPool[Any], table: str) -> None:
+    with pool.connection() as conn:
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> str:
+    """The first URL of the test server that accepts a connection."""
+    errors = []
+    for url in (ENV_URL,) if ENV_URL else DEFAULT_URLS:
+        try:
+            with psycopg.connect(url, connect_timeout=3):
+                return url
+        except psycopg.Error as err:
+            errors.append(f"{url!r}: {err}")
+    _cannot_test("no PostgreSQL server for the tests (" + "; ".join(errors) + "); start one"
+                 " (apt-get install postgresql) or set SATCHEL_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(scope="module")
+def pool(pg_url: str) -> Iterator[ConnectionPool[Any]]:
+    pool: ConnectionPool[Any] = ConnectionPool(pg_url, min_size=1, max_size=10, timeout=5,
+                                               open=True, kwargs={"autocommit": True})
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def table(pool: ConnectionPool[Any]) -> Iterator[str]:
+    name = _table()
+    yield name
+    _drop(pool, name)
+
+
+class TestPostgresStore(StoreContract):
+    @pytest.fixture
+    def store(self, clock: FakeClock, pool: ConnectionPool[Any], table: str) -> PostgresStore:
+        return PostgresStore(pool, table=table, clock=clock)
+
+    def _row(self, store: PostgresStore, key: str) -> tuple[Any, ...] | None:
+        query = sql.SQL("SELECT data, expires_at, user_id FROM {} WHERE key = %s").format(
+            sql.Identifier(store.table))
+        with store.pool.connection() as conn:
+            row: tuple[Any, ...] | None = conn.execute(query, (key,)).fetchone()
+        return row
+
+    def test_is_purgeable(self, store: PostgresStore) -> None:
+        assert isinstance(store, Purgeable)
+
+    def test_schema_creation_is_idempotent(self, store: PostgresStore, clock: FakeClock) -> None:
+        store.create("k", make_record(clock, a=b"1"))
+        again = PostgresStore(store.pool, table=store.table, clock=clock)
+        loaded = again.load("k")
+        assert loaded is not None and loaded.fields == {"a": b"1"}
+
+    def test_text_values_are_readable_json_strings(
+        self, store: PostgresStore, clock: FakeClock
+    ) -> None:
+        store.create("k", make_record(clock, text=b'{"x":[1,2]}', raw=b"\xff\x00"))
+        row = self._row(store, "k")
+        assert row is not None
+        assert row[0] == {"text": '{"x":[1,2]}', "raw": {"b64": "/wA="}}
+
+    def test_update_of_expired_row_leaves_it_untouched(
+        self, store: PostgresStore, clock: FakeClock
+    ) -> None:
+        store.create("k", make_record(clock, ttl=10, a=b"1"))
+        clock.advance(10)
+        assert not store.update("k", Patch(set={"a": b"2"}, clear=True, user="eve",
+                                           expires_at=clock.now + HOUR))
+        assert not store.update("k", Patch(expires_at=clock.now + HOUR))
+        assert self._row(store, "k") == ({"a": "1"}, clock.now, None)
+
+    def test_many_fields_match_the_reference_semantics(
+        self, store: PostgresStore, clock: FakeClock
+    ) -> None:
+        record = make_record(clock, **{f"k{i}": b"v" for i in range(2500)})
+        store.create("k1", record)
+        patches = [Patch(delete=frozenset(f"k{i}" for i in range(1200, 3700)),
+                         set={f"n{i}": b"w" for i in range(1500)}, user="ann"),
+                   Patch(clear=True, set={f"m{i}": b"x" for i in range(2100)},
+                         delete=frozenset({"m0", "k1"}), user=""),
+                   Patch(last_seen=clock.now + 1, permanent=True)]
+        for patch in patches:
+            assert store.update("k1", patch)
+            apply_patch(record, patch)
+            assert store.load("k1") == record
+
+    def test_purge_expired_in_bounded_batches(
+        self, store: PostgresStore, clock: FakeClock
+    ) -> None:
+        for i in range(25):
+            store.create(f"old{i}", make_record(clock, ttl=10, a=b"1"))
+        for i in range(5):
+            store.create(f"live{i}", make_record(clock, ttl=HOUR, a=b"1"))
+        clock.advance(11)
+        assert store.count_expired() == 25
+        assert [store.purge_expired(batch=10) for _ in range(4)] == [10, 10, 5, 0]
+        assert store.count_expired() == 0
+        assert all(store.load(f"live{i}") is not None for i in range(5))
+
+    def test_two_threads_updating_different_fields_both_survive(
+        self, store: PostgresStore, clock: FakeClock
+    ) -> None:
+        store.create("k", make_record(clock, keep=b"0"))
+        rounds = 100
+        barrier = threading.Barrier(2)
+        errors: list[BaseException] = []
+
+        def work(name: str) -> None:
+            try:
+                barrier.wait()
+                for i in range(rounds):
+                    patch = Patch(set={name: str(i).encode(), f"{name}{i}": b"1"},
+                                  delete=frozenset({f"{name}{i - 1}"}))
+                    assert store.update("k", patch)
+            except BaseException as err:  # pragma: no cover - reported below
+                errors.append(err)
+
+        threads = [threading.Thread(target=work, args=(name,)) for name in ("a", "b")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        loaded = store.load("k")
+        last = str(rounds - 1).encode()
+        assert loaded is not None and loaded.fields == {
+            "keep": b"0", "a": last, "b": last, f"a{rounds - 1}": b"1", f"b{rounds - 1}": b"1"}
+
+    def test_repr_shows_the_server_not_keys(
+        self, store: PostgresStore, clock: FakeClock, pg_url: str
+    ) -> None:
+        store.create(SECRET_KEY, make_record(clock))
+        shown = repr(store)
+        info = conninfo_to_dict(pg_url)
+        port = f":{info['port']}" if info.get("port") else ""
+        assert shown.startswith(f"<PostgresStore {info['host']}{port}/{info['dbname']} ")
+        assert f"table={store.table!r}" in shown and SECRET_KEY not in shown
+
+    def test_lost_connection_raises_store_unavailable_then_recovers(
+        self, pg_url: str, table: str, clock: FakeClock
+    ) -> None:
+        with ConnectionPool(pg_url, min_size=1, max_size=1, timeout=5, open=True,
+                            kwargs={"autocommit": True}) as pool:
+            store = PostgresStore(pool, table=table, clock=clock)
+            store.create(SECRET_KEY, make_record(clock, a=b"1"))
+            with pool.connection() as conn:
+                pid = conn.info.backend_pid
+            with psycopg.connect(pg_url, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            with pytest.raises(StoreUnavailable, match=re.escape(store._where)) as info:
+                store.load(SECRET_KEY)
+            assert isinstance(info.value.__cause__, psycopg.OperationalError)
+            assert SECRET_KEY not in str(info.value)
+            assert store.load(SECRET_KEY) is not None  # the pool replaced the broken connection
+
+    def test_pool_without_autocommit_commits_each_operation(
+        self, pg_url: str, table: str, clock: FakeClock
+    ) -> None:
+        with ConnectionPool(pg_url, min_size=1, max_size=2, open=True) as pool:
+            store = PostgresStore(pool, table=table, clock=clock)
+            store.create("k", make_record(clock, a=b"1"))
+            assert store.update("k", Patch(set={"b": b"2"}))
+            with pytest.raises(KeyError):
+                store.create("k", make_record(clock))
+            assert store.update("k", Patch(delete=frozenset({"a"})))
+        with ConnectionPool(pg_url, min_size=1, max_size=1, open=True) as other:
+            loaded = PostgresStore(other, table=table, clock=clock).load("k")
+        assert loaded is not None and loaded.fields == {"b": b"2"}
+
+
+def test_create_schema_false_on_a_missing_table_names_it(
+    pool: ConnectionPool[Any], table: str
+) -> None:
+    store = PostgresStore(pool, table=table, create_schema=False)
+    calls: list[Callable[[], object]] = [
+        lambda: store.load(SECRET_KEY), lambda: store.create(SECRET_KEY, make_record(FakeClock())),
+        lambda: store.update(SECRET_KEY, Patch(set={"a": b"1"})), store.count_expired]
+    for call in calls:
+        with pytest.raises(StoreUnavailable, match=f"table '{table}' does not exist") as info:
+            call()
+        assert isinstance(info.value.__cause__, psycopg.errors.UndefinedTable)
+        assert SECRET_KEY not in str(info.value)
+
+
+def test_create_schema_false_uses_a_table_made_elsewhere(
+    pool: ConnectionPool[Any], table: str
+) -> None:
+    PostgresStore(pool, table=table)
+    store = PostgresStore(pool, table=table, create_schema=False)
+    store.create("k", Record({"a": b"1"}, 0.0, 0.0, 9e12))
+    assert store.load("k") == Record({"a": b"1"}, 0.0, 0.0, 9e12)
+
+
+def test_schema_qualified_table(pool: ConnectionPool[Any]) -> None:
+    schema = f"satchel_test_{uuid.uuid4().hex[:12]}"
+    with pool.connection() as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    try:
+        store = PostgresStore(pool, table=f"{schema}.sessions")
+        store.create("k", Record({"a": b"1"}, 0.0, 0.0, 9e12))
+        assert store.load("k") is not None
+    finally:
+        with pool.connection() as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+@pytest.mark.parametrize("table", ["", "1abc", "a-b", "a b", 'x"; DROP TABLE y; --', "a.b.c",
+                                   "a" * 49, "naïve", ".a", "a."])
+def test_bad_table_name_is_a_config_error(table: str) -> None:
+    pool: ConnectionPool[Any] = ConnectionPool("postgresql://127.0.0.1/x", open=False)
+    with pytest.raises(ConfigError, match="not a plain identifier"):
+        PostgresStore(pool, table=table)
+    with pytest.raises(ValueError, match="table"):
+        PostgresStore(pool, table=table)
+
+
+def test_closed_port_raises_store_unavailable_quickly() -> None:
+    port = _closed_port()
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match=f"PostgresStore {HOST}:{port}/test") as info:
+        PostgresStore.from_url(f"postgresql://postgres:s3cret@{HOST}:{port}/test", timeout=1)
+    assert time.monotonic() - started < 5
+    assert isinstance(info.value.__cause__, psycopg_pool.PoolTimeout)
+    assert "s3cret" not in str(info.value)
+
+
+def test_closed_port_without_schema_fails_on_first_use() -> None:
+    port = _closed_port()
+    store = PostgresStore.from_url(f"postgres://{HOST}:{port}/test", timeout=0.5,
+                                   create_schema=False)
+    try:
+        calls: list[Callable[[], object]] = [
+            lambda: store.load(SECRET_KEY), lambda: store.delete(SECRET_KEY),
+            lambda: store.update(SECRET_KEY, Patch(expires_at=1.0)), store.purge_expired]
+        for call in calls:
+            with pytest.raises(StoreUnavailable, match=f"{HOST}:{port}") as info:
+                call()
+            assert isinstance(info.value.__cause__, psycopg.OperationalError)
+            assert SECRET_KEY not in str(info.value)
+    finally:
+        store.pool.close()
+
+
+def test_from_url_works(pg_url: str, table: str) -> None:
+    store = PostgresStore.from_url(pg_url, table=table, max_size=2)
+    try:
+        assert store.pool.max_size == 2
+        store.create("k", Record({"a": b"1"}, 0.0, 0.0, 9e12))
+        assert store.load("k") is not None
+    finally:
+        store.pool.close()
+
+
+@pytest.mark.parametrize("url", ["postgresql://", "postgres:///test", "postgresql://:s3cret@/x"])
+def test_from_url_without_host_is_a_config_error(url: str) -> None:
+    with pytest.raises(ConfigError, match="no host") as info:
+        PostgresStore.from_url(url)
+    assert "s3cret" not in str(info.value)
+
+
+def test_from_url_rejects_other_schemes_and_bad_urls() -> None:
+    with pytest.raises(ConfigError, match="unknown scheme"):
+        PostgresStore.from_url("mysql://127.0.0.1/x")
+    with pytest.raises(ConfigError, match="PostgreSQL URL"):
+        PostgresStore.from_url("postgresql://127.0.0.1/x?nosuchoption=1")
+
+
+
+def test_user_without_create_rights(pg_url: str, pool: ConnectionPool[Any]) -> None:
+    role = schema = f"satchel_test_{uuid.uuid4().hex[:12]}"
+    table = f"{schema}.sessions"
+    try:
+        with pool.connection() as conn:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    except psycopg.errors.InsufficientPrivilege:
+        pytest.skip("the test user cannot create roles")
+    info = conninfo_to_dict(pg_url)
+    info["user"] = role
+    try:
+        with pool.connection() as conn:
+            conn.execute(sql.SQL("CREATE SCHEMA {0}; GRANT USAGE ON SCHEMA {0} TO {1}").format(
+                sql.Identifier(schema), sql.Identifier(role)))
+        with ConnectionPool(kwargs=info, min_size=1, open=True) as limited:
+            with pytest.raises(ConfigError, match=f"'{table}': cannot create it"):
+                PostgresStore(limited, table=table)
+            PostgresStore(pool, table=table)
+            with pool.connection() as conn:
+                conn.execute(sql.SQL("GRANT ALL ON {}.sessions TO {}").format(
+                    sql.Identifier(schema), sql.Identifier(role)))
+            store = PostgresStore(limited, table=table)  # the table exists: no DDL needed
+            store.create("k", Record({"a": b"1"}, 0.0, 0.0, 9e12))
+            assert store.load("k") is not None
+    finally:
+        with pool.connection() as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
