@@ -111,20 +111,85 @@ def satchel_cookie() -> Flask:
     return app
 
 
-def flask_session_sqlalchemy(tmp: Path) -> Flask | None:
+def flask_session_sqlalchemy(uri: str, name: str = "flask_session_sqlalchemy") -> Flask | None:
     try:
         from flask_session import Session as FlaskSessionExt
         from flask_sqlalchemy import SQLAlchemy
     except ImportError:
         return None
-    app = _routes(Flask("flask_session_sqlalchemy"), use_session=True)
-    app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{tmp / 'flask_session.sqlite3'}"
+    app = _routes(Flask(name), use_session=True)
+    app.config["SQLALCHEMY_DATABASE_URI"] = uri
     app.config["SESSION_TYPE"] = "sqlalchemy"
+    app.config["SESSION_SQLALCHEMY_TABLE"] = BENCH_TABLE + "_flask_session"
     app.config["SESSION_SQLALCHEMY"] = SQLAlchemy(app)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         FlaskSessionExt(app)
     return app
+
+
+POSTGRES_URL = os.environ.get("SATCHEL_TEST_POSTGRES_URL",
+                              "postgresql://postgres@127.0.0.1:5432/test")
+BENCH_TABLE = "satchel_bench"
+
+
+def _postgres_up() -> bool:
+    try:
+        import psycopg
+    except ImportError:
+        return False
+    try:
+        with psycopg.connect(POSTGRES_URL, connect_timeout=2):
+            return True
+    except psycopg.Error:
+        return False
+
+
+def satchel_postgres() -> Flask | None:
+    if not _postgres_up():
+        return None
+    from satchel.stores.postgres import PostgresStore
+
+    app = _routes(Flask("satchel_postgres"), use_session=True)
+    Satchel(app, store=PostgresStore.from_url(POSTGRES_URL, table=BENCH_TABLE))
+    return app
+
+
+def flask_session_postgres() -> Flask | None:
+    if not _postgres_up():
+        return None
+    uri = POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://", 1)
+    return flask_session_sqlalchemy(uri, "flask_session_postgres")
+
+
+def _postgres_floors(seconds: float, repeats: int) -> dict[str, float]:
+    if not _postgres_up():
+        return {}
+    import psycopg
+
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {BENCH_TABLE}_raw"
+                     " (key text PRIMARY KEY, data jsonb, last_seen float8)")
+        conn.execute(f"INSERT INTO {BENCH_TABLE}_raw VALUES ('k', '{{\"user\": \"alice\"}}', 0)"
+                     " ON CONFLICT DO NOTHING")
+        select = f"SELECT data, last_seen FROM {BENCH_TABLE}_raw WHERE key = %s"
+        update = f"UPDATE {BENCH_TABLE}_raw SET last_seen = %s WHERE key = %s"
+        return {
+            "psycopg SELECT": _time_call(
+                lambda: conn.execute(select, ("k",), prepare=True).fetchone(), seconds, repeats),
+            "psycopg UPDATE": _time_call(
+                lambda: conn.execute(update, (time.time(), "k"), prepare=True), seconds, repeats),
+        }
+
+
+def _cleanup_postgres() -> None:
+    if not _postgres_up():
+        return
+    import psycopg
+
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        for table in (BENCH_TABLE, BENCH_TABLE + "_raw", BENCH_TABLE + "_flask_session"):
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
 
 
 REDIS_URL = os.environ.get("SATCHEL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -284,12 +349,15 @@ def contenders(tmp: Path) -> dict[str, Flask]:
         "bare": bare(),
         "flask-cookie": flask_cookie(),
         "flask-session-cachelib": flask_session_cachelib(),
-        "flask-session-sqlalchemy": flask_session_sqlalchemy(tmp),
+        "flask-session-sqlalchemy": flask_session_sqlalchemy(
+            f"sqlite:///{tmp / 'flask_session.sqlite3'}"),
+        "flask-session-postgres": flask_session_postgres(),
         "flask-session-redis": flask_session_redis(),
         "satchel-cookie": satchel_cookie(),
         "satchel-memory": satchel_memory(),
         "satchel-sqlite": satchel_sqlite(tmp),
         "satchel-redis": satchel_redis(),
+        "satchel-postgres": satchel_postgres(),
     }
     missing = [name for name, app in apps.items() if app is None]
     if missing:
@@ -320,9 +388,10 @@ def main(argv: list[str] | None = None) -> int:
             apps = {name: app for name, app in apps.items() if name in wanted}
         try:
             results = measure_all(apps, seconds_per_run=seconds, repeats=repeats)
-            floors = raw_round_trips(seconds, repeats)
+            floors = raw_round_trips(seconds, repeats) | _postgres_floors(seconds, repeats)
         finally:
             _cleanup_redis()
+            _cleanup_postgres()
 
     base = results.pop("bare")
     print(f"per-request time in µs (median of {repeats} interleaved runs of ~{seconds}s each);"
@@ -338,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\nsatchel overhead as a ratio of the peer's (lower is better):")
     peers = ("flask-cookie", "flask-session-cachelib", "flask-session-sqlalchemy")
-    pairs = [("satchel-cookie", "flask-cookie"), ("satchel-redis", "flask-session-redis")] + [
+    pairs = [("satchel-cookie", "flask-cookie"), ("satchel-redis", "flask-session-redis"),
+             ("satchel-postgres", "flask-session-postgres")] + [
         (mine, peer) for mine in ("satchel-memory", "satchel-sqlite") for peer in peers]
     for mine, peer in [(m, p) for m, p in pairs if m in overhead and p in overhead]:
         cells = "".join(f"{_ratio(overhead[mine][s], overhead[peer][s]):>12}" for s in SCENARIOS)
@@ -357,6 +427,12 @@ def _print_floors(floors: dict[str, float], overhead: dict[str, dict[str, float]
         cells = overhead["satchel-redis"]
         print(f"  satchel-redis overhead / round trips: write {cells['write'] / write_floor:.2f}x"
               f" (of GET+SET), read {cells['read'] / floors['redis GET']:.2f}x (of GET)")
+    if "satchel-postgres" in overhead and "psycopg SELECT" in floors:
+        write_floor = floors["psycopg SELECT"] + floors["psycopg UPDATE"]
+        cells = overhead["satchel-postgres"]
+        print(f"  satchel-postgres overhead / round trips: write"
+              f" {cells['write'] / write_floor:.2f}x (of SELECT+UPDATE), read"
+              f" {cells['read'] / floors['psycopg SELECT']:.2f}x (of SELECT)")
 
 
 def _ratio(mine: float, theirs: float) -> str:
