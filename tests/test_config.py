@@ -113,3 +113,11 @@ def test_timeouts_accept_timedelta_and_seconds_read_per_request(tmp_path: Path) 
 def test_store_of_an_app_without_satchel() -> None:
     with pytest.raises(RuntimeError, match="Satchel"):
         Satchel.store_of(Flask(__name__))
+
+
+def test_store_url_errors_never_show_a_password(tmp_path: Path) -> None:
+    from satchel.urls import store_from_url
+
+    with pytest.raises(ConfigError) as info:
+        store_from_url("bogus://admin:s3cret-pass@db.internal/x", base_dir=str(tmp_path))
+    assert "s3cret-pass" not in str(info.value) and "admin:***@db.internal" in str(info.value)

@@ -28,14 +28,15 @@ def store_from_url(url: str, *, base_dir: str,
 
     Raises ConfigError naming the URL and the fix.
     """
+    shown = redact_url(url)
     scheme, sep, rest = url.partition("://")
     if not sep:
-        raise ConfigError(f"SATCHEL_STORE {url!r}: not a URL; expected e.g. 'sqlite:///sessions.sqlite3'"
+        raise ConfigError(f"SATCHEL_STORE {shown!r}: not a URL; expected e.g. 'sqlite:///sessions.sqlite3'"
                           " or 'memory://'")
     scheme = scheme.lower()
     if scheme == "cookie":
         if rest:
-            raise ConfigError(f"SATCHEL_STORE {url!r}: 'cookie://' takes no host or options;"
+            raise ConfigError(f"SATCHEL_STORE {shown!r}: 'cookie://' takes no host or options;"
                               " pass SealedCookies(compress=False) for other settings")
         return SealedCookies()
     if scheme == "memory":
@@ -50,7 +51,7 @@ def store_from_url(url: str, *, base_dir: str,
         try:
             return SQLiteStore(path, clock=clock)
         except StoreUnavailable as err:
-            raise ConfigError(f"SATCHEL_STORE {url!r}: cannot open {path!r} ({err.__cause__});"
+            raise ConfigError(f"SATCHEL_STORE {shown!r}: cannot open {path!r} ({err.__cause__});"
                               " check that its folder exists and is writable") from err
     if scheme in _REDIS_SCHEMES:
         try:
@@ -66,7 +67,7 @@ def store_from_url(url: str, *, base_dir: str,
             raise ConfigError("SATCHEL_STORE: the PostgreSQL store needs psycopg;"
                               " pip install 'satchel[postgres]'") from err
         return PostgresStore.from_url(url, clock=clock)
-    raise ConfigError(f"SATCHEL_STORE {url!r}: unknown scheme {scheme!r}; expected one of "
+    raise ConfigError(f"SATCHEL_STORE {shown!r}: unknown scheme {scheme!r}; expected one of "
                       + ", ".join(KNOWN_SCHEMES))
 
 
@@ -86,3 +87,12 @@ def _sqlite_path(url: str, rest: str, base_dir: str) -> str:
                               f" ({err.strerror}); check the instance folder's permissions"
                               ) from err
     return path
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hostpart = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{hostpart}"

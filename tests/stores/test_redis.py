@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.services import IN_CI, REDIS_URL, cannot_test, drop_keys, random_prefix
+from tests.services import redis_client as shared_redis_client
 
 try:
     import redis
@@ -41,15 +42,8 @@ def _closed_port() -> int:
 
 @pytest.fixture(scope="module")
 def redis_client() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.exceptions.RedisError as err:
-        client.close()
-        cannot_test(f"no Redis server at SATCHEL_TEST_REDIS_URL={REDIS_URL!r} ({err}); start"
-                     " one (apt-get install redis-server) or point the variable at one")
-    yield client
-    client.close()
+    with shared_redis_client() as client:
+        yield client
 
 
 class TestRedisStore(StoreContract):

@@ -29,6 +29,7 @@ import orjson
 from satchel.errors import ConfigError, StoreUnavailable
 from satchel.lifetime import Clock, system_clock
 from satchel.store import Patch, Record
+from satchel.urls import redact_url
 
 try:
     import psycopg
@@ -152,7 +153,7 @@ class PostgresStore:
         :class:`ConfigError`: the store never connects to a default host. The
         pool is ``store.pool``; close it when done.
         """
-        shown = _redact(url)
+        shown = redact_url(url)
         parts = urlsplit(url)
         if parts.scheme.lower() not in ("postgresql", "postgres"):
             raise ConfigError(f"PostgreSQL URL {shown!r}: unknown scheme {parts.scheme!r};"
@@ -269,12 +270,3 @@ def _where(pool: ConnectionPool[Any]) -> str:
     host = params.get("host") or params.get("hostaddr") or "(default host)"
     port = f":{params['port']}" if params.get("port") else ""
     return f"{host}{port}/{params.get('dbname') or params.get('user') or ''}"
-
-
-def _redact(url: str) -> str:
-    """``url`` with any password replaced by ``***``, for messages."""
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, hostpart = rest.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{hostpart}"

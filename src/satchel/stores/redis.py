@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 from satchel.errors import ConfigError, StoreUnavailable
 from satchel.lifetime import Clock, system_clock
 from satchel.store import Patch, Record
+from satchel.urls import redact_url
 
 try:
     import redis
@@ -120,7 +121,7 @@ class RedisStore:
         the cluster). A URL without a host (or, for ``unix://``, a path) is a
         :class:`ConfigError`: the store never connects to a default host.
         """
-        shown = _redact(url)
+        shown = redact_url(url)
         try:
             parts = urlsplit(url)
             scheme = parts.scheme.lower()
@@ -235,12 +236,3 @@ def _unavailable(store: str) -> Iterator[None]:
         yield
     except _UNAVAILABLE as err:
         raise StoreUnavailable(f"{store} unavailable: {type(err).__name__}: {err}") from err
-
-
-def _redact(url: str) -> str:
-    """``url`` with any password replaced by ``***``, for messages."""
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, hostpart = rest.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{hostpart}"
