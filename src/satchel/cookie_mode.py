@@ -157,7 +157,7 @@ class CookieEngine:
             return None if session._new else CookieAction(None)
         now = self.clock()
         changed = (session.modified or session._regenerated or session._new
-                   or self._mutated(session))
+                   or bool(session._read and session.changed_in_place(self.codec.encode)))
         must_seal = (changed or session.cookie_key_index != 0
                      or session.cookie_permanent != session._permanent
                      or (session._permanent and refresh_each_request)
@@ -178,14 +178,6 @@ class CookieEngine:
         expires = cookie_expiry(session._permanent, created_at, policy.lifetime,
                                 permanent_lifetime, now)
         return CookieAction(token, expires)
-
-    def _mutated(self, session: Session) -> bool:
-        """True if a mutable value read from the session was changed in place."""
-        if not session._read:
-            return False
-        encode, raw, data = self.codec.encode, session._raw, session._data
-        return any(name in data and encode(data[name]) != raw.get(name)
-                   for name in session._read - session._set)
 
     def __repr__(self) -> str:
         return f"<CookieEngine {self.mode!r}>"

@@ -283,11 +283,7 @@ class Engine:
         """The smallest patch for what changed; None if nothing changed and no touch is due."""
         encode, raw = self.codec.encode, session._raw
         updates = {name: encode(session._data[name]) for name in session._set}
-        for name in session._read - session._set:
-            if name in session._data:
-                value = encode(session._data[name])
-                if value != raw.get(name):
-                    updates[name] = value
+        updates.update(session.changed_in_place(encode))
         for name, value in list(updates.items()):
             if not session._cleared and raw.get(name) == value:
                 del updates[name]

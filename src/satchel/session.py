@@ -101,6 +101,19 @@ class Session(MutableMapping[str, Any]):
         self._permanent = permanent
         self._modified_flag = True
 
+    def changed_in_place(self, encode: Callable[[Any], bytes]) -> dict[str, bytes]:
+        """Keys whose mutable value was read and then changed in place, with their new bytes.
+
+        Keys assigned or deleted are not included: those are tracked as set/removed.
+        """
+        changed = {}
+        for name in self._read - self._set:
+            if name in self._data:
+                value = encode(self._data[name])
+                if value != self._raw.get(name):
+                    changed[name] = value
+        return changed
+
     # -- mapping protocol --------------------------------------------------
 
     def __getitem__(self, key: str) -> Any:
