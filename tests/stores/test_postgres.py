@@ -5,16 +5,16 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from tests.services import IN_CI, cannot_test, closed_port
+
 try:
     import psycopg
     import psycopg_pool
@@ -23,34 +23,20 @@ except ImportError as err:  # under CI a missing driver fails the run instead of
         raise ImportError("the PostgreSQL tests need pip install -e '.[postgres]'") from err
     pytest.skip(f"no PostgreSQL driver ({err})", allow_module_level=True)
 
-from psycopg import sql  # noqa: E402
-from psycopg.conninfo import conninfo_to_dict  # noqa: E402
-from psycopg_pool import ConnectionPool  # noqa: E402
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool
 
-from satchel.errors import ConfigError, StoreUnavailable  # noqa: E402
-from satchel.store import Patch, Purgeable, Record, apply_patch  # noqa: E402
-from satchel.stores.postgres import PostgresStore  # noqa: E402
-from tests.clock import FakeClock  # noqa: E402
-from tests.stores.contract import HOUR, StoreContract, make_record  # noqa: E402
+from satchel.errors import ConfigError, StoreUnavailable
+from satchel.store import Patch, Purgeable, Record, apply_patch
+from satchel.stores.postgres import PostgresStore
+from tests.clock import FakeClock
+from tests.stores.contract import HOUR, StoreContract, make_record
 
 DEFAULT_URLS = ("postgresql://postgres@127.0.0.1:5432/test", "postgresql://127.0.0.1:5432/test")
 ENV_URL = os.environ.get("SATCHEL_TEST_POSTGRES_URL")
 SECRET_KEY = hashlib.sha256(b"a session id that must never be shown").hexdigest()
 HOST = "127.0.0.1"
-
-
-def _cannot_test(reason: str) -> NoReturn:
-    """Under CI a missing server is a failure; on a laptop, a skip."""
-    if IN_CI:
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def _table() -> str:
@@ -72,7 +58,7 @@ def pg_url() -> str:
                 return url
         except psycopg.Error as err:
             errors.append(f"{url!r}: {err}")
-    _cannot_test("no PostgreSQL server for the tests (" + "; ".join(errors) + "); start one"
+    cannot_test("no PostgreSQL server for the tests (" + "; ".join(errors) + "); start one"
                  " (apt-get install postgresql) or set SATCHEL_TEST_POSTGRES_URL")
 
 
@@ -276,7 +262,7 @@ def test_bad_table_name_is_a_config_error(table: str) -> None:
 
 
 def test_closed_port_raises_store_unavailable_quickly() -> None:
-    port = _closed_port()
+    port = closed_port()
     started = time.monotonic()
     with pytest.raises(StoreUnavailable, match=f"PostgresStore {HOST}:{port}/test") as info:
         PostgresStore.from_url(f"postgresql://postgres:s3cret@{HOST}:{port}/test", timeout=1)
@@ -286,7 +272,7 @@ def test_closed_port_raises_store_unavailable_quickly() -> None:
 
 
 def test_closed_port_without_schema_fails_on_first_use() -> None:
-    port = _closed_port()
+    port = closed_port()
     store = PostgresStore.from_url(f"postgres://{HOST}:{port}/test", timeout=0.5,
                                    create_schema=False)
     try:

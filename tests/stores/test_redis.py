@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-import socket
 from collections.abc import Iterator
 
 import pytest
 
-from tests.services import IN_CI, REDIS_URL, cannot_test, drop_keys, random_prefix
+from tests.services import (
+    IN_CI,
+    REDIS_URL,
+    cannot_test,
+    closed_port,
+    drop_keys,
+    random_prefix,
+)
 from tests.services import redis_client as shared_redis_client
 
 try:
@@ -31,13 +37,6 @@ from tests.stores.contract import HOUR, StoreContract, make_record
 from tests.stores.redis_cluster import HOST, missing_binaries, redis_cluster
 
 SECRET_KEY = hashlib.sha256(b"a session id that must never be shown").hexdigest()
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +148,7 @@ def test_from_url_builds_each_kind_of_client() -> None:
 
 
 def test_closed_port_raises_store_unavailable() -> None:
-    port = _closed_port()
+    port = closed_port()
     client = redis.Redis(host=HOST, port=port, retry=Retry(NoBackoff(), 0))
     store = RedisStore(client)
     clock = FakeClock()
@@ -166,7 +165,7 @@ def test_closed_port_raises_store_unavailable() -> None:
 
 
 def test_closed_port_from_url_raises_store_unavailable() -> None:
-    store = RedisStore.from_url(f"redis://{HOST}:{_closed_port()}/0")
+    store = RedisStore.from_url(f"redis://{HOST}:{closed_port()}/0")
     with pytest.raises(StoreUnavailable):
         store.load(SECRET_KEY)
     store.client.close()
@@ -242,4 +241,4 @@ class TestRedisClusterStore(StoreContract):
 
     def test_unreachable_cluster_raises_store_unavailable(self) -> None:
         with pytest.raises(StoreUnavailable, match="redis\\+cluster"):
-            RedisStore.from_url(f"redis+cluster://{HOST}:{_closed_port()}")
+            RedisStore.from_url(f"redis+cluster://{HOST}:{closed_port()}")
