@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import datetime, timezone
 from typing import Any
 
 from flask import Flask, Request, Response
 from flask.sessions import SecureCookieSessionInterface, SessionInterface, SessionMixin
 from itsdangerous import BadSignature
-from werkzeug.http import dump_cookie
 
 from satchel.codec import TaggedCodec, default_codec
+from satchel.cookie_header import CookieTemplate, check_samesite
 from satchel.cookie_mode import CookieEngine, SealedCookies
-from satchel.engine import CookieAction, Engine, ForeignReader
+from satchel.engine import Engine, ForeignReader
 from satchel.errors import ConfigError, SessionTooLarge, StoreUnavailable
 from satchel.lifetime import Clock, Lifetime, seconds, system_clock
 from satchel.session import Session
@@ -45,6 +44,7 @@ class SatchelSessionInterface(SessionInterface):
     def __init__(self, engine: Engine | CookieEngine) -> None:
         self.engine = engine
         self._policies: dict[tuple[Any, ...], Any] = {}
+        self._templates: dict[tuple[Any, ...], CookieTemplate] = {}
 
     def policy(self, app: Flask) -> Any:
         """The key ring and timeouts the app's config names now (cached by value)."""
@@ -83,48 +83,52 @@ class SatchelSessionInterface(SessionInterface):
         if not isinstance(session, Session):
             raise TypeError(f"satchel cannot save a {type(session).__name__}; was the session"
                             " interface swapped during the request?")
-        samesite = self.get_cookie_samesite(app)
-        if samesite is not None and samesite.title() not in ("Strict", "Lax", "None"):
-            raise ValueError(f"SESSION_COOKIE_SAMESITE {samesite!r}: expected 'Strict', 'Lax',"
-                             " 'None' or None; nothing was saved")
-        if session.accessed:
-            _vary_on_cookie(response)
+        check_samesite(self.get_cookie_samesite(app))  # before the store is written
+        name = self.get_cookie_name(app)
         policy = getattr(session, "policy", None) or self.policy(app)
         try:
             action = self.engine.commit(
-                session, policy, cookie_name=self.get_cookie_name(app),
+                session, policy, cookie_name=name,
                 refresh_each_request=app.config["SESSION_REFRESH_EACH_REQUEST"],
                 permanent_lifetime=app.permanent_session_lifetime.total_seconds())
         except StoreUnavailable as err:
             log.error("session store unavailable while saving; responding 503: %s", err)
             _become_unavailable(response)
             return
-        if action is not None:
-            self._apply(app, action, response)
-
-    def _apply(self, app: Flask, action: CookieAction, response: Response) -> None:
-        name = self.get_cookie_name(app)
-        domain = self.get_cookie_domain(app)
-        path = self.get_cookie_path(app)
-        secure = self.get_cookie_secure(app)
-        partitioned = self.get_cookie_partitioned(app)
-        samesite = self.get_cookie_samesite(app)
-        httponly = self.get_cookie_httponly(app)
-        if action.value is None:
-            response.delete_cookie(name, domain=domain, path=path, secure=secure,
-                                   partitioned=partitioned, samesite=samesite, httponly=httponly)
+        if action is None:
+            if session.accessed:
+                _add_session_headers(response, None)
+        elif action.value is None:
+            response.delete_cookie(name, domain=self.get_cookie_domain(app),
+                                   path=self.get_cookie_path(app),
+                                   secure=self.get_cookie_secure(app),
+                                   partitioned=self.get_cookie_partitioned(app),
+                                   samesite=self.get_cookie_samesite(app),
+                                   httponly=self.get_cookie_httponly(app))
+            _add_session_headers(response, None)
         else:
-            expires = (None if action.expires is None
-                       else datetime.fromtimestamp(action.expires, timezone.utc))
-            header = dump_cookie(name, action.value, expires=expires, httponly=httponly,
-                                 domain=domain, path=path, secure=secure,
-                                 partitioned=partitioned, samesite=samesite, max_size=0)
+            header = self._cookie_template(app).header(action.value, action.expires)
             limit = app.config.get("MAX_COOKIE_SIZE", _BROWSER_COOKIE_LIMIT)
             if limit and len(header) > limit:
                 raise SessionTooLarge(len(header), limit)
-            response.headers.add("Set-Cookie", header)  # what set_cookie does, checked first
-            _mark_private(response)
-        _vary_on_cookie(response)
+            _add_session_headers(response, header)
+
+    def _cookie_template(self, app: Flask) -> CookieTemplate:
+        """The Set-Cookie template for the cookie attributes the config names now."""
+        attributes = (self.get_cookie_name(app), self.get_cookie_domain(app),
+                      self.get_cookie_path(app), self.get_cookie_secure(app),
+                      self.get_cookie_httponly(app), self.get_cookie_samesite(app),
+                      self.get_cookie_partitioned(app))
+        template = self._templates.get(attributes)
+        if template is None:
+            name, domain, path, secure, httponly, samesite, partitioned = attributes
+            template = CookieTemplate(name, domain=domain, path=path, secure=secure,
+                                      httponly=httponly, samesite=samesite,
+                                      partitioned=partitioned)
+            if len(self._templates) >= _POLICY_CACHE_SIZE:
+                self._templates.clear()
+            self._templates[attributes] = template
+        return template
 
 
 def _request_cookie(request: Request, name: str) -> str | None:
@@ -160,21 +164,31 @@ def store_unavailable(error: StoreUnavailable) -> tuple[str, int, dict[str, str]
                                             "Content-Type": "text/plain; charset=utf-8"}
 
 
-def _vary_on_cookie(response: Response) -> None:
-    """``response.vary.add("Cookie")``, without parsing a header that is absent or just that."""
-    vary = response.headers.get("Vary")
+def _add_session_headers(response: Response, set_cookie: str | None) -> None:
+    """``Vary: Cookie``; with ``set_cookie``, that header and ``Cache-Control: private``.
+
+    What ``response.vary.add``, ``set_cookie`` and ``cache_control.private``
+    do, in one pass over the headers instead of a parse per header.
+    """
+    headers = response.headers
+    vary = cache_control = None
+    for key, value in headers:
+        lowered = key.lower()
+        if lowered == "vary":
+            vary = value
+        elif lowered == "cache-control":
+            cache_control = value
     if vary is None:
-        response.headers["Vary"] = "Cookie"
+        headers.add("Vary", "Cookie")
     elif vary != "Cookie":
         response.vary.add("Cookie")
-
-
-def _mark_private(response: Response) -> None:
-    """``Cache-Control: private``, merged into what the view set, if anything."""
-    if "Cache-Control" in response.headers:
-        response.cache_control.private = True
+    if set_cookie is None:
+        return
+    headers.add("Set-Cookie", set_cookie)
+    if cache_control is None:
+        headers.add("Cache-Control", "private")
     else:
-        response.headers["Cache-Control"] = "private"
+        response.cache_control.private = True
 
 
 def _flask_cookie_reader(app: Flask) -> ForeignReader:
