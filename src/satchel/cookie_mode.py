@@ -47,6 +47,7 @@ log = logging.getLogger("satchel")
 
 PURPOSE = "satchel/v1/sealed-session"
 _PAYLOAD_VERSION = 1
+_AS_IS = frozenset((str, int, float, bool, type(None)))
 _NUMBERS = (int, float)  # compared by exact type: a JSON true is not a time
 
 @dataclass(frozen=True)
@@ -121,6 +122,9 @@ class CookieEngine:
         data: dict[str, Any] = {}
         raw: dict[str, bytes] = {}
         for key, form in fields.items():
+            if type(form) in _AS_IS:  # a JSON scalar is its own value: nothing to untag
+                data[key] = form
+                continue
             try:
                 data[key] = self.codec.from_json(form)
             except CodecError:

@@ -26,6 +26,24 @@ class Session(MutableMapping[str, Any]):
     The id never appears in ``repr`` or ``str``.
     """
 
+    # Immutable defaults live on the class: a request's session only pays for what changes.
+    _cleared = False
+    _permanent = False
+    _permanent_changed = False
+    _modified_flag = False
+    _new = True
+    _retired: str | None = None
+    _regenerated = False
+    accessed = False
+    # Engine bookkeeping: the id, when it was created/seen, how the cookie verified.
+    sid: str | None = None
+    request_cookie: str | None = None
+    created_at = 0.0
+    last_seen = 0.0
+    cookie_key_index = 0
+    cookie_permanent = False
+    load_failed = False
+
     def __init__(self, loader: Callable[[Session], None] | None = None) -> None:
         self._loader = loader
         self._data: dict[str, Any] = {}
@@ -33,22 +51,6 @@ class Session(MutableMapping[str, Any]):
         self._read: set[str] = set()
         self._set: set[str] = set()
         self._removed: set[str] = set()
-        self._cleared = False
-        self._permanent = False
-        self._permanent_changed = False
-        self._modified_flag = False
-        self._new = True
-        self._retired: str | None = None
-        self._regenerated = False
-        self.accessed = False
-        # Engine bookkeeping: the id, when it was created/seen, how the cookie verified.
-        self.sid: str | None = None
-        self.request_cookie: str | None = None
-        self.created_at = 0.0
-        self.last_seen = 0.0
-        self.cookie_key_index = 0
-        self.cookie_permanent = False
-        self.load_failed = False
 
     # -- loading ---------------------------------------------------------
 
