@@ -9,6 +9,7 @@ need quoting, which satchel's tokens never do, goes through ``dump_cookie``.
 
 from __future__ import annotations
 
+import math
 import re
 from email.utils import formatdate
 
@@ -83,7 +84,10 @@ class CookieTemplate:
                            samesite=self._samesite, partitioned=self._partitioned, max_size=0)
 
     def _http_date(self, when: float) -> str:
-        second = int(when // 1)
+        if when < 0:
+            return formatdate(when, usegmt=True)
+        fraction, whole = math.modf(when)  # rounded to microseconds first, as datetime does
+        second = int(whole) + (round(fraction * 1e6) >= 1_000_000)
         last = self._last_date
         if last[0] == second:  # one formatting per second is plenty
             return last[1]
