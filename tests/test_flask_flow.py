@@ -358,6 +358,23 @@ def test_tampered_cookie_is_rejected_and_logged_without_the_id(
                for r in caplog.records)
 
 
+def test_a_cookie_has_one_spelling(client: FlaskClient, app: Flask) -> None:
+    """The MAC's last base64 character carries 4 spare bits; other spellings are refused."""
+    client.get("/set/a/1")
+    good = cookie_of(client)
+    assert good is not None
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = alphabet.index(good[-1])
+    same_bytes = [alphabet[(last & ~0b1111) | spare] for spare in range(16)]
+    accepted = []
+    for char in same_bytes:
+        other = app.test_client()
+        other.set_cookie("session", good[:-1] + char)
+        if other.get("/dump").json == {"a": "1"}:
+            accepted.append(char)
+    assert accepted == [good[-1]]
+
+
 # -- timeouts ------------------------------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ asks.
 from __future__ import annotations
 
 import base64
-import binascii
+import hmac
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,7 +33,21 @@ COOKIE_PURPOSE = "satchel/v1/session-id-cookie"
 MAX_COOKIE_LENGTH = 128  # a well-formed value is 67 characters
 MAX_FOREIGN_COOKIE_LENGTH = 8192
 _MAC_CHARS = 22  # 16 bytes of HMAC-SHA256, unpadded base64
-_COOKIE_LENGTH = ids.ID_LENGTH + 2 + _MAC_CHARS
+_BODY_LENGTH = ids.ID_LENGTH + 2  # "<id>.<flag>"
+_COOKIE_LENGTH = _BODY_LENGTH + _MAC_CHARS
+
+
+def _storage_key(session: Session, sid: str) -> str:
+    """``ids.storage_key(sid)``, hashed once per request."""
+    memo = session.storage_key_memo
+    if memo is None or memo[0] != sid:
+        memo = session.storage_key_memo = (sid, ids.storage_key(sid))
+    return memo[1]
+
+
+def _mac_text(mac: bytes) -> str:
+    """The cookie's spelling of a MAC: its first 16 bytes, unpadded base64url."""
+    return base64.urlsafe_b64encode(mac[:16])[:_MAC_CHARS].decode("ascii")
 
 
 @dataclass(frozen=True)
@@ -122,8 +136,7 @@ class Engine:
 
     def sign(self, sid: str, permanent: bool, policy: Policy) -> str:
         body = f"{sid}.{'p' if permanent else 'b'}"
-        mac = base64.urlsafe_b64encode(policy.keys.sign(body.encode("ascii")))[:_MAC_CHARS]
-        return body + mac.decode("ascii")
+        return body + _mac_text(policy.keys.mac(body.encode("ascii")))
 
     def verify(self, cookie: str | None, policy: Policy) -> Token | None:
         """The token a cookie carries, or None (logged) if it is not one we signed."""
@@ -136,21 +149,20 @@ class Engine:
         return token
 
     def _parse(self, cookie: str, policy: Policy) -> Token | None:
-        if len(cookie) > MAX_COOKIE_LENGTH or not cookie.isascii():
+        if len(cookie) != _COOKIE_LENGTH or not cookie.isascii():
             return None
-        sid, dot, rest = cookie.partition(".")
-        if not dot or len(rest) != 1 + _MAC_CHARS or rest[0] not in "pb":
+        body, flag, mac = cookie[:_BODY_LENGTH], cookie[_BODY_LENGTH - 1], cookie[_BODY_LENGTH:]
+        if cookie[ids.ID_LENGTH] != "." or flag not in "pb":
             return None
+        sid = cookie[:ids.ID_LENGTH]
         if not ids.is_well_formed(sid):
             return None
-        try:
-            mac = base64.urlsafe_b64decode(rest[1:] + "==")
-        except (binascii.Error, ValueError):
-            return None
-        index = policy.keys.verify(f"{sid}.{rest[0]}".encode("ascii"), mac)
-        if index is None:
-            return None
-        return Token(sid, rest[0] == "p", index)
+        # The MAC is compared in its one canonical spelling, in constant time.
+        message = body.encode("ascii")
+        for index in range(len(policy.keys)):
+            if hmac.compare_digest(_mac_text(policy.keys.mac(message, index)), mac):
+                return Token(sid, flag == "p", index)
+        return None
 
     # -- open ------------------------------------------------------------------
 
@@ -180,7 +192,7 @@ class Engine:
             return
         session.cookie_key_index = token.key_index
         session.cookie_permanent = token.permanent
-        key = ids.storage_key(token.sid)
+        key = _storage_key(session, token.sid)
         record = self.store.load(key)
         if record is None:
             security_log.info("session %s not found or expired; starting a new one",
@@ -248,7 +260,7 @@ class Engine:
                 had_cookie = not session._new or session._retired is not None
                 return CookieAction(None) if had_cookie else None
             return self._create(session, policy, now, permanent_lifetime)
-        key = ids.storage_key(session.sid)
+        key = _storage_key(session, session.sid)
         if not data:
             self.store.delete(key)
             return CookieAction(None)
@@ -281,6 +293,12 @@ class Engine:
 
     def _patch(self, session: Session, now: float, policy: Policy) -> Patch | None:
         """The smallest patch for what changed; None if nothing changed and no touch is due."""
+        if not (session._set or session._removed or session._read or session._cleared
+                or session._permanent_changed):  # read-only: at most a touch
+            if not policy.lifetime.touch_due(session.last_seen, now):
+                return None
+            return Patch(last_seen=now, expires_at=policy.lifetime.expires_at(session.created_at,
+                                                                              now))
         encode, raw = self.codec.encode, session._raw
         updates = {name: encode(session._data[name]) for name in session._set}
         updates.update(session.changed_in_place(encode))

@@ -38,25 +38,35 @@ class KeyRing:
     ``None``. Comparisons are constant-time.
     """
 
-    __slots__ = ("_keys",)
+    __slots__ = ("_macs",)
 
     def __init__(self, secret: Secret, fallbacks: Sequence[Secret] = (), *, purpose: str) -> None:
-        self._keys = tuple(derive(as_bytes(s), purpose) for s in (secret, *fallbacks))
+        # One keyed HMAC state per key, copied per message: the key pads are hashed once.
+        self._macs = tuple(hmac.new(derive(as_bytes(s), purpose), digestmod=sha256)
+                           for s in (secret, *fallbacks))
+
+    def __len__(self) -> int:
+        return len(self._macs)
+
+    def mac(self, message: bytes, index: int = 0) -> bytes:
+        """HMAC-SHA256 of ``message`` under key ``index`` (0 = the current key)."""
+        state = self._macs[index].copy()
+        state.update(message)
+        return state.digest()
 
     def sign(self, message: bytes, length: int = 16) -> bytes:
         """A MAC of ``message`` under the current key, truncated to ``length`` bytes."""
-        return hmac.new(self._keys[0], message, sha256).digest()[:length]
+        return self.mac(message)[:length]
 
     def verify(self, message: bytes, mac: bytes) -> int | None:
         """Index of the key whose MAC of ``message`` equals ``mac``, else ``None``."""
         length = len(mac)
         if length < 16:
             return None
-        for index, key in enumerate(self._keys):
-            expected = hmac.new(key, message, sha256).digest()[:length]
-            if hmac.compare_digest(expected, mac):
+        for index in range(len(self._macs)):
+            if hmac.compare_digest(self.mac(message, index)[:length], mac):
                 return index
         return None
 
     def __repr__(self) -> str:
-        return f"<KeyRing keys={len(self._keys)}>"
+        return f"<KeyRing keys={len(self._macs)}>"

@@ -37,6 +37,7 @@ class Session(MutableMapping[str, Any]):
     accessed = False
     # Engine bookkeeping: the id, when it was created/seen, how the cookie verified.
     sid: str | None = None
+    storage_key_memo: tuple[str, str] | None = None  # (sid, its storage key)
     request_cookie: str | None = None
     created_at = 0.0
     last_seen = 0.0
