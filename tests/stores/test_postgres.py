@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
+import tempfile
 import threading
 import time
 import uuid
@@ -23,8 +25,9 @@ except ImportError as err:  # under CI a missing driver fails the run instead of
         raise ImportError("the PostgreSQL tests need pip install -e '.[postgres]'") from err
     pytest.skip(f"no PostgreSQL driver ({err})", allow_module_level=True)
 
-from psycopg import sql
+from psycopg import pq, sql
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from satchel.errors import ConfigError, StoreUnavailable
@@ -131,6 +134,62 @@ class TestPostgresStore(StoreContract):
             apply_patch(record, patch)
             assert store.load("k1") == record
 
+    def test_every_patch_shape_matches_the_reference_semantics(
+        self, store: PostgresStore, clock: FakeClock
+    ) -> None:
+        shapes = list(itertools.product((False, True), repeat=7))
+        for i in range(len(shapes)):
+            record = Record({"a": b"1", "b": b"2"}, clock.now, clock.now, clock.now + HOUR,
+                            False, "ann")
+            store.create(f"live{i}", record)
+            store.create(f"dead{i}", make_record(clock, ttl=10, a=b"1"))
+        clock.advance(11)
+        for i, (clear, delete, set_, last_seen, expires_at, permanent, user) in enumerate(shapes):
+            patch = Patch(set={"b": b"3", "c": b"\xff"} if set_ else {},
+                          delete=frozenset({"a", "b", "zz"}) if delete else frozenset(),
+                          clear=clear, last_seen=clock.now + 1 if last_seen else None,
+                          expires_at=clock.now + 2 * HOUR if expires_at else None,
+                          permanent=True if permanent else None,
+                          user=("bob" if i % 2 else "") if user else None)
+            expected = store.load(f"live{i}")
+            assert expected is not None
+            assert store.update(f"live{i}", patch), patch
+            apply_patch(expected, patch)
+            assert store.load(f"live{i}") == expected, patch
+            before = self._row(store, f"dead{i}")
+            assert not store.update(f"dead{i}", patch), patch
+            assert self._row(store, f"dead{i}") == before, patch
+
+    @pytest.mark.parametrize("autocommit", [True, False])
+    def test_each_operation_is_one_round_trip(
+        self, pg_url: str, table: str, clock: FakeClock, autocommit: bool
+    ) -> None:
+        kwargs = {"autocommit": True} if autocommit else {}
+        with ConnectionPool(pg_url, min_size=1, max_size=1, open=True, kwargs=kwargs) as pool:
+            store = PostgresStore(pool, table=table, clock=clock)
+            keys = iter(range(1000))
+            calls: dict[str, Callable[[], object]] = {
+                "create": lambda: store.create(f"k{next(keys)}", make_record(clock, a=b"1")),
+                "load": lambda: store.load("k0"),
+                "load (miss)": lambda: store.load("nope"),
+                "update": lambda: store.update("k0", Patch(set={"b": b"2"}, last_seen=1.0)),
+                "touch": lambda: store.update("k0", Patch(last_seen=clock.now)),
+                "delete": lambda: store.delete("nope"),
+                "purge_expired": store.purge_expired,
+                "count_expired": store.count_expired,
+            }
+            for _ in range(8):  # past psycopg's prepare_threshold
+                for call in calls.values():
+                    call()
+            for name, call in calls.items():
+                assert _round_trips(pool, call) == 1, name
+        if not autocommit:
+            with ConnectionPool(pg_url, min_size=1, max_size=1, open=True) as other:
+                with other.connection() as conn:
+                    assert not conn.autocommit
+                loaded = PostgresStore(other, table=table).load("k0")
+            assert loaded is not None and loaded.fields == {"a": b"1", "b": b"2"}
+
     def test_purge_expired_in_bounded_batches(
         self, store: PostgresStore, clock: FakeClock
     ) -> None:
@@ -199,6 +258,7 @@ class TestPostgresStore(StoreContract):
             assert isinstance(info.value.__cause__, psycopg.OperationalError)
             assert SECRET_KEY not in str(info.value)
             assert store.load(SECRET_KEY) is not None  # the pool replaced the broken connection
+            assert len(store._cursors) == 1  # the broken connection's cursor was dropped
 
     def test_pool_without_autocommit_commits_each_operation(
         self, pg_url: str, table: str, clock: FakeClock
@@ -213,6 +273,32 @@ class TestPostgresStore(StoreContract):
         with ConnectionPool(pg_url, min_size=1, max_size=1, open=True) as other:
             loaded = PostgresStore(other, table=table, clock=clock).load("k")
         assert loaded is not None and loaded.fields == {"b": b"2"}
+
+
+def _round_trips(pool: ConnectionPool[Any], call: Callable[[], object]) -> int:
+    """How many times the server said ReadyForQuery during ``call`` (libpq's trace)."""
+    with tempfile.TemporaryFile("w+") as out:
+        fd = os.dup(out.fileno())  # libpq writes through its own FILE on this copy
+        with pool.connection() as conn:
+            conn.pgconn.trace(fd)
+            conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+        try:
+            call()
+        finally:
+            with pool.connection() as conn:
+                conn.pgconn.untrace()  # flushes the trace
+            os.close(fd)
+        out.seek(0)
+        return sum(line.startswith("B") and "\tReadyForQuery" in line for line in out)
+
+
+def test_pool_with_another_row_factory(pg_url: str, table: str) -> None:
+    kwargs = {"autocommit": True, "row_factory": dict_row}
+    with ConnectionPool(pg_url, min_size=1, max_size=2, open=True, kwargs=kwargs) as pool:
+        store = PostgresStore(pool, table=table)
+        store.create("k", Record({"a": b"1"}, 0.0, 0.0, 9e12, True, "ann"))
+        assert store.load("k") == Record({"a": b"1"}, 0.0, 0.0, 9e12, True, "ann")
+        assert store.count_expired() == 0
 
 
 def test_create_schema_false_on_a_missing_table_names_it(

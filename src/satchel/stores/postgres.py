@@ -11,15 +11,16 @@ never touches a missing or expired row. Expired rows stay until
     store = PostgresStore(pool)
     store = PostgresStore.from_url("postgresql://app@db.internal/app", table="shop_sessions")
 
-An autocommit pool (as ``from_url`` builds) makes each operation one round
-trip; any other pool works too, with each operation its own transaction.
+Each operation is one round trip: its statement runs in autocommit, as its own
+transaction, with no BEGIN/COMMIT exchanges. A pool without autocommit works
+too; its connection is switched to autocommit for the call and back.
 """
 
 from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
@@ -35,6 +36,8 @@ try:
     import psycopg
     from psycopg import sql
     from psycopg.conninfo import conninfo_to_dict
+    from psycopg.pq import TransactionStatus
+    from psycopg.rows import tuple_row
     from psycopg_pool import ConnectionPool
 except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError("PostgresStore needs psycopg 3 and psycopg_pool:"
@@ -68,28 +71,16 @@ _CREATE = (
     " permanent = excluded.permanent, user_id = excluded.user_id"
     " WHERE t.expires_at <= %s"
 )
-_UPDATE = (
-    "UPDATE {table} SET data = (CASE WHEN %(clear)s THEN '{{}}'::jsonb ELSE data END"
-    " - %(delete)s::text[]) || %(set)s::jsonb,"
-    " last_seen = coalesce(%(last_seen)s, last_seen),"
-    " expires_at = coalesce(%(expires_at)s, expires_at),"
-    " permanent = coalesce(%(permanent)s, permanent),"
-    " user_id = CASE WHEN %(set_user)s THEN nullif(%(user)s, '') ELSE user_id END"
-    " WHERE key = %(key)s AND expires_at > %(now)s"
-)
-# Metadata only: the (maybe large) data column is not rewritten.
-_TOUCH = (
-    "UPDATE {table} SET last_seen = coalesce(%(last_seen)s, last_seen),"
-    " expires_at = coalesce(%(expires_at)s, expires_at),"
-    " permanent = coalesce(%(permanent)s, permanent),"
-    " user_id = CASE WHEN %(set_user)s THEN nullif(%(user)s, '') ELSE user_id END"
-    " WHERE key = %(key)s AND expires_at > %(now)s"
-)
+# update: one statement per shape of patch (which parts it has), built on first use.
+_META_COLUMNS = ("last_seen", "expires_at", "permanent", "user_id")
+_SET = "UPDATE {table} SET {sets} WHERE key = %s AND expires_at > %s"
+_IS_LIVE = "SELECT 1 FROM {table} WHERE key = %s AND expires_at > %s"
 _DELETE = "DELETE FROM {table} WHERE key = %s"
 _PURGE = ("DELETE FROM {table} WHERE key IN (SELECT key FROM {table} WHERE expires_at <= %s"
           " LIMIT %s FOR UPDATE SKIP LOCKED)")
 _COUNT_EXPIRED = "SELECT count(*) FROM {table} WHERE expires_at <= %s"
 
+_IDLE = TransactionStatus.IDLE
 _TABLE_NAME = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_]{0,47}\.)?[A-Za-z_][A-Za-z0-9_]{0,47}")
 
 
@@ -119,23 +110,27 @@ class PostgresStore:
         def build(query: str) -> bytes:
             return sql.SQL(query).format(table=ident).as_bytes()
 
+        self._ident = ident
         self._load = build(_LOAD)
         self._create = build(_CREATE)
-        self._update = build(_UPDATE)
-        self._touch = build(_TOUCH)
+        self._updates: dict[tuple[bool, ...], bytes] = {}  # patch shape -> its UPDATE
         self._delete = build(_DELETE)
         self._purge = build(_PURGE)
         self._count_expired = build(_COUNT_EXPIRED)
+        # id(connection) -> this store's cursor on it. The cursor keeps its connection
+        # alive, so an id is never reused while its entry exists.
+        self._cursors: dict[int, psycopg.Cursor[tuple[Any, ...]]] = {}
         if create_schema:
             ddl = sql.SQL(SCHEMA).format(
                 table=ident, expires_index=sql.Identifier(f"{name}_expires_at"),
                 user_index=sql.Identifier(f"{name}_user_id"))
             try:
                 with self._errors() as conn, conn.transaction():
-                    conn.execute(_SCHEMA_LOCK, (table,))
+                    cursor = psycopg.Cursor(conn, row_factory=tuple_row)
+                    cursor.execute(_SCHEMA_LOCK, (table,))
                     # An existing table is left alone: a user without CREATE rights can use it.
-                    if conn.execute(_EXISTS, (ident.as_string(),)).fetchone() == (None,):
-                        conn.execute(ddl)
+                    if cursor.execute(_EXISTS, (ident.as_string(),)).fetchone() == (None,):
+                        cursor.execute(ddl)
             except psycopg.errors.InsufficientPrivilege as err:
                 why = err.diag.message_primary
                 raise ConfigError(f"PostgresStore table {table!r}: cannot create it ({why});"
@@ -184,18 +179,64 @@ class PostgresStore:
         try:
             with self.pool.connection() as conn:
                 yield conn
-        except psycopg.errors.UndefinedTable as err:
-            self._unavailable(err, f"table {self.table!r} does not exist; create it (see"
-                                   " satchel.stores.postgres.SCHEMA) or pass create_schema=True")
-        except psycopg.OperationalError as err:  # includes psycopg_pool's PoolTimeout
-            self._unavailable(err, f"{type(err).__name__}: {err}")
+        except psycopg.Error as err:
+            self._raise(err)
 
-    def _unavailable(self, err: Exception, why: str) -> NoReturn:
+    def _run(self, query: bytes, params: Sequence[Any], fetch: bool) -> Any:
+        """Run one statement in one round trip: its first row if ``fetch``, else its row count.
+
+        The statement runs in autocommit, as its own transaction; a connection of a
+        pool without autocommit is switched for the call and back. Rows are tuples,
+        whatever row factory the pool's connections have.
+        """
+        pool = self.pool
+        try:
+            conn = pool.getconn()
+        except psycopg.OperationalError as err:  # psycopg_pool's PoolTimeout
+            self._raise(err)
+        try:
+            switch = not conn.autocommit
+            if switch:
+                conn.autocommit = True
+            try:
+                cursor = self._cursors.get(id(conn))
+                if cursor is None:
+                    cursor = self._cursor(conn)
+                cursor.execute(query, params)
+                return cursor.fetchone() if fetch else cursor.rowcount
+            finally:
+                if switch and conn.pgconn.transaction_status == _IDLE:
+                    conn.autocommit = False
+        except psycopg.Error as err:
+            self._raise(err)
+        finally:
+            pool.putconn(conn)
+
+    def _cursor(self, conn: psycopg.Connection[Any]) -> psycopg.Cursor[tuple[Any, ...]]:
+        """A new cursor on ``conn``, kept for the next calls that get ``conn`` from the pool.
+
+        Reusing it saves building a cursor and its adapters on every call; only the thread
+        that holds ``conn`` uses it. Cursors on connections the pool has closed are dropped.
+        """
+        for ident, old in list(self._cursors.items()):
+            if old.connection.closed:
+                self._cursors.pop(ident, None)
+        cursor = self._cursors[id(conn)] = psycopg.Cursor(conn, row_factory=tuple_row)
+        return cursor
+
+    def _raise(self, err: psycopg.Error) -> NoReturn:
+        """StoreUnavailable for a missing table or a connection failure; ``err`` itself else."""
+        if isinstance(err, psycopg.errors.UndefinedTable):
+            why = (f"table {self.table!r} does not exist; create it (see"
+                   " satchel.stores.postgres.SCHEMA) or pass create_schema=True")
+        elif isinstance(err, psycopg.OperationalError):  # includes psycopg_pool's PoolTimeout
+            why = f"{type(err).__name__}: {err}"
+        else:
+            raise err
         raise StoreUnavailable(f"PostgresStore {self._where} unavailable: {why}") from err
 
     def load(self, key: str) -> Record | None:
-        with self._errors() as conn:
-            row = conn.execute(self._load, (key, self._clock())).fetchone()
+        row = self._run(self._load, (key, self._clock()), True)
         if row is None:
             return None
         data, created_at, last_seen, expires_at, permanent, user = row
@@ -204,39 +245,65 @@ class PostgresStore:
     def create(self, key: str, record: Record) -> None:
         params = (key, _encode(record.fields), record.created_at, record.last_seen,
                   record.expires_at, record.permanent, record.user, self._clock())
-        with self._errors() as conn:
-            created = conn.execute(self._create, params).rowcount
-        if created != 1:
+        if self._run(self._create, params, False) != 1:
             raise KeyError("a session with this key exists")
 
     def update(self, key: str, patch: Patch) -> bool:
-        params: dict[str, Any] = {
-            "last_seen": patch.last_seen, "expires_at": patch.expires_at,
-            "permanent": patch.permanent, "set_user": patch.user is not None,
-            "user": patch.user, "key": key, "now": self._clock()}
-        query = self._touch
-        if patch.clear or patch.delete or patch.set:
-            query = self._update
-            params.update(clear=patch.clear, delete=sorted(patch.delete), set=_encode(patch.set))
-        with self._errors() as conn:
-            return conn.execute(query, params).rowcount == 1
+        user = patch.user
+        shape = (patch.clear, bool(patch.delete), bool(patch.set), patch.last_seen is not None,
+                 patch.expires_at is not None, patch.permanent is not None, user is not None)
+        query = self._updates.get(shape)
+        if query is None:
+            query = self._updates[shape] = _update_sql(shape, self._ident)
+        params: list[Any] = []
+        if patch.clear:
+            params.append(_encode(patch.set))
+        else:
+            if patch.delete:
+                params.append(sorted(patch.delete))
+            if patch.set:
+                params.append(_encode(patch.set))
+        for value in (patch.last_seen, patch.expires_at, patch.permanent):
+            if value is not None:
+                params.append(value)
+        if user is not None:
+            params.append(user or None)
+        params += (key, self._clock())
+        updated: int = self._run(query, params, False)
+        return updated == 1
 
     def delete(self, key: str) -> None:
-        with self._errors() as conn:
-            conn.execute(self._delete, (key,))
+        self._run(self._delete, (key,), False)
 
     def purge_expired(self, batch: int = 1000) -> int:
         """Delete up to ``batch`` expired rows, skipping rows another transaction holds."""
-        with self._errors() as conn:
-            return conn.execute(self._purge, (self._clock(), batch)).rowcount
+        return int(self._run(self._purge, (self._clock(), batch), False))
 
     def count_expired(self) -> int:
-        with self._errors() as conn:
-            row = conn.execute(self._count_expired, (self._clock(),)).fetchone()
+        row = self._run(self._count_expired, (self._clock(),), True)
         return int(row[0]) if row else 0
 
     def __repr__(self) -> str:
         return f"<PostgresStore {self._where} table={self.table!r}>"
+
+
+def _update_sql(shape: tuple[bool, ...], table: sql.Identifier) -> bytes:
+    """The statement for a patch of ``shape``: it sets only the columns the patch changes.
+
+    ``shape`` is (clear, delete, set, last_seen, expires_at, permanent, user), each
+    True if the patch has it; parameters follow in that order, then key and now.
+    A patch that changes nothing only asks whether the record is live.
+    """
+    clear, delete, set_, *meta = shape
+    data = ("data = %s::jsonb" if clear
+            else "data = (data - %s::text[]) || %s::jsonb" if delete and set_
+            else "data = data - %s::text[]" if delete
+            else "data = data || %s::jsonb" if set_ else "")
+    sets: list[sql.Composable] = [sql.SQL(data)] if data else []
+    sets += [sql.SQL("{} = %s").format(sql.Identifier(column))
+             for column, present in zip(_META_COLUMNS, meta, strict=True) if present]
+    query = sql.SQL(_SET if sets else _IS_LIVE).format(table=table, sets=sql.SQL(", ").join(sets))
+    return query.as_bytes()
 
 
 def _encode(fields: Mapping[str, bytes]) -> str:
