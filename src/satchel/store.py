@@ -25,7 +25,7 @@ class Record:
     user: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Patch:
     """What one commit changes. Fields not named are left as they are.
 
