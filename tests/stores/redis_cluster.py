@@ -1,7 +1,9 @@
-"""A throwaway three-node Redis Cluster on loopback, for tests.
+"""Throwaway Redis servers on loopback, for tests: a three-node Redis Cluster, or one server.
 
     with redis_cluster() as ports:
         client = RedisCluster(host="127.0.0.1", port=ports[0])
+    with redis_server("--maxmemory-policy", "noeviction") as port:
+        client = redis.Redis(host="127.0.0.1", port=port)
 
 Needs the ``redis-server`` and ``redis-cli`` binaries (Debian: ``redis-server``
 and ``redis-tools``). The processes and their temporary folder are removed on
@@ -62,7 +64,7 @@ def _wait(what: str, ready: Callable[[], bool], timeout: float, logs: Path) -> N
     while not ready():
         if time.monotonic() > deadline:
             tail = "\n".join(p.read_text()[-2000:] for p in sorted(logs.glob("*.log")))
-            raise RuntimeError(f"Redis Cluster: timed out waiting for {what}\n{tail}")
+            raise RuntimeError(f"Redis: timed out waiting for {what}\n{tail}")
         time.sleep(0.05)
 
 
@@ -102,6 +104,41 @@ def redis_cluster(nodes: int = 3, timeout: float = 30) -> Iterator[list[int]]:
                 return "cluster_state:ok" in _cli(port, "cluster", "info").stdout
             _wait(f"cluster_state:ok on port {port}", ok, timeout, tmp)
         yield ports
+
+
+@contextmanager
+def redis_server(*options: str, ready: Callable[[int], bool] | None = None,
+                 tmp: Path | None = None, timeout: float = 30) -> Iterator[int]:
+    """Start one standalone ``redis-server`` with extra command-line ``options``; yield its port.
+
+    It keeps nothing on disk unless ``options`` say so; its working folder is ``tmp``
+    (kept) or a new temporary one (removed). ``ready(port)`` says when it is up; by
+    default, when it answers PING.
+    """
+    with ExitStack() as cleanup:
+        folder = tmp
+        if folder is None:
+            folder = Path(tempfile.mkdtemp(prefix="satchel-redis-server-"))
+            cleanup.callback(shutil.rmtree, folder, ignore_errors=True)
+        procs: list[subprocess.Popen[bytes]] = []
+        cleanup.callback(_stop, procs)
+        port = free_ports(1)[0]
+        log = cleanup.enter_context((folder / f"redis-{port}.log").open("wb"))
+        procs.append(subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", HOST, "--save", "",
+             "--appendonly", "no", "--dir", str(folder), "--daemonize", "no", *options],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+
+        def up() -> bool:
+            if procs[0].poll() is not None:
+                raise RuntimeError(f"redis-server on port {port} exited with"
+                                   f" {procs[0].returncode}\n"
+                                   f"{(folder / f'redis-{port}.log').read_text()[-2000:]}")
+            if ready is not None:
+                return ready(port)
+            return _cli(port, "ping").stdout.strip() == "PONG"
+        _wait(f"redis-server on port {port}", up, timeout, folder)
+        yield port
 
 
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:

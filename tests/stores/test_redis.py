@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -105,6 +107,50 @@ class TestRedisStore(StoreContract):
             assert store.update("k1", patch)
             apply_patch(record, patch)
             assert store.load("k1") == record
+
+    @pytest.mark.parametrize(("damage", "problem", "dead"), [
+        pytest.param(lambda c, name, now: c.hdel(name, "m:created"), "no m:created", False,
+                     id="no-created"),
+        pytest.param(lambda c, name, now: (c.delete(name),
+                                           c.hset(name, "m:expires", repr(now + HOUR))),
+                     "no m:created", False, id="partial-write"),
+        pytest.param(lambda c, name, now: c.hset(name, "m:seen", "soon"), "not a number", False,
+                     id="bad-seen"),
+        pytest.param(lambda c, name, now: c.hset(name, b"f:\xff", b"1"), "not UTF-8", False,
+                     id="bad-field-name"),
+        pytest.param(lambda c, name, now: (c.delete(name), c.hset(name, "stray", "x")),
+                     "no m:expires", True, id="only-a-stray-field"),
+        pytest.param(lambda c, name, now: c.hset(name, "m:expires", "never"), "not a number",
+                     True, id="bad-expires"),
+    ])
+    def test_malformed_hash_is_a_logged_miss(
+        self, store: RedisStore, clock: FakeClock, caplog: pytest.LogCaptureFixture,
+        damage: Callable[[Any, str, float], object], problem: str, dead: bool,
+    ) -> None:
+        name = f"{store.prefix}{{{SECRET_KEY}}}"
+        store.create(SECRET_KEY, make_record(clock, a=b"1"))
+        damage(store.client, name, clock.now)
+        with caplog.at_level(logging.INFO, logger="satchel"):
+            assert store.load(SECRET_KEY) is None
+        [entry] = caplog.records
+        assert (entry.name, entry.levelno) == ("satchel.security", logging.WARNING)
+        assert problem in entry.getMessage() and "treated as missing" in entry.getMessage()
+        assert SECRET_KEY not in entry.getMessage() and "\n" not in entry.getMessage()
+        if dead:  # without a readable m:expires, the hash is dead to update and create too
+            assert store.update(SECRET_KEY, Patch(set={"b": b"2"})) is False
+            store.create(SECRET_KEY, make_record(clock, c=b"3"))
+            loaded = store.load(SECRET_KEY)
+            assert loaded is not None and loaded.fields == {"c": b"3"}
+
+    def test_stray_fields_beside_a_session_are_ignored(
+        self, store: RedisStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        record = make_record(clock, a=b"1")
+        store.create("k1", record)
+        store.client.hset(f"{store.prefix}{{k1}}", mapping={"stray": "x", "m:future": "1"})
+        with caplog.at_level(logging.INFO, logger="satchel"):
+            assert store.load("k1") == record
+        assert caplog.records == []
 
     def test_repr_shows_the_server_not_keys(self, store: RedisStore, clock: FakeClock) -> None:
         store.create(SECRET_KEY, make_record(clock))

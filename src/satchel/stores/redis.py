@@ -12,13 +12,16 @@ there is nothing to purge.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import cast
+from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 from satchel.errors import ConfigError, StoreUnavailable
+from satchel.ids import fingerprint
 from satchel.lifetime import Clock, system_clock
 from satchel.store import Patch, Record
 from satchel.urls import redact_url
@@ -26,7 +29,16 @@ from satchel.urls import redact_url
 try:
     import redis
     from redis.cluster import RedisCluster
-    from redis.exceptions import ClusterError, RedisClusterException
+    from redis.exceptions import (
+        ClusterError,
+        NoScriptError,
+        OutOfMemoryError,
+        ReadOnlyError,
+        RedisClusterException,
+        RedisError,
+        ResponseError,
+        TryAgainError,
+    )
 except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError("RedisStore needs redis-py: pip install 'satchel[redis]'") from err
 
@@ -43,14 +55,27 @@ _FIELD = b"f:"
 _CREATED, _SEEN, _EXPIRES = b"m:created", b"m:seen", b"m:expires"
 _PERM, _USER = b"m:perm", b"m:user"
 _MAX_TTL_MS = 2**47  # about 4,000 years: far beyond any session, well within PEXPIRE's range
-_UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-                RedisClusterException, ClusterError)
+security_log = logging.getLogger("satchel.security")
 
-# KEYS[1] = session key; ARGV = now, ttl_ms, field/value pairs. Returns 0 if a live record exists.
+# Driver errors that mean "the store cannot serve right now": the connection, a cluster
+# outage (CLUSTERDOWN, MASTERDOWN), LOADING (a ConnectionError in redis-py), a replica
+# after failover (READONLY), maxmemory with noeviction (OOM), a resharding slot (TRYAGAIN);
+# and, by their reply's first word, the replies redis-py has no class for.
+_UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                RedisClusterException, ClusterError, ReadOnlyError, OutOfMemoryError,
+                TryAgainError)
+_UNAVAILABLE_REPLIES = frozenset({"BUSY", "NOREPLICAS", "LOADING", "MASTERDOWN", "READONLY",
+                                  "OOM", "TRYAGAIN", "CLUSTERDOWN"})
+_DRIVER_ERRORS = (RedisError, RedisClusterException)
+
+# KEYS[1] = session key; ARGV = now, ttl_ms, field/value pairs. Returns 0 if a live record exists
+# (an m:expires that is missing or not a number is dead, in both scripts).
+# The first write of a new key is the HSET, so Redis refuses the whole script when it is out of
+# memory (it lets a script that has written go on, and DEL is allowed under OOM).
 _CREATE = """
 local expires = redis.call('HGET', KEYS[1], 'm:expires')
-if expires and tonumber(expires) > tonumber(ARGV[1]) then return 0 end
-redis.call('DEL', KEYS[1])
+if (tonumber(expires) or 0) > tonumber(ARGV[1]) then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('DEL', KEYS[1]) end
 for i = 3, #ARGV, 1000 do
   redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
@@ -64,7 +89,7 @@ return 1
 _UPDATE = """
 local key = KEYS[1]
 local expires = redis.call('HGET', key, 'm:expires')
-if not expires or tonumber(expires) <= tonumber(ARGV[1]) then return 0 end
+if (tonumber(expires) or 0) <= tonumber(ARGV[1]) then return 0 end
 local function hdel(names, first, last)
   for i = first, last, 1000 do
     redis.call('HDEL', key, unpack(names, i, math.min(i + 999, last)))
@@ -85,6 +110,8 @@ end
 if ARGV[3] ~= '' then redis.call('PEXPIRE', key, ARGV[3]) end
 return 1
 """
+_CREATE_SHA = hashlib.sha1(_CREATE.encode(), usedforsecurity=False).hexdigest()
+_UPDATE_SHA = hashlib.sha1(_UPDATE.encode(), usedforsecurity=False).hexdigest()
 
 
 class RedisStore:
@@ -93,7 +120,11 @@ class RedisStore:
     ``client`` must return bytes (``decode_responses=False``, the default).
     ``prefix`` namespaces the keys, so several apps can share a database; it
     must not contain ``{`` or ``}``. Connection failures and cluster outages
-    raise :class:`StoreUnavailable`.
+    raise :class:`StoreUnavailable`; so do replies that say the server cannot
+    serve now (READONLY, OOM, BUSY, LOADING, MASTERDOWN, NOREPLICAS,
+    TRYAGAIN), and then nothing was written. Other driver errors pass through.
+    A session hash with missing or unreadable metadata is a miss, logged on
+    ``satchel.security``.
     """
 
     def __init__(self, client: redis.Redis | RedisCluster, *, prefix: str = "satchel:",
@@ -106,10 +137,8 @@ class RedisStore:
                               " values are bytes; pass a client built without it")
         self.client = client
         self.prefix = prefix
-        self._prefix = prefix.encode()
+        self._open = prefix.encode() + b"{"  # a key is _open + storage key + "}"
         self._clock = clock
-        self._create = client.register_script(_CREATE)
-        self._update = client.register_script(_UPDATE)
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "satchel:",
@@ -148,75 +177,98 @@ class RedisStore:
             raise ConfigError(f"Redis URL {shown!r}: {err}") from err
         return cls(client, prefix=prefix, clock=clock)
 
-    def _key(self, key: str) -> bytes:
-        return self._prefix + b"{" + key.encode() + b"}"
-
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        """Driver connection errors -> StoreUnavailable (the repr is built only then)."""
-        try:
-            yield
-        except _UNAVAILABLE as err:
-            raise StoreUnavailable(f"{self!r} unavailable: {type(err).__name__}: {err}") from err
-
     def load(self, key: str) -> Record | None:
-        with self._errors():
-            data = cast("dict[bytes, bytes]", self.client.hgetall(self._key(key)))
-        expires = data.get(_EXPIRES)
-        if expires is None or float(expires) <= self._clock():
+        try:
+            data: dict[bytes, bytes] = self.client.hgetall(
+                self._open + key.encode() + b"}")  # type: ignore[assignment]
+        except _DRIVER_ERRORS as err:
+            self._fail(err)
+        if not data:
             return None
-        user = data.get(_USER)
-        fields = {name[2:].decode(): value for name, value in data.items()
-                  if name.startswith(_FIELD)}
-        return Record(fields, float(data[_CREATED]), float(data[_SEEN]), float(expires),
-                      data.get(_PERM) == b"1", None if user is None else user.decode())
+        try:
+            expires = float(data[_EXPIRES])
+            if expires <= self._clock():
+                return None
+            fields = {}
+            for name, value in data.items():  # f:<name>; m:* and anything else is not a field
+                if (field := name.removeprefix(_FIELD)) != name:
+                    fields[field.decode()] = value
+            user = data.get(_USER)
+            return Record(fields, float(data[_CREATED]), float(data[_SEEN]), expires,
+                          data.get(_PERM) == b"1", None if user is None else user.decode())
+        except KeyError as err:
+            problem = f"it has no {err.args[0].decode()}"
+        except ValueError:
+            problem = "a timestamp is not a number, or a field name or the user is not UTF-8"
+        security_log.warning("%r: the session hash with storage key fingerprint %s is malformed"
+                             " (%s); treated as missing", self, fingerprint(key), problem)
+        return None
 
     def create(self, key: str, record: Record) -> None:
         now = self._clock()
-        args: list[bytes | str] = [repr(now), self._ttl(record.expires_at, now),
-                                   _CREATED, repr(record.created_at),
-                                   _SEEN, repr(record.last_seen),
-                                   _EXPIRES, repr(record.expires_at),
-                                   _PERM, b"1" if record.permanent else b"0"]
+        args = ["EVALSHA", _CREATE_SHA, 1, self._open + key.encode() + b"}",
+                now, self._ttl(record.expires_at, now),
+                _CREATED, record.created_at, _SEEN, record.last_seen,
+                _EXPIRES, record.expires_at, _PERM, b"1" if record.permanent else b"0"]
         if record.user is not None:
-            args += [_USER, record.user.encode()]
+            args += (_USER, record.user.encode())
         for name, value in record.fields.items():
-            args += [_FIELD + name.encode(), value]
-        with self._errors():
-            created = self._create(keys=[self._key(key)], args=args)
-        if not created:
+            args += (_FIELD + name.encode(), value)
+        if not self._eval(_CREATE, args):
             raise KeyError("a session with this key exists")
 
     def update(self, key: str, patch: Patch) -> bool:
         now = self._clock()
-        deletes = [_FIELD + name.encode() for name in patch.delete]
-        sets: list[bytes | str] = []
-        for name, value in patch.set.items():
-            sets += [_FIELD + name.encode(), value]
-        if patch.last_seen is not None:
-            sets += [_SEEN, repr(patch.last_seen)]
-        if patch.expires_at is not None:
-            sets += [_EXPIRES, repr(patch.expires_at)]
-        if patch.permanent is not None:
-            sets += [_PERM, b"1" if patch.permanent else b"0"]
-        if patch.user:
-            sets += [_USER, patch.user.encode()]
-        elif patch.user is not None:
+        deletes = [_FIELD + name.encode() for name in patch.delete] if patch.delete else []
+        user = patch.user
+        if user == "":
             deletes.append(_USER)
-        ttl = "" if patch.expires_at is None else self._ttl(patch.expires_at, now)
-        args: list[bytes | str] = [repr(now), "1" if patch.clear else "0", ttl,
-                                   str(len(deletes)), *deletes, *sets]
-        with self._errors():
-            return bool(self._update(keys=[self._key(key)], args=args))
+        expires = patch.expires_at
+        args = ["EVALSHA", _UPDATE_SHA, 1, self._open + key.encode() + b"}",
+                now, b"1" if patch.clear else b"0", b"" if expires is None else self._ttl(
+                    expires, now), len(deletes), *deletes]
+        for name, value in patch.set.items():
+            args += (_FIELD + name.encode(), value)
+        if patch.last_seen is not None:
+            args += (_SEEN, patch.last_seen)
+        if expires is not None:
+            args += (_EXPIRES, expires)
+        if patch.permanent is not None:
+            args += (_PERM, b"1" if patch.permanent else b"0")
+        if user:
+            args += (_USER, user.encode())
+        return bool(self._eval(_UPDATE, args))
 
     def delete(self, key: str) -> None:
-        with self._errors():
-            self.client.delete(self._key(key))
+        try:
+            self.client.delete(self._open + key.encode() + b"}")
+        except _DRIVER_ERRORS as err:
+            self._fail(err)
+
+    def _eval(self, script: str, command: list[Any]) -> Any:
+        """Run ``EVALSHA`` ``command``; on NOSCRIPT (a new or flushed server), load ``script``
+        and run it again. Floats and ints are sent as their ``repr``, as redis-py does."""
+        client = self.client
+        try:
+            try:
+                return client.execute_command(*command)  # type: ignore[no-untyped-call]
+            except NoScriptError:
+                client.script_load(script)
+                return client.execute_command(*command)  # type: ignore[no-untyped-call]
+        except _DRIVER_ERRORS as err:
+            self._fail(err)
+
+    def _fail(self, err: Exception) -> NoReturn:
+        """Raise :class:`StoreUnavailable` from ``err`` if it means the store cannot serve now
+        (the repr is built only then); re-raise any other driver error as it is."""
+        if _is_unavailable(err):
+            raise StoreUnavailable(f"{self!r} unavailable: {type(err).__name__}: {err}") from err
+        raise err
 
     @staticmethod
-    def _ttl(expires_at: float, now: float) -> str:
+    def _ttl(expires_at: float, now: float) -> int:
         """Milliseconds until ``expires_at`` by the store's clock (which may not be real time)."""
-        return str(max(1, math.ceil(min((expires_at - now) * 1000, _MAX_TTL_MS))))
+        return max(1, math.ceil(min((expires_at - now) * 1000, _MAX_TTL_MS)))
 
     def __repr__(self) -> str:
         if isinstance(self.client, RedisCluster):
@@ -230,9 +282,17 @@ class RedisStore:
         return f"<RedisStore {where} prefix={self.prefix!r}>"
 
 
+def _is_unavailable(err: Exception) -> bool:
+    if isinstance(err, _UNAVAILABLE):
+        return True
+    return isinstance(err, ResponseError) and str(err).split(" ", 1)[0] in _UNAVAILABLE_REPLIES
+
+
 @contextmanager
 def _unavailable(store: str) -> Iterator[None]:
     try:
         yield
-    except _UNAVAILABLE as err:
-        raise StoreUnavailable(f"{store} unavailable: {type(err).__name__}: {err}") from err
+    except _DRIVER_ERRORS as err:
+        if _is_unavailable(err):
+            raise StoreUnavailable(f"{store} unavailable: {type(err).__name__}: {err}") from err
+        raise
