@@ -19,16 +19,13 @@ from typing import Any
 
 import pytest
 
-from tests.services import IN_CI, cannot_test, closed_port, drop_keys, random_prefix
+from tests.services import cannot_test, closed_port, drop_keys, random_prefix
 from tests.services import redis_client as shared_redis_client
 
 try:
     import redis
 except ImportError:
-    _why = "the Redis store tests need redis-py: pip install -e '.[redis]'"
-    if IN_CI:
-        pytest.fail(_why, pytrace=False)
-    pytest.skip(_why, allow_module_level=True)
+    cannot_test("the Redis store tests need redis-py: pip install -e '.[redis]'")
 
 from redis.backoff import NoBackoff
 from redis.exceptions import (
