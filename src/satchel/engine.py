@@ -16,7 +16,7 @@ import hmac
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from satchel import ids
 from satchel.codec import TaggedCodec, default_codec
@@ -114,8 +114,7 @@ class CookieAction:
     expires: float | None = None
 
 
-@dataclass(frozen=True)
-class Token:
+class Token(NamedTuple):
     """A verified cookie: the id, its permanence flag, the key that signed it."""
 
     sid: str

@@ -11,6 +11,7 @@ import hmac
 from collections.abc import Sequence
 from functools import lru_cache
 from hashlib import sha256
+from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -41,8 +42,9 @@ class KeyRing:
     __slots__ = ("_macs",)
 
     def __init__(self, secret: Secret, fallbacks: Sequence[Secret] = (), *, purpose: str) -> None:
-        # One keyed HMAC state per key, copied per message: the key pads are hashed once.
-        self._macs = tuple(hmac.new(derive(as_bytes(s), purpose), digestmod=sha256)
+        # Per key, SHA-256 states that have hashed the inner and outer pads (RFC 2104), copied
+        # per message: what hmac.HMAC.copy() does, without its Python wrapper.
+        self._macs = tuple(_pad_states(derive(as_bytes(s), purpose))
                            for s in (secret, *fallbacks))
 
     def __len__(self) -> int:
@@ -50,9 +52,13 @@ class KeyRing:
 
     def mac(self, message: bytes, index: int = 0) -> bytes:
         """HMAC-SHA256 of ``message`` under key ``index`` (0 = the current key)."""
-        state = self._macs[index].copy()
-        state.update(message)
-        return state.digest()
+        inner, outer = self._macs[index]
+        inner = inner.copy()
+        inner.update(message)
+        outer = outer.copy()
+        outer.update(inner.digest())
+        digest: bytes = outer.digest()
+        return digest
 
     def sign(self, message: bytes, length: int = 16) -> bytes:
         """A MAC of ``message`` under the current key, truncated to ``length`` bytes."""
@@ -70,3 +76,16 @@ class KeyRing:
 
     def __repr__(self) -> str:
         return f"<KeyRing keys={len(self._macs)}>"
+
+
+_BLOCK = 64  # SHA-256's block size
+_INNER_PAD = bytes(byte ^ 0x36 for byte in range(256))
+_OUTER_PAD = bytes(byte ^ 0x5C for byte in range(256))
+
+
+def _pad_states(key: bytes) -> tuple[Any, Any]:
+    """SHA-256 states after the HMAC inner and outer key pads (``key``: at most one block)."""
+    if len(key) > _BLOCK:
+        raise ValueError("an HMAC key longer than a block is hashed first; derive() never is")
+    block = key.ljust(_BLOCK, b"\0")
+    return sha256(block.translate(_INNER_PAD)), sha256(block.translate(_OUTER_PAD))
