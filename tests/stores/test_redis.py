@@ -43,12 +43,34 @@ def redis_client() -> Iterator[redis.Redis]:
         yield client
 
 
+@pytest.fixture(scope="module")
+def resp2_client() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL, protocol=2, socket_connect_timeout=2)
+    yield client
+    client.close()
+
+
+# How the store reaches Redis: over kept connections (RESP3 is redis-py 8's default; RESP2
+# replies arrive without redis-py's callbacks), or through client.execute_command.
+STORE_PATHS = ["kept-resp3", "kept-resp2", "through-client"]
+
+
 class TestRedisStore(StoreContract):
-    @pytest.fixture
-    def store(self, clock: FakeClock, redis_client: redis.Redis) -> Iterator[RedisStore]:
+    @pytest.fixture(params=STORE_PATHS)
+    def store(self, request: pytest.FixtureRequest, clock: FakeClock, redis_client: redis.Redis,
+              resp2_client: redis.Redis) -> Iterator[RedisStore]:
         prefix = random_prefix()
-        yield RedisStore(redis_client, prefix=prefix, clock=clock)
+        if request.param == "kept-resp3":
+            client = redis.Redis.from_url(REDIS_URL, protocol=3, socket_connect_timeout=2)
+        else:
+            client = resp2_client if request.param == "kept-resp2" else redis_client
+        store = RedisStore(client, prefix=prefix, clock=clock,
+                           keep_connections=request.param != "through-client")
+        yield store
+        store.close()
         drop_keys(redis_client, prefix)
+        if request.param == "kept-resp3":
+            client.close()
 
     def test_key_layout_and_ttl(self, store: RedisStore, clock: FakeClock) -> None:
         name = f"{store.prefix}{{k1}}"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
@@ -41,6 +41,8 @@ try:
     )
 except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError("RedisStore needs redis-py: pip install 'satchel[redis]'") from err
+
+from satchel.stores.redis_connections import KeptConnections
 
 SCHEMA = """
 key   = prefix + "{" + storage_key + "}"   (the hash tag keeps a session in one cluster slot)
@@ -125,10 +127,21 @@ class RedisStore:
     TRYAGAIN), and then nothing was written. Other driver errors pass through.
     A session hash with missing or unreadable metadata is a miss, logged on
     ``satchel.security``.
+
+    With ``keep_connections`` (the default) on a ``redis.Redis`` client, the
+    store keeps the connections it takes from the client's pool between
+    commands instead of checking one out per command, which costs about as
+    much as the round trip itself (see :mod:`satchel.stores.redis_connections`).
+    The client's retry policy and hooks around ``execute_command`` (tracing,
+    metrics) then do not see the store's commands; a connection the server
+    closed is retried once on a fresh one. Pass ``keep_connections=False`` to
+    send every command through ``client.execute_command``. A ``RedisCluster``
+    and a ``single_connection_client`` always go through the client.
+    :meth:`close` returns the kept connections to the pool.
     """
 
     def __init__(self, client: redis.Redis | RedisCluster, *, prefix: str = "satchel:",
-                 clock: Clock = system_clock) -> None:
+                 keep_connections: bool = True, clock: Clock = system_clock) -> None:
         if "{" in prefix or "}" in prefix:
             raise ConfigError(f"RedisStore prefix {prefix!r}: must not contain '{{' or '}}',"
                               " which would change the cluster hash tag; use e.g. 'satchel:'")
@@ -139,6 +152,13 @@ class RedisStore:
         self.prefix = prefix
         self._open = prefix.encode() + b"{"  # a key is _open + storage key + "}"
         self._clock = clock
+        self._kept: KeptConnections | None = None
+        self._command: Callable[..., Any]
+        if keep_connections and isinstance(client, redis.Redis) and client.connection is None:
+            self._kept = KeptConnections(client.connection_pool)
+            self._command = self._kept.command
+        else:  # a cluster routes by key; a single-connection client has no pool to share
+            self._command = client.execute_command
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "satchel:",
@@ -179,12 +199,13 @@ class RedisStore:
 
     def load(self, key: str) -> Record | None:
         try:
-            data: dict[bytes, bytes] = self.client.hgetall(
-                self._open + key.encode() + b"}")  # type: ignore[assignment]
+            data = self._command("HGETALL", self._open + key.encode() + b"}")
         except _DRIVER_ERRORS as err:
             self._fail(err)
         if not data:
             return None
+        if isinstance(data, list):  # RESP2 without redis-py's callback: name, value, ...
+            data = dict(zip(data[::2], data[1::2], strict=True))
         try:
             expires = float(data[_EXPIRES])
             if expires <= self._clock():
@@ -241,22 +262,26 @@ class RedisStore:
 
     def delete(self, key: str) -> None:
         try:
-            self.client.delete(self._open + key.encode() + b"}")
+            self._command("DEL", self._open + key.encode() + b"}")
         except _DRIVER_ERRORS as err:
             self._fail(err)
 
     def _eval(self, script: str, command: list[Any]) -> Any:
         """Run ``EVALSHA`` ``command``; on NOSCRIPT (a new or flushed server), load ``script``
         and run it again. Floats and ints are sent as their ``repr``, as redis-py does."""
-        client = self.client
         try:
             try:
-                return client.execute_command(*command)  # type: ignore[no-untyped-call]
+                return self._command(*command)
             except NoScriptError:
-                client.script_load(script)
-                return client.execute_command(*command)  # type: ignore[no-untyped-call]
+                self.client.script_load(script)
+                return self._command(*command)
         except _DRIVER_ERRORS as err:
             self._fail(err)
+
+    def close(self) -> None:
+        """Return the connections the store keeps to the client's pool (the client stays open)."""
+        if self._kept is not None:
+            self._kept.close()
 
     def _fail(self, err: Exception) -> NoReturn:
         """Raise :class:`StoreUnavailable` from ``err`` if it means the store cannot serve now

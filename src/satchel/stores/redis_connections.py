@@ -1,0 +1,87 @@
+"""Commands on a redis-py pool's connections, without a checkout per command.
+
+``client.execute_command`` takes a connection out of the pool and puts it
+back for every command (a readiness poll, locks, events, metrics, a retry
+wrapper). Inside a web request that costs about as much as the round trip to
+Redis itself. :class:`KeptConnections` takes connections from the same pool
+once and keeps the idle ones for its next commands, so the pool's settings
+(host, TLS, auth, Sentinel, health checks, timeouts) still apply.
+
+What it does not do that ``execute_command`` does: response callbacks (the
+caller gets RESP replies as the parser returns them), the client's retry
+policy, and client-level hooks and metrics (tracing that wraps
+``execute_command`` does not see these commands).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from redis.connection import ConnectionPool
+from redis.exceptions import ConnectionError, ResponseError
+
+
+class KeptConnections:
+    """Send commands over connections taken from ``pool`` and kept between commands.
+
+    At most ``keep`` idle connections are kept; one more is returned to the
+    pool. Thread-safe: a connection is used by one command at a time. After a
+    fork the child drops the parent's connections (the pool resets itself).
+
+    A kept connection may have been closed by the server since its last use
+    (a restart, an idle timeout): a ``ConnectionError`` on it sends the
+    command once more on a connection fresh from the pool. Errors on a fresh
+    connection, and timeouts, are raised as they are.
+    """
+
+    def __init__(self, pool: ConnectionPool, *, keep: int = 16) -> None:
+        self.pool = pool
+        self.keep = keep
+        self._idle: list[Any] = []  # list.pop/append are atomic: no lock needed
+        self._pid = os.getpid()
+
+    def command(self, *args: Any) -> Any:
+        """Send one command and return its reply; a Redis error reply is raised."""
+        if self._pid != os.getpid():
+            self._idle, self._pid = [], os.getpid()
+        try:
+            connection = self._idle.pop()
+        except IndexError:
+            return self._send(self.pool.get_connection(), args)
+        try:
+            return self._send(connection, args)
+        except ConnectionError:
+            return self._send(self.pool.get_connection(), args)
+
+    def _send(self, connection: Any, args: tuple[Any, ...]) -> Any:
+        try:
+            connection.send_command(*args)
+            reply = connection.read_response()
+        except ResponseError:
+            self._put_back(connection)  # the whole error reply was read: still in step
+            raise
+        except BaseException:
+            connection.disconnect()  # a reply may be half read: never reuse the socket
+            self.pool.release(connection)
+            raise
+        self._put_back(connection)
+        return reply
+
+    def _put_back(self, connection: Any) -> None:
+        if len(self._idle) < self.keep:
+            self._idle.append(connection)
+        else:
+            self.pool.release(connection)
+
+    def close(self) -> None:
+        """Return the idle connections to the pool."""
+        while self._idle:
+            try:
+                connection = self._idle.pop()
+            except IndexError:
+                return
+            self.pool.release(connection)
+
+    def __repr__(self) -> str:
+        return f"<KeptConnections idle={len(self._idle)} keep={self.keep}>"

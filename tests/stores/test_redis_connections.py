@@ -1,0 +1,123 @@
+"""KeptConnections on a real Redis: reuse, recovery from dead sockets, replies never mixed up."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from tests.services import REDIS_URL, cannot_test, closed_port
+from tests.services import redis_client as shared_redis_client
+
+try:
+    import redis
+except ImportError:
+    cannot_test("the Redis store tests need redis-py: pip install -e '.[redis]'")
+
+from satchel.stores.redis_connections import KeptConnections
+
+
+@pytest.fixture
+def admin() -> Iterator[redis.Redis]:
+    """A separate client, to kill the connections under test."""
+    with shared_redis_client() as client:
+        yield client
+
+
+@pytest.fixture
+def client() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=5)
+    yield client
+    client.close()
+
+
+def test_commands_reuse_one_connection(client: redis.Redis) -> None:
+    kept = KeptConnections(client.connection_pool)
+    first = kept.command("CLIENT", "ID")
+    assert [kept.command("CLIENT", "ID") for _ in range(5)] == [first] * 5
+
+
+def test_a_connection_the_server_closed_is_replaced_once(client: redis.Redis,
+                                                         admin: redis.Redis) -> None:
+    kept = KeptConnections(client.connection_pool)
+    first = kept.command("CLIENT", "ID")
+    admin.execute_command("CLIENT", "KILL", "ID", first)
+    assert kept.command("ECHO", "still here") == b"still here"
+    assert kept.command("CLIENT", "ID") != first
+
+
+def test_an_unreachable_server_raises_connection_error() -> None:
+    client = redis.Redis(host="127.0.0.1", port=closed_port(), socket_connect_timeout=1)
+    kept = KeptConnections(client.connection_pool)
+    with pytest.raises(redis.exceptions.ConnectionError):
+        kept.command("PING")
+
+
+def test_an_error_reply_keeps_the_connection_in_step(client: redis.Redis) -> None:
+    kept = KeptConnections(client.connection_pool)
+    first = kept.command("CLIENT", "ID")
+    with pytest.raises(redis.exceptions.ResponseError, match="unknown command"):
+        kept.command("NO-SUCH-COMMAND")
+    assert kept.command("ECHO", "next") == b"next"
+    assert kept.command("CLIENT", "ID") == first
+
+
+def test_a_late_reply_is_never_read_by_the_next_command(admin: redis.Redis) -> None:
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=0.2)
+    kept = KeptConnections(client.connection_pool)
+    empty = f"satchel-test:empty:{os.urandom(8).hex()}"
+    try:
+        with pytest.raises(redis.exceptions.TimeoutError):
+            kept.command("BLPOP", empty, 1)  # Redis answers after 1 s: too late
+        admin.rpush(empty, b"x")  # had that socket been kept, BLPOP's reply would come next
+        assert kept.command("ECHO", "mine") == b"mine"
+    finally:
+        admin.delete(empty)
+        client.close()
+
+
+def test_threads_get_their_own_replies(client: redis.Redis) -> None:
+    kept = KeptConnections(client.connection_pool, keep=3)
+    wrong: list[tuple[bytes, bytes]] = []
+
+    def work(thread: int) -> None:
+        for call in range(200):
+            sent = f"{thread}:{call}".encode()
+            if (got := kept.command("ECHO", sent)) != sent:
+                wrong.append((sent, got))
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == []
+    assert "idle=" in repr(kept) and int(repr(kept).split("idle=")[1].split()[0]) <= 3
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_does_not_share_the_parents_socket(client: redis.Redis) -> None:
+    kept = KeptConnections(client.connection_pool)
+    parent_id = kept.command("CLIENT", "ID")
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its connection's id, never return into pytest
+        try:
+            os.write(write_end, str(kept.command("CLIENT", "ID")).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    child_id = int(os.read(read_end, 64) or b"0")
+    os.waitpid(pid, 0)
+    os.close(read_end)
+    assert child_id not in (0, parent_id)
+    assert kept.command("CLIENT", "ID") == parent_id
+
+
+def test_close_returns_the_connections_to_the_pool(client: redis.Redis) -> None:
+    kept = KeptConnections(client.connection_pool)
+    kept_id = kept.command("CLIENT", "ID")
+    kept.close()
+    assert client.client_id() == kept_id  # the pool hands out the connection it got back
