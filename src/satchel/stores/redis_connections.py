@@ -16,6 +16,7 @@ policy, and client-level hooks and metrics (tracing that wraps
 from __future__ import annotations
 
 import os
+import weakref
 from typing import Any
 
 from redis.connection import ConnectionPool
@@ -39,12 +40,10 @@ class KeptConnections:
         self.pool = pool
         self.keep = keep
         self._idle: list[Any] = []  # list.pop/append are atomic: no lock needed
-        self._pid = os.getpid()
+        _all.add(self)
 
     def command(self, *args: Any) -> Any:
         """Send one command and return its reply; a Redis error reply is raised."""
-        if self._pid != os.getpid():
-            self._idle, self._pid = [], os.getpid()
         try:
             connection = self._idle.pop()
         except IndexError:
@@ -85,3 +84,16 @@ class KeptConnections:
 
     def __repr__(self) -> str:
         return f"<KeptConnections idle={len(self._idle)} keep={self.keep}>"
+
+
+_all: weakref.WeakSet[KeptConnections] = weakref.WeakSet()
+
+
+def _forget_in_child() -> None:
+    """In a forked child, drop the parent's connections: their sockets are the parent's."""
+    for kept in list(_all):
+        kept._idle = []
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
