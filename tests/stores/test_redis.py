@@ -176,6 +176,25 @@ class TestRedisStore(StoreContract):
         assert f"{kwargs['host']}:{kwargs['port']}" in repr(store)
         assert SECRET_KEY not in repr(store)
 
+    def test_through_the_client_hooks_added_later_see_every_command(
+        self, redis_client: redis.Redis, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        store = RedisStore(redis_client, prefix=random_prefix(), clock=clock,
+                           keep_connections=False)
+        seen: list[str] = []
+        original = redis_client.execute_command
+
+        def traced(*args: Any, **options: Any) -> Any:  # as a tracing integration wraps it
+            seen.append(str(args[0]))
+            return original(*args, **options)  # type: ignore[no-untyped-call]
+
+        monkeypatch.setattr(redis_client, "execute_command", traced)
+        store.create("k1", make_record(clock, ttl=100, a=b"1"))
+        assert store.load("k1") is not None
+        assert store.update("k1", Patch(set={"a": b"2"}))
+        store.delete("k1")
+        assert seen == ["EVALSHA", "HGETALL", "EVALSHA", "DEL"]
+
     def test_decode_responses_client_is_refused(self) -> None:
         with pytest.raises(ConfigError, match="decode_responses"):
             RedisStore(redis.Redis.from_url(REDIS_URL, decode_responses=True))

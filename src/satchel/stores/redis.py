@@ -158,7 +158,7 @@ class RedisStore:
             self._kept = KeptConnections(client.connection_pool)
             self._command = self._kept.command
         else:  # a cluster routes by key; a single-connection client has no pool to share
-            self._command = client.execute_command
+            self._command = self._through_client
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "satchel:",
@@ -277,6 +277,10 @@ class RedisStore:
                 return self._command(*command)
         except _DRIVER_ERRORS as err:
             self._fail(err)
+
+    def _through_client(self, *args: Any) -> Any:
+        """``client.execute_command``, looked up per call: hooks added later still see it."""
+        return self.client.execute_command(*args)  # type: ignore[no-untyped-call]
 
     def close(self) -> None:
         """Return the connections the store keeps to the client's pool (the client stays open)."""
