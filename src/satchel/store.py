@@ -9,8 +9,9 @@ cookie or the app config; times are seconds since the epoch.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import NamedTuple, Protocol, runtime_checkable
 
 
 @dataclass
@@ -25,15 +26,18 @@ class Record:
     user: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Patch:
+_NO_FIELDS: Mapping[str, bytes] = MappingProxyType({})
+
+
+class Patch(NamedTuple):
     """What one commit changes. Fields not named are left as they are.
 
     ``clear`` drops every field before ``set`` is applied. ``None`` for a
     metadata attribute means "leave it"; ``user=""`` removes the user.
+    Immutable (a named tuple: one commit builds one, so it must be cheap).
     """
 
-    set: Mapping[str, bytes] = field(default_factory=dict)
+    set: Mapping[str, bytes] = _NO_FIELDS
     delete: frozenset[str] = frozenset()
     clear: bool = False
     last_seen: float | None = None

@@ -128,7 +128,9 @@ def test_readonly_replica(clock: FakeClock,
             "master_link_status") == "up")
         prefix = random_prefix()
         record = make_record(clock, a=b"1")
-        RedisStore(primary, prefix=prefix, clock=clock).create(KEY, record)
+        # WAIT counts the writes of its own connection: create through the client's pool,
+        # whose one idle connection WAIT then gets too.
+        RedisStore(primary, prefix=prefix, clock=clock, keep_connections=False).create(KEY, record)
         assert primary.wait(1, 10_000) == 1
         store = RedisStore(replica, prefix=prefix, clock=clock)
         assert store.load(KEY) == record  # a replica still serves reads
