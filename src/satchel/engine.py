@@ -102,8 +102,7 @@ def load_foreign(session: Session, cookie: str, reader: ForeignReader) -> None:
              ids.fingerprint(cookie))
 
 
-@dataclass(frozen=True)
-class CookieAction:
+class CookieAction(NamedTuple):
     """What the response must do with the session cookie.
 
     ``value`` is None to expire the cookie; ``expires`` is None for a

@@ -80,7 +80,7 @@ class SatchelSessionInterface(SessionInterface):
         return session
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
-        if not isinstance(session, Session):
+        if type(session) is not FlaskSession and not isinstance(session, Session):
             raise TypeError(f"satchel cannot save a {type(session).__name__}; was the session"
                             " interface swapped during the request?")
         check_samesite(self.get_cookie_samesite(app))  # before the store is written

@@ -6,7 +6,6 @@ Expired records are dropped when read, or by :meth:`purge_expired`.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 
 from satchel.lifetime import Clock, system_clock
@@ -79,4 +78,5 @@ class MemoryStore:
 
 def _copy(record: Record) -> Record:
     """A copy no caller can change the stored record through (values are bytes)."""
-    return dataclasses.replace(record, fields=dict(record.fields))
+    return Record(dict(record.fields), record.created_at, record.last_seen, record.expires_at,
+                  record.permanent, record.user)
