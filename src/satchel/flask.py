@@ -49,19 +49,22 @@ class SatchelSessionInterface(SessionInterface):
     def policy(self, app: Flask) -> Any:
         """The key ring and timeouts the app's config names now (cached by value)."""
         config = app.config
-        secret = app.secret_key
-        fallbacks = tuple(config.get("SECRET_KEY_FALLBACKS") or ())
+        secret = config["SECRET_KEY"]
+        fallbacks = config.get("SECRET_KEY_FALLBACKS") or ()
+        if type(fallbacks) is not tuple:
+            fallbacks = tuple(fallbacks)
         idle = config.get("SATCHEL_IDLE_TIMEOUT")
         absolute = config.get("SATCHEL_ABSOLUTE_TIMEOUT")
-        lifetime_default = app.permanent_session_lifetime
-        cache_key = (secret, fallbacks, idle, absolute, lifetime_default)
+        lifetime = config["PERMANENT_SESSION_LIFETIME"]  # a timedelta or seconds, as Flask allows
+        cache_key = (secret, fallbacks, idle, absolute, lifetime)
         policy = self._policies.get(cache_key)
         if policy is None:
+            lifetime_default = app.permanent_session_lifetime
             idle_s = seconds(idle if idle is not None else lifetime_default,
                              name="SATCHEL_IDLE_TIMEOUT")
             assert idle_s is not None
-            lifetime = Lifetime(idle_s, seconds(absolute, name="SATCHEL_ABSOLUTE_TIMEOUT"))
-            policy = self.engine.build_policy(secret, fallbacks, lifetime)  # type: ignore[arg-type]
+            timeouts = Lifetime(idle_s, seconds(absolute, name="SATCHEL_ABSOLUTE_TIMEOUT"))
+            policy = self.engine.build_policy(secret, fallbacks, timeouts)
             if len(self._policies) >= _POLICY_CACHE_SIZE:
                 self._policies.clear()
             self._policies[cache_key] = policy
