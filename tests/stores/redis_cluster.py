@@ -59,6 +59,22 @@ def _cli(port: int, *args: str, timeout: float = 10) -> subprocess.CompletedProc
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
+def _socket_ping(port: int) -> bool:
+    """True when the server on ``port`` answers an inline PING with +PONG."""
+    try:
+        with socket.create_connection((HOST, port), timeout=2) as sock:
+            sock.sendall(b"PING\r\n")
+            reply = b""
+            while not reply.endswith(b"\r\n"):
+                chunk = sock.recv(64)
+                if not chunk:
+                    break
+                reply += chunk
+    except OSError:
+        return False
+    return reply == b"+PONG\r\n"
+
+
 def _wait(what: str, ready: Callable[[], bool], timeout: float, logs: Path) -> None:
     deadline = time.monotonic() + timeout
     while not ready():
@@ -108,12 +124,15 @@ def redis_cluster(nodes: int = 3, timeout: float = 30) -> Iterator[list[int]]:
 
 @contextmanager
 def redis_server(*options: str, ready: Callable[[int], bool] | None = None,
-                 tmp: Path | None = None, timeout: float = 30) -> Iterator[int]:
+                 tmp: Path | None = None, timeout: float = 30,
+                 binary: str = "redis-server") -> Iterator[int]:
     """Start one standalone ``redis-server`` with extra command-line ``options``; yield its port.
 
     It keeps nothing on disk unless ``options`` say so; its working folder is ``tmp``
     (kept) or a new temporary one (removed). ``ready(port)`` says when it is up; by
-    default, when it answers PING.
+    default, when it answers PING. ``binary`` is the server to run (a path, or a name on
+    PATH); for any but the default, that PING goes over a plain socket, so neither
+    ``redis-cli`` nor a client library is needed.
     """
     with ExitStack() as cleanup:
         folder = tmp
@@ -125,19 +144,21 @@ def redis_server(*options: str, ready: Callable[[int], bool] | None = None,
         port = free_ports(1)[0]
         log = cleanup.enter_context((folder / f"redis-{port}.log").open("wb"))
         procs.append(subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", HOST, "--save", "",
+            [binary, "--port", str(port), "--bind", HOST, "--save", "",
              "--appendonly", "no", "--dir", str(folder), "--daemonize", "no", *options],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
 
         def up() -> bool:
             if procs[0].poll() is not None:
-                raise RuntimeError(f"redis-server on port {port} exited with"
+                raise RuntimeError(f"{binary} on port {port} exited with"
                                    f" {procs[0].returncode}\n"
                                    f"{(folder / f'redis-{port}.log').read_text()[-2000:]}")
             if ready is not None:
                 return ready(port)
+            if binary != "redis-server":
+                return _socket_ping(port)
             return _cli(port, "ping").stdout.strip() == "PONG"
-        _wait(f"redis-server on port {port}", up, timeout, folder)
+        _wait(f"{binary} on port {port}", up, timeout, folder)
         yield port
 
 

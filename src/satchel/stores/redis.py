@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
@@ -68,6 +69,15 @@ _UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
                 TryAgainError)
 _UNAVAILABLE_REPLIES = frozenset({"BUSY", "NOREPLICAS", "LOADING", "MASTERDOWN", "READONLY",
                                   "OOM", "TRYAGAIN", "CLUSTERDOWN"})
+# Redis 6 (seen on 6.2) wraps a command that Redis refused inside a script (READONLY on a replica,
+# OOM, NOREPLICAS) in a script error, keeping the refusal's reply, dash and all, after the
+# position prefix Redis itself adds (redis-py drops the leading "ERR "):
+#   ERR Error running script (call to f_<sha1>): @user_script:6: @user_script: 6: -OOM command ...
+# An error reply of a command that did run has no dash ("@user_script:1: WRONGTYPE ..."), and
+# Lua's error() has no "@user_script: N: " ("@user_script:1: user_script:1: -OOM ..."); neither
+# matches. Redis 7 keeps the refusal's own code, which the first-word check sees.
+_SCRIPT_REFUSED = re.compile(r"(?:ERR )?Error running script \(call to f_[0-9a-f]{40}\):"
+                             r" @user_script:\d+: @user_script: \d+: -([A-Z]+) ")
 _DRIVER_ERRORS = (RedisError, RedisClusterException)
 
 # KEYS[1] = session key; ARGV = now, ttl_ms, field/value pairs. Returns 0 if a live record exists
@@ -314,7 +324,13 @@ class RedisStore:
 def _is_unavailable(err: Exception) -> bool:
     if isinstance(err, _UNAVAILABLE):
         return True
-    return isinstance(err, ResponseError) and str(err).split(" ", 1)[0] in _UNAVAILABLE_REPLIES
+    if not isinstance(err, ResponseError):
+        return False
+    message = str(err)
+    if message.split(" ", 1)[0] in _UNAVAILABLE_REPLIES:
+        return True
+    refused = _SCRIPT_REFUSED.match(message)
+    return refused is not None and refused.group(1) in _UNAVAILABLE_REPLIES
 
 
 @contextmanager
