@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 from collections.abc import Iterator
@@ -121,3 +122,19 @@ def test_close_returns_the_connections_to_the_pool(client: redis.Redis) -> None:
     kept_id = kept.command("CLIENT", "ID")
     kept.close()
     assert client.client_id() == kept_id  # the pool hands out the connection it got back
+
+
+def test_a_dropped_store_gives_its_connections_back(client: redis.Redis) -> None:
+    kept = KeptConnections(client.connection_pool)
+    kept_id = kept.command("CLIENT", "ID")
+    del kept
+    gc.collect()
+    assert client.client_id() == kept_id
+
+
+def test_a_closed_pool_reconnects_on_the_next_command(client: redis.Redis) -> None:
+    kept = KeptConnections(client.connection_pool)
+    first = kept.command("CLIENT", "ID")
+    client.connection_pool.disconnect()  # what client.close() does to every connection
+    assert kept.command("ECHO", "again") == b"again"
+    assert kept.command("CLIENT", "ID") != first

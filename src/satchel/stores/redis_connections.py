@@ -41,6 +41,8 @@ class KeptConnections:
         self.keep = keep
         self._idle: list[Any] = []  # list.pop/append are atomic: no lock needed
         _all.add(self)
+        # A store dropped without close() still gives its connections back.
+        weakref.finalize(self, _release_all, pool, self._idle)
 
     def command(self, *args: Any) -> Any:
         """Send one command and return its reply; a Redis error reply is raised."""
@@ -75,12 +77,7 @@ class KeptConnections:
 
     def close(self) -> None:
         """Return the idle connections to the pool."""
-        while self._idle:
-            try:
-                connection = self._idle.pop()
-            except IndexError:
-                return
-            self.pool.release(connection)
+        _release_all(self.pool, self._idle)
 
     def __repr__(self) -> str:
         return f"<KeptConnections idle={len(self._idle)} keep={self.keep}>"
@@ -89,10 +86,19 @@ class KeptConnections:
 _all: weakref.WeakSet[KeptConnections] = weakref.WeakSet()
 
 
+def _release_all(pool: ConnectionPool, idle: list[Any]) -> None:
+    while idle:
+        try:
+            connection = idle.pop()
+        except IndexError:  # another thread took the last one
+            return
+        pool.release(connection)
+
+
 def _forget_in_child() -> None:
     """In a forked child, drop the parent's connections: their sockets are the parent's."""
     for kept in list(_all):
-        kept._idle = []
+        kept._idle.clear()
 
 
 if hasattr(os, "register_at_fork"):
