@@ -9,8 +9,8 @@ work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
 cp -r "$src"/. "$work"/
 chmod -R u+w "$work"
 PYTHON="$PY" "$work/setup.sh"
-for mode in memory sqlite cookie; do
+for mode in memory sqlite cookie redis postgres; do
   echo "== Flask's session tests, satchel $mode mode"
-  FLASK_SESSION_SWAP_SCOPE=all PYTHONPATH="$here/tests" PYTHON="$PY" \
+  FLASK_SESSION_SWAP_SCOPE=all PYTHONPATH="$here/tests:$here" PYTHON="$PY" \
     "$work/run.sh" "compat_factories:$mode"
 done

@@ -1,12 +1,17 @@
 """Factories for running Flask's own session tests against satchel.
 
-``FLASK_SESSION_INTERFACE_FACTORY=compat_factories:memory`` (or ``:sqlite``, ``:cookie``)
-with this folder on ``PYTHONPATH``; see ``../shared/flask-compat``.
+``FLASK_SESSION_INTERFACE_FACTORY=compat_factories:memory`` (or ``:sqlite``, ``:cookie``,
+``:redis``, ``:postgres``) with this folder and the project root on ``PYTHONPATH``; see
+``../shared/flask-compat``.
+Redis and PostgreSQL are the test servers (``SATCHEL_TEST_REDIS_URL``,
+``SATCHEL_TEST_POSTGRES_URL``); what the run wrote there is removed when it ends.
 """
 
 from __future__ import annotations
 
+import atexit
 import tempfile
+from contextlib import ExitStack
 
 from flask import Flask
 from flask.sessions import SessionInterface
@@ -27,4 +32,26 @@ def sqlite(app: Flask) -> SessionInterface:
 
 def cookie(app: Flask) -> SessionInterface:
     Satchel(app, store=SealedCookies())
+    return app.session_interface
+
+
+_servers = ExitStack()  # the Redis client, keys, tables and pools of this run; undone at exit
+atexit.register(_servers.close)
+
+
+def redis(app: Flask) -> SessionInterface:
+    from satchel.stores.redis import RedisStore
+    from tests.services import drop_keys, random_prefix, redis_client
+
+    client = _servers.enter_context(redis_client())
+    prefix = random_prefix()
+    _servers.callback(drop_keys, client, prefix)
+    Satchel(app, store=RedisStore(client, prefix=prefix))
+    return app.session_interface
+
+
+def postgres(app: Flask) -> SessionInterface:
+    from tests.services import postgres_store
+
+    Satchel(app, store=_servers.enter_context(postgres_store()))
     return app.session_interface

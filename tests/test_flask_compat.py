@@ -20,6 +20,7 @@ import json
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -42,6 +43,7 @@ from satchel import (
     TaggedCodec,
 )
 from satchel.cookie_mode import CookieEngine
+from tests.services import drop_keys, postgres_store, random_prefix, redis_client
 
 pytestmark = pytest.mark.compat
 
@@ -63,23 +65,33 @@ def _close(store: Any) -> None:
         conn.close()
 
 
-@pytest.fixture(params=["memory", "sqlite", "cookie"])
+@pytest.fixture(params=["memory", "sqlite", "cookie", "redis", "postgres"])
 def make_store(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Callable[[], Any]]:
     made: list[Any] = []
+    with ExitStack() as cleanup:
 
-    def make() -> Any:
-        if request.param == "memory":
-            store: Any = MemoryStore()
-        elif request.param == "cookie":
-            store = SealedCookies()
-        else:
-            store = SQLiteStore(tmp_path / f"sessions-{len(made)}.sqlite3")
-        made.append(store)
-        return store
+        def make() -> Any:
+            if request.param == "memory":
+                store: Any = MemoryStore()
+            elif request.param == "cookie":
+                store = SealedCookies()
+            elif request.param == "redis":
+                from satchel.stores.redis import RedisStore
 
-    yield make
-    for store in made:
-        _close(store)
+                client = cleanup.enter_context(redis_client())
+                prefix = random_prefix()
+                cleanup.callback(drop_keys, client, prefix)
+                store = RedisStore(client, prefix=prefix)
+            elif request.param == "postgres":
+                store = cleanup.enter_context(postgres_store())
+            else:
+                store = SQLiteStore(tmp_path / f"sessions-{len(made)}.sqlite3")
+            made.append(store)
+            return store
+
+        yield make
+        for store in made:
+            _close(store)
 
 
 @pytest.fixture
