@@ -24,7 +24,7 @@ _SAMESITE = ("Strict", "Lax", "None")
 
 def check_samesite(samesite: str | None) -> None:
     """Raise ``ValueError`` unless ``samesite`` is Strict, Lax, None (any case) or ``None``."""
-    if samesite is not None and samesite.title() not in _SAMESITE:
+    if samesite is not None and samesite not in _SAMESITE and samesite.title() not in _SAMESITE:
         raise ValueError(f"SESSION_COOKIE_SAMESITE {samesite!r}: expected 'Strict', 'Lax',"
                          " 'None' or None; nothing was saved")
 
