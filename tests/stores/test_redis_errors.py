@@ -8,11 +8,9 @@ replies that must *not* count as an outage are checked on a stand-in client.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -41,15 +39,21 @@ from redis.exceptions import (
 from redis.retry import Retry
 
 from satchel.errors import StoreUnavailable
-from satchel.store import Patch, Record
+from satchel.store import Patch
 from satchel.stores.redis import RedisStore
 from tests.clock import FakeClock
 from tests.stores.contract import make_record
 from tests.stores.redis_cluster import HOST, missing_binaries, redis_server
-
-# A storage key as the engine makes them: it must never show in an error message.
-KEY = hashlib.sha256(b"a session id that must never be shown").hexdigest()
-OTHER = hashlib.sha256(b"another session id").hexdigest()
+from tests.stores.redis_shared import (
+    KEY,
+    OTHER,
+    assert_unchanged,
+    filled_past_maxmemory,
+    primary_and_replica,
+    scripted_writes,
+    unavailable,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -80,34 +84,9 @@ def connections() -> Iterator[Callable[[int], redis.Redis]]:
         client.close()
 
 
-def unavailable(call: Callable[[], object]) -> BaseException:
-    """Run ``call``, which must raise StoreUnavailable from a driver error; return that error."""
-    with pytest.raises(StoreUnavailable) as info:
-        call()
-    assert KEY not in str(info.value) and OTHER not in str(info.value)
-    cause = info.value.__cause__
-    assert isinstance(cause, redis.exceptions.RedisError), repr(cause)
-    return cause
-
-
 def writes(store: RedisStore, clock: FakeClock) -> dict[str, Callable[[], object]]:
-    """Every store call that writes: on ``KEY``, which exists, and ``OTHER``, which does not."""
-    return {"create": lambda: store.create(OTHER, make_record(clock, b=b"2")),
-            "update": lambda: store.update(KEY, Patch(set={"a": b"2"}, last_seen=clock.now,
-                                                      expires_at=clock.now + 7200)),
-            "delete": lambda: store.delete(KEY)}
-
-
-def assert_unchanged(store: RedisStore, record: Record) -> None:
-    assert store.load(KEY) == record
-    assert store.load(OTHER) is None
-
-
-def wait_for(what: str, ready: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+    """Every store call that writes: the scripted ones, and a plain DEL of ``KEY``."""
+    return {**scripted_writes(store, clock), "delete": lambda: store.delete(KEY)}
 
 
 def listening(port: int) -> bool:
@@ -121,35 +100,20 @@ def listening(port: int) -> bool:
 
 def test_readonly_replica(clock: FakeClock,
                           connections: Callable[[int], redis.Redis]) -> None:
-    with (redis_server("--repl-diskless-sync-delay", "0") as primary_port,
-          redis_server("--replicaof", HOST, str(primary_port)) as replica_port):
-        primary, replica = connections(primary_port), connections(replica_port)
-        wait_for("the replica to sync", lambda: replica.info("replication").get(
-            "master_link_status") == "up")
-        prefix = random_prefix()
-        record = make_record(clock, a=b"1")
-        # WAIT counts the writes of its own connection: create through the client's pool,
-        # whose one idle connection WAIT then gets too.
-        RedisStore(primary, prefix=prefix, clock=clock, keep_connections=False).create(KEY, record)
-        assert primary.wait(1, 10_000) == 1
-        store = RedisStore(replica, prefix=prefix, clock=clock)
+    record = make_record(clock, a=b"1")
+    with primary_and_replica(connections, connections, clock, record) as (primary, store):
         assert store.load(KEY) == record  # a replica still serves reads
         for name, call in writes(store, clock).items():
             assert isinstance(unavailable(call), ReadOnlyError), name
         assert_unchanged(store, record)
-        assert_unchanged(RedisStore(primary, prefix=prefix, clock=clock), record)
+        assert_unchanged(primary, record)
 
 
 def test_out_of_memory_with_noeviction(clock: FakeClock,
                                        connections: Callable[[int], redis.Redis]) -> None:
     with redis_server("--maxmemory-policy", "noeviction") as port:
-        client = connections(port)
-        store = RedisStore(client, prefix=random_prefix(), clock=clock)
         record = make_record(clock, a=b"1")
-        store.create(KEY, record)
-        client.mset({f"filler:{i}": b"x" * 65536 for i in range(32)})
-        client.config_set("maxmemory", "1mb")
-        assert client.info("memory")["used_memory"] > 1 << 20
+        store = filled_past_maxmemory(connections(port), clock, record)
         calls = writes(store, clock)
         for name in ("create", "update"):
             assert isinstance(unavailable(calls[name]), OutOfMemoryError), name

@@ -8,15 +8,16 @@ client is redis-py, as an app using satchel would have it.
 
 from __future__ import annotations
 
+import functools
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.services import cannot_test, drop_keys, random_prefix
+from tests.services import cannot_test, random_prefix
 
 try:
     import redis
@@ -36,12 +37,9 @@ from satchel.errors import StoreUnavailable
 from satchel.store import Patch
 from satchel.stores.redis import RedisStore
 from tests.clock import FakeClock
-from tests.stores.contract import HOUR, StoreContract, make_record
+from tests.stores.contract import make_record
 from tests.stores.redis_cluster import HOST
-
-# How the store reaches the server, as in test_redis: over kept connections with RESP3 or
-# RESP2, or through client.execute_command.
-STORE_PATHS = ["kept-resp3", "kept-resp2", "through-client"]
+from tests.stores.redis_shared import RedisProtocolContract
 
 
 @contextmanager
@@ -69,51 +67,27 @@ def valkey_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 
 
 @pytest.fixture(scope="module")
-def valkey_admin(valkey_port: int) -> Iterator[redis.Redis]:
+def admin(valkey_port: int) -> Iterator[redis.Redis]:
     client = connect(valkey_port)
     yield client
     client.close()
 
 
-def test_the_server_is_valkey(valkey_admin: redis.Redis) -> None:
-    info = valkey_admin.info("server")
+def test_the_server_is_valkey(admin: redis.Redis) -> None:
+    info = admin.info("server")
     assert info["server_name"] == "valkey"
     assert int(str(info["valkey_version"]).split(".")[0]) >= 8
-    assert info["tcp_port"] == valkey_admin.get_connection_kwargs()["port"]
-    assert valkey_admin.config_get("bind") == {"bind": HOST}
+    assert info["tcp_port"] == admin.get_connection_kwargs()["port"]
+    assert admin.config_get("bind") == {"bind": HOST}
 
 
-class TestRedisStoreOnValkey(StoreContract):
-    @pytest.fixture(params=STORE_PATHS)
-    def store(self, request: pytest.FixtureRequest, clock: FakeClock, valkey_port: int,
-              valkey_admin: redis.Redis) -> Iterator[RedisStore]:
-        prefix = random_prefix()
-        client = connect(valkey_port, protocol=3 if request.param == "kept-resp3" else 2)
-        store = RedisStore(client, prefix=prefix, clock=clock,
-                           keep_connections=request.param != "through-client")
-        yield store
-        store.close()
-        client.close()
-        drop_keys(valkey_admin, prefix)
+@pytest.fixture(scope="module")
+def connect_to(valkey_port: int) -> Callable[[int], redis.Redis]:
+    return functools.partial(connect, valkey_port)
 
-    def test_key_layout_and_ttl(self, store: RedisStore, clock: FakeClock) -> None:
-        name = f"{store.prefix}{{k1}}"
-        store.create("k1", make_record(clock, ttl=100, a=b"1"))
-        assert 0 < store.client.pttl(name) <= 100_000
-        assert store.client.hget(name, "f:a") == b"1"
-        assert store.client.hget(name, "m:expires") == repr(clock.now + 100).encode()
-        assert store.update("k1", Patch(expires_at=clock.now + 10))
-        assert 0 < store.client.pttl(name) <= 10_000
 
-    def test_scripts_are_loaded_again_after_a_flush(
-        self, store: RedisStore, clock: FakeClock
-    ) -> None:
-        store.client.script_flush()  # EVALSHA now answers NOSCRIPT, as on a new server
-        store.create("k1", make_record(clock, a=b"1"))
-        store.client.script_flush()
-        assert store.update("k1", Patch(set={"b": b"2"}, expires_at=clock.now + HOUR))
-        loaded = store.load("k1")
-        assert loaded is not None and loaded.fields == {"a": b"1", "b": b"2"}
+class TestRedisStoreOnValkey(RedisProtocolContract):
+    """The contract, and the RedisStore tests of ``RedisProtocolContract``, on Valkey."""
 
 
 def test_out_of_memory_is_store_unavailable(tmp_path: Path) -> None:

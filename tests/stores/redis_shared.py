@@ -1,0 +1,157 @@
+"""What the RedisStore test modules share: the contract run over each way the store reaches a
+server, and the helpers of the tests that make a server refuse.
+
+A test module imports this after its own import guards; this module guards redis-py too.
+Its name does not start with ``test_``, and ``RedisProtocolContract`` not with ``Test``, so
+pytest collects neither on its own: each server's module subclasses the contract.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from tests.services import cannot_test, drop_keys, random_prefix
+
+try:
+    import redis
+except ImportError:
+    cannot_test("the Redis store tests need redis-py: pip install -e '.[redis]'")
+
+from satchel.errors import StoreUnavailable
+from satchel.store import Patch, Record
+from satchel.stores.redis import RedisStore
+from tests.clock import FakeClock
+from tests.stores.contract import HOUR, StoreContract, make_record
+from tests.stores.redis_cluster import HOST, redis_server
+
+# A storage key as the engine makes them: it must never show in an error message.
+KEY = hashlib.sha256(b"a session id that must never be shown").hexdigest()
+OTHER = hashlib.sha256(b"another session id").hexdigest()
+
+# How the store reaches the server: over kept connections (RESP3 is redis-py 8's default;
+# RESP2 replies arrive without redis-py's callbacks), or through client.execute_command.
+STORE_PATHS = ["kept-resp3", "kept-resp2", "through-client"]
+
+
+class RedisProtocolContract(StoreContract):
+    """The store contract, and what RedisStore adds to it, on one server, by each of
+    ``STORE_PATHS``. The subclass's module provides two fixtures:
+
+    ``connect_to``
+        ``protocol -> redis.Redis``: a new client of the server, speaking RESP ``protocol``
+        (``None``: redis-py's default); the store fixture closes it after the test.
+    ``admin``
+        A client of the same server, used to drop the test's keys.
+    """
+
+    # The protocol of the client the "through-client" store sends its commands through.
+    through_client_protocol: int | None = 2
+
+    @pytest.fixture(params=STORE_PATHS)
+    def store(self, request: pytest.FixtureRequest, clock: FakeClock,
+              connect_to: Callable[[int | None], redis.Redis],
+              admin: redis.Redis) -> Iterator[RedisStore]:
+        protocols = {"kept-resp3": 3, "kept-resp2": 2,
+                     "through-client": self.through_client_protocol}
+        prefix = random_prefix()
+        client = connect_to(protocols[request.param])
+        store = RedisStore(client, prefix=prefix, clock=clock,
+                           keep_connections=request.param != "through-client")
+        try:
+            yield store
+        finally:
+            store.close()
+            client.close()
+            drop_keys(admin, prefix)
+
+    def test_key_layout_and_ttl(self, store: RedisStore, clock: FakeClock) -> None:
+        name = f"{store.prefix}{{k1}}"
+        store.create("k1", make_record(clock, ttl=100, a=b"1"))
+        assert 0 < store.client.pttl(name) <= 100_000
+        assert store.client.hget(name, "f:a") == b"1"
+        assert store.client.hget(name, "m:expires") == repr(clock.now + 100).encode()
+        clock.advance(60)
+        assert store.update("k1", Patch(expires_at=clock.now + 10))
+        assert 0 < store.client.pttl(name) <= 10_000
+        assert store.update("k1", Patch(set={"b": b"2"}))  # no expires_at: the TTL stays
+        assert 0 < store.client.pttl(name) <= 10_000
+
+    def test_scripts_are_loaded_again_after_a_flush(
+        self, store: RedisStore, clock: FakeClock
+    ) -> None:
+        store.client.script_flush()  # EVALSHA now answers NOSCRIPT, as on a new server
+        store.create("k1", make_record(clock, a=b"1"))
+        store.client.script_flush()
+        assert store.update("k1", Patch(set={"b": b"2"}, expires_at=clock.now + HOUR))
+        loaded = store.load("k1")
+        assert loaded is not None and loaded.fields == {"a": b"1", "b": b"2"}
+
+
+# -- helpers of the tests where the server answers but refuses ------------------------------
+
+
+def unavailable(call: Callable[[], object]) -> BaseException:
+    """Run ``call``, which must raise StoreUnavailable from a driver error; return that error."""
+    with pytest.raises(StoreUnavailable) as info:
+        call()
+    assert KEY not in str(info.value) and OTHER not in str(info.value)
+    cause = info.value.__cause__
+    assert isinstance(cause, redis.exceptions.RedisError), repr(cause)
+    return cause
+
+
+def scripted_writes(store: RedisStore, clock: FakeClock) -> dict[str, Callable[[], object]]:
+    """The writes the store makes by script: create ``OTHER`` (absent) and update ``KEY``
+    (present)."""
+    return {"create": lambda: store.create(OTHER, make_record(clock, b=b"2")),
+            "update": lambda: store.update(KEY, Patch(set={"a": b"2"}, last_seen=clock.now,
+                                                      expires_at=clock.now + 7200))}
+
+
+def assert_unchanged(store: RedisStore, record: Record) -> None:
+    assert store.load(KEY) == record
+    assert store.load(OTHER) is None
+
+
+def wait_for(what: str, ready: Callable[[], bool], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+@contextmanager
+def primary_and_replica(
+    connect_primary: Callable[[int], redis.Redis], connect_replica: Callable[[int], redis.Redis],
+    clock: FakeClock, record: Record, binary: str = "redis-server",
+) -> Iterator[tuple[RedisStore, RedisStore]]:
+    """Start a ``binary`` primary and its replica, write ``record`` at ``KEY`` and wait until
+    the replica has it; yield a store on the primary and one on the replica (one prefix)."""
+    with (redis_server("--repl-diskless-sync-delay", "0", binary=binary) as primary_port,
+          redis_server("--replicaof", HOST, str(primary_port), binary=binary) as replica_port):
+        primary, replica = connect_primary(primary_port), connect_replica(replica_port)
+        wait_for("the replica to sync", lambda: replica.info("replication").get(
+            "master_link_status") == "up")
+        prefix = random_prefix()
+        # WAIT counts the writes of its own connection: create through the client's pool,
+        # whose one idle connection WAIT then gets too.
+        RedisStore(primary, prefix=prefix, clock=clock, keep_connections=False).create(KEY, record)
+        assert primary.wait(1, 10_000) == 1
+        yield (RedisStore(primary, prefix=prefix, clock=clock),
+               RedisStore(replica, prefix=prefix, clock=clock))
+
+
+def filled_past_maxmemory(client: redis.Redis, clock: FakeClock, record: Record) -> RedisStore:
+    """A store on ``client`` holding ``record`` at ``KEY``, its server then filled past a
+    maxmemory of 1 MB (under noeviction, it refuses writes that could grow it)."""
+    store = RedisStore(client, prefix=random_prefix(), clock=clock)
+    store.create(KEY, record)
+    client.mset({f"filler:{i}": b"x" * 65536 for i in range(32)})
+    client.config_set("maxmemory", "1mb")
+    assert client.info("memory")["used_memory"] > 1 << 20
+    return store
