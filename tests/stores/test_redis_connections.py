@@ -138,3 +138,14 @@ def test_a_closed_pool_reconnects_on_the_next_command(client: redis.Redis) -> No
     client.connection_pool.disconnect()  # what client.close() does to every connection
     assert kept.command("ECHO", "again") == b"again"
     assert kept.command("CLIENT", "ID") != first
+
+
+def test_a_connection_marked_for_reconnect_reconnects(client: redis.Redis) -> None:
+    kept = KeptConnections(client.connection_pool)
+    first = kept.command("CLIENT", "ID")
+    (connection,) = kept._idle
+    if not hasattr(connection, "mark_for_reconnect"):
+        pytest.skip("this redis-py has no maintenance notifications")
+    connection.mark_for_reconnect()  # what a MOVING notification does
+    kept.command("PING")  # the command in flight finishes on the old socket
+    assert kept.command("CLIENT", "ID") != first

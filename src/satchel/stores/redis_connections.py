@@ -70,6 +70,11 @@ class KeptConnections:
         return reply
 
     def _put_back(self, connection: Any) -> None:
+        # redis-py (6+) marks a connection to reconnect when the server announces a move
+        # (maintenance notifications); as execute_command does, drop its socket now.
+        should_reconnect = getattr(connection, "should_reconnect", None)
+        if should_reconnect is not None and should_reconnect():
+            connection.disconnect()  # the next command connects again, to the new endpoint
         if len(self._idle) < self.keep:
             self._idle.append(connection)
         else:
