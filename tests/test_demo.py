@@ -10,6 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from examples.shop.app import STUDENTS, create_app
+from tests.services import POSTGRES_URL, REDIS_URL, postgres_store, redis_client
 
 CONFIG = {"SATCHEL_STORE": "memory://", "SECRET_KEY": "x" * 32, "TESTING": True}
 
@@ -283,3 +284,43 @@ def test_demo_runs_on_sealed_cookies_with_one_setting(monkeypatch: pytest.Monkey
     assert "<td>Ruler (30 cm)</td>" in client.get("/cart").text
     cookie = cookie_value(client)
     assert cookie is not None and "ruler" not in cookie and "demo" not in cookie
+
+
+@pytest.mark.parametrize("shared", ["redis", "postgresql"])
+def test_demo_runs_on_a_shared_store_with_one_setting(
+    shared: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """The README's `FLASK_SATCHEL_STORE=redis://… make demo` (and postgresql://): two app
+    instances, as two app servers would be, share one logged-in session."""
+    if shared == "redis":
+        with redis_client():  # the test server is up, or cannot_test says why
+            url = REDIS_URL
+    else:
+        with postgres_store() as store:
+            url = POSTGRES_URL
+            with store.pool.connection() as conn:  # the demo's default table: drop it after,
+                table_was_there = conn.execute(  # unless it was there before
+                    "SELECT to_regclass('satchel_sessions')").fetchone() != (None,)
+        if not table_was_there:
+            request.addfinalizer(lambda: _drop_table(url, "satchel_sessions"))
+    monkeypatch.setenv("FLASK_SATCHEL_STORE", url)
+    config = {"SECRET_KEY": "x" * 32, "TESTING": True}
+    first, second = create_app(config), create_app(config)
+    browser = first.test_client()
+    log_in(browser)
+    browser.post("/cart/add/ruler")
+    other_server = second.test_client()
+    other_server.set_cookie("session", cookie_value(browser) or "")
+    assert "<td>Ruler (30 cm)</td>" in other_server.get("/cart").text
+    assert logged_in_as_demo(other_server)
+    other_server.post("/logout")  # deletes the stored session
+    assert not logged_in_as_demo(browser)
+    assert "logged out" in other_server.get("/").text.lower()  # the flash's session ends too
+
+
+def _drop_table(url: str, table: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
