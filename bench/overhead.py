@@ -37,6 +37,7 @@ from typing import Any
 
 from flask import Flask, Request, Response, session
 from flask.sessions import SessionInterface, SessionMixin
+from timing import fastest_interleaved
 from werkzeug.test import EnvironBuilder
 
 from satchel import MemoryStore, Satchel, SealedCookies, SQLiteStore
@@ -173,12 +174,10 @@ def _postgres_floors(seconds: float, repeats: int) -> dict[str, float]:
                      " ON CONFLICT DO NOTHING")
         select = f"SELECT data, last_seen FROM {BENCH_TABLE}_raw WHERE key = %s"
         update = f"UPDATE {BENCH_TABLE}_raw SET last_seen = %s WHERE key = %s"
-        return {
-            "psycopg SELECT": _time_call(
-                lambda: conn.execute(select, ("k",), prepare=True).fetchone(), seconds, repeats),
-            "psycopg UPDATE": _time_call(
-                lambda: conn.execute(update, (time.time(), "k"), prepare=True), seconds, repeats),
-        }
+        return fastest_interleaved({
+            "psycopg SELECT": lambda: conn.execute(select, ("k",), prepare=True).fetchone(),
+            "psycopg UPDATE": lambda: conn.execute(update, (time.time(), "k"), prepare=True),
+        }, seconds=seconds, repeats=repeats)
 
 
 def _cleanup_postgres() -> None:
@@ -244,22 +243,11 @@ def raw_round_trips(seconds: float, repeats: int) -> dict[str, float]:
     if client is not None:
         key = BENCH_PREFIX + "raw"
         client.set(key, b"x" * 64)
-        floors["redis GET"] = _time_call(lambda: client.get(key), seconds, repeats)
-        floors["redis SET"] = _time_call(lambda: client.set(key, b"x" * 64), seconds, repeats)
+        floors |= fastest_interleaved({
+            "redis GET": lambda: client.get(key),
+            "redis SET": lambda: client.set(key, b"x" * 64),
+        }, seconds=seconds, repeats=repeats)
     return floors
-
-
-def _time_call(call: Callable[[], Any], seconds: float, repeats: int) -> float:
-    start = time.perf_counter()
-    call()
-    count = max(20, int(seconds / max(time.perf_counter() - start, 1e-7)))
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(count):
-            call()
-        runs.append((time.perf_counter() - start) / count)
-    return min(runs)
 
 
 def _cleanup_redis() -> None:

@@ -11,8 +11,8 @@ of the same server:
 - ``touch``: ``store.update(key, Patch(last_seen=...))`` vs a prepared
   ``UPDATE`` of ``last_seen`` only.
 
-Runs are interleaved (one round visits every cell) and each cell reports the
-fastest run: noise only ever adds time. The ratio is store / raw; 1.00 means
+Runs are interleaved and each cell reports its fastest run (see
+``bench/timing.py``). The ratio is store / raw; 1.00 means
 the store adds nothing to the round trip. Both tables are private to the run
 and dropped at the end.
 
@@ -25,7 +25,6 @@ and dropped at the end.
 from __future__ import annotations
 
 import argparse
-import gc
 import itertools
 import os
 import time
@@ -35,6 +34,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from timing import fastest_interleaved
 
 from satchel.store import Patch, Record
 from satchel.stores.postgres import SCHEMA, PostgresStore
@@ -49,29 +49,6 @@ RAW_SELECT = ("SELECT data, created_at, last_seen, expires_at, permanent, user_i
 RAW_UPDATE = ("UPDATE {} SET data = data || %s::jsonb, last_seen = %s"
               " WHERE key = %s AND expires_at > %s")
 RAW_TOUCH = "UPDATE {} SET last_seen = %s WHERE key = %s AND expires_at > %s"
-
-
-def time_cells(cells: dict[str, Callable[[], Any]], *, seconds: float,
-               repeats: int) -> dict[str, float]:
-    """Seconds per call of each cell: the fastest of ``repeats`` interleaved runs."""
-    counts = {}
-    for name, call in cells.items():
-        for _ in range(20):
-            call()
-        start = time.perf_counter()
-        for _ in range(20):
-            call()
-        counts[name] = max(20, int(seconds / ((time.perf_counter() - start) / 20)))
-    runs: dict[str, list[float]] = {name: [] for name in cells}
-    for _ in range(repeats):
-        for name, call in cells.items():
-            count = counts[name]
-            gc.collect()
-            start = time.perf_counter()
-            for _ in range(count):
-                call()
-            runs[name].append((time.perf_counter() - start) / count)
-    return {name: min(times) for name, times in runs.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                     "store.update (touch)": lambda: store.update(KEY, next(touches)),
                 }
                 assert store.load(KEY) is not None
-                results = time_cells(cells, seconds=seconds, repeats=repeats)
+                results = fastest_interleaved(cells, seconds=seconds, repeats=repeats)
             finally:
                 for table in (name, raw_name):
                     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(

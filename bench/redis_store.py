@@ -9,9 +9,9 @@ the default, and through ``client.execute_command``, as the raw calls are):
   arguments, captured from one ``store.update`` call and replayed as the bytes
   that went on the wire (so formatting the timestamps counts as the store's work).
 
-A raw ``GET`` and ``SET`` of a 64-byte value are shown for scale. Calls are
-timed in batches; the batches of all contenders are interleaved and each
-contender's fastest batch is reported (noise only adds time). The keys live
+A raw ``GET`` and ``SET`` of a 64-byte value are shown for scale. Runs are
+interleaved and each call reports its fastest run (see ``bench/timing.py``).
+The keys live
 under a random prefix and are deleted at the end.
 
     python bench/redis_store.py                 # about half a minute
@@ -22,7 +22,6 @@ under a random prefix and are deleted at the end.
 from __future__ import annotations
 
 import argparse
-import gc
 import hashlib
 import os
 import sys
@@ -32,6 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
+from timing import fastest_interleaved
 
 from satchel.store import Patch, Record
 from satchel.stores.redis import RedisStore
@@ -70,39 +70,15 @@ def _wire(arg: Any) -> bytes:
     return (arg if isinstance(arg, str) else repr(arg)).encode()
 
 
-def _batch(call: Callable[[], Any], count: int) -> float:
-    start = time.perf_counter()
-    for _ in range(count):
-        call()
-    return (time.perf_counter() - start) / count
-
-
-def measure(calls: dict[str, Callable[[], Any]], *, batch: int, rounds: int) -> dict[str, float]:
-    """Fastest per-call seconds of each call over ``rounds`` interleaved batches."""
-    best = {name: float("inf") for name in calls}
-    names = list(calls)
-    for call in calls.values():  # warm up connections, script cache, code paths
-        _batch(call, max(10, batch // 10))
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        for i in range(rounds):
-            order = names[i % len(names):] + names[:i % len(names)]  # rotate who goes first
-            for name in order:
-                best[name] = min(best[name], _batch(calls[name], batch))
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return best
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run: few calls")
-    parser.add_argument("--batch", type=int, default=300, help="calls per timed batch")
-    parser.add_argument("--rounds", type=int, default=25, help="interleaved batches per call")
+    parser.add_argument("--seconds", type=float, default=0.03,
+                        help="length of one timed run of one call")
+    parser.add_argument("--repeats", type=int, default=25,
+                        help="timed runs per call (the fastest counts)")
     args = parser.parse_args(argv)
-    batch, rounds = (20, 3) if args.quick else (args.batch, args.rounds)
+    seconds, repeats = (0.002, 3) if args.quick else (args.seconds, args.repeats)
 
     client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
     try:
@@ -134,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             "  via client ": lambda: via_client.update(key, patch),
         }
         assert store.load(key) is not None and store.update(key, patch)
-        best = measure(calls, batch=batch, rounds=rounds)
+        best = fastest_interleaved(calls, seconds=seconds, repeats=repeats)
         conn = client.connection_pool.get_connection()
         parser_name = type(conn._parser).__name__  # hiredis or not
         client.connection_pool.release(conn)
@@ -143,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             client.delete(stale)
         client.close()
 
-    print(f"per-call time in µs (fastest of {rounds} interleaved batches of {batch});"
+    print(f"per-call time in µs (fastest of {repeats} interleaved runs of ~{seconds}s each);"
           f" redis-py {redis.__version__}, parser {parser_name}, {len(FIELDS)}-field session")
     for label, seconds in best.items():
         print(f"  {label:<14} {seconds * 1e6:8.1f}")
