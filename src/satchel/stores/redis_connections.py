@@ -40,6 +40,9 @@ class KeptConnections:
         self.pool = pool
         self.keep = keep
         self._idle: list[Any] = []  # list.pop/append are atomic: no lock needed
+        # redis-py 6+ marks a connection to reconnect when the server announces a move
+        # (maintenance notifications); older ones have no such mark to look at.
+        self._marks_moves = hasattr(pool.connection_class, "should_reconnect")
         _all.add(self)
         # A store dropped without close() still gives its connections back.
         weakref.finalize(self, _release_all, pool, self._idle)
@@ -70,11 +73,9 @@ class KeptConnections:
         return reply
 
     def _put_back(self, connection: Any) -> None:
-        # redis-py (6+) marks a connection to reconnect when the server announces a move
-        # (maintenance notifications); as execute_command does, drop its socket now.
-        should_reconnect = getattr(connection, "should_reconnect", None)
-        if should_reconnect is not None and should_reconnect():
-            connection.disconnect()  # the next command connects again, to the new endpoint
+        if self._marks_moves and connection.should_reconnect():
+            # As execute_command does: drop the socket; the next command connects again.
+            connection.disconnect()
         if len(self._idle) < self.keep:
             self._idle.append(connection)
         else:
