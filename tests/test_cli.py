@@ -3,12 +3,21 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from click.testing import Result
 from flask import Flask
 
 from satchel import Satchel, SQLiteStore
 from satchel.store import Record
 from tests.clock import FakeClock
 from tests.services import postgres_store
+
+
+def purge(store: object, *options: str) -> Result:
+    """Run ``flask satchel purge *options`` on an app whose sessions live in ``store``."""
+    app = Flask(__name__)
+    app.config["SECRET_KEY"] = "k" * 32
+    Satchel(app, store=store)  # type: ignore[arg-type]
+    return app.test_cli_runner().invoke(args=["satchel", "purge", *options])
 
 
 def test_purge_deletes_expired_sessions_in_batches(tmp_path: Path) -> None:
@@ -18,10 +27,7 @@ def test_purge_deletes_expired_sessions_in_batches(tmp_path: Path) -> None:
         store.create(f"dead{i}", Record({"a": b"1"}, clock.now, clock.now, clock.now + 10))
     store.create("live", Record({"a": b"1"}, clock.now, clock.now, clock.now + 1000))
     clock.advance(11)
-    app = Flask(__name__)
-    app.config["SECRET_KEY"] = "k" * 32
-    Satchel(app, store=store)
-    result = app.test_cli_runner().invoke(args=["satchel", "purge", "--batch", "10"])
+    result = purge(store, "--batch", "10")
     assert result.exit_code == 0, result.output
     assert "Deleted 25 expired session(s)." in result.output
     assert store.count_expired() == 0
@@ -29,10 +35,7 @@ def test_purge_deletes_expired_sessions_in_batches(tmp_path: Path) -> None:
 
 
 def test_purge_rejects_a_bad_batch_size(tmp_path: Path) -> None:
-    app = Flask(__name__)
-    app.config["SECRET_KEY"] = "k" * 32
-    Satchel(app, store=SQLiteStore(tmp_path / "s.sqlite3"))
-    result = app.test_cli_runner().invoke(args=["satchel", "purge", "--batch", "0"])
+    result = purge(SQLiteStore(tmp_path / "s.sqlite3"), "--batch", "0")
     assert result.exit_code != 0
     assert "--batch" in result.output
 
@@ -49,19 +52,13 @@ def test_purge_on_a_store_that_expires_by_itself(tmp_path: Path) -> None:
 
         def delete(self, key: str) -> None: ...
 
-    app = Flask(__name__)
-    app.config["SECRET_KEY"] = "k" * 32
-    Satchel(app, store=SelfExpiring())  # type: ignore[arg-type]
-    result = app.test_cli_runner().invoke(args=["satchel", "purge"])
+    result = purge(SelfExpiring())
     assert result.exit_code == 0
     assert "nothing to purge" in result.output
 
 
 def test_purge_in_cookie_mode_says_there_is_nothing_to_purge() -> None:
-    app = Flask(__name__)
-    app.config["SECRET_KEY"] = "k" * 32
-    Satchel(app, store="cookie://")
-    result = app.test_cli_runner().invoke(args=["satchel", "purge"])
+    result = purge("cookie://")
     assert result.exit_code == 0, result.output
     assert "sealed in cookies" in result.output
 
@@ -88,10 +85,7 @@ def test_purge_on_postgres_deletes_expired_sessions_in_batches() -> None:
             return deleted[-1]
 
         store.purge_expired = spy
-        app = Flask(__name__)
-        app.config["SECRET_KEY"] = "k" * 32
-        Satchel(app, store=store)
-        result = app.test_cli_runner().invoke(args=["satchel", "purge", "--batch", "1000"])
+        result = purge(store, "--batch", "1000")
         assert result.exit_code == 0, result.output
         assert "Deleted 2500 expired session(s)." in result.output
         assert deleted == [1000, 1000, 500, 0]
