@@ -398,6 +398,27 @@ def test_idle_timeout_and_sliding_touch(app: Flask, client: FlaskClient, spy: Sp
     assert client.get("/get/a").text == "None"
 
 
+def test_a_write_moves_the_idle_deadline_only_when_a_touch_is_due(
+        app: Flask, client: FlaskClient, spy: SpyStore, clock: FakeClock) -> None:
+    app.config["SATCHEL_IDLE_TIMEOUT"] = 1000
+    client.get("/set/a/1")
+    clock.advance(50)  # below the touch threshold (100 s): the write carries the field only
+    spy.reset()
+    client.get("/set/a/2")
+    (_, patch) = spy.calls[-1]
+    assert patch.set == {"a": b'"2"'} and patch.last_seen is None and patch.expires_at is None
+    clock.advance(60)  # 110 s since the last touch: the write touches too
+    spy.reset()
+    client.get("/set/a/3")
+    (_, patch) = spy.calls[-1]
+    assert patch.set == {"a": b'"3"'} and patch.last_seen == clock.now
+    assert patch.expires_at == clock.now + 1000
+    clock.advance(999)  # within idle of that touch: alive, and the write was kept
+    assert client.get("/get/a").text == "3"
+    clock.advance(1000)
+    assert client.get("/get/a").text == "None"
+
+
 def test_idle_timeout_shortened_in_config_applies_to_old_sessions(
     app: Flask, client: FlaskClient, clock: FakeClock
 ) -> None:

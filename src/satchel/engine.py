@@ -304,8 +304,13 @@ class Engine:
         deleted = frozenset(name for name in session._removed if name in raw)
         permanent = session._permanent if session._permanent_changed else None
         changed = bool(updates or deleted or session._cleared or permanent is not None)
-        if not changed and not policy.lifetime.touch_due(session.last_seen, now):
-            return None
+        if not policy.lifetime.touch_due(session.last_seen, now):
+            if not changed:
+                return None
+            # A write is not a touch: the idle deadline slides by threshold, as for reads.
+            # Leaving the timestamps alone keeps the write small (no index change in SQL).
+            return Patch(set=updates, delete=deleted, clear=session._cleared,
+                         permanent=permanent)
         expires_at = policy.lifetime.expires_at(session.created_at, now)
         return Patch(set=updates, delete=deleted, clear=session._cleared, last_seen=now,
                      expires_at=expires_at, permanent=permanent)
