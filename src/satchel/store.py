@@ -93,6 +93,35 @@ class Purgeable(Protocol):
         ...
 
 
+class PendingLoad(Protocol):
+    """A ``load`` already sent to the store, whose answer is read when needed."""
+
+    def result(self) -> Record | None:
+        """The answer ``load`` would give (and its errors). Call at most once."""
+        ...
+
+    def cancel(self) -> None:
+        """The answer is not needed: free what the load holds. Never raises."""
+        ...
+
+
+@runtime_checkable
+class Prefetching(Protocol):
+    """A store that can start a load before the session is used, to overlap its round trip.
+
+    Worth it only for a store across a network; local stores load fast enough.
+    """
+
+    def prefetch(self, key: str) -> PendingLoad | None:
+        """Send ``load(key)`` without waiting for the answer.
+
+        None if it cannot be sent now (the caller then calls ``load``, which
+        reports any failure). Each pending load must end with ``result()`` or
+        ``cancel()``; one dropped without either closes what it held.
+        """
+        ...
+
+
 def apply_patch(record: Record, patch: Patch) -> None:
     """Apply ``patch`` to ``record`` in place: the reference semantics of update."""
     if patch.clear:

@@ -92,6 +92,23 @@ class RedisProtocolContract(StoreContract):
         assert loaded is not None and loaded.fields == {"a": b"1", "b": b"2"}
 
 
+    def test_prefetch_answers_as_load_does(self, store: RedisStore, clock: FakeClock) -> None:
+        store.create("k1", make_record(clock, ttl=100, a=b"1"))
+        pending, missing = store.prefetch("k1"), store.prefetch("nope")
+        if store.keeps_connections:
+            assert pending is not None and missing is not None
+            assert pending.result() == store.load("k1")
+            assert missing.result() is None
+        else:  # through the client: nothing is sent ahead, load() does it all
+            assert pending is None and missing is None
+        unused = store.prefetch("k1")
+        if unused is not None:
+            unused.cancel()
+        clock.advance(101)
+        expired = store.prefetch("k1")
+        assert (expired.result() if expired else store.load("k1")) is None
+
+
 # -- helpers of the tests where the server answers but refuses ------------------------------
 
 

@@ -149,3 +149,69 @@ def test_a_connection_marked_for_reconnect_reconnects(client: redis.Redis) -> No
     connection.mark_for_reconnect()  # what a MOVING notification does
     kept.command("PING")  # the command in flight finishes on the old socket
     assert kept.command("CLIENT", "ID") != first
+
+
+# -- commands started now, answered later (prefetch) ---------------------------------------
+
+
+def test_a_started_command_is_answered_on_the_kept_connection(client: redis.Redis) -> None:
+    kept = KeptConnections(client.connection_pool)
+    first = kept.command("CLIENT", "ID")
+    pending = kept.start("ECHO", "later")
+    assert pending is not None and pending.wait() == b"later"
+    assert kept.command("CLIENT", "ID") == first
+    with pytest.raises(RuntimeError, match="already read"):
+        pending.wait()
+
+
+def test_two_started_commands_get_their_own_replies(client: redis.Redis) -> None:
+    kept = KeptConnections(client.connection_pool)
+    one, two = kept.start("ECHO", "1"), kept.start("ECHO", "2")
+    assert one is not None and two is not None
+    assert (two.wait(), one.wait()) == (b"2", b"1")
+
+
+def test_a_cancelled_reply_is_read_off_the_connection(client: redis.Redis) -> None:
+    kept = KeptConnections(client.connection_pool)
+    first = kept.command("CLIENT", "ID")
+    pending = kept.start("ECHO", "unwanted")
+    assert pending is not None
+    pending.cancel()
+    pending.cancel()  # a second cancel is harmless
+    assert kept.command("ECHO", "mine") == b"mine"
+    assert kept.command("CLIENT", "ID") == first  # kept, in step
+
+
+def test_a_reply_never_read_closes_its_connection(client: redis.Redis) -> None:
+    kept = KeptConnections(client.connection_pool)
+    first = kept.command("CLIENT", "ID")
+    pending = kept.start("ECHO", "unwanted")
+    del pending
+    gc.collect()
+    assert kept.command("ECHO", "mine") == b"mine"
+    assert kept.command("CLIENT", "ID") != first  # that socket was closed, not kept
+
+
+def test_a_started_command_is_sent_again_if_the_server_had_closed_the_connection(
+        client: redis.Redis, admin: redis.Redis) -> None:
+    kept = KeptConnections(client.connection_pool)
+    first = kept.command("CLIENT", "ID")
+    admin.execute_command("CLIENT", "KILL", "ID", first)
+    pending = kept.start("ECHO", "again")
+    assert pending is not None and pending.wait() == b"again"
+    assert kept.command("CLIENT", "ID") != first
+
+
+def test_an_error_reply_to_a_started_command_keeps_the_connection(client: redis.Redis) -> None:
+    kept = KeptConnections(client.connection_pool)
+    first = kept.command("CLIENT", "ID")
+    pending = kept.start("NO-SUCH-COMMAND")
+    assert pending is not None
+    with pytest.raises(redis.exceptions.ResponseError, match="unknown command"):
+        pending.wait()
+    assert kept.command("CLIENT", "ID") == first
+
+
+def test_a_command_cannot_be_started_without_a_server() -> None:
+    client = redis.Redis(host="127.0.0.1", port=closed_port(), socket_connect_timeout=1)
+    assert KeptConnections(client.connection_pool).start("PING") is None

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 from satchel.errors import ConfigError, StoreUnavailable
 from satchel.ids import fingerprint
 from satchel.lifetime import Clock, system_clock
-from satchel.store import Patch, Record
+from satchel.store import Patch, PendingLoad, Record
 from satchel.urls import redact_url
 
 try:
@@ -43,7 +43,7 @@ try:
 except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError("RedisStore needs redis-py: pip install 'satchel[redis]'") from err
 
-from satchel.stores.redis_connections import KeptConnections
+from satchel.stores.redis_connections import KeptConnections, PendingReply
 
 SCHEMA = """
 key   = prefix + "{" + storage_key + "}"   (the hash tag keeps a session in one cluster slot)
@@ -212,6 +212,25 @@ class RedisStore:
             data = self._command("HGETALL", self._open + key.encode() + b"}")
         except _DRIVER_ERRORS as err:
             self._fail(err)
+        return self._record(data, key)
+
+    @property
+    def keeps_connections(self) -> bool:
+        """True if the store keeps connections from the client's pool (see the class doc)."""
+        return self._kept is not None
+
+    def prefetch(self, key: str) -> PendingLoad | None:
+        """Send ``load(key)``'s HGETALL now; read it later (kept connections only)."""
+        if self._kept is None:
+            return None
+        try:
+            reply = self._kept.start("HGETALL", self._open + key.encode() + b"}")
+        except _DRIVER_ERRORS:
+            return None  # load() will meet the failure again and report it
+        return None if reply is None else _PendingLoad(self, reply, key)
+
+    def _record(self, data: Any, key: str) -> Record | None:
+        """The record an HGETALL reply holds; None for a missing, expired or malformed one."""
         if not data:
             return None
         if isinstance(data, list):  # RESP2 without redis-py's callback: name, value, ...
@@ -319,6 +338,25 @@ class RedisStore:
             else:
                 where = f"{conn.get('host')}:{conn.get('port')}/{conn.get('db', 0)}"
         return f"<RedisStore {where} prefix={self.prefix!r}>"
+
+
+class _PendingLoad:
+    """A prefetched ``RedisStore.load``: the HGETALL is on its way."""
+
+    __slots__ = ("_key", "_reply", "_store")
+
+    def __init__(self, store: RedisStore, reply: PendingReply, key: str) -> None:
+        self._store, self._reply, self._key = store, reply, key
+
+    def result(self) -> Record | None:
+        try:
+            data = self._reply.wait()
+        except _DRIVER_ERRORS as err:
+            self._store._fail(err)
+        return self._store._record(data, self._key)
+
+    def cancel(self) -> None:
+        self._reply.cancel()
 
 
 def _is_unavailable(err: Exception) -> bool:

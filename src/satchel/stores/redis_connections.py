@@ -58,6 +58,36 @@ class KeptConnections:
         except ConnectionError:
             return self._send(self.pool.get_connection(), args)
 
+    def start(self, *args: Any) -> PendingReply | None:
+        """Send one command now and read its reply later, from the returned handle.
+
+        None if the command could not be sent (no connection, a dead socket):
+        the caller then sends it with :meth:`command`, which reports the error.
+        Only for commands that may be sent twice (a read): a kept connection
+        the server closed is found out at the read, which then retries.
+        """
+        try:
+            connection, kept = self._idle.pop(), True
+        except IndexError:
+            try:
+                connection, kept = self.pool.get_connection(), False
+            except ConnectionError:
+                return None
+        try:
+            connection.send_command(*args)
+        except ConnectionError:
+            self._discard(connection)
+            return None
+        except BaseException:
+            self._discard(connection)
+            raise
+        return PendingReply(self, connection, args, retry=kept)
+
+    def _discard(self, connection: Any) -> None:
+        """Close ``connection``'s socket (a reply may be half read) and give it back."""
+        connection.disconnect()
+        self.pool.release(connection)
+
     def _send(self, connection: Any, args: tuple[Any, ...]) -> Any:
         try:
             connection.send_command(*args)
@@ -66,8 +96,7 @@ class KeptConnections:
             self._put_back(connection)  # the whole error reply was read: still in step
             raise
         except BaseException:
-            connection.disconnect()  # a reply may be half read: never reuse the socket
-            self.pool.release(connection)
+            self._discard(connection)  # a reply may be half read: never reuse the socket
             raise
         self._put_back(connection)
         return reply
@@ -87,6 +116,64 @@ class KeptConnections:
 
     def __repr__(self) -> str:
         return f"<KeptConnections idle={len(self._idle)} keep={self.keep}>"
+
+
+class PendingReply:
+    """The reply to a command :meth:`KeptConnections.start` sent; it holds the connection.
+
+    :meth:`wait` reads the reply (a kept connection the server had closed
+    sends the command again on a fresh one); :meth:`cancel` reads it and
+    drops it, so the connection goes back in step. A handle dropped with
+    neither closes the connection's socket.
+    """
+
+    __slots__ = ("_args", "_connection", "_kept", "_retry")
+
+    def __init__(self, kept: KeptConnections, connection: Any, args: tuple[Any, ...], *,
+                 retry: bool) -> None:
+        self._kept = kept
+        self._connection: Any = connection
+        self._args = args
+        self._retry = retry
+
+    def wait(self) -> Any:
+        """The reply; a Redis error reply is raised. Call at most once."""
+        connection, self._connection = self._connection, None
+        if connection is None:
+            raise RuntimeError("this reply was already read or cancelled")
+        kept = self._kept
+        try:
+            reply = connection.read_response()
+        except ResponseError:
+            kept._put_back(connection)  # the whole error reply was read: still in step
+            raise
+        except ConnectionError:
+            kept._discard(connection)
+            if not self._retry:
+                raise
+            return kept._send(kept.pool.get_connection(), self._args)
+        except BaseException:
+            kept._discard(connection)
+            raise
+        kept._put_back(connection)
+        return reply
+
+    def cancel(self) -> None:
+        """Read the reply and drop it; errors are dropped too."""
+        if self._connection is None:
+            return
+        try:
+            self.wait()
+        except Exception:  # noqa: S110 - nobody wants this reply, nor its failure
+            pass
+
+    def __del__(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:  # never read: its reply would answer the next command
+            try:
+                self._kept._discard(connection)
+            except Exception:  # noqa: S110 - nothing to report to at collection time
+                pass
 
 
 _all: weakref.WeakSet[KeptConnections] = weakref.WeakSet()
