@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from satchel.store import Patch, Record, Store
+from satchel.store import Patch, PendingLoad, Record, Store
 
 
 class SpyStore:
@@ -33,3 +33,26 @@ class SpyStore:
     def delete(self, key: str) -> None:
         self.calls.append(("delete", key))
         self.inner.delete(key)
+
+
+class PrefetchSpy(SpyStore):
+    """A SpyStore for a store that prefetches: it records ``prefetch``, then how each
+    pending load ended (``result`` or ``cancel``)."""
+
+    def prefetch(self, key: str) -> PendingLoad | None:
+        self.calls.append(("prefetch", key))
+        pending = self.inner.prefetch(key)  # type: ignore[attr-defined]
+        return None if pending is None else _SpiedPending(self, pending)
+
+
+class _SpiedPending:
+    def __init__(self, spy: SpyStore, pending: PendingLoad) -> None:
+        self.spy, self.pending = spy, pending
+
+    def result(self) -> Record | None:
+        self.spy.calls.append(("result", None))
+        return self.pending.result()
+
+    def cancel(self) -> None:
+        self.spy.calls.append(("cancel", None))
+        self.pending.cancel()

@@ -87,8 +87,13 @@ class CookieEngine:
     # -- open ------------------------------------------------------------------
 
     def open(self, cookie: str | None, policy: SealedPolicy, session: Session | None = None, *,
-             cookie_name: str = "session", foreign: ForeignReader | None = None) -> Session:
-        """A lazy session for this cookie: nothing is opened until the view uses it."""
+             cookie_name: str = "session", foreign: ForeignReader | None = None,
+             prefetch: bool = False) -> Session:
+        """A lazy session for this cookie: nothing is opened until the view uses it.
+
+        ``prefetch`` is accepted for the engines' common signature; the cookie
+        holds the session, so there is nothing to fetch ahead.
+        """
         if session is None:
             session = Session()
         session.defer_load(

@@ -24,7 +24,7 @@ from satchel.errors import CodecError
 from satchel.keys import KeyRing, Secret
 from satchel.lifetime import Clock, Lifetime, system_clock
 from satchel.session import Session
-from satchel.store import Patch, Record, Store
+from satchel.store import Patch, Prefetching, Record, Store
 
 security_log = logging.getLogger("satchel.security")
 log = logging.getLogger("satchel")
@@ -129,6 +129,12 @@ class Engine:
         self.store = store
         self.codec = codec
         self.clock = clock
+        self._prefetch = store.prefetch if isinstance(store, Prefetching) else None
+
+    @property
+    def can_prefetch(self) -> bool:
+        """True if the store can start a load before the session is used."""
+        return self._prefetch is not None
 
     # -- cookies -------------------------------------------------------------
 
@@ -167,15 +173,30 @@ class Engine:
         return Policy.build(secret, fallbacks, lifetime)
 
     def open(self, cookie: str | None, policy: Policy, session: Session | None = None, *,
-             cookie_name: str = "session", foreign: ForeignReader | None = None) -> Session:
+             cookie_name: str = "session", foreign: ForeignReader | None = None,
+             prefetch: bool = False) -> Session:
         """A lazy session for this cookie: nothing is verified or loaded until used.
 
         ``foreign`` reads a cookie Flask's own session interface wrote; such a
         session is adopted once and stored in satchel's form at commit.
+
+        With ``prefetch`` (for a request expected to use its session), a store
+        that can prefetch is sent the load now, once the cookie verifies, and
+        the answer is read when the session is first used; the request's work
+        until then overlaps the round trip. A session never used cancels it at
+        commit. Other stores load lazily as always.
         """
         if session is None:
             session = Session()
-        session.defer_load(cookie, lambda target: self._load(target, cookie, policy, foreign))
+        if (prefetch and cookie and self._prefetch is not None
+                and not (foreign is not None and is_foreign_cookie(cookie))):
+            token = self.verify(cookie, policy)
+            if token is not None:
+                session.pending_load = self._prefetch(_storage_key(session, token.sid))
+            session.defer_load(cookie, lambda target: self._load_token(target, token, policy))
+        else:
+            session.defer_load(cookie,
+                               lambda target: self._load(target, cookie, policy, foreign))
         return session
 
     def _load(self, session: Session, cookie: str | None, policy: Policy,
@@ -183,13 +204,20 @@ class Engine:
         if cookie and foreign is not None and is_foreign_cookie(cookie):
             load_foreign(session, cookie, foreign)
             return
-        token = self.verify(cookie, policy)
+        self._load_token(session, self.verify(cookie, policy), policy)
+
+    def _load_token(self, session: Session, token: Token | None, policy: Policy) -> None:
         if token is None:
             return
         session.cookie_key_index = token.key_index
         session.cookie_permanent = token.permanent
         key = _storage_key(session, token.sid)
-        record = self.store.load(key)
+        pending = session.pending_load
+        if pending is not None:
+            session.pending_load = None
+            record = pending.result()
+        else:
+            record = self.store.load(key)
         if record is None:
             security_log.info("session %s not found or expired; starting a new one",
                               ids.fingerprint(token.sid))
@@ -244,6 +272,7 @@ class Engine:
         if session.load_failed:
             return None  # the store failed mid-request: never overwrite what it holds
         if not session.loaded:
+            self.release(session)
             if not refresh_each_request:
                 return None
             return self._refresh(session.request_cookie, policy, permanent_lifetime)
@@ -273,6 +302,13 @@ class Engine:
             return None
         expires = self._cookie_expiry(session, policy, permanent_lifetime, now)
         return CookieAction(self.sign(session.sid, session._permanent, policy), expires)
+
+    def release(self, session: Session) -> None:
+        """Cancel a prefetched load the request never used (commit does it too)."""
+        pending = session.pending_load
+        if pending is not None:
+            session.pending_load = None
+            pending.cancel()
 
     def _create(self, session: Session, policy: Policy, now: float,
                 permanent_lifetime: float | None) -> CookieAction:

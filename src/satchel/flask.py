@@ -26,6 +26,7 @@ from satchel.store import Store
 from satchel.urls import DEFAULT_SQLITE_NAME, store_from_url
 
 _POLICY_CACHE_SIZE = 32
+_LEARNED_PATHS = 4096  # paths remembered as using their session (for prefetching)
 _BROWSER_COOKIE_LIMIT = 4093  # Flask's MAX_COOKIE_SIZE default
 _UNAVAILABLE_BODY = b"Service Unavailable: the session store cannot be reached. Try again shortly."
 _RETRY_AFTER = "5"
@@ -36,6 +37,7 @@ class FlaskSession(Session, SessionMixin):  # type: ignore[override]
     """A :class:`~satchel.session.Session` that Flask recognises as its own kind."""
 
     policy: Any = None  # the keys and timeouts the request was opened with
+    path: str | None = None  # the request's path, when the interface learns which use sessions
 
 
 class SatchelSessionInterface(SessionInterface):
@@ -45,6 +47,12 @@ class SatchelSessionInterface(SessionInterface):
         self.engine = engine
         self._policies: dict[tuple[Any, ...], Any] = {}
         self._templates: dict[tuple[Any, ...], CookieTemplate] = {}
+        # Whether each path's last request used its session (oldest first): its next request
+        # with a cookie prefetches the session if so. A path not seen yet (each /item/<id>)
+        # follows the last request that carried a cookie. Only for a store that can prefetch.
+        self._session_paths: dict[str, bool] | None = (
+            {} if getattr(engine, "can_prefetch", False) else None)
+        self._last_used = True
 
     def policy(self, app: Flask) -> Any:
         """The key ring and timeouts the app's config names now (cached by value)."""
@@ -78,14 +86,39 @@ class SatchelSessionInterface(SessionInterface):
         foreign = (_flask_cookie_reader(app) if app.config.get("SATCHEL_READ_FLASK_COOKIES")
                    else None)
         session.policy = self.policy(app)
-        self.engine.open(_request_cookie(request, name), session.policy, session,
-                         cookie_name=name, foreign=foreign)
+        cookie = _request_cookie(request, name)
+        prefetch = False
+        paths = self._session_paths
+        if paths is not None and app.config.get("SATCHEL_PREFETCH", True):
+            session.path = path = request.environ.get("PATH_INFO", "")
+            prefetch = cookie is not None and paths.get(path, self._last_used)
+        self.engine.open(cookie, session.policy, session, cookie_name=name, foreign=foreign,
+                         prefetch=prefetch)
         return session
+
+    def _learn(self, session: FlaskSession, path: str) -> None:
+        """Remember whether this request to ``path`` used its session (bounded, oldest out)."""
+        paths = self._session_paths
+        if paths is None:
+            return
+        used = session.accessed
+        if session.request_cookie is not None:
+            self._last_used = used
+        if paths.get(path) is not used:
+            if len(paths) >= _LEARNED_PATHS and path not in paths:
+                try:
+                    del paths[next(iter(paths))]
+                except (KeyError, StopIteration, RuntimeError):  # another thread got there
+                    pass
+            paths[path] = used
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         if type(session) is not FlaskSession and not isinstance(session, Session):
             raise TypeError(f"satchel cannot save a {type(session).__name__}; was the session"
                             " interface swapped during the request?")
+        path = getattr(session, "path", None)
+        if path is not None:
+            self._learn(session, path)  # type: ignore[arg-type]
         check_samesite(self.get_cookie_samesite(app))  # before the store is written
         name = self.get_cookie_name(app)
         policy = getattr(session, "policy", None) or self.policy(app)

@@ -13,7 +13,10 @@ until the first operation that needs it (``accessed`` then becomes True).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from satchel.store import PendingLoad
 
 _MUTABLE = (list, dict, set, bytearray)
 _MISSING: Any = object()
@@ -44,6 +47,7 @@ class Session(MutableMapping[str, Any]):
     cookie_key_index = 0
     cookie_permanent = False
     load_failed = False
+    pending_load: PendingLoad | None = None  # a load the engine sent ahead (prefetch)
 
     def __init__(self, loader: Callable[[Session], None] | None = None) -> None:
         self._loader = loader
