@@ -109,6 +109,38 @@ class TestPostgresStore(StoreContract):
         assert row is not None
         assert row[0] == {"text": '{"x":[1,2]}', "raw": {"b64": "/wA="}}
 
+    @pytest.mark.parametrize("durable", [False, True])
+    def test_data_writes_commit_without_waiting_for_the_disk_unless_asked(
+            self, store: PostgresStore, clock: FakeClock, durable: bool) -> None:
+        store = PostgresStore(store.pool, table=store.table, durable_writes=durable, clock=clock)
+        seen = f"{store.table}_seen"
+        with store.pool.connection() as conn:  # a trigger notes each write's commit mode
+            conn.execute(sql.SQL(
+                "CREATE TABLE {seen} (op text, mode text);"
+                " CREATE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                " INSERT INTO {seen} VALUES (TG_OP, current_setting('synchronous_commit'));"
+                " RETURN NULL; END $$;"
+                " CREATE TRIGGER note AFTER INSERT OR UPDATE OR DELETE ON {table}"
+                " FOR EACH ROW EXECUTE FUNCTION {fn}()").format(
+                    seen=sql.Identifier(seen), fn=sql.Identifier(f"{seen}_fn"),
+                    table=sql.Identifier(store.table)))
+        try:
+            store.create("k", make_record(clock, a=b"1"))
+            assert store.update("k", Patch(set={"a": b"2"}, last_seen=clock.now))
+            store.delete("k")
+            with store.pool.connection() as conn:
+                modes = conn.execute(sql.SQL("SELECT op, mode FROM {}").format(
+                    sql.Identifier(seen))).fetchall()
+                server = conn.execute("SHOW synchronous_commit").fetchone()
+            data_mode = server[0] if durable else "off"
+            assert modes == [("INSERT", data_mode), ("UPDATE", data_mode),
+                             ("DELETE", server[0])]
+            assert server == ("on",)  # the server's setting, untouched by the store
+        finally:
+            with store.pool.connection() as conn:
+                conn.execute(sql.SQL("DROP TABLE {seen}; DROP FUNCTION {fn} CASCADE").format(
+                    seen=sql.Identifier(seen), fn=sql.Identifier(f"{seen}_fn")))
+
     def test_update_of_expired_row_leaves_it_untouched(
         self, store: PostgresStore, clock: FakeClock
     ) -> None:

@@ -63,9 +63,12 @@ _SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('satchel:' || %s))"
 _EXISTS = "SELECT to_regclass(%s)"
 _LOAD = ("SELECT data::text, created_at, last_seen, expires_at, permanent, user_id"
          " FROM {table} WHERE key = %s AND expires_at > %s")
+# Writes that keep session data (create, update) may commit without waiting for the WAL flush:
+# set_config(..., true) is SET LOCAL, for the statement's own transaction only.
+_ASYNC_COMMIT = " FROM (SELECT set_config('synchronous_commit', 'off', true)) AS commit_mode"
 _CREATE = (
     "INSERT INTO {table} AS t (key, data, created_at, last_seen, expires_at, permanent, user_id)"
-    " VALUES (%s, %s::jsonb, %s, %s, %s, %s, %s)"
+    " SELECT %s, %s::jsonb, %s, %s, %s, %s, %s{commit_mode}"
     " ON CONFLICT (key) DO UPDATE SET data = excluded.data, created_at = excluded.created_at,"
     " last_seen = excluded.last_seen, expires_at = excluded.expires_at,"
     " permanent = excluded.permanent, user_id = excluded.user_id"
@@ -73,7 +76,7 @@ _CREATE = (
 )
 # update: one statement per shape of patch (which parts it has), built on first use.
 _META_COLUMNS = ("last_seen", "expires_at", "permanent", "user_id")
-_SET = "UPDATE {table} SET {sets} WHERE key = %s AND expires_at > %s"
+_SET = "UPDATE {table} SET {sets}{commit_mode} WHERE key = %s AND expires_at > %s"
 _IS_LIVE = "SELECT 1 FROM {table} WHERE key = %s AND expires_at > %s"
 _DELETE = "DELETE FROM {table} WHERE key = %s"
 _PURGE = ("DELETE FROM {table} WHERE key IN (SELECT key FROM {table} WHERE expires_at <= %s"
@@ -92,10 +95,22 @@ class PostgresStore:
     its indexes are created if absent; pass False if you manage DDL (see
     :data:`SCHEMA`). Connection failures, pool timeouts and a missing table
     raise :class:`StoreUnavailable`.
+
+    Writes that keep session data (``create``, ``update``) commit with
+    ``synchronous_commit`` off for their own transaction: they return before
+    the WAL reaches disk, as Redis's default persistence does. A crash of the
+    PostgreSQL server (not of the app) may lose the last moments of such
+    writes (at most ``3 * wal_writer_delay``, 0.6 s by default), never
+    corrupting or reordering anything; a lost write is a lost cart change or
+    a login to repeat. Deletes (logout, id rotation, expiry) commit as the
+    server's ``synchronous_commit`` says (on by default), so a crash never
+    brings back a session that was ended. ``durable_writes=True`` commits
+    every write that way (e.g. to keep synchronous replication for them).
     """
 
     def __init__(self, pool: ConnectionPool[Any], *, table: str = "satchel_sessions",
-                 create_schema: bool = True, clock: Clock = system_clock) -> None:
+                 create_schema: bool = True, durable_writes: bool = False,
+                 clock: Clock = system_clock) -> None:
         if not isinstance(table, str) or not _TABLE_NAME.fullmatch(table):
             raise ConfigError(f"PostgresStore table {table!r}: not a plain identifier; use"
                               " letters, digits and '_' (at most 48), optionally after a"
@@ -112,7 +127,9 @@ class PostgresStore:
 
         self._ident = ident
         self._load = build(_LOAD)
-        self._create = build(_CREATE)
+        self._commit_mode = sql.SQL("" if durable_writes else _ASYNC_COMMIT)
+        self._create = sql.SQL(_CREATE).format(table=ident,
+                                               commit_mode=self._commit_mode).as_bytes()
         self._updates: dict[tuple[bool, ...], bytes] = {}  # patch shape -> its UPDATE
         self._delete = build(_DELETE)
         self._purge = build(_PURGE)
@@ -140,7 +157,7 @@ class PostgresStore:
     @classmethod
     def from_url(cls, url: str, *, table: str = "satchel_sessions", create_schema: bool = True,
                  min_size: int = 1, max_size: int = 10, timeout: float = 5.0,
-                 clock: Clock = system_clock) -> PostgresStore:
+                 durable_writes: bool = False, clock: Clock = system_clock) -> PostgresStore:
         """A store on a new autocommit pool for ``url`` (``postgresql://`` or ``postgres://``).
 
         ``timeout`` bounds the wait for a connection, so an unreachable server
@@ -168,7 +185,8 @@ class PostgresStore:
             url, min_size=min_size, max_size=max_size, timeout=timeout, open=True,
             name="satchel", kwargs=kwargs)
         try:
-            return cls(pool, table=table, create_schema=create_schema, clock=clock)
+            return cls(pool, table=table, create_schema=create_schema,
+                       durable_writes=durable_writes, clock=clock)
         except BaseException:
             pool.close()
             raise
@@ -254,7 +272,7 @@ class PostgresStore:
                  patch.expires_at is not None, patch.permanent is not None, user is not None)
         query = self._updates.get(shape)
         if query is None:
-            query = self._updates[shape] = _update_sql(shape, self._ident)
+            query = self._updates[shape] = _update_sql(shape, self._ident, self._commit_mode)
         params: list[Any] = []
         if patch.clear:
             params.append(_encode(patch.set))
@@ -287,7 +305,7 @@ class PostgresStore:
         return f"<PostgresStore {self._where} table={self.table!r}>"
 
 
-def _update_sql(shape: tuple[bool, ...], table: sql.Identifier) -> bytes:
+def _update_sql(shape: tuple[bool, ...], table: sql.Identifier, commit_mode: sql.SQL) -> bytes:
     """The statement for a patch of ``shape``: it sets only the columns the patch changes.
 
     ``shape`` is (clear, delete, set, last_seen, expires_at, permanent, user), each
@@ -302,7 +320,8 @@ def _update_sql(shape: tuple[bool, ...], table: sql.Identifier) -> bytes:
     sets: list[sql.Composable] = [sql.SQL(data)] if data else []
     sets += [sql.SQL("{} = %s").format(sql.Identifier(column))
              for column, present in zip(_META_COLUMNS, meta, strict=True) if present]
-    query = sql.SQL(_SET if sets else _IS_LIVE).format(table=table, sets=sql.SQL(", ").join(sets))
+    query = sql.SQL(_SET if sets else _IS_LIVE).format(
+        table=table, sets=sql.SQL(", ").join(sets), commit_mode=commit_mode)
     return query.as_bytes()
 
 
