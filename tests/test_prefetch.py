@@ -1,4 +1,4 @@
-"""Prefetching on a real Redis: a path whose last request used its session has the
+"""Prefetching on a real Redis and PostgreSQL: a path whose last request used its session has the
 session's load sent when the request opens, and read when the view first uses it."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from flask import Flask, request, session
 from flask.testing import FlaskClient
 
 from satchel import Satchel
-from tests.services import closed_port, drop_keys, random_prefix, redis_client
+from tests.services import closed_port, drop_keys, postgres_store, random_prefix, redis_client
 from tests.spy import PrefetchSpy
 
 redis = pytest.importorskip("redis")
@@ -49,8 +49,12 @@ def shop(store: object) -> Flask:
     return app
 
 
-@pytest.fixture
-def spy() -> Iterator[PrefetchSpy]:
+@pytest.fixture(params=["redis", "postgres"])
+def spy(request: pytest.FixtureRequest) -> Iterator[PrefetchSpy]:
+    if request.param == "postgres":
+        with postgres_store() as store:
+            yield PrefetchSpy(store)
+        return
     with redis_client() as client:
         prefix = random_prefix()
         store = RedisStore(client, prefix=prefix)
@@ -155,14 +159,24 @@ def test_a_forged_cookie_on_a_learned_path_reaches_no_store(
     assert len([r for r in caplog.records if "rejected session cookie" in r.message]) == 1
 
 
-def test_an_unreachable_store_on_a_learned_path_is_a_503() -> None:
-    store = RedisStore(redis.Redis(host="127.0.0.1", port=closed_port(),
-                                   socket_connect_timeout=1))
+@pytest.mark.parametrize("server", ["redis", "postgres"])
+def test_an_unreachable_store_on_a_learned_path_is_a_503(server: str) -> None:
+    if server == "redis":
+        store: object = RedisStore(redis.Redis(host="127.0.0.1", port=closed_port(),
+                                               socket_connect_timeout=1))
+    else:
+        from satchel.stores.postgres import PostgresStore
+
+        store = PostgresStore.from_url(f"postgresql://127.0.0.1:{closed_port()}/test",
+                                       timeout=0.5, create_schema=False)
     app = shop(store)
     client = app.test_client()
     client.get("/get")  # no cookie: no store call, but /get is learned
     sid = "x" * 43
     client.set_cookie("session", app.session_interface.engine.sign(  # type: ignore[attr-defined]
         sid, False, app.session_interface.policy(app)))  # type: ignore[attr-defined]
-    response = client.get("/get")
-    assert response.status_code == 503
+    try:
+        assert client.get("/get").status_code == 503
+    finally:
+        if server == "postgres":
+            store.pool.close()  # type: ignore[attr-defined]

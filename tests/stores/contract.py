@@ -6,12 +6,13 @@ so expiry is tested without sleeping.
 
 from __future__ import annotations
 
+import gc
 import threading
 from typing import Any
 
 import pytest
 
-from satchel.store import Patch, Purgeable, Record, Store
+from satchel.store import Patch, Prefetching, Purgeable, Record, Store
 from tests.clock import FakeClock
 
 HOUR = 3600.0
@@ -191,3 +192,51 @@ class StoreContract:
         assert store.purge_expired(batch=3) == 0
         assert store.count_expired() == 0
         assert store.load("live") is not None
+
+
+class PrefetchContract:
+    """What a store that can prefetch promises (``satchel.store.Prefetching``), as the
+    engine uses it: ``prefetch`` gives None (then ``load`` is called) or a pending load
+    that answers as ``load`` would, and a pending load cancelled or dropped leaves the
+    store in step. Mixed into a ``StoreContract`` subclass."""
+
+    @staticmethod
+    def fetched(store: Prefetching, key: str) -> Record | None:
+        pending = store.prefetch(key)
+        return store.load(key) if pending is None else pending.result()  # type: ignore[attr-defined]
+
+    def test_prefetch_answers_as_load_does(self, store: Prefetching, clock: FakeClock) -> None:
+        record = Record({"a": b"1", "b": b'{"x":[1,2]}', "raw": b"\xff\x00"}, clock.now - 5,
+                        clock.now - 1, clock.now + 100, permanent=True, user="alice")
+        store.create("k1", record)  # type: ignore[attr-defined]
+        assert self.fetched(store, "k1") == record
+        assert self.fetched(store, "nope") is None
+        clock.advance(101)
+        assert self.fetched(store, "k1") is None
+
+    def test_prefetches_in_flight_together_get_their_own_answers(
+            self, store: Prefetching, clock: FakeClock) -> None:
+        for name in ("k1", "k2"):
+            store.create(name, make_record(clock, who=name.encode()))  # type: ignore[attr-defined]
+        first, second = store.prefetch("k1"), store.prefetch("k2")
+        if second is not None:
+            loaded = second.result()
+            assert loaded is not None and loaded.fields == {"who": b"k2"}
+        if first is not None:
+            loaded = first.result()
+            assert loaded is not None and loaded.fields == {"who": b"k1"}
+
+    @pytest.mark.parametrize("end", ["cancel", "drop"])
+    def test_a_prefetch_never_read_leaves_the_store_in_step(
+            self, store: Prefetching, clock: FakeClock, end: str) -> None:
+        store.create("k1", make_record(clock, n=b"0"))  # type: ignore[attr-defined]
+        for n in range(1, 12):  # more rounds than a pool keeps connections
+            pending = store.prefetch("k1")
+            if pending is not None and end == "cancel":
+                pending.cancel()
+                pending.cancel()  # a second cancel is harmless
+            del pending
+            gc.collect()
+            assert store.update("k1", Patch(set={"n": str(n).encode()}))  # type: ignore[attr-defined]
+            loaded = self.fetched(store, "k1")
+            assert loaded is not None and loaded.fields == {"n": str(n).encode()}

@@ -26,7 +26,7 @@ from satchel.errors import StoreUnavailable
 from satchel.store import Patch, Record
 from satchel.stores.redis import RedisStore
 from tests.clock import FakeClock
-from tests.stores.contract import HOUR, StoreContract, make_record
+from tests.stores.contract import HOUR, PrefetchContract, StoreContract, make_record
 from tests.stores.redis_cluster import HOST, redis_server
 
 # A storage key as the engine makes them: it must never show in an error message.
@@ -38,7 +38,7 @@ OTHER = hashlib.sha256(b"another session id").hexdigest()
 STORE_PATHS = ["kept-resp3", "kept-resp2", "through-client"]
 
 
-class RedisProtocolContract(StoreContract):
+class RedisProtocolContract(StoreContract, PrefetchContract):
     """The store contract, and what RedisStore adds to it, on one server, by each of
     ``STORE_PATHS``. The subclass's module provides two fixtures:
 
@@ -90,23 +90,6 @@ class RedisProtocolContract(StoreContract):
         assert store.update("k1", Patch(set={"b": b"2"}, expires_at=clock.now + HOUR))
         loaded = store.load("k1")
         assert loaded is not None and loaded.fields == {"a": b"1", "b": b"2"}
-
-
-    def test_prefetch_answers_as_load_does(self, store: RedisStore, clock: FakeClock) -> None:
-        store.create("k1", make_record(clock, ttl=100, a=b"1"))
-        pending, missing = store.prefetch("k1"), store.prefetch("nope")
-        if store.keeps_connections:
-            assert pending is not None and missing is not None
-            assert pending.result() == store.load("k1")
-            assert missing.result() is None
-        else:  # through the client: nothing is sent ahead, load() does it all
-            assert pending is None and missing is None
-        unused = store.prefetch("k1")
-        if unused is not None:
-            unused.cancel()
-        clock.advance(101)
-        expired = store.prefetch("k1")
-        assert (expired.result() if expired else store.load("k1")) is None
 
 
 # -- helpers of the tests where the server answers but refuses ------------------------------

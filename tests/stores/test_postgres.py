@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import itertools
 import os
@@ -34,7 +35,7 @@ from satchel.errors import ConfigError, StoreUnavailable
 from satchel.store import Patch, Purgeable, Record, apply_patch
 from satchel.stores.postgres import PostgresStore
 from tests.clock import FakeClock
-from tests.stores.contract import HOUR, StoreContract, make_record
+from tests.stores.contract import HOUR, PrefetchContract, StoreContract, make_record
 
 DEFAULT_URLS = ("postgresql://postgres@127.0.0.1:5432/test", "postgresql://127.0.0.1:5432/test")
 ENV_URL = os.environ.get("SATCHEL_TEST_POSTGRES_URL")
@@ -80,7 +81,7 @@ def table(pool: ConnectionPool[Any]) -> Iterator[str]:
     _drop(pool, name)
 
 
-class TestPostgresStore(StoreContract):
+class TestPostgresStore(StoreContract, PrefetchContract):
     @pytest.fixture
     def store(self, clock: FakeClock, pool: ConnectionPool[Any], table: str) -> PostgresStore:
         return PostgresStore(pool, table=table, clock=clock)
@@ -307,6 +308,66 @@ class TestPostgresStore(StoreContract):
         assert loaded is not None and loaded.fields == {"b": b"2"}
 
 
+    # -- prefetch: a SELECT sent on a held connection, read later ----------------------------
+
+    def test_a_prefetch_never_read_closes_its_connection(
+            self, pg_url: str, table: str, clock: FakeClock) -> None:
+        with ConnectionPool(pg_url, min_size=1, max_size=1, open=True, timeout=2,
+                            kwargs={"autocommit": True}) as pool:
+            store = PostgresStore(pool, table=table, clock=clock)
+            store.create("k", make_record(clock, a=b"1"))
+            with pool.connection() as conn:
+                first = conn.info.backend_pid
+            pending = store.prefetch("k")  # holds the pool's only connection
+            assert pending is not None
+            del pending
+            gc.collect()
+            loaded = store.load("k")  # no PoolTimeout: the connection went back, closed
+            assert loaded is not None and loaded.fields == {"a": b"1"}
+            with pool.connection() as conn:
+                assert conn.info.backend_pid != first
+
+    def test_a_prefetch_prepares_its_statement_again_when_a_reset_dropped_it(
+            self, pg_url: str, table: str, clock: FakeClock) -> None:
+        with ConnectionPool(pg_url, min_size=1, max_size=1, open=True,
+                            kwargs={"autocommit": True}) as pool:
+            store = PostgresStore(pool, table=table, clock=clock)
+            store.create("k", make_record(clock, a=b"1"))
+            for _ in range(3):
+                pending = store.prefetch("k")
+                assert pending is not None
+                loaded = pending.result()
+                assert loaded is not None and loaded.fields == {"a": b"1"}
+                with pool.connection() as conn:
+                    conn.execute("DEALLOCATE ALL")  # as a pool's reset with DISCARD ALL does
+            def fetch() -> None:
+                pending = store.prefetch("k")
+                assert pending is not None
+                loaded = pending.result()
+                assert loaded is not None and loaded.fields == {"a": b"1"}
+
+            assert _round_trips(pool, fetch) == 2  # the statement is gone: then load() answers
+            assert _round_trips(pool, fetch) == 2  # prepared again, then sent
+            assert _round_trips(pool, fetch) == 1
+
+    def test_no_prefetch_on_a_pool_without_autocommit(
+            self, pg_url: str, table: str, clock: FakeClock) -> None:
+        with ConnectionPool(pg_url, min_size=1, max_size=1, open=True) as pool:
+            store = PostgresStore(pool, table=table, clock=clock)
+            assert store.prefetch("k") is None  # load() switches autocommit for its statement
+
+    def test_a_failed_prefetch_reports_as_load_does(
+            self, store: PostgresStore, clock: FakeClock) -> None:
+        store.create(SECRET_KEY, make_record(clock, a=b"1"))
+        pending = store.prefetch(SECRET_KEY)  # prepared on this connection
+        assert pending is not None and pending.result() is not None
+        _drop(store.pool, store.table)
+        pending = store.prefetch(SECRET_KEY)
+        with pytest.raises(StoreUnavailable, match="does not exist") as info:
+            pending.result() if pending is not None else store.load(SECRET_KEY)
+        assert SECRET_KEY not in str(info.value)
+
+
 def _round_trips(pool: ConnectionPool[Any], call: Callable[[], object]) -> int:
     """How many times the server said ReadyForQuery during ``call`` (libpq's trace)."""
     with tempfile.TemporaryFile("w+") as out:
@@ -397,6 +458,7 @@ def test_closed_port_without_schema_fails_on_first_use() -> None:
         calls: list[Callable[[], object]] = [
             lambda: store.load(SECRET_KEY), lambda: store.delete(SECRET_KEY),
             lambda: store.update(SECRET_KEY, Patch(expires_at=1.0)), store.purge_expired]
+        assert store.prefetch(SECRET_KEY) is None  # the engine then loads, which reports it
         for call in calls:
             with pytest.raises(StoreUnavailable, match=f"{HOST}:{port}") as info:
                 call()

@@ -31,7 +31,7 @@ from satchel.errors import ConfigError, StoreUnavailable
 from satchel.store import Patch, Record, apply_patch
 from satchel.stores.redis import RedisStore
 from tests.clock import FakeClock
-from tests.stores.contract import HOUR, StoreContract, make_record
+from tests.stores.contract import HOUR, PrefetchContract, StoreContract, make_record
 from tests.stores.redis_cluster import HOST, missing_binaries, redis_cluster
 from tests.stores.redis_shared import KEY as SECRET_KEY
 from tests.stores.redis_shared import RedisProtocolContract
@@ -248,7 +248,7 @@ def cluster_client(cluster_ports: list[int]) -> Iterator[RedisCluster]:
     client.close()
 
 
-class TestRedisClusterStore(StoreContract):
+class TestRedisClusterStore(StoreContract, PrefetchContract):
     @pytest.fixture
     def store(self, clock: FakeClock, cluster_client: RedisCluster) -> Iterator[RedisStore]:
         prefix = random_prefix()

@@ -29,7 +29,7 @@ import orjson
 
 from satchel.errors import ConfigError, StoreUnavailable
 from satchel.lifetime import Clock, system_clock
-from satchel.store import Patch, Record
+from satchel.store import Patch, PendingLoad, Record
 from satchel.urls import redact_url
 
 try:
@@ -42,6 +42,8 @@ try:
 except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError("PostgresStore needs psycopg 3 and psycopg_pool:"
                       " pip install 'satchel[postgres]'") from err
+
+from satchel.stores.postgres_sent import Sent, Statement
 
 # ``data`` maps field name -> value. A value that is UTF-8 text without NUL (what satchel's
 # codec writes) is a JSON string of that text; any other bytes are {"b64": "<base64>"}.
@@ -61,8 +63,10 @@ CREATE INDEX IF NOT EXISTS {user_index} ON {table} (user_id) WHERE user_id IS NO
 
 _SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('satchel:' || %s))"
 _EXISTS = "SELECT to_regclass(%s)"
-_LOAD = ("SELECT data::text, created_at, last_seen, expires_at, permanent, user_id"
-         " FROM {table} WHERE key = %s AND expires_at > %s")
+_LOAD_COLUMNS = "SELECT data::text, created_at, last_seen, expires_at, permanent, user_id"
+_LOAD = _LOAD_COLUMNS + " FROM {table} WHERE key = %s AND expires_at > %s"
+_PREFETCH = _LOAD_COLUMNS + " FROM {table} WHERE key = $1 AND expires_at > $2"  # text params
+_TEXT_OID, _FLOAT8_OID = 25, 701
 # Writes that keep session data (create, update) may commit without waiting for the WAL flush:
 # set_config(..., true) is SET LOCAL, for the statement's own transaction only.
 _ASYNC_COMMIT = " FROM (SELECT set_config('synchronous_commit', 'off', true)) AS commit_mode"
@@ -85,6 +89,31 @@ _COUNT_EXPIRED = "SELECT count(*) FROM {table} WHERE expires_at <= %s"
 
 _IDLE = TransactionStatus.IDLE
 _TABLE_NAME = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_]{0,47}\.)?[A-Za-z_][A-Za-z0-9_]{0,47}")
+
+
+class _PendingLoad:
+    """A prefetched ``PostgresStore.load``: the SELECT is on its way."""
+
+    __slots__ = ("_key", "_sent", "_store")
+
+    def __init__(self, store: PostgresStore, sent: Sent, key: str) -> None:
+        self._store, self._sent, self._key = store, sent, key
+
+    def result(self) -> Record | None:
+        rows = self._sent.result()
+        if rows is None:  # failed: the usual load raises the driver's error, or succeeds now
+            return self._store.load(self._key)
+        if rows.ntuples == 0:
+            return None
+        data, created_at, last_seen, expires_at, permanent, user = (
+            rows.get_value(0, column) for column in range(6))
+        assert data is not None and created_at and last_seen and expires_at
+        return Record(_decode(data.decode()), float(created_at), float(last_seen),
+                      float(expires_at), permanent == b"t",
+                      None if user is None else user.decode())
+
+    def cancel(self) -> None:
+        self._sent.cancel()
 
 
 class PostgresStore:
@@ -127,6 +156,7 @@ class PostgresStore:
 
         self._ident = ident
         self._load = build(_LOAD)
+        self._prefetch = Statement(build(_PREFETCH), (_TEXT_OID, _FLOAT8_OID))
         self._commit_mode = sql.SQL("" if durable_writes else _ASYNC_COMMIT)
         self._create = sql.SQL(_CREATE).format(table=ident,
                                                commit_mode=self._commit_mode).as_bytes()
@@ -239,6 +269,7 @@ class PostgresStore:
         for ident, old in list(self._cursors.items()):
             if old.connection.closed:
                 self._cursors.pop(ident, None)
+                self._prefetch.forget(ident)
         cursor = self._cursors[id(conn)] = psycopg.Cursor(conn, row_factory=tuple_row)
         return cursor
 
@@ -259,6 +290,13 @@ class PostgresStore:
             return None
         data, created_at, last_seen, expires_at, permanent, user = row
         return Record(_decode(data), created_at, last_seen, expires_at, permanent, user)
+
+    def prefetch(self, key: str) -> PendingLoad | None:
+        """Send ``load(key)``'s SELECT now, on a connection held until it is read."""
+        sent = self._prefetch.send(self.pool, (key.encode(), repr(self._clock()).encode()))
+        if sent is None:
+            return None  # load() will run it the usual way and report any failure
+        return _PendingLoad(self, sent, key)
 
     def create(self, key: str, record: Record) -> None:
         params = (key, _encode(record.fields), record.created_at, record.last_seen,
