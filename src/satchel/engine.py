@@ -175,7 +175,8 @@ class Engine:
     def open(self, cookie: str | None, policy: Policy, session: Session | None = None, *,
              cookie_name: str = "session", foreign: ForeignReader | None = None,
              prefetch: bool = False) -> Session:
-        """A lazy session for this cookie: nothing is verified or loaded until used.
+        """A lazy session for this cookie: nothing is verified or loaded until used,
+        unless ``prefetch`` asks for the load to start now.
 
         ``foreign`` reads a cookie Flask's own session interface wrote; such a
         session is adopted once and stored in satchel's form at commit.
@@ -184,7 +185,7 @@ class Engine:
         that can prefetch is sent the load now, once the cookie verifies, and
         the answer is read when the session is first used; the request's work
         until then overlaps the round trip. A session never used cancels it at
-        commit. Other stores load lazily as always.
+        commit. Stores that cannot prefetch load when the session is used.
         """
         if session is None:
             session = Session()

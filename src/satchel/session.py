@@ -7,7 +7,9 @@ is saved without ``session.modified = True``. A commit sends only the keys
 that changed.
 
 The data is loaded lazily: nothing is read from the cookie or the store
-until the first operation that needs it (``accessed`` then becomes True).
+until the first operation that needs it (``accessed`` then becomes True). The
+engine may have sent the store's load ahead (prefetch); its answer is still
+taken only then.
 """
 
 from __future__ import annotations
