@@ -350,6 +350,19 @@ class TestPostgresStore(StoreContract, PrefetchContract):
             assert _round_trips(pool, fetch) == 2  # prepared again, then sent
             assert _round_trips(pool, fetch) == 1
 
+    def test_a_prefetch_does_not_wait_for_a_busy_pool(
+            self, pg_url: str, table: str, clock: FakeClock) -> None:
+        with ConnectionPool(pg_url, min_size=1, max_size=1, open=True, timeout=5,
+                            kwargs={"autocommit": True}) as pool:
+            store = PostgresStore(pool, table=table, clock=clock)
+            store.create("k", make_record(clock, a=b"1"))
+            with pool.connection():  # another request holds the only connection
+                started = time.monotonic()
+                assert store.prefetch("k") is None
+                assert time.monotonic() - started < 1  # not the pool's 5 s
+            loaded = self.fetched(store, "k")
+            assert loaded is not None and loaded.fields == {"a": b"1"}
+
     def test_no_prefetch_on_a_pool_without_autocommit(
             self, pg_url: str, table: str, clock: FakeClock) -> None:
         with ConnectionPool(pg_url, min_size=1, max_size=1, open=True) as pool:

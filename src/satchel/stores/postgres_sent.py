@@ -24,6 +24,7 @@ from psycopg_pool import ConnectionPool
 _IDLE = TransactionStatus.IDLE
 _TUPLES_OK = ExecStatus.TUPLES_OK
 _COMMAND_OK = ExecStatus.COMMAND_OK
+_POOL_WAIT = 0.001  # seconds a send waits for a free connection (0 would never get one)
 _MAX_TRACKED = 1024  # connection ids remembered as prepared; past it, prepare again
 _ALREADY_PREPARED = b"42P05"  # duplicate_prepared_statement: another store object prepared it
 
@@ -45,11 +46,13 @@ class Statement:
     def send(self, pool: ConnectionPool[Any], params: Sequence[bytes]) -> Sent | None:
         """Send the statement on a connection from ``pool``; None if it cannot be sent now.
 
-        Only on a connection in autocommit and idle, as the pool hands them out.
+        Only on a connection in autocommit and idle, as the pool hands them out,
+        and only one free within a millisecond: a request never waits here for
+        a busy pool (its load waits its turn as usual when the session is used).
         """
         try:
-            conn = pool.getconn()
-        except psycopg.OperationalError:  # PoolTimeout: the caller's own load reports it
+            conn = pool.getconn(timeout=_POOL_WAIT)
+        except psycopg.OperationalError:  # PoolTimeout: none free, or none to be had
             return None
         pgconn = conn.pgconn
         try:
