@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -307,15 +308,29 @@ class TestPostgresStore(StoreContract, PrefetchContract):
             loaded = PostgresStore(other, table=table, clock=clock).load("k")
         assert loaded is not None and loaded.fields == {"b": b"2"}
 
-
     # -- prefetch: a SELECT sent on a held connection, read later ----------------------------
 
-    def test_a_prefetch_never_read_closes_its_connection(
-            self, pg_url: str, table: str, clock: FakeClock) -> None:
-        with ConnectionPool(pg_url, min_size=1, max_size=1, open=True, timeout=2,
+    @staticmethod
+    @contextmanager
+    def one_connection(pg_url: str, table: str,
+                       clock: FakeClock) -> Iterator[tuple[ConnectionPool[Any], PostgresStore]]:
+        """A store on a pool of one autocommit connection, holding "k" = {"a": b"1"}."""
+        with ConnectionPool(pg_url, min_size=1, max_size=1, open=True, timeout=5,
                             kwargs={"autocommit": True}) as pool:
             store = PostgresStore(pool, table=table, clock=clock)
             store.create("k", make_record(clock, a=b"1"))
+            yield pool, store
+
+    @staticmethod
+    def prefetch_k(store: PostgresStore) -> None:
+        pending = store.prefetch("k")
+        assert pending is not None
+        loaded = pending.result()
+        assert loaded is not None and loaded.fields == {"a": b"1"}
+
+    def test_a_prefetch_never_read_closes_its_connection(
+            self, pg_url: str, table: str, clock: FakeClock) -> None:
+        with self.one_connection(pg_url, table, clock) as (pool, store):
             with pool.connection() as conn:
                 first = conn.info.backend_pid
             pending = store.prefetch("k")  # holds the pool's only connection
@@ -329,22 +344,13 @@ class TestPostgresStore(StoreContract, PrefetchContract):
 
     def test_a_prefetch_prepares_its_statement_again_when_a_reset_dropped_it(
             self, pg_url: str, table: str, clock: FakeClock) -> None:
-        with ConnectionPool(pg_url, min_size=1, max_size=1, open=True,
-                            kwargs={"autocommit": True}) as pool:
-            store = PostgresStore(pool, table=table, clock=clock)
-            store.create("k", make_record(clock, a=b"1"))
+        with self.one_connection(pg_url, table, clock) as (pool, store):
             for _ in range(3):
-                pending = store.prefetch("k")
-                assert pending is not None
-                loaded = pending.result()
-                assert loaded is not None and loaded.fields == {"a": b"1"}
+                self.prefetch_k(store)
                 with pool.connection() as conn:
                     conn.execute("DEALLOCATE ALL")  # as a pool's reset with DISCARD ALL does
             def fetch() -> None:
-                pending = store.prefetch("k")
-                assert pending is not None
-                loaded = pending.result()
-                assert loaded is not None and loaded.fields == {"a": b"1"}
+                self.prefetch_k(store)
 
             assert _round_trips(pool, fetch) == 2  # the statement is gone: then load() answers
             assert _round_trips(pool, fetch) == 2  # prepared again, then sent
@@ -352,16 +358,12 @@ class TestPostgresStore(StoreContract, PrefetchContract):
 
     def test_a_prefetch_does_not_wait_for_a_busy_pool(
             self, pg_url: str, table: str, clock: FakeClock) -> None:
-        with ConnectionPool(pg_url, min_size=1, max_size=1, open=True, timeout=5,
-                            kwargs={"autocommit": True}) as pool:
-            store = PostgresStore(pool, table=table, clock=clock)
-            store.create("k", make_record(clock, a=b"1"))
+        with self.one_connection(pg_url, table, clock) as (pool, store):
             with pool.connection():  # another request holds the only connection
                 started = time.monotonic()
                 assert store.prefetch("k") is None
                 assert time.monotonic() - started < 1  # not the pool's 5 s
-            loaded = self.fetched(store, "k")
-            assert loaded is not None and loaded.fields == {"a": b"1"}
+            self.prefetch_k(store)
 
     def test_no_prefetch_on_a_pool_without_autocommit(
             self, pg_url: str, table: str, clock: FakeClock) -> None:
