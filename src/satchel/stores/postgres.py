@@ -105,11 +105,10 @@ class _PendingLoad:
             return self._store.load(self._key)
         if rows.ntuples == 0:
             return None
-        data, created_at, last_seen, expires_at, permanent, user = (
-            rows.get_value(0, column) for column in range(6))
-        assert data is not None and created_at and last_seen and expires_at
-        return Record(_decode(data.decode()), float(created_at), float(last_seen),
-                      float(expires_at), permanent == b"t",
+        value = rows.get_value  # text format: the columns of _LOAD_COLUMNS, NOT NULL but user
+        user = value(0, 5)
+        return Record(_decode(value(0, 0)), float(value(0, 1)), float(value(0, 2)),  # type: ignore[arg-type]
+                      float(value(0, 3)), value(0, 4) == b"t",  # type: ignore[arg-type]
                       None if user is None else user.decode())
 
     def cancel(self) -> None:
@@ -378,8 +377,9 @@ def _encode(fields: Mapping[str, bytes]) -> str:
     return orjson.dumps(data).decode()
 
 
-def _decode(data: str) -> dict[str, bytes]:
-    return {name: value.encode() if isinstance(value, str) else base64.b64decode(value["b64"])
+def _decode(data: str | bytes) -> dict[str, bytes]:
+    """The fields from the JSON text of the ``data`` column (str or UTF-8 bytes)."""
+    return {name: value.encode() if type(value) is str else base64.b64decode(value["b64"])
             for name, value in orjson.loads(data).items()}
 
 
