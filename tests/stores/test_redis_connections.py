@@ -8,6 +8,8 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.services import REDIS_URL, cannot_test, closed_port
 from tests.services import redis_client as shared_redis_client
@@ -17,7 +19,9 @@ try:
 except ImportError:
     cannot_test("the Redis store tests need redis-py: pip install -e '.[redis]'")
 
-from satchel.stores.redis_connections import KeptConnections
+from redis.connection import Encoder, PythonRespSerializer
+
+from satchel.stores.redis_connections import KeptConnections, _pack_in_python, pack_command
 
 
 @pytest.fixture
@@ -215,3 +219,27 @@ def test_an_error_reply_to_a_started_command_keeps_the_connection(client: redis.
 def test_a_command_cannot_be_started_without_a_server() -> None:
     client = redis.Redis(host="127.0.0.1", port=closed_port(), socket_connect_timeout=1)
     assert KeptConnections(client.connection_pool).start("PING") is None
+
+
+# -- packing: the bytes redis-py would send -------------------------------------------------
+
+_ARGS = st.lists(st.one_of(st.binary(max_size=40), st.text(max_size=20),
+                           st.integers(-2**63, 2**63), st.floats(allow_nan=False,
+                                                                  allow_infinity=False)),
+                 min_size=1, max_size=12)
+
+
+@given(_ARGS)
+def test_commands_are_packed_as_redis_py_packs_them(args: list[object]) -> None:
+    command = (b"ECHO", *args)  # a first argument without spaces, as the store's are
+    packed = b"".join(PythonRespSerializer(6000, Encoder("utf-8", "strict", False).encode)
+                      .pack(*command))
+    assert _pack_in_python(command) == packed  # type: ignore[arg-type]
+    assert pack_command(command) == packed  # type: ignore[arg-type]
+
+
+def test_a_packed_command_is_answered(client: redis.Redis) -> None:
+    kept = KeptConnections(client.connection_pool)
+    assert kept.command("ECHO", "é ✓") == "é ✓".encode()
+    assert kept.command("ECHO", 1.5) == b"1.5"
+    assert kept.command("ECHO", 2**40) == str(2**40).encode()

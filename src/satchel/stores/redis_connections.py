@@ -17,10 +17,35 @@ from __future__ import annotations
 
 import os
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from redis.connection import ConnectionPool
 from redis.exceptions import ConnectionError, ResponseError
+
+Arg = bytes | str | int | float  # what a command's arguments may be
+
+
+def _pack_in_python(args: tuple[Arg, ...]) -> bytes:
+    """``args`` as a RESP array of bulk strings, as redis-py packs them (str as UTF-8,
+    numbers as their ``repr``)."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg if type(arg) is bytes else (
+            arg.encode() if isinstance(arg, str) else repr(arg).encode())
+        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+pack_command: Callable[[tuple[Arg, ...]], bytes] = _pack_in_python
+"""One command's bytes. ``connection.send_packed_command`` sends them without redis-py's
+packer, which checks and re-tuples every argument (about as costly as the send)."""
+try:  # hiredis packs in C, with the same output
+    from hiredis import pack_command as _pack_in_c
+except ImportError:  # pragma: no cover - hiredis comes with satchel[redis]
+    pass
+else:
+    pack_command = _pack_in_c  # type: ignore[assignment]
 
 
 class KeptConnections:
@@ -47,18 +72,19 @@ class KeptConnections:
         # A store dropped without close() still gives its connections back.
         weakref.finalize(self, _release_all, pool, self._idle)
 
-    def command(self, *args: Any) -> Any:
+    def command(self, *args: Arg) -> Any:
         """Send one command and return its reply; a Redis error reply is raised."""
+        packed = pack_command(args)
         try:
             connection = self._idle.pop()
         except IndexError:
-            return self._send(self.pool.get_connection(), args)
+            return self._send(self.pool.get_connection(), packed)
         try:
-            return self._send(connection, args)
+            return self._send(connection, packed)
         except ConnectionError:
-            return self._send(self.pool.get_connection(), args)
+            return self._send(self.pool.get_connection(), packed)
 
-    def start(self, *args: Any) -> PendingReply | None:
+    def start(self, *args: Arg) -> PendingReply | None:
         """Send one command now and read its reply later, from the returned handle.
 
         None if the command could not be sent (no connection, a dead socket):
@@ -66,6 +92,7 @@ class KeptConnections:
         Only for commands that may be sent twice (a read): a kept connection
         the server closed is found out at the read, which then retries.
         """
+        packed = pack_command(args)
         try:
             connection, kept = self._idle.pop(), True
         except IndexError:
@@ -74,23 +101,23 @@ class KeptConnections:
             except ConnectionError:
                 return None
         try:
-            connection.send_command(*args)
+            connection.send_packed_command((packed,))  # a sequence of chunks
         except ConnectionError:
             self._discard(connection)
             return None
         except BaseException:
             self._discard(connection)
             raise
-        return PendingReply(self, connection, args, retry=kept)
+        return PendingReply(self, connection, packed, retry=kept)
 
     def _discard(self, connection: Any) -> None:
         """Close ``connection``'s socket (a reply may be half read) and give it back."""
         connection.disconnect()
         self.pool.release(connection)
 
-    def _send(self, connection: Any, args: tuple[Any, ...]) -> Any:
+    def _send(self, connection: Any, packed: bytes) -> Any:
         try:
-            connection.send_command(*args)
+            connection.send_packed_command((packed,))  # a sequence of chunks
             reply = connection.read_response()
         except ResponseError:
             self._put_back(connection)  # the whole error reply was read: still in step
@@ -127,13 +154,13 @@ class PendingReply:
     neither closes the connection's socket.
     """
 
-    __slots__ = ("_args", "_connection", "_kept", "_retry")
+    __slots__ = ("_connection", "_kept", "_packed", "_retry")
 
-    def __init__(self, kept: KeptConnections, connection: Any, args: tuple[Any, ...], *,
+    def __init__(self, kept: KeptConnections, connection: Any, packed: bytes, *,
                  retry: bool) -> None:
         self._kept = kept
         self._connection: Any = connection
-        self._args = args
+        self._packed = packed
         self._retry = retry
 
     def wait(self) -> Any:
@@ -151,7 +178,7 @@ class PendingReply:
             kept._discard(connection)
             if not self._retry:
                 raise
-            return kept._send(kept.pool.get_connection(), self._args)
+            return kept._send(kept.pool.get_connection(), self._packed)
         except BaseException:
             kept._discard(connection)
             raise
