@@ -37,6 +37,7 @@ class FlaskSession(Session, SessionMixin):  # type: ignore[override]
     """A :class:`~satchel.session.Session` that Flask recognises as its own kind."""
 
     policy: Any = None  # the keys and timeouts the request was opened with
+    permanent_lifetime = 0.0  # PERMANENT_SESSION_LIFETIME then, in seconds
     path: str | None = None  # the request's path, when the interface learns which use sessions
 
 
@@ -45,7 +46,7 @@ class SatchelSessionInterface(SessionInterface):
 
     def __init__(self, engine: Engine | CookieEngine) -> None:
         self.engine = engine
-        self._policies: dict[tuple[Any, ...], Any] = {}
+        self._policies: dict[tuple[Any, ...], tuple[Any, float]] = {}
         self._templates: dict[tuple[Any, ...], CookieTemplate] = {}
         # Whether each path's last request used its session (oldest first): its next request
         # with a cookie prefetches the session if so. A path not seen yet (each /item/<id>)
@@ -56,6 +57,10 @@ class SatchelSessionInterface(SessionInterface):
 
     def policy(self, app: Flask) -> Any:
         """The key ring and timeouts the app's config names now (cached by value)."""
+        return self._policy_and_lifetime(app)[0]
+
+    def _policy_and_lifetime(self, app: Flask) -> tuple[Any, float]:
+        """:meth:`policy`, and ``PERMANENT_SESSION_LIFETIME`` in seconds (cached together)."""
         config = app.config
         secret = config["SECRET_KEY"]
         fallbacks = config.get("SECRET_KEY_FALLBACKS") or ()
@@ -65,8 +70,8 @@ class SatchelSessionInterface(SessionInterface):
         absolute = config.get("SATCHEL_ABSOLUTE_TIMEOUT")
         lifetime = config["PERMANENT_SESSION_LIFETIME"]  # a timedelta or seconds, as Flask allows
         cache_key = (secret, fallbacks, idle, absolute, lifetime)
-        policy = self._policies.get(cache_key)
-        if policy is None:
+        cached = self._policies.get(cache_key)
+        if cached is None:
             lifetime_default = app.permanent_session_lifetime
             idle_s = seconds(idle if idle is not None else lifetime_default,
                              name="SATCHEL_IDLE_TIMEOUT")
@@ -75,8 +80,8 @@ class SatchelSessionInterface(SessionInterface):
             policy = self.engine.build_policy(secret, fallbacks, timeouts)
             if len(self._policies) >= _POLICY_CACHE_SIZE:
                 self._policies.clear()
-            self._policies[cache_key] = policy
-        return policy
+            cached = self._policies[cache_key] = (policy, lifetime_default.total_seconds())
+        return cached
 
     def open_session(self, app: Flask, request: Request) -> FlaskSession | None:
         if not app.secret_key:
@@ -85,7 +90,7 @@ class SatchelSessionInterface(SessionInterface):
         session = FlaskSession()
         foreign = (_flask_cookie_reader(app) if app.config.get("SATCHEL_READ_FLASK_COOKIES")
                    else None)
-        session.policy = self.policy(app)
+        session.policy, session.permanent_lifetime = self._policy_and_lifetime(app)
         cookie = _request_cookie(request, name)
         prefetch = False
         paths = self._session_paths
@@ -121,12 +126,16 @@ class SatchelSessionInterface(SessionInterface):
             self._learn(session, path)  # type: ignore[arg-type]
         check_samesite(self.get_cookie_samesite(app))  # before the store is written
         name = self.get_cookie_name(app)
-        policy = getattr(session, "policy", None) or self.policy(app)
+        policy = getattr(session, "policy", None)
+        if policy is not None:  # opened by this interface: its config of that moment
+            permanent_lifetime: float = getattr(session, "permanent_lifetime", 0.0)
+        else:
+            policy, permanent_lifetime = self._policy_and_lifetime(app)
         try:
             action = self.engine.commit(
                 session, policy, cookie_name=name,
                 refresh_each_request=app.config["SESSION_REFRESH_EACH_REQUEST"],
-                permanent_lifetime=app.permanent_session_lifetime.total_seconds())
+                permanent_lifetime=permanent_lifetime)
         except StoreUnavailable as err:
             log.error("session store unavailable while saving; responding 503: %s", err)
             _become_unavailable(response)
