@@ -409,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         (mine, peer) for mine in ("satchel-memory", "satchel-sqlite") for peer in peers]
     for mine, peer in [(m, p) for m, p in pairs if m in overhead and p in overhead]:
         cells = "".join(f"{_ratio(overhead[mine][s], overhead[peer][s]):>12}" for s in SCENARIOS)
-        print(f"  {mine:16} / {peer:26}{cells}")
+        print(f"  {mine:24} / {peer:26}{cells}")
     _print_floors(floors, overhead)
     return 0
 
