@@ -138,6 +138,19 @@ def test_a_view_that_fails_before_using_the_session_leaves_the_connection_in_ste
         assert client.get("/get").text == value
 
 
+def test_what_is_remembered_is_bounded(client: FlaskClient, spy: PrefetchSpy) -> None:
+    interface = client.application.session_interface
+    for n in range(4200):  # more paths than are remembered
+        client.get(f"/junk/{n}")
+    client.get("/junk/" + "x" * 300)
+    assert len(interface._session_paths) == 4096  # type: ignore[attr-defined]
+    assert not any(len(path) > 256 for path in interface._session_paths)  # type: ignore[attr-defined]
+    client.get("/set/2")
+    spy.reset()
+    assert client.get("/set/3").text == "ok"  # a new path after one that used its session
+    assert spy.names() == ["prefetch", "result", "update"]
+
+
 def test_prefetching_can_be_turned_off(client: FlaskClient, spy: PrefetchSpy) -> None:
     client.application.config["SATCHEL_PREFETCH"] = False
     client.get("/get")

@@ -27,6 +27,7 @@ from satchel.urls import DEFAULT_SQLITE_NAME, store_from_url
 
 _POLICY_CACHE_SIZE = 32
 _LEARNED_PATHS = 4096  # paths remembered as using their session (for prefetching)
+_LEARNED_PATH_LENGTH = 256  # longer paths are not remembered (they follow the last request)
 _BROWSER_COOKIE_LIMIT = 4093  # Flask's MAX_COOKIE_SIZE default
 _UNAVAILABLE_BODY = b"Service Unavailable: the session store cannot be reached. Try again shortly."
 _RETRY_AFTER = "5"
@@ -109,6 +110,8 @@ class SatchelSessionInterface(SessionInterface):
         used = session.accessed
         if session.request_cookie is not None:
             self._last_used = used
+        if len(path) > _LEARNED_PATH_LENGTH:  # not remembered: junk URLs cost no memory
+            return
         if paths.get(path) is not used:
             if len(paths) >= _LEARNED_PATHS and path not in paths:
                 try:
