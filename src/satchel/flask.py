@@ -22,12 +22,11 @@ from satchel.engine import Engine, ForeignReader
 from satchel.errors import ConfigError, SessionTooLarge, StoreUnavailable
 from satchel.lifetime import Clock, Lifetime, seconds, system_clock
 from satchel.session import Session
+from satchel.session_use import SessionUse
 from satchel.store import Store
 from satchel.urls import DEFAULT_SQLITE_NAME, store_from_url
 
 _POLICY_CACHE_SIZE = 32
-_LEARNED_PATHS = 4096  # paths remembered as using their session (for prefetching)
-_LEARNED_PATH_LENGTH = 256  # longer paths are not remembered (they follow the last request)
 _BROWSER_COOKIE_LIMIT = 4093  # Flask's MAX_COOKIE_SIZE default
 _UNAVAILABLE_BODY = b"Service Unavailable: the session store cannot be reached. Try again shortly."
 _RETRY_AFTER = "5"
@@ -49,12 +48,9 @@ class SatchelSessionInterface(SessionInterface):
         self.engine = engine
         self._policies: dict[tuple[Any, ...], tuple[Any, float]] = {}
         self._templates: dict[tuple[Any, ...], CookieTemplate] = {}
-        # Whether each path's last request used its session (oldest first): its next request
-        # with a cookie prefetches the session if so. A path not seen yet (each /item/<id>)
-        # follows the last request that carried a cookie. Only for a store that can prefetch.
-        self._session_paths: dict[str, bool] | None = (
-            {} if getattr(engine, "can_prefetch", False) else None)
-        self._last_used = True
+        # What requests to each path did with their session: a request expected to use it
+        # prefetches it (for a store that can prefetch).
+        self.session_use = SessionUse() if getattr(engine, "can_prefetch", False) else None
 
     def policy(self, app: Flask) -> Any:
         """The key ring and timeouts the app's config names now (cached by value)."""
@@ -94,39 +90,22 @@ class SatchelSessionInterface(SessionInterface):
         session.policy, session.permanent_lifetime = self._policy_and_lifetime(app)
         cookie = _request_cookie(request, name)
         prefetch = False
-        paths = self._session_paths
-        if paths is not None and app.config.get("SATCHEL_PREFETCH", True):
+        use = self.session_use
+        if use is not None and app.config.get("SATCHEL_PREFETCH", True):
             session.path = path = request.environ.get("PATH_INFO", "")
-            prefetch = cookie is not None and paths.get(path, self._last_used)
+            prefetch = cookie is not None and use.expected(path)
         self.engine.open(cookie, session.policy, session, cookie_name=name, foreign=foreign,
                          prefetch=prefetch)
         return session
-
-    def _learn(self, session: FlaskSession, path: str) -> None:
-        """Remember whether this request to ``path`` used its session (bounded, oldest out)."""
-        paths = self._session_paths
-        if paths is None:
-            return
-        used = session.accessed
-        if session.request_cookie is not None:
-            self._last_used = used
-        if len(path) > _LEARNED_PATH_LENGTH:  # not remembered: junk URLs cost no memory
-            return
-        if paths.get(path) is not used:
-            if len(paths) >= _LEARNED_PATHS and path not in paths:
-                try:
-                    del paths[next(iter(paths))]
-                except (KeyError, StopIteration, RuntimeError):  # another thread got there
-                    pass
-            paths[path] = used
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         if type(session) is not FlaskSession and not isinstance(session, Session):
             raise TypeError(f"satchel cannot save a {type(session).__name__}; was the session"
                             " interface swapped during the request?")
         path = getattr(session, "path", None)
-        if path is not None:
-            self._learn(session, path)  # type: ignore[arg-type]
+        if path is not None and self.session_use is not None:
+            self.session_use.record(path, used=session.accessed,
+                                    had_cookie=session.request_cookie is not None)
         check_samesite(self.get_cookie_samesite(app))  # before the store is written
         name = self.get_cookie_name(app)
         policy = getattr(session, "policy", None)
