@@ -86,13 +86,15 @@ class CookieEngine:
 
     # -- open ------------------------------------------------------------------
 
+    can_prefetch = False  # the cookie holds the session: nothing to fetch ahead
+
     def open(self, cookie: str | None, policy: SealedPolicy, session: Session | None = None, *,
              cookie_name: str = "session", foreign: ForeignReader | None = None,
              prefetch: bool = False) -> Session:
         """A lazy session for this cookie: nothing is opened until the view uses it.
 
-        ``prefetch`` is accepted for the engines' common signature; the cookie
-        holds the session, so there is nothing to fetch ahead.
+        ``prefetch`` is accepted for the engines' common signature (see
+        :attr:`can_prefetch`).
         """
         if session is None:
             session = Session()

@@ -273,7 +273,7 @@ class Engine:
         if session.load_failed:
             return None  # the store failed mid-request: never overwrite what it holds
         if not session.loaded:
-            self.release(session)
+            self._cancel_prefetch(session)
             if not refresh_each_request:
                 return None
             return self._refresh(session.request_cookie, policy, permanent_lifetime)
@@ -304,8 +304,8 @@ class Engine:
         expires = self._cookie_expiry(session, policy, permanent_lifetime, now)
         return CookieAction(self.sign(session.sid, session._permanent, policy), expires)
 
-    def release(self, session: Session) -> None:
-        """Cancel a prefetched load the request never used (commit does it too)."""
+    def _cancel_prefetch(self, session: Session) -> None:
+        """Cancel the prefetched load of a session the request never used."""
         pending = session.pending_load
         if pending is not None:
             session.pending_load = None

@@ -50,7 +50,7 @@ class SatchelSessionInterface(SessionInterface):
         self._templates: dict[tuple[Any, ...], CookieTemplate] = {}
         # What requests to each path did with their session: a request expected to use it
         # prefetches it (for a store that can prefetch).
-        self.session_use = SessionUse() if getattr(engine, "can_prefetch", False) else None
+        self.session_use = SessionUse() if engine.can_prefetch else None
 
     def policy(self, app: Flask) -> Any:
         """The key ring and timeouts the app's config names now (cached by value)."""
