@@ -160,7 +160,7 @@ class RedisStore:
                               " values are bytes; pass a client built without it")
         self.client = client
         self.prefix = prefix
-        self._open = prefix.encode() + b"{"  # a key is _open + storage key + "}"
+        self._open = prefix.encode() + b"{"  # see _name()
         self._clock = clock
         self._kept: KeptConnections | None = None
         self._command: Callable[..., Any]
@@ -207,9 +207,13 @@ class RedisStore:
             raise ConfigError(f"Redis URL {shown!r}: {err}") from err
         return cls(client, prefix=prefix, clock=clock)
 
+    def _name(self, key: str) -> bytes:
+        """The Redis key of storage key ``key`` (see :data:`SCHEMA`)."""
+        return self._open + key.encode() + b"}"
+
     def load(self, key: str) -> Record | None:
         try:
-            data = self._command("HGETALL", self._open + key.encode() + b"}")
+            data = self._command("HGETALL", self._name(key))
         except _DRIVER_ERRORS as err:
             self._fail(err)
         return self._record(data, key)
@@ -224,7 +228,7 @@ class RedisStore:
         if self._kept is None:
             return None
         try:
-            reply = self._kept.start("HGETALL", self._open + key.encode() + b"}")
+            reply = self._kept.start("HGETALL", self._name(key))
         except _DRIVER_ERRORS:
             return None  # load() will meet the failure again and report it
         return None if reply is None else _PendingLoad(self, reply, key)
@@ -256,7 +260,7 @@ class RedisStore:
 
     def create(self, key: str, record: Record) -> None:
         now = self._clock()
-        args = ["EVALSHA", _CREATE_SHA, 1, self._open + key.encode() + b"}",
+        args = ["EVALSHA", _CREATE_SHA, 1, self._name(key),
                 now, self._ttl(record.expires_at, now),
                 _CREATED, record.created_at, _SEEN, record.last_seen,
                 _EXPIRES, record.expires_at, _PERM, b"1" if record.permanent else b"0"]
@@ -274,7 +278,7 @@ class RedisStore:
         if user == "":
             deletes.append(_USER)
         expires = patch.expires_at
-        args = ["EVALSHA", _UPDATE_SHA, 1, self._open + key.encode() + b"}",
+        args = ["EVALSHA", _UPDATE_SHA, 1, self._name(key),
                 now, b"1" if patch.clear else b"0", b"" if expires is None else self._ttl(
                     expires, now), len(deletes), *deletes]
         for name, value in patch.set.items():
@@ -291,7 +295,7 @@ class RedisStore:
 
     def delete(self, key: str) -> None:
         try:
-            self._command("DEL", self._open + key.encode() + b"}")
+            self._command("DEL", self._name(key))
         except _DRIVER_ERRORS as err:
             self._fail(err)
 
