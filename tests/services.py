@@ -71,8 +71,11 @@ POSTGRES_URL = os.environ.get("SATCHEL_TEST_POSTGRES_URL",
 
 
 @contextmanager
-def postgres_store() -> Iterator[Any]:
-    """A PostgresStore on a fresh table of the test server, dropped afterwards."""
+def postgres_store(**options: Any) -> Iterator[Any]:
+    """A PostgresStore on a fresh table of the test server, dropped afterwards.
+
+    ``options`` go to ``PostgresStore.from_url`` (``clock=``, ...).
+    """
     try:
         from psycopg import sql
 
@@ -83,7 +86,7 @@ def postgres_store() -> Iterator[Any]:
 
     table = f"satchel_test_{uuid.uuid4().hex[:16]}"
     try:
-        store = PostgresStore.from_url(POSTGRES_URL, table=table)
+        store = PostgresStore.from_url(POSTGRES_URL, table=table, **options)
     except StoreUnavailable as err:
         cannot_test(f"no PostgreSQL server at SATCHEL_TEST_POSTGRES_URL={POSTGRES_URL!r}"
                     f" ({err}); start one or point the variable at one")

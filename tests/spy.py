@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from satchel.store import Patch, PendingLoad, Record, Store
+from satchel.store import Patch, PendingLoad, Record, Store, Updated
 
 
 class SpyStore:
@@ -26,7 +26,7 @@ class SpyStore:
         self.calls.append(("create", record))
         self.inner.create(key, record)
 
-    def update(self, key: str, patch: Patch) -> bool:
+    def update(self, key: str, patch: Patch) -> Updated:
         self.calls.append(("update", patch))
         return self.inner.update(key, patch)
 

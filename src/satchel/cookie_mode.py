@@ -161,32 +161,32 @@ class CookieEngine:
             if not (refresh_each_request and cookie and looks_permanent(cookie)):
                 return None
             session.load_quietly()
-            if session._new:
+            if not session.stored:
                 return None
-        data = session._data
-        if not data:
-            return None if session._new else CookieAction(None)
+        if session.empty:
+            return None if not session.stored else CookieAction(None)
         now = self.clock()
-        changed = (session.modified or session._regenerated or session._new
-                   or bool(session._read and session.changed_in_place(self.codec.encode)))
+        permanent = session.is_permanent
+        changed = (session.modified or session.regenerated or not session.stored
+                   or (session.may_have_changed and session.changes(self.codec.encode).any))
         must_seal = (changed or session.cookie_key_index != 0
-                     or session.cookie_permanent != session._permanent
-                     or (session._permanent and refresh_each_request)
+                     or session.cookie_permanent != permanent
+                     or (permanent and refresh_each_request)
                      or policy.lifetime.touch_due(session.last_seen, now))
         if not must_seal:
             return None
-        created_at = now if session._new else session.created_at
+        created_at = session.created_at if session.stored else now
         fields = {}
-        for key, value in data.items():
+        for key, value in dict.items(session):
             try:
                 fields[key] = orjson.Fragment(self.codec.encode(value))
             except CodecError as err:
                 raise CodecError(f"session key {key!r}: {err}") from err
         expires_at = policy.lifetime.expires_at(created_at, now)
         plaintext = orjson.dumps([_PAYLOAD_VERSION, created_at, now, expires_at, fields])
-        token = policy.sealer.seal(plaintext, name=cookie_name, permanent=session._permanent)
+        token = policy.sealer.seal(plaintext, name=cookie_name, permanent=permanent)
         session.created_at, session.last_seen = created_at, now
-        expires = cookie_expiry(session._permanent, created_at, policy.lifetime,
+        expires = cookie_expiry(permanent, created_at, policy.lifetime,
                                 permanent_lifetime, now)
         return CookieAction(token, expires)
 

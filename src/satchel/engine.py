@@ -14,17 +14,17 @@ from __future__ import annotations
 import base64
 import hmac
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from satchel import ids
+from satchel import ids, tombstone
 from satchel.codec import TaggedCodec, default_codec
 from satchel.errors import CodecError
 from satchel.keys import KeyRing, Secret
 from satchel.lifetime import Clock, Lifetime, system_clock
-from satchel.session import Session
-from satchel.store import Patch, Prefetching, Record, Store
+from satchel.session import Changes, Session
+from satchel.store import Patch, Prefetching, Record, Store, Updated
 
 security_log = logging.getLogger("satchel.security")
 log = logging.getLogger("satchel")
@@ -35,6 +35,7 @@ MAX_FOREIGN_COOKIE_LENGTH = 8192
 _MAC_CHARS = 22  # 16 bytes of HMAC-SHA256, unpadded base64
 _BODY_LENGTH = ids.ID_LENGTH + 2  # "<id>.<flag>"
 _COOKIE_LENGTH = _BODY_LENGTH + _MAC_CHARS
+_UNCHANGED = Changes({}, frozenset(), None)
 
 
 def _storage_key(session: Session, sid: str) -> str:
@@ -125,10 +126,12 @@ class Engine:
     """Opens and commits sessions against one store."""
 
     def __init__(self, store: Store, *, codec: TaggedCodec = default_codec,
-                 clock: Clock = system_clock) -> None:
+                 clock: Clock = system_clock, grace: float = tombstone.DEFAULT_GRACE) -> None:
+        """``grace``: seconds a rotated or emptied id is remembered (:mod:`satchel.tombstone`)."""
         self.store = store
         self.codec = codec
         self.clock = clock
+        self.grace = grace
         self._prefetch = store.prefetch if isinstance(store, Prefetching) else None
 
     @property
@@ -220,8 +223,7 @@ class Engine:
         else:
             record = self.store.load(key)
         if record is None:
-            security_log.info("session %s not found or expired; starting a new one",
-                              ids.fingerprint(token.sid))
+            self._load_missing(session, token.sid)
             return
         if policy.lifetime.is_expired(record.created_at, record.last_seen, self.clock()):
             security_log.info("session %s expired under the current timeouts",
@@ -231,6 +233,25 @@ class Engine:
         session.adopt(token.sid, record.fields, self._decode(record.fields, token.sid),
                       created_at=record.created_at, last_seen=record.last_seen,
                       permanent=record.permanent)
+
+    def _load_missing(self, session: Session, sid: str) -> None:
+        """An id we signed that the store does not hold: rotated by a parallel request, or dead.
+
+        A rotated id opens, read-only, as it was before the rotation (see
+        :mod:`satchel.tombstone`); any other opens a new, empty session.
+        """
+        tomb = self.store.load(tombstone.key(sid))
+        if tombstone.kind_of(tomb) == "rotated":
+            assert tomb is not None
+            fields = tombstone.fields_of(tomb)
+            log.info("session %s was rotated by a parallel request (a login?); this request"
+                     " sees it as it was, and nothing it changes is kept", ids.fingerprint(sid))
+            session.adopt(sid, fields, self._decode(fields, sid), created_at=tomb.created_at,
+                          last_seen=tomb.last_seen, permanent=tomb.permanent)
+            session.read_only = True
+            return
+        security_log.info("session %s not found or expired; starting a new one",
+                          ids.fingerprint(sid))
 
     def _decode(self, raw: dict[str, bytes], sid: str) -> dict[str, Any]:
         data = {}
@@ -244,20 +265,11 @@ class Engine:
 
     # -- commit ------------------------------------------------------------------
 
-    def _refresh(self, cookie: str | None, policy: Policy,
-                 permanent_lifetime: float | None) -> CookieAction | None:
-        """For a request that never used its session: re-send a permanent cookie.
-
-        Costs no store call, and an HMAC check only for a cookie shaped like a
-        permanent one. None if there is nothing to send.
-        """
-        if not cookie or len(cookie) != _COOKIE_LENGTH or cookie[ids.ID_LENGTH + 1] != "p":
-            return None
-        token = self.verify(cookie, policy)
-        if token is None or not token.permanent:
-            return None
-        expires = self._cookie_expiry(None, policy, permanent_lifetime)
-        return CookieAction(self.sign(token.sid, True, policy), expires)
+    @staticmethod
+    def looks_permanent(cookie: str | None) -> bool:
+        """True if ``cookie`` is shaped like a permanent session's (unverified: a cheap test)."""
+        return (cookie is not None and len(cookie) == _COOKIE_LENGTH
+                and cookie[ids.ID_LENGTH + 1] == "p")
 
     def commit(self, session: Session, policy: Policy, *, cookie_name: str = "session",
                refresh_each_request: bool = True,
@@ -266,43 +278,122 @@ class Engine:
 
         ``permanent_lifetime`` is how long a permanent cookie lives in the
         browser (Flask's ``PERMANENT_SESSION_LIFETIME``); the server-side idle
-        and absolute timeouts are the policy's. A session the view never used
-        costs no store call; with ``refresh_each_request`` its cookie is re-sent
-        if it is permanent.
+        and absolute timeouts are the policy's.
+
+        The cookie of an existing session is sent only after the store, in
+        this commit, found the session still live (a write, a touch, or a
+        liveness check), so a request that started before a login (which
+        rotated the id) never hands the browser the dead id. A session the view
+        never used costs no store call and sends no cookie (Flask would re-send
+        a permanent one); one the view read is re-sent when Flask would re-send
+        it (``modified``, or permanent with ``refresh_each_request``), at the
+        cost of that check.
+        Raises :class:`~satchel.errors.CodecError` for a value that cannot be
+        stored, before anything is written.
         """
         if session.load_failed:
             return None  # the store failed mid-request: never overwrite what it holds
         if not session.loaded:
             self._cancel_prefetch(session)
-            if not refresh_each_request:
-                return None
-            return self._refresh(session.request_cookie, policy, permanent_lifetime)
-        now = self.clock()
-        data = session._data
-        if session._retired is not None:
-            self.store.delete(ids.storage_key(session._retired))
-        if session.sid is None:  # new, regenerated or destroyed
-            if not data:
-                had_cookie = not session._new or session._retired is not None
-                return CookieAction(None) if had_cookie else None
-            return self._create(session, policy, now, permanent_lifetime)
-        key = _storage_key(session, session.sid)
-        if not data:
-            self.store.delete(key)
-            return CookieAction(None)
-        patch = self._patch(session, now, policy)
-        if patch is not None and not self.store.update(key, patch):
-            log.info("session %s ended during the request (logged out or expired); "
-                     "its changes were not saved", ids.fingerprint(session.sid))
             return None
-        changed = patch is not None and (patch.set or patch.delete or patch.clear)
-        must_set = (session.modified or changed or session.cookie_key_index != 0
-                    or session.cookie_permanent != session._permanent
-                    or (session._permanent and refresh_each_request))
-        if not must_set:
+        if session.read_only:
+            if session.modified or (session.may_have_changed
+                                    and session.changes(self.codec.encode).any):
+                log.info("session %s: a parallel request rotated its id; this request's changes"
+                         " were not kept", ids.fingerprint(session.sid or ""))
+            return None
+        now = self.clock()
+        if session.sid is not None:
+            return self._update(session, session.sid, policy, refresh_each_request,
+                                permanent_lifetime, now)
+        # New, regenerated or destroyed: store the data under a new id first, so a failure
+        # leaves the old session as it was; then retire the old id.
+        action = None
+        retired, old_fields = session.retired_sid, session.stored_fields
+        if not session.empty:
+            action = self._create(session, session.encoded(self.codec.encode), policy, now,
+                                  permanent_lifetime)
+        elif session.stored or retired is not None:
+            action = CookieAction(None)
+        if retired is not None:
+            self._retire(session, retired, old_fields, now)
+        return action
+
+    def _update(self, session: Session, sid: str, policy: Policy, refresh_each_request: bool,
+                permanent_lifetime: float | None, now: float) -> CookieAction | None:
+        """Commit a stored session that keeps its id."""
+        key = _storage_key(session, sid)
+        lifetime = policy.lifetime
+        changes = session.changes(self.codec.encode) if session.may_have_changed else _UNCHANGED
+        touch_due = lifetime.touch_due(session.last_seen, now)
+        empty = session.empty
+        must_set = (session.modified or changes.any or session.cookie_key_index != 0
+                    or session.cookie_permanent != session.is_permanent
+                    or (session.is_permanent and refresh_each_request))
+        if not (must_set or touch_due or empty):
+            return None  # read-only within the touch interval: no write, no cookie
+        # From here on the store is always asked: a patch that changes nothing only checks that
+        # the session is still live, so a cookie is never re-sent for an id that a parallel
+        # request rotated (a login) or ended (a logout) meanwhile.
+        if empty and changes.delete:
+            # Before the update: a parallel write that then finds the session gone keeps its keys.
+            self._bury(sid, tombstone.record("emptied", now, self.grace))
+        patch = Patch(set=changes.set, delete=changes.delete, permanent=changes.permanent,
+                      delete_if_empty=empty)
+        if touch_due:  # a write alone is not a touch: the idle deadline slides by threshold
+            patch = patch._replace(last_seen=now,
+                                   expires_at=lifetime.expires_at(session.created_at, now))
+        outcome = self.store.update(key, patch)
+        if not outcome:
+            return self._gone(session, sid, changes, policy, now, permanent_lifetime)
+        if outcome == Updated.EMPTIED:
+            return CookieAction(None)
+        if touch_due:
+            session.last_seen = now
+        if empty or not must_set:  # empty here: a parallel request's keys keep it alive
             return None
         expires = self._cookie_expiry(session, policy, permanent_lifetime, now)
-        return CookieAction(self.sign(session.sid, session._permanent, policy), expires)
+        return CookieAction(self.sign(sid, session.is_permanent, policy), expires)
+
+    def _gone(self, session: Session, sid: str, changes: Changes, policy: Policy, now: float,
+              permanent_lifetime: float | None) -> CookieAction | None:
+        """The stored session ended while the request ran: keep its writes only if it was
+        emptied by a parallel request (see :mod:`satchel.tombstone`)."""
+        if not changes.set:
+            return None  # nothing of this request's own is lost
+        if tombstone.kind_of(self.store.load(tombstone.key(sid))) == "emptied":
+            log.info("session %s was emptied by a parallel request; this request's changes"
+                     " start a new session", ids.fingerprint(sid))
+            session.created_at = now
+            return self._create(session, dict(changes.set), policy, now, permanent_lifetime)
+        log.info("session %s ended during the request (logged out, rotated or expired); "
+                 "its changes were not saved", ids.fingerprint(sid))
+        return None
+
+    def _retire(self, session: Session, sid: str, old_fields: Mapping[str, bytes],
+                now: float) -> None:
+        """End the old id of a regenerated or destroyed session.
+
+        A rotation leaves a tombstone, so requests in flight with the old id
+        neither undo the login nor see the new session; a logout (``destroy``)
+        leaves none, and removes any an earlier emptying left, so nothing in
+        flight can keep writing.
+        """
+        if session.destroyed:
+            self.store.delete(tombstone.key(sid))
+        elif session.stored:
+            self._bury(sid, tombstone.record("rotated", now, self.grace,
+                                             permanent=session.is_permanent, fields=old_fields))
+        self.store.delete(ids.storage_key(sid))
+
+    def _bury(self, sid: str, tomb: Record) -> None:
+        """File ``sid``'s tombstone, replacing one already there."""
+        key = tombstone.key(sid)
+        try:
+            self.store.create(key, tomb)
+        except KeyError:
+            self.store.delete(key)
+            self.store.create(key, tomb)
 
     def _cancel_prefetch(self, session: Session) -> None:
         """Cancel the prefetched load of a session the request never used."""
@@ -311,53 +402,20 @@ class Engine:
             session.pending_load = None
             pending.cancel()
 
-    def _create(self, session: Session, policy: Policy, now: float,
+    def _create(self, session: Session, fields: dict[str, bytes], policy: Policy, now: float,
                 permanent_lifetime: float | None) -> CookieAction:
+        """Store ``fields`` as a new session with a fresh id; the cookie that carries it."""
         sid = ids.new_id()
-        created_at = session.created_at if session._regenerated and session.created_at else now
-        fields = {name: self.codec.encode(value) for name, value in session._data.items()}
+        created_at = session.created_at if session.regenerated and session.created_at else now
+        permanent = session.is_permanent
         record = Record(fields, created_at, now, policy.lifetime.expires_at(created_at, now),
-                        permanent=session._permanent)
+                        permanent=permanent)
         self.store.create(ids.storage_key(sid), record)
-        session.sid, session.created_at, session.last_seen = sid, created_at, now
-        session._raw = fields
-        return CookieAction(self.sign(sid, session._permanent, policy),
+        session.stored_as(sid, fields, created_at, now)
+        return CookieAction(self.sign(sid, permanent, policy),
                             self._cookie_expiry(session, policy, permanent_lifetime, now))
 
-    def _patch(self, session: Session, now: float, policy: Policy) -> Patch | None:
-        """The smallest patch for what changed; None if nothing changed and no touch is due."""
-        if not (session._set or session._removed or session._read or session._cleared
-                or session._permanent_changed):  # read-only: at most a touch
-            if not policy.lifetime.touch_due(session.last_seen, now):
-                return None
-            return Patch(last_seen=now, expires_at=policy.lifetime.expires_at(session.created_at,
-                                                                              now))
-        encode, raw = self.codec.encode, session._raw
-        updates = {name: encode(session._data[name]) for name in session._set}
-        updates.update(session.changed_in_place(encode))
-        for name, value in list(updates.items()):
-            if not session._cleared and raw.get(name) == value:
-                del updates[name]
-        deleted = frozenset(name for name in session._removed if name in raw)
-        permanent = session._permanent if session._permanent_changed else None
-        changed = bool(updates or deleted or session._cleared or permanent is not None)
-        if not policy.lifetime.touch_due(session.last_seen, now):
-            if not changed:
-                return None
-            # A write is not a touch: the idle deadline slides by threshold, as for reads.
-            # Leaving the timestamps alone keeps the write small (no index change in SQL).
-            return Patch(set=updates, delete=deleted, clear=session._cleared,
-                         permanent=permanent)
-        expires_at = policy.lifetime.expires_at(session.created_at, now)
-        return Patch(set=updates, delete=deleted, clear=session._cleared, last_seen=now,
-                     expires_at=expires_at, permanent=permanent)
-
-    def _cookie_expiry(self, session: Session | None, policy: Policy,
-                       permanent_lifetime: float | None = None,
-                       now: float | None = None) -> float | None:
-        now = self.clock() if now is None else now
-        if session is None:  # a refresh without a load: the absolute deadline is unknown
-            return now + (policy.lifetime.idle if permanent_lifetime is None
-                          else permanent_lifetime)
-        return cookie_expiry(session._permanent, session.created_at, policy.lifetime,
+    def _cookie_expiry(self, session: Session, policy: Policy,
+                       permanent_lifetime: float | None, now: float) -> float | None:
+        return cookie_expiry(session.is_permanent, session.created_at, policy.lifetime,
                              permanent_lifetime, now)

@@ -123,7 +123,13 @@ class SatchelSessionInterface(SessionInterface):
             _become_unavailable(response)
             return
         if action is None:
-            if session.accessed:
+            if session.accessed or (
+                    not session.loaded and app.config["SESSION_REFRESH_EACH_REQUEST"]
+                    and isinstance(self.engine, Engine)
+                    and self.engine.looks_permanent(session.request_cookie)):
+                # Flask re-sends a permanent cookie here, with Vary: Cookie. satchel sends no
+                # cookie for a session the request never used (it could be a rotated id, see
+                # Engine.commit), but keeps the Vary header a cache may rely on.
                 _add_session_headers(response, None)
         elif action.value is None:
             response.delete_cookie(name, domain=self.get_cookie_domain(app),
@@ -235,6 +241,28 @@ def _flask_cookie_reader(app: Flask) -> ForeignReader:
     return read
 
 
+def _serialize_sessions(app: Flask) -> None:
+    """Let Flask's JSON provider serialize the session (``return session``, ``jsonify(session)``).
+
+    ``flask.session`` is a proxy, which ``json.dumps`` does not take for a
+    dict; the provider's ``default`` hook gets it, and turns a satchel session
+    (or a proxy to one) into a plain dict. Other values go to the hook it
+    had. An app with a provider without that hook is left alone.
+    """
+    provider = app.json
+    previous = getattr(provider, "default", None)
+    if not callable(previous) or getattr(previous, "satchel_sessions", False):
+        return
+
+    def default(value: Any) -> Any:
+        if isinstance(value, Session):
+            return dict(value)
+        return previous(value)
+
+    default.satchel_sessions = True  # type: ignore[attr-defined]
+    provider.default = default  # type: ignore[attr-defined]
+
+
 class Satchel:
     """Server-side sessions for Flask apps.
 
@@ -264,6 +292,7 @@ class Satchel:
         else:
             engine = Engine(store, codec=self.codec, clock=self.clock)
         app.session_interface = SatchelSessionInterface(engine)
+        _serialize_sessions(app)
         app.extensions["satchel"] = self
         if StoreUnavailable not in app.error_handler_spec[None][None]:
             app.register_error_handler(StoreUnavailable, store_unavailable)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import IntEnum
 from types import MappingProxyType
 from typing import NamedTuple, Protocol, runtime_checkable
 
@@ -34,6 +35,10 @@ class Patch(NamedTuple):
 
     ``clear`` drops every field before ``set`` is applied. ``None`` for a
     metadata attribute means "leave it"; ``user=""`` removes the user.
+    ``delete_if_empty``: if the record holds no field once the patch is
+    applied, delete it (in the same atomic step), and ``update`` returns
+    :attr:`Updated.EMPTIED`. The store decides from what it holds, so a field
+    a parallel commit added keeps the record alive.
     Immutable (a named tuple: one commit builds one, so it must be cheap).
     """
 
@@ -44,6 +49,18 @@ class Patch(NamedTuple):
     expires_at: float | None = None
     permanent: bool | None = None
     user: str | None = None
+    delete_if_empty: bool = False
+
+
+class Updated(IntEnum):
+    """What :meth:`Store.update` did. ``GONE`` is falsy, the others truthy."""
+
+    GONE = 0
+    """The record is missing or expired: nothing was changed."""
+    KEPT = 1
+    """The patch was applied and the record is kept."""
+    EMPTIED = 2
+    """The patch left no field and asked ``delete_if_empty``: the record was deleted."""
 
 
 @runtime_checkable
@@ -63,12 +80,17 @@ class Store(Protocol):
         an expired one is replaced."""
         ...
 
-    def update(self, key: str, patch: Patch) -> bool:
+    def update(self, key: str, patch: Patch) -> Updated:
         """Apply ``patch`` atomically, touching only the fields it names, so two
         commits that change different fields both survive.
 
-        Returns False and changes nothing if the record is missing or expired:
-        a request in flight never resurrects a session that was logged out.
+        Returns :attr:`Updated.GONE` and changes nothing if the record is
+        missing or expired: a request in flight never resurrects a session that
+        was logged out. With ``patch.delete_if_empty``, a record left with no
+        field is deleted in the same step and the result is
+        :attr:`Updated.EMPTIED`; otherwise :attr:`Updated.KEPT`. (A store
+        written for an older contract may return True/False, read as
+        KEPT/GONE.)
         """
         ...
 
@@ -122,8 +144,11 @@ class Prefetching(Protocol):
         ...
 
 
-def apply_patch(record: Record, patch: Patch) -> None:
-    """Apply ``patch`` to ``record`` in place: the reference semantics of update."""
+def apply_patch(record: Record, patch: Patch) -> Updated:
+    """Apply ``patch`` to ``record`` in place: the reference semantics of update.
+
+    Returns EMPTIED if the caller must now delete the record, else KEPT.
+    """
     if patch.clear:
         record.fields.clear()
     for name in patch.delete:
@@ -137,3 +162,6 @@ def apply_patch(record: Record, patch: Patch) -> None:
         record.permanent = patch.permanent
     if patch.user is not None:
         record.user = patch.user or None
+    if patch.delete_if_empty and not record.fields:
+        return Updated.EMPTIED
+    return Updated.KEPT

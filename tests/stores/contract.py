@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from satchel.store import Patch, Prefetching, Purgeable, Record, Store
+from satchel.store import Patch, Prefetching, Purgeable, Record, Store, Updated
 from tests.clock import FakeClock
 
 HOUR = 3600.0
@@ -74,8 +74,8 @@ class StoreContract:
 
     def test_update_merges_per_field(self, store: Store, clock: FakeClock) -> None:
         store.create("k1", make_record(clock, keep=b"0", a=b"1"))
-        assert store.update("k1", Patch(set={"a": b"2"})) is True
-        assert store.update("k1", Patch(set={"b": b"3"})) is True
+        assert store.update("k1", Patch(set={"a": b"2"})) == Updated.KEPT
+        assert store.update("k1", Patch(set={"b": b"3"})) == Updated.KEPT
         loaded = store.load("k1")
         assert loaded is not None and loaded.fields == {"keep": b"0", "a": b"2", "b": b"3"}
 
@@ -91,20 +91,66 @@ class StoreContract:
         loaded = store.load("k1")
         assert loaded is not None and loaded.fields == {"c": b"3"}
 
+    def test_update_that_empties_with_delete_if_empty_deletes_the_record(
+            self, store: Store, clock: FakeClock) -> None:
+        store.create("k1", make_record(clock, a=b"1", b=b"2"))
+        patch = Patch(delete=frozenset({"a", "b"}), delete_if_empty=True)
+        assert store.update("k1", patch) == Updated.EMPTIED
+        assert store.load("k1") is None
+        assert store.update("k1", Patch(set={"c": b"3"})) == Updated.GONE  # no resurrection
+
+    def test_delete_if_empty_keeps_a_record_that_still_has_fields(
+            self, store: Store, clock: FakeClock) -> None:
+        # A parallel commit added "b" after this request loaded {"a"}: the store, not the
+        # request's own copy, decides that the record is not empty.
+        store.create("k1", make_record(clock, a=b"1"))
+        assert store.update("k1", Patch(set={"b": b"2"})) == Updated.KEPT
+        assert store.update("k1", Patch(delete=frozenset({"a"}), delete_if_empty=True,
+                                        permanent=False)) == Updated.KEPT
+        loaded = store.load("k1")
+        assert loaded is not None and loaded.fields == {"b": b"2"}
+
+    def test_delete_if_empty_with_clear_or_set(self, store: Store, clock: FakeClock) -> None:
+        store.create("k1", make_record(clock, a=b"1"))
+        assert store.update("k1", Patch(clear=True, set={"n": b"1"},
+                                        delete_if_empty=True)) == Updated.KEPT
+        assert store.update("k1", Patch(clear=True, delete_if_empty=True)) == Updated.EMPTIED
+        assert store.load("k1") is None
+        assert store.update("k1", Patch(delete_if_empty=True)) == Updated.GONE
+
+    def test_delete_if_empty_on_an_empty_record_without_changes(
+            self, store: Store, clock: FakeClock) -> None:
+        store.create("k1", make_record(clock))
+        assert store.update("k1", Patch(last_seen=clock.now, expires_at=clock.now + HOUR,
+                                        delete_if_empty=True)) == Updated.EMPTIED
+        assert store.load("k1") is None
+
+    def test_empty_patch_only_tells_whether_the_record_is_live(
+            self, store: Store, clock: FakeClock) -> None:
+        record = make_record(clock, ttl=10, a=b"1")
+        store.create("k1", record)
+        assert store.update("k1", Patch()) == Updated.KEPT
+        assert store.load("k1") == record
+        assert store.update("ghost", Patch()) == Updated.GONE
+        clock.advance(10)
+        assert store.update("k1", Patch()) == Updated.GONE
+
     def test_update_missing_returns_false_and_creates_nothing(self, store: Store) -> None:
-        assert store.update("ghost", Patch(set={"a": b"1"}, expires_at=9e12)) is False
+        assert store.update("ghost", Patch(set={"a": b"1"}, expires_at=9e12)) == Updated.GONE
         assert store.load("ghost") is None
 
     def test_update_after_delete_does_not_resurrect(self, store: Store, clock: FakeClock) -> None:
         store.create("k1", make_record(clock, user=b"1"))
         store.delete("k1")
-        assert store.update("k1", Patch(set={"cart": b"[]"}, expires_at=clock.now + HOUR)) is False
+        outcome = store.update("k1", Patch(set={"cart": b"[]"}, expires_at=clock.now + HOUR))
+        assert outcome == Updated.GONE
         assert store.load("k1") is None
 
     def test_update_expired_returns_false(self, store: Store, clock: FakeClock) -> None:
         store.create("k1", make_record(clock, ttl=10, a=b"1"))
         clock.advance(10)
-        assert store.update("k1", Patch(set={"a": b"2"}, expires_at=clock.now + HOUR)) is False
+        outcome = store.update("k1", Patch(set={"a": b"2"}, expires_at=clock.now + HOUR))
+        assert outcome == Updated.GONE
         assert store.load("k1") is None
 
     def test_update_metadata(self, store: Store, clock: FakeClock) -> None:

@@ -28,7 +28,7 @@ from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from satchel.errors import ConfigError, StoreUnavailable
-from satchel.store import Patch, Record, apply_patch
+from satchel.store import Patch, Record, Updated, apply_patch
 from satchel.stores.redis import RedisStore
 from tests.clock import FakeClock
 from tests.stores.contract import HOUR, PrefetchContract, StoreContract, make_record
@@ -61,12 +61,13 @@ class TestRedisStore(RedisProtocolContract):
     def test_update_of_missing_or_expired_changes_nothing(
         self, store: RedisStore, clock: FakeClock
     ) -> None:
-        assert store.update("ghost", Patch(set={"a": b"1"}, expires_at=clock.now + HOUR)) is False
+        outcome = store.update("ghost", Patch(set={"a": b"1"}, expires_at=clock.now + HOUR))
+        assert outcome == Updated.GONE
         assert store.client.exists(f"{store.prefix}{{ghost}}") == 0
         store.create("k1", make_record(clock, ttl=10, a=b"1"))
         clock.advance(10)  # expired by the store's clock; Redis still holds the key
         assert store.update("k1", Patch(set={"a": b"2"}, clear=True, user="eve",
-                                        expires_at=clock.now + HOUR)) is False
+                                        expires_at=clock.now + HOUR)) == Updated.GONE
         name = f"{store.prefix}{{k1}}"
         assert store.client.hget(name, "f:a") == b"1"
         assert store.client.hget(name, "m:user") is None
@@ -129,7 +130,7 @@ class TestRedisStore(RedisProtocolContract):
         assert problem in entry.getMessage() and "treated as missing" in entry.getMessage()
         assert SECRET_KEY not in entry.getMessage() and "\n" not in entry.getMessage()
         if dead:  # without a readable m:expires, the hash is dead to update and create too
-            assert store.update(SECRET_KEY, Patch(set={"b": b"2"})) is False
+            assert store.update(SECRET_KEY, Patch(set={"b": b"2"})) == Updated.GONE
             store.create(SECRET_KEY, make_record(clock, c=b"3"))
             loaded = store.load(SECRET_KEY)
             assert loaded is not None and loaded.fields == {"c": b"3"}
@@ -278,7 +279,7 @@ class TestRedisClusterStore(StoreContract, PrefetchContract):
             assert loaded.user == "u"
             store.delete(key)
             assert store.load(key) is None
-            assert store.update(key, Patch(set={"a": b"1"})) is False
+            assert store.update(key, Patch(set={"a": b"1"})) == Updated.GONE
 
     def test_repr_says_cluster(self, store: RedisStore) -> None:
         assert repr(store).startswith("<RedisStore cluster ")

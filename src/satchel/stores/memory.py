@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 
 from satchel.lifetime import Clock, system_clock
-from satchel.store import Patch, Record, apply_patch
+from satchel.store import Patch, Record, Updated, apply_patch
 
 
 class MemoryStore:
@@ -43,13 +43,15 @@ class MemoryStore:
                 raise KeyError("a session with this key exists")
             self._records[key] = _copy(record)
 
-    def update(self, key: str, patch: Patch) -> bool:
+    def update(self, key: str, patch: Patch) -> Updated:
         with self._lock:
             record = self._live(key)
             if record is None:
-                return False
-            apply_patch(record, patch)
-            return True
+                return Updated.GONE
+            outcome = apply_patch(record, patch)
+            if outcome is Updated.EMPTIED:
+                del self._records[key]
+            return outcome
 
     def delete(self, key: str) -> None:
         with self._lock:

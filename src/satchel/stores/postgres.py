@@ -29,7 +29,7 @@ import orjson
 
 from satchel.errors import ConfigError, StoreUnavailable
 from satchel.lifetime import Clock, system_clock
-from satchel.store import Patch, PendingLoad, Record
+from satchel.store import Patch, PendingLoad, Record, Updated
 from satchel.urls import redact_url
 
 try:
@@ -82,6 +82,14 @@ _CREATE = (
 _META_COLUMNS = ("last_seen", "expires_at", "permanent", "user_id")
 _SET = "UPDATE {table} SET {sets}{commit_mode} WHERE key = %s AND expires_at > %s"
 _IS_LIVE = "SELECT 1 FROM {table} WHERE key = %s AND expires_at > %s"
+_SET_UNLESS_EMPTIED = ("UPDATE {table} SET {sets}{commit_mode} WHERE key = %s AND expires_at > %s"
+                       " AND NOT EXISTS (SELECT 1 FROM emptied) RETURNING 1")
+_IS_LIVE_UNLESS_EMPTIED = ("SELECT 1 FROM {table} WHERE key = %s AND expires_at > %s"
+                           " AND NOT EXISTS (SELECT 1 FROM emptied)")
+_EMPTYING = ("WITH emptied AS (DELETE FROM {table} WHERE key = %s AND expires_at > %s"
+             " AND ({remaining}) = '{{}}'::jsonb RETURNING 1),"
+             " kept AS ({update})"
+             " SELECT (SELECT count(*) FROM kept) + 2 * (SELECT count(*) FROM emptied)")
 _DELETE = "DELETE FROM {table} WHERE key = %s"
 _PURGE = ("DELETE FROM {table} WHERE key IN (SELECT key FROM {table} WHERE expires_at <= %s"
           " LIMIT %s FOR UPDATE SKIP LOCKED)")
@@ -303,20 +311,27 @@ class PostgresStore:
         if self._run(self._create, params, False) != 1:
             raise KeyError("a session with this key exists")
 
-    def update(self, key: str, patch: Patch) -> bool:
+    def update(self, key: str, patch: Patch) -> Updated:
         user = patch.user
-        shape = (patch.clear, bool(patch.delete), bool(patch.set), patch.last_seen is not None,
-                 patch.expires_at is not None, patch.permanent is not None, user is not None)
+        set_ = bool(patch.set)
+        may_empty = patch.delete_if_empty and not set_
+        shape = (patch.clear, bool(patch.delete), set_, patch.last_seen is not None,
+                 patch.expires_at is not None, patch.permanent is not None, user is not None,
+                 may_empty)
         query = self._updates.get(shape)
         if query is None:
             query = self._updates[shape] = _update_sql(shape, self._ident, self._commit_mode)
         params: list[Any] = []
+        if may_empty:  # the DELETE of a record the patch leaves empty comes first
+            params += (key, self._clock())
+            if patch.delete and not patch.clear:
+                params.append(sorted(patch.delete))
         if patch.clear:
             params.append(_encode(patch.set))
         else:
             if patch.delete:
                 params.append(sorted(patch.delete))
-            if patch.set:
+            if set_:
                 params.append(_encode(patch.set))
         for value in (patch.last_seen, patch.expires_at, patch.permanent):
             if value is not None:
@@ -324,8 +339,11 @@ class PostgresStore:
         if user is not None:
             params.append(user or None)
         params += (key, self._clock())
+        if may_empty:
+            row = self._run(query, params, True)
+            return Updated(row[0])
         updated: int = self._run(query, params, False)
-        return updated == 1
+        return Updated.KEPT if updated == 1 else Updated.GONE
 
     def delete(self, key: str) -> None:
         self._run(self._delete, (key,), False)
@@ -345,11 +363,19 @@ class PostgresStore:
 def _update_sql(shape: tuple[bool, ...], table: sql.Identifier, commit_mode: sql.SQL) -> bytes:
     """The statement for a patch of ``shape``: it sets only the columns the patch changes.
 
-    ``shape`` is (clear, delete, set, last_seen, expires_at, permanent, user), each
-    True if the patch has it; parameters follow in that order, then key and now.
+    ``shape`` is (clear, delete, set, last_seen, expires_at, permanent, user, may_empty),
+    each True if the patch has it; parameters follow in that order, then key and now.
     A patch that changes nothing only asks whether the record is live.
+
+    ``may_empty`` (``delete_if_empty`` without fields to set): a DELETE runs first, in the
+    same statement, if the patch would leave the row with no field (its own parameters,
+    key, now and the deleted names unless clear, come first); the UPDATE then runs only if
+    nothing was deleted. Under READ COMMITTED the DELETE re-checks a row a parallel commit
+    changed, so a field that commit added keeps the row. The statement answers 0 (gone),
+    1 (kept) or 2 (emptied and deleted), and commits as the server's setting says, as
+    deletes do.
     """
-    clear, delete, set_, *meta = shape
+    clear, delete, set_, *meta, may_empty = shape
     data = ("data = %s::jsonb" if clear
             else "data = (data - %s::text[]) || %s::jsonb" if delete and set_
             else "data = data - %s::text[]" if delete
@@ -357,8 +383,15 @@ def _update_sql(shape: tuple[bool, ...], table: sql.Identifier, commit_mode: sql
     sets: list[sql.Composable] = [sql.SQL(data)] if data else []
     sets += [sql.SQL("{} = %s").format(sql.Identifier(column))
              for column, present in zip(_META_COLUMNS, meta, strict=True) if present]
-    query = sql.SQL(_SET if sets else _IS_LIVE).format(
-        table=table, sets=sql.SQL(", ").join(sets), commit_mode=commit_mode)
+    if not may_empty:
+        query = sql.SQL(_SET if sets else _IS_LIVE).format(
+            table=table, sets=sql.SQL(", ").join(sets), commit_mode=commit_mode)
+        return query.as_bytes()
+    remaining = ("'{}'::jsonb" if clear else "data - %s::text[]" if delete else "data")
+    update = (sql.SQL(_SET_UNLESS_EMPTIED).format(table=table, sets=sql.SQL(", ").join(sets),
+                                                  commit_mode=sql.SQL("")) if sets
+              else sql.SQL(_IS_LIVE_UNLESS_EMPTIED).format(table=table))
+    query = sql.SQL(_EMPTYING).format(table=table, remaining=sql.SQL(remaining), update=update)
     return query.as_bytes()
 
 

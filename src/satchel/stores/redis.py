@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 from satchel.errors import ConfigError, StoreUnavailable
 from satchel.ids import fingerprint
 from satchel.lifetime import Clock, system_clock
-from satchel.store import Patch, PendingLoad, Record
+from satchel.store import Patch, PendingLoad, Record, Updated
 from satchel.urls import redact_url
 
 try:
@@ -57,6 +57,7 @@ m:user     -> the user, absent when there is none
 _FIELD = b"f:"
 _CREATED, _SEEN, _EXPIRES = b"m:created", b"m:seen", b"m:expires"
 _PERM, _USER = b"m:perm", b"m:user"
+_FLAGS = {(False, False): b"0", (True, False): b"1", (False, True): b"2", (True, True): b"3"}
 _MAX_TTL_MS = 2**47  # about 4,000 years: far beyond any session, well within PEXPIRE's range
 security_log = logging.getLogger("satchel.security")
 
@@ -95,9 +96,10 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
-# KEYS[1] = session key; ARGV = now, clear ("1"/"0"), ttl_ms ("" keeps it), number of deletes,
-# the hash fields to delete, then field/value pairs to set. Returns 0, changing nothing, if the
-# record is missing or expired.
+# KEYS[1] = session key; ARGV = now, flags (1 = clear, 2 = delete if empty; their sum), ttl_ms
+# ("" keeps it), number of deletes, the hash fields to delete, then field/value pairs to set.
+# Returns 0, changing nothing, if the record is missing or expired; 2 if it was left without a
+# field and deleted (flag 2); else 1.
 _UPDATE = """
 local key = KEYS[1]
 local expires = redis.call('HGET', key, 'm:expires')
@@ -107,7 +109,8 @@ local function hdel(names, first, last)
     redis.call('HDEL', key, unpack(names, i, math.min(i + 999, last)))
   end
 end
-if ARGV[2] == '1' then
+local flags = tonumber(ARGV[2])
+if flags % 2 == 1 then
   local names = {}
   for _, name in ipairs(redis.call('HKEYS', key)) do
     if string.sub(name, 1, 2) == 'f:' then names[#names + 1] = name end
@@ -118,6 +121,15 @@ local ndel = tonumber(ARGV[4])
 hdel(ARGV, 5, 4 + ndel)
 for i = 5 + ndel, #ARGV, 1000 do
   redis.call('HSET', key, unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+if flags >= 2 then
+  for _, name in ipairs(redis.call('HKEYS', key)) do
+    if string.sub(name, 1, 2) == 'f:' then flags = 0 break end
+  end
+  if flags ~= 0 then
+    redis.call('DEL', key)
+    return 2
+  end
 end
 if ARGV[3] ~= '' then redis.call('PEXPIRE', key, ARGV[3]) end
 return 1
@@ -271,7 +283,7 @@ class RedisStore:
         if not self._eval(_CREATE, args):
             raise KeyError("a session with this key exists")
 
-    def update(self, key: str, patch: Patch) -> bool:
+    def update(self, key: str, patch: Patch) -> Updated:
         now = self._clock()
         deletes = [_FIELD + name.encode() for name in patch.delete] if patch.delete else []
         user = patch.user
@@ -279,7 +291,8 @@ class RedisStore:
             deletes.append(_USER)
         expires = patch.expires_at
         args = ["EVALSHA", _UPDATE_SHA, 1, self._name(key),
-                now, b"1" if patch.clear else b"0", b"" if expires is None else self._ttl(
+                now, _FLAGS[patch.clear, patch.delete_if_empty],
+                b"" if expires is None else self._ttl(
                     expires, now), len(deletes), *deletes]
         for name, value in patch.set.items():
             args += (_FIELD + name.encode(), value)
@@ -291,7 +304,7 @@ class RedisStore:
             args += (_PERM, b"1" if patch.permanent else b"0")
         if user:
             args += (_USER, user.encode())
-        return bool(self._eval(_UPDATE, args))
+        return Updated(self._eval(_UPDATE, args))
 
     def delete(self, key: str) -> None:
         try:

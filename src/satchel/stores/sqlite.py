@@ -18,7 +18,7 @@ from contextlib import contextmanager
 
 from satchel.errors import StoreUnavailable
 from satchel.lifetime import Clock, system_clock
-from satchel.store import Patch, Record
+from satchel.store import Patch, Record, Updated
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS satchel_sessions (
@@ -57,6 +57,9 @@ _UPDATE_META = (
 _UPSERT_FIELD = "INSERT OR REPLACE INTO satchel_fields (key, name, value) VALUES (?, ?, ?)"
 _DELETE_FIELD = "DELETE FROM satchel_fields WHERE key = ? AND name = ?"
 _CLEAR_FIELDS = "DELETE FROM satchel_fields WHERE key = ?"
+_IS_LIVE = "SELECT 1 FROM satchel_sessions WHERE key = ? AND expires_at > ?"
+_NOTHING = Patch()
+_HAS_FIELDS = "SELECT 1 FROM satchel_fields WHERE key = ? LIMIT 1"
 _PURGE = (
     "DELETE FROM satchel_sessions WHERE key IN"
     " (SELECT key FROM satchel_sessions WHERE expires_at <= ? LIMIT ?)"
@@ -130,20 +133,27 @@ class SQLiteStore:
                 raise KeyError("a session with this key exists") from err
             conn.executemany(_UPSERT_FIELD, [(key, n, v) for n, v in record.fields.items()])
 
-    def update(self, key: str, patch: Patch) -> bool:
+    def update(self, key: str, patch: Patch) -> Updated:
+        if patch == _NOTHING:  # only "is it live?": a read, no write transaction
+            with self._errors():
+                live = self._connect().execute(_IS_LIVE, (key, self._clock())).fetchone()
+            return Updated.GONE if live is None else Updated.KEPT
         permanent = None if patch.permanent is None else int(patch.permanent)
         params = (patch.last_seen, patch.expires_at, permanent, patch.user is not None,
                   patch.user, key, self._clock())
-        with self._write() as conn:
+        with self._write() as conn:  # BEGIN IMMEDIATE: the emptiness check sees the patch alone
             if conn.execute(_UPDATE_META, params).rowcount == 0:
-                return False
+                return Updated.GONE
             if patch.clear:
                 conn.execute(_CLEAR_FIELDS, (key,))
             elif patch.delete:
                 conn.executemany(_DELETE_FIELD, [(key, name) for name in patch.delete])
             if patch.set:
                 conn.executemany(_UPSERT_FIELD, [(key, n, v) for n, v in patch.set.items()])
-        return True
+            elif patch.delete_if_empty and conn.execute(_HAS_FIELDS, (key,)).fetchone() is None:
+                conn.execute(_DELETE, (key,))
+                return Updated.EMPTIED
+        return Updated.KEPT
 
     def delete(self, key: str) -> None:
         with self._write() as conn:
