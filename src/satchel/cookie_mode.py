@@ -29,14 +29,9 @@ import orjson
 
 from satchel import ids
 from satchel.codec import TaggedCodec, default_codec
-from satchel.engine import (
-    CookieAction,
-    ForeignReader,
-    cookie_expiry,
-    is_foreign_cookie,
-    load_foreign,
-)
+from satchel.engine import CookieAction, cookie_expiry
 from satchel.errors import CodecError
+from satchel.foreign import ForeignReader, is_foreign_cookie, load_foreign
 from satchel.keys import Secret
 from satchel.lifetime import Clock, Lifetime, system_clock
 from satchel.sealed import MAX_TOKEN_CHARS, Sealer, looks_permanent

@@ -1,40 +1,31 @@
 """The framework-free request flow: ``open(cookie)`` -> Session, ``commit(Session)`` -> cookie.
 
-The cookie holds ``<id>.<flag><mac>``: the session id, ``p`` (permanent) or
-``b`` (browser-session), and an HMAC of both under a key derived from the
-secret key. The MAC is checked before any store call; a cookie signed with a
-fallback key is accepted and re-signed with the current key. The permanence
-flag lets a request that never touches the session refresh a permanent
-cookie without a store round trip, as Flask's ``SESSION_REFRESH_EACH_REQUEST``
-asks.
+The cookie carries a signed session id (:mod:`satchel.signed_id`), checked
+before any store call; a cookie signed with a fallback key is accepted and
+re-signed with the current key. Ids that ended early leave tombstones
+(:mod:`satchel.tombstone`) for requests still in flight.
 """
 
 from __future__ import annotations
 
-import base64
-import hmac
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from satchel import ids, tombstone
+from satchel import ids, signed_id, tombstone
 from satchel.codec import TaggedCodec, default_codec
 from satchel.errors import CodecError
+from satchel.foreign import ForeignReader, is_foreign_cookie, load_foreign
 from satchel.keys import KeyRing, Secret
 from satchel.lifetime import Clock, Lifetime, system_clock
 from satchel.session import Changes, Session
+from satchel.signed_id import Token
 from satchel.store import Patch, Prefetching, Record, Store, Updated
 
 security_log = logging.getLogger("satchel.security")
 log = logging.getLogger("satchel")
 
-COOKIE_PURPOSE = "satchel/v1/session-id-cookie"
-MAX_COOKIE_LENGTH = 128  # a well-formed value is 67 characters
-MAX_FOREIGN_COOKIE_LENGTH = 8192
-_MAC_CHARS = 22  # 16 bytes of HMAC-SHA256, unpadded base64
-_BODY_LENGTH = ids.ID_LENGTH + 2  # "<id>.<flag>"
-_COOKIE_LENGTH = _BODY_LENGTH + _MAC_CHARS
 _UNCHANGED = Changes({}, frozenset(), None)
 
 
@@ -46,11 +37,6 @@ def _storage_key(session: Session, sid: str) -> str:
     return memo[1]
 
 
-def _mac_text(mac: bytes) -> str:
-    """The cookie's spelling of a MAC: its first 16 bytes, unpadded base64url."""
-    return base64.urlsafe_b64encode(mac[:16])[:_MAC_CHARS].decode("ascii")
-
-
 @dataclass(frozen=True)
 class Policy:
     """What one request's config says: the key ring and the timeouts."""
@@ -60,7 +46,7 @@ class Policy:
 
     @classmethod
     def build(cls, secret: Secret, fallbacks: Sequence[Secret], lifetime: Lifetime) -> Policy:
-        return cls(KeyRing(secret, fallbacks, purpose=COOKIE_PURPOSE), lifetime)
+        return cls(KeyRing(secret, fallbacks, purpose=signed_id.COOKIE_PURPOSE), lifetime)
 
 
 def cookie_expiry(permanent: bool, created_at: float, lifetime: Lifetime,
@@ -78,31 +64,6 @@ def cookie_expiry(permanent: bool, created_at: float, lifetime: Lifetime,
     return expiry
 
 
-ForeignReader = Callable[[str], "dict[str, Any] | None"]
-"""Reads a cookie Flask's own session interface wrote: its data, or None if not valid."""
-
-
-def is_foreign_cookie(cookie: str) -> bool:
-    """True for a value shaped like Flask's own session cookie (``payload.time.sig``).
-
-    satchel's id cookies hold one dot and its sealed tokens none.
-    """
-    return cookie.count(".") >= 2
-
-
-def load_foreign(session: Session, cookie: str, reader: ForeignReader) -> None:
-    """Fill ``session`` from a Flask session cookie, or log why not."""
-    data = reader(cookie)
-    if data is None:
-        security_log.warning("rejected session cookie %s: not a valid Flask session cookie",
-                             ids.fingerprint(cookie[:MAX_FOREIGN_COOKIE_LENGTH]))
-        return
-    permanent = bool(data.pop("_permanent", False))
-    session.adopt_foreign(data, permanent=permanent)
-    log.info("read Flask session cookie %s; re-issuing it in satchel's form",
-             ids.fingerprint(cookie))
-
-
 class CookieAction(NamedTuple):
     """What the response must do with the session cookie.
 
@@ -112,14 +73,6 @@ class CookieAction(NamedTuple):
 
     value: str | None
     expires: float | None = None
-
-
-class Token(NamedTuple):
-    """A verified cookie: the id, its permanence flag, the key that signed it."""
-
-    sid: str
-    permanent: bool
-    key_index: int
 
 
 class Engine:
@@ -142,32 +95,12 @@ class Engine:
     # -- cookies -------------------------------------------------------------
 
     def sign(self, sid: str, permanent: bool, policy: Policy) -> str:
-        body = f"{sid}.{'p' if permanent else 'b'}"
-        return body + _mac_text(policy.keys.mac(body.encode("ascii")))
+        """The cookie value for ``sid`` (see :func:`satchel.signed_id.sign`)."""
+        return signed_id.sign(sid, permanent, policy.keys)
 
     def verify(self, cookie: str | None, policy: Policy) -> Token | None:
         """The token a cookie carries, or None (logged) if it is not one we signed."""
-        if not cookie:
-            return None
-        token = self._parse(cookie, policy)
-        if token is None:
-            security_log.warning("rejected session cookie %s: bad shape or signature",
-                                 ids.fingerprint(cookie[:MAX_COOKIE_LENGTH]))
-        return token
-
-    def _parse(self, cookie: str, policy: Policy) -> Token | None:
-        if len(cookie) != _COOKIE_LENGTH or not cookie.isascii():
-            return None
-        body, flag, mac = cookie[:_BODY_LENGTH], cookie[_BODY_LENGTH - 1], cookie[_BODY_LENGTH:]
-        if cookie[ids.ID_LENGTH] != "." or flag not in "pb":
-            return None
-        # The MAC is compared in its one canonical spelling, in constant time. It covers the
-        # id, so a match is an id this engine issued: well-formed (never re-checked here).
-        message = body.encode("ascii")
-        for index in range(len(policy.keys)):
-            if hmac.compare_digest(_mac_text(policy.keys.mac(message, index)), mac):
-                return Token(cookie[:ids.ID_LENGTH], flag == "p", index)
-        return None
+        return signed_id.verify(cookie, policy.keys)
 
     # -- open ------------------------------------------------------------------
 
@@ -265,11 +198,7 @@ class Engine:
 
     # -- commit ------------------------------------------------------------------
 
-    @staticmethod
-    def looks_permanent(cookie: str | None) -> bool:
-        """True if ``cookie`` is shaped like a permanent session's (unverified: a cheap test)."""
-        return (cookie is not None and len(cookie) == _COOKIE_LENGTH
-                and cookie[ids.ID_LENGTH + 1] == "p")
+    looks_permanent = staticmethod(signed_id.looks_permanent)
 
     def commit(self, session: Session, policy: Policy, *, cookie_name: str = "session",
                refresh_each_request: bool = True,

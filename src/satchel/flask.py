@@ -18,8 +18,9 @@ from itsdangerous import BadSignature
 from satchel.codec import TaggedCodec, default_codec
 from satchel.cookie_header import CookieTemplate, check_samesite
 from satchel.cookie_mode import CookieEngine, SealedCookies
-from satchel.engine import Engine, ForeignReader
+from satchel.engine import Engine
 from satchel.errors import ConfigError, SessionTooLarge, StoreUnavailable
+from satchel.foreign import ForeignReader
 from satchel.lifetime import Clock, Lifetime, seconds, system_clock
 from satchel.session import Session
 from satchel.session_use import SessionUse
