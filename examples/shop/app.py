@@ -60,6 +60,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     # FLASK_SATCHEL_STORE=cookie:// (or any SATCHEL_STORE URL) picks another store;
     # unset, sessions go to the default SQLite file in the instance folder.
+    # Values are parsed as JSON: rotate keys with FLASK_SECRET_KEY_FALLBACKS='["old key"]'
+    # (a bare string is refused: Flask would make each character a key).
     app.config.from_prefixed_env()
     if config:
         app.config.update(config)

@@ -21,6 +21,7 @@ from satchel.cookie_mode import CookieEngine, SealedCookies
 from satchel.engine import Engine
 from satchel.errors import ConfigError, SessionTooLarge, StoreUnavailable
 from satchel.foreign import ForeignReader
+from satchel.keys import ShortKeyLog, as_bytes, fallback_bytes, fallback_tuple, ring_bytes
 from satchel.lifetime import Clock, Lifetime, seconds, system_clock
 from satchel.session import Session
 from satchel.session_use import SessionUse
@@ -49,6 +50,7 @@ class SatchelSessionInterface(SessionInterface):
         self.engine = engine
         self._policies: dict[tuple[Any, ...], tuple[Any, float]] = {}
         self._templates: dict[tuple[Any, ...], CookieTemplate] = {}
+        self._short_keys = ShortKeyLog()
         # What requests to each path did with their session: a request expected to use it
         # prefetches it (for a store that can prefetch).
         self.session_use = SessionUse() if engine.can_prefetch else None
@@ -58,31 +60,53 @@ class SatchelSessionInterface(SessionInterface):
         return self._policy_and_lifetime(app)[0]
 
     def _policy_and_lifetime(self, app: Flask) -> tuple[Any, float]:
-        """:meth:`policy`, and ``PERMANENT_SESSION_LIFETIME`` in seconds (cached together)."""
+        """:meth:`policy`, and ``PERMANENT_SESSION_LIFETIME`` in seconds (cached together).
+
+        The keys are checked where the cache misses, so a config changed after
+        ``init_app`` is refused (ConfigError) on its first request at no cost to
+        the others; a ring with a key shorter than 32 bytes is logged once.
+        """
         config = app.config
         secret = config["SECRET_KEY"]
-        fallbacks = config.get("SECRET_KEY_FALLBACKS") or ()
+        fallbacks = config.get("SECRET_KEY_FALLBACKS")
         if type(fallbacks) is not tuple:
-            fallbacks = tuple(fallbacks)
+            fallbacks = (() if fallbacks is None else tuple(fallbacks) if type(fallbacks) is list
+                         else fallback_tuple(fallbacks))  # ConfigError for a str
         idle = config.get("SATCHEL_IDLE_TIMEOUT")
         absolute = config.get("SATCHEL_ABSOLUTE_TIMEOUT")
         lifetime = config["PERMANENT_SESSION_LIFETIME"]  # a timedelta or seconds, as Flask allows
         cache_key = (secret, fallbacks, idle, absolute, lifetime)
-        cached = self._policies.get(cache_key)
+        try:
+            cached = self._policies.get(cache_key)
+        except TypeError:  # unhashable: a bytearray key, a list among the fallbacks
+            cached = None
         if cached is None:
+            ring = ring_bytes(secret, fallbacks)  # ConfigError for an unusable key
             lifetime_default = app.permanent_session_lifetime
             idle_s = seconds(idle if idle is not None else lifetime_default,
                              name="SATCHEL_IDLE_TIMEOUT")
             assert idle_s is not None
             timeouts = Lifetime(idle_s, seconds(absolute, name="SATCHEL_ABSOLUTE_TIMEOUT"))
             policy = self.engine.build_policy(secret, fallbacks, timeouts)
+            self._short_keys.log(ring)
             if len(self._policies) >= _POLICY_CACHE_SIZE:
                 self._policies.clear()
             cached = self._policies[cache_key] = (policy, lifetime_default.total_seconds())
         return cached
 
+    def check_config(self, app: Flask) -> None:
+        """Build the policy ``app``'s config names now (ConfigError for an unusable key),
+        logging short keys; or log that sessions are disabled while ``SECRET_KEY`` is
+        not set (they stay Flask's null session, as without satchel)."""
+        if _no_key(app.config["SECRET_KEY"]):
+            log.warning("SECRET_KEY is not set: sessions are disabled (flask.session is Flask's"
+                        " null session, which refuses writes) until app.config['SECRET_KEY']"
+                        " is set")
+            return
+        self._policy_and_lifetime(app)
+
     def open_session(self, app: Flask, request: Request) -> FlaskSession | None:
-        if not app.secret_key:
+        if not app.secret_key and _no_key(app.secret_key):  # False or 0: refused below
             return None
         name = self.get_cookie_name(app)
         session = FlaskSession()
@@ -163,6 +187,18 @@ class SatchelSessionInterface(SessionInterface):
                 self._templates.clear()
             self._templates[attributes] = template
         return template
+
+
+def _check_keys(app: Flask) -> None:
+    """ConfigError for an unusable ``SECRET_KEY`` (an unset one is allowed) or fallback."""
+    fallback_bytes(app.config.get("SECRET_KEY_FALLBACKS"))
+    if not _no_key(app.config["SECRET_KEY"]):
+        as_bytes(app.config["SECRET_KEY"])
+
+
+def _no_key(secret: object) -> bool:
+    """True for a ``SECRET_KEY`` that is not set (None, "" or b""): Flask's null session."""
+    return secret is None or (type(secret) in (str, bytes) and not secret)
 
 
 def _request_cookie(request: Request, name: str) -> str | None:
@@ -285,23 +321,33 @@ class Satchel:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
-        """Install satchel's session interface on ``app`` and its CLI commands."""
+        """Install satchel's session interface on ``app`` and its CLI commands.
+
+        Raises :class:`ConfigError` for an unusable config: a store URL, a
+        timeout, or a key (``SECRET_KEY`` or ``SECRET_KEY_FALLBACKS`` not
+        ``str``/``bytes``, empty, or fallbacks given as one ``str``). Logs, on
+        ``satchel``, that sessions are disabled while ``SECRET_KEY`` is not set,
+        and, on ``satchel.security``, keys shorter than 32 bytes.
+        """
+        for name in ("SATCHEL_IDLE_TIMEOUT", "SATCHEL_ABSOLUTE_TIMEOUT"):
+            try:
+                seconds(app.config.get(name), name=name)
+            except (TypeError, ValueError) as err:
+                raise ConfigError(f"{name}: {err}") from err
+        _check_keys(app)  # before a store is opened for nothing
         store = self._resolve_store(app)
         engine: Engine | CookieEngine
         if isinstance(store, SealedCookies):
             engine = CookieEngine(store, codec=self.codec, clock=self.clock)
         else:
             engine = Engine(store, codec=self.codec, clock=self.clock)
-        app.session_interface = SatchelSessionInterface(engine)
+        interface = SatchelSessionInterface(engine)
+        interface.check_config(app)
+        app.session_interface = interface
         _serialize_sessions(app)
         app.extensions["satchel"] = self
         if StoreUnavailable not in app.error_handler_spec[None][None]:
             app.register_error_handler(StoreUnavailable, store_unavailable)
-        for name in ("SATCHEL_IDLE_TIMEOUT", "SATCHEL_ABSOLUTE_TIMEOUT"):
-            try:
-                seconds(app.config.get(name), name=name)
-            except (TypeError, ValueError) as err:
-                raise ConfigError(f"{name}: {err}") from err
         from satchel.cli import satchel_cli
 
         if "satchel" not in app.cli.commands:

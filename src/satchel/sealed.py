@@ -42,7 +42,7 @@ from typing import NamedTuple
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from satchel.keys import Secret, as_bytes, derive
+from satchel.keys import Secret, derive, ring_bytes
 
 VERSION = 1
 FLAG_PERMANENT = 0x01
@@ -96,8 +96,8 @@ class Sealer:
     def __init__(self, secret: Secret, fallbacks: Sequence[Secret] = (), *, purpose: str,
                  compress: bool = True) -> None:
         keys = []
-        for item in (secret, *fallbacks):
-            master = derive(as_bytes(item), purpose)
+        for secret_bytes in ring_bytes(secret, fallbacks):  # ConfigError for a bad key
+            master = derive(secret_bytes, purpose)
             kid = hmac.new(master, _KEY_ID_INFO, sha256).digest()[:KID_BYTES]
             keys.append(_Key(master, kid))
         self._keys = tuple(keys)

@@ -16,7 +16,10 @@ from urllib.parse import urlsplit
 from satchel.cookie_mode import SealedCookies
 from satchel.errors import ConfigError
 from satchel.lifetime import Clock, system_clock
+from satchel.redact import redact_url
 from satchel.store import Store
+
+__all__ = ["DEFAULT_SQLITE_NAME", "KNOWN_SCHEMES", "redact_url", "store_from_url"]
 
 DEFAULT_SQLITE_NAME = "sessions.sqlite3"
 KNOWN_SCHEMES = ("sqlite", "memory", "redis", "rediss", "unix", "redis+cluster", "postgresql",
@@ -47,7 +50,7 @@ def store_from_url(url: str, *, base_dir: str,
         from satchel.errors import StoreUnavailable
         from satchel.stores.sqlite import SQLiteStore
 
-        path = _sqlite_path(url, rest, base_dir)
+        path = _sqlite_path(shown, rest, base_dir)
         try:
             return SQLiteStore(path, clock=clock)
         except StoreUnavailable as err:
@@ -71,10 +74,11 @@ def store_from_url(url: str, *, base_dir: str,
                       + ", ".join(KNOWN_SCHEMES))
 
 
-def _sqlite_path(url: str, rest: str, base_dir: str) -> str:
+def _sqlite_path(shown: str, rest: str, base_dir: str) -> str:
+    """The file ``sqlite://<rest>`` names (``shown``: the URL as messages show it)."""
     if not rest.startswith("/"):
-        raise ConfigError(f"SATCHEL_STORE {url!r}: an SQLite URL has three slashes and a path, e.g."
-                          " 'sqlite:///sessions.sqlite3' (in the instance folder) or"
+        raise ConfigError(f"SATCHEL_STORE {shown!r}: an SQLite URL has three slashes and a path,"
+                          " e.g. 'sqlite:///sessions.sqlite3' (in the instance folder) or"
                           " 'sqlite:////var/lib/app/sessions.sqlite3'; for a store in memory"
                           " use 'memory://'")
     path = urlsplit("sqlite://" + rest).path[1:] or DEFAULT_SQLITE_NAME
@@ -83,16 +87,7 @@ def _sqlite_path(url: str, rest: str, base_dir: str) -> str:
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
         except OSError as err:
-            raise ConfigError(f"SATCHEL_STORE {url!r}: cannot create the folder of {path!r}"
+            raise ConfigError(f"SATCHEL_STORE {shown!r}: cannot create the folder of {path!r}"
                               f" ({err.strerror}); check the instance folder's permissions"
                               ) from err
     return path
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, for messages and logs."""
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, hostpart = rest.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{hostpart}"

@@ -23,14 +23,13 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn
-from urllib.parse import urlsplit
 
 import orjson
 
 from satchel.errors import ConfigError, StoreUnavailable
 from satchel.lifetime import Clock, system_clock
+from satchel.redact import chainable, redact_url, scrub, secrets_of
 from satchel.store import Patch, PendingLoad, Record, Updated
-from satchel.urls import redact_url
 
 try:
     import psycopg
@@ -203,14 +202,20 @@ class PostgresStore:
         pool is ``store.pool``; close it when done.
         """
         shown = redact_url(url)
-        parts = urlsplit(url)
-        if parts.scheme.lower() not in ("postgresql", "postgres"):
-            raise ConfigError(f"PostgreSQL URL {shown!r}: unknown scheme {parts.scheme!r};"
+        scheme = url.partition("://")[0] if "://" in url else ""
+        if scheme.lower() not in ("postgresql", "postgres"):
+            raise ConfigError(f"PostgreSQL URL {shown!r}: unknown scheme {scheme!r};"
                               " expected postgresql:// or postgres://")
+        if _raw_at(url):
+            raise ConfigError(f"PostgreSQL URL {shown!r}: a '@' or '/' in the user name or"
+                              " password must be percent-encoded ('%40', '%2F'); libpq would"
+                              " read the rest of the password as the host or database")
+        secrets = secrets_of(url)
         try:
             params = conninfo_to_dict(url)
         except psycopg.ProgrammingError as err:
-            raise ConfigError(f"PostgreSQL URL {shown!r}: {err}") from err
+            why = scrub(str(err), secrets)
+            raise ConfigError(f"PostgreSQL URL {shown!r}: {why}") from chainable(err, secrets)
         if not params.get("host") and not params.get("hostaddr"):
             raise ConfigError(f"PostgreSQL URL {shown!r} has no host; give one, e.g."
                               " 'postgresql://app@db.internal:5432/app', or a socket folder,"
@@ -289,7 +294,9 @@ class PostgresStore:
             why = f"{type(err).__name__}: {err}"
         else:
             raise err
-        raise StoreUnavailable(f"PostgresStore {self._where} unavailable: {why}") from err
+        secrets = _secrets(self.pool)
+        raise StoreUnavailable(f"PostgresStore {self._where} unavailable:"
+                               f" {scrub(why, secrets)}") from chainable(err, secrets)
 
     def load(self, key: str) -> Record | None:
         row = self._run(self._load, (key, self._clock()), True)
@@ -416,13 +423,40 @@ def _decode(data: str | bytes) -> dict[str, bytes]:
             for name, value in orjson.loads(data).items()}
 
 
-def _where(pool: ConnectionPool[Any]) -> str:
-    """``host:port/dbname`` of ``pool``, for messages; never the password."""
+def _params(pool: ConnectionPool[Any]) -> dict[str, Any] | None:
+    """The libpq parameters ``pool`` connects with; None if they do not parse."""
     conninfo = pool.conninfo if isinstance(pool.conninfo, str) else ""
     kwargs = pool.kwargs if isinstance(pool.kwargs, dict) else {}
     try:
-        params = conninfo_to_dict(conninfo, **kwargs)
+        return conninfo_to_dict(conninfo, **kwargs)
     except psycopg.Error:
+        return None
+
+
+def _secrets(pool: ConnectionPool[Any]) -> tuple[str, ...]:
+    """The passwords ``pool`` connects with, to keep them out of messages."""
+    params = _params(pool) or {}
+    conninfo = pool.conninfo if isinstance(pool.conninfo, str) else ""
+    found = {str(params[name]) for name in ("password", "sslpassword") if params.get(name)}
+    return (*found, *secrets_of(conninfo))
+
+
+def _raw_at(url: str) -> bool:
+    """True if a raw '@' or '/' in ``url``'s user info would make libpq misread it.
+
+    libpq ends the user info at the first '@' and the host at the first '/':
+    ``postgresql://u:p@ss@h/db`` has password ``p`` and host ``ss@h``.
+    """
+    rest = url.partition("://")[2]
+    authority = rest.split("/", 1)[0]
+    head = rest.split("?", 1)[0]
+    return authority.count("@") > 1 or ("@" in head and "@" not in authority)
+
+
+def _where(pool: ConnectionPool[Any]) -> str:
+    """``host:port/dbname`` of ``pool``, for messages; never the password."""
+    params = _params(pool)
+    if params is None:
         return "?"
     host = params.get("host") or params.get("hostaddr") or "(default host)"
     port = f":{params['port']}" if params.get("port") else ""

@@ -24,8 +24,8 @@ from urllib.parse import urlsplit, urlunsplit
 from satchel.errors import ConfigError, StoreUnavailable
 from satchel.ids import fingerprint
 from satchel.lifetime import Clock, system_clock
+from satchel.redact import chainable, redact_url, scrub, secrets_of
 from satchel.store import Patch, PendingLoad, Record, Updated
-from satchel.urls import redact_url
 
 try:
     import redis
@@ -193,13 +193,14 @@ class RedisStore:
         :class:`ConfigError`: the store never connects to a default host.
         """
         shown = redact_url(url)
+        secrets = secrets_of(url)
         try:
             parts = urlsplit(url)
             scheme = parts.scheme.lower()
             host = parts.path if scheme == "unix" else parts.hostname
             parts.port  # noqa: B018 - raises ValueError for a malformed port
         except ValueError as err:
-            raise ConfigError(f"Redis URL {shown!r}: {err}") from err
+            raise _url_error(shown, err, secrets, hint=True) from chainable(err, secrets)
         if scheme not in ("redis", "rediss", "unix", "redis+cluster"):
             raise ConfigError(f"Redis URL {shown!r}: unknown scheme {parts.scheme!r}; expected"
                               " redis://, rediss://, unix:// or redis+cluster://")
@@ -211,12 +212,12 @@ class RedisStore:
         try:
             if scheme == "redis+cluster":
                 direct = urlunsplit(parts._replace(scheme="redis"))
-                with _unavailable(f"RedisStore for {shown!r}"):
+                with _unavailable(f"RedisStore for {shown!r}", secrets):
                     client = RedisCluster.from_url(direct)
             else:
                 client = redis.Redis.from_url(url)
         except ValueError as err:
-            raise ConfigError(f"Redis URL {shown!r}: {err}") from err
+            raise _url_error(shown, err, secrets) from chainable(err, secrets)
         return cls(client, prefix=prefix, clock=clock)
 
     def _name(self, key: str) -> bytes:
@@ -337,7 +338,9 @@ class RedisStore:
         """Raise :class:`StoreUnavailable` from ``err`` if it means the store cannot serve now
         (the repr is built only then); re-raise any other driver error as it is."""
         if _is_unavailable(err):
-            raise StoreUnavailable(f"{self!r} unavailable: {type(err).__name__}: {err}") from err
+            secrets = _client_secrets(self.client)
+            raise StoreUnavailable(f"{self!r} unavailable: {type(err).__name__}:"
+                                   f" {scrub(str(err), secrets)}") from chainable(err, secrets)
         raise err
 
     @staticmethod
@@ -389,10 +392,27 @@ def _is_unavailable(err: Exception) -> bool:
 
 
 @contextmanager
-def _unavailable(store: str) -> Iterator[None]:
+def _unavailable(store: str, secrets: tuple[str, ...]) -> Iterator[None]:
+    """Driver errors that mean the store cannot serve -> StoreUnavailable, without ``secrets``."""
     try:
         yield
     except _DRIVER_ERRORS as err:
         if _is_unavailable(err):
-            raise StoreUnavailable(f"{store} unavailable: {type(err).__name__}: {err}") from err
+            raise StoreUnavailable(f"{store} unavailable: {type(err).__name__}:"
+                                   f" {scrub(str(err), secrets)}") from chainable(err, secrets)
         raise
+
+
+def _url_error(shown: str, err: Exception, secrets: tuple[str, ...], *,
+               hint: bool = False) -> ConfigError:
+    """ConfigError for the URL shown as ``shown``, quoting ``err`` without ``secrets``;
+    with ``hint``, on how a password with a raw '/' (say) broke the URL's parse."""
+    tail = ("; a '@', '/', '?' or '#' in the user name or password must be percent-encoded"
+            " ('%40', '%2F', '%3F', '%23')" if hint and "@" in shown else "")
+    return ConfigError(f"Redis URL {shown!r}: {scrub(str(err), secrets)}{tail}")
+
+
+def _client_secrets(client: redis.Redis | RedisCluster) -> tuple[str, ...]:
+    """The passwords ``client`` connects with, to keep them out of messages."""
+    kwargs = client.get_connection_kwargs()
+    return tuple(str(kwargs[name]) for name in ("password", "ssl_password") if kwargs.get(name))
