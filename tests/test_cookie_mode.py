@@ -404,3 +404,23 @@ def test_the_session_cookie_is_found_among_others(client: FlaskClient, app: flas
     fresh = app.test_client(use_cookies=False)
     response = fresh.get("/get/user", headers={"Cookie": f"{before}session={token}{after}"})
     assert response.text == "alice"
+
+
+@pytest.mark.parametrize("refresh", [True, False])
+def test_a_request_older_than_a_login_can_undo_it_as_the_readme_says(
+    make_app: AppFactory, refresh: bool
+) -> None:
+    """The README's cookie-mode limit: a sealed cookie cannot know a newer one exists."""
+    app = make_app(SESSION_REFRESH_EACH_REQUEST=refresh)
+    browser = app.test_client()
+    browser.post("/set/cart/x")
+    browser.post("/permanent")
+    before_login = cookie_of(browser)
+    browser.post("/set/user/alice")  # the login
+    assert browser.get("/get/user").text == "alice"
+    late = app.test_client(use_cookies=False)  # a read that began before the login
+    response = late.get("/get/cart", headers={"Cookie": f"session={before_login}"})
+    # With refresh on, its response re-seals the pre-login session: were it to reach the
+    # browser after the login's, the user would be logged out. With refresh off, a read
+    # re-seals nothing (until a touch is due).
+    assert bool(set_cookies(response)) == refresh

@@ -11,7 +11,7 @@ import pytest
 from flask import Flask, session
 from flask.testing import FlaskClient
 
-from satchel import MemoryStore, Patch, Satchel, SQLiteStore
+from satchel import ConfigError, MemoryStore, Patch, Satchel, SQLiteStore
 from satchel.ids import storage_key
 from tests.clock import FakeClock
 from tests.spy import SpyStore
@@ -574,3 +574,37 @@ def test_invalid_samesite_fails_before_anything_is_stored(app: Flask, spy: SpySt
     with pytest.raises(ValueError, match="SESSION_COOKIE_SAMESITE 'sometimes'"):
         app.test_client().get("/set/a/1")
     assert len(spy.inner) == 0  # type: ignore[arg-type]
+
+
+def test_grace_period_is_configurable_and_checked(clock: FakeClock) -> None:
+    app = Flask(__name__)
+    app.config.update(TESTING=True, SECRET_KEY="k" * 32, SATCHEL_GRACE_PERIOD=5)
+    Satchel(app, store=MemoryStore(clock=clock), clock=clock)
+
+    @app.get("/set/<key>/<value>")
+    def set_value(key: str, value: str) -> str:
+        session[key] = value
+        if key == "user":
+            session.regenerate()  # type: ignore[attr-defined]
+        return "ok"
+
+    @app.get("/dump")
+    def dump() -> dict[str, Any]:
+        return dict(session)
+
+    client = app.test_client()
+    client.get("/set/cart/x")
+    old = cookie_of(client)
+    client.get("/set/user/alice")
+    late = app.test_client()
+    assert old is not None
+    late.set_cookie("session", old)
+    clock.advance(4)
+    assert late.get("/dump").json == {"cart": "x"}
+    clock.advance(2)
+    assert late.get("/dump").json == {}
+    for bad in (0, -1, "10s"):
+        other = Flask(__name__)
+        other.config.update(SECRET_KEY="k" * 32, SATCHEL_GRACE_PERIOD=bad)
+        with pytest.raises(ConfigError, match="SATCHEL_GRACE_PERIOD"):
+            Satchel(other, store=MemoryStore())

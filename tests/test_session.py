@@ -87,3 +87,15 @@ def test_non_string_keys_are_refused() -> None:
 def test_new_session_without_loader_is_new_and_empty() -> None:
     session = Session()
     assert session.new and len(session) == 0
+
+
+def test_the_engines_use_only_the_sessions_public_view() -> None:
+    """The session's internals can change without the engines (issue 10, point 4)."""
+    import inspect
+    import re
+
+    from satchel import cookie_mode, engine
+
+    for module in (engine, cookie_mode):
+        private = re.findall(r"\bsession\._\w+", inspect.getsource(module))
+        assert private == [], (module.__name__, private)

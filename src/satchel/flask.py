@@ -26,6 +26,7 @@ from satchel.lifetime import Clock, Lifetime, seconds, system_clock
 from satchel.session import Session
 from satchel.session_use import SessionUse
 from satchel.store import Store
+from satchel.tombstone import DEFAULT_GRACE
 from satchel.urls import DEFAULT_SQLITE_NAME, store_from_url
 
 _POLICY_CACHE_SIZE = 32
@@ -329,7 +330,7 @@ class Satchel:
         ``satchel``, that sessions are disabled while ``SECRET_KEY`` is not set,
         and, on ``satchel.security``, keys shorter than 32 bytes.
         """
-        for name in ("SATCHEL_IDLE_TIMEOUT", "SATCHEL_ABSOLUTE_TIMEOUT"):
+        for name in ("SATCHEL_IDLE_TIMEOUT", "SATCHEL_ABSOLUTE_TIMEOUT", "SATCHEL_GRACE_PERIOD"):
             try:
                 seconds(app.config.get(name), name=name)
             except (TypeError, ValueError) as err:
@@ -340,7 +341,9 @@ class Satchel:
         if isinstance(store, SealedCookies):
             engine = CookieEngine(store, codec=self.codec, clock=self.clock)
         else:
-            engine = Engine(store, codec=self.codec, clock=self.clock)
+            grace = seconds(app.config.get("SATCHEL_GRACE_PERIOD"), name="SATCHEL_GRACE_PERIOD")
+            engine = Engine(store, codec=self.codec, clock=self.clock,
+                            grace=DEFAULT_GRACE if grace is None else grace)
         interface = SatchelSessionInterface(engine)
         interface.check_config(app)
         app.session_interface = interface
