@@ -16,6 +16,7 @@ ratios divide satchel's overhead by a peer's.
     python bench/overhead.py            # about a minute and a half
     python bench/overhead.py --quick    # a smoke run, figures not meaningful
     python bench/overhead.py --only flask-cookie,satchel-cookie
+    python bench/overhead.py --permanent   # sessions made permanent at login
 
 Flask-Session runs its SQLAlchemy backend on a SQLite file, the closest peer
 of satchel's embedded store; its cachelib backend is shown too when cachelib is
@@ -54,6 +55,7 @@ def _routes(app: Flask, *, use_session: bool) -> Flask:
         if use_session:
             session["user"] = "alice"
             session["n"] = 0
+            session.permanent = app.config.get("BENCH_PERMANENT", False)
         return "ok"
 
     @app.get("/write")
@@ -370,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="timed runs per cell (the fastest counts)")
     parser.add_argument("--only", default="",
                         help="comma-separated contenders to run (the bare app always runs)")
+    parser.add_argument("--permanent", action="store_true",
+                        help="permanent sessions (session.permanent = True at login), with"
+                             " Flask's default SESSION_REFRESH_EACH_REQUEST")
     args = parser.parse_args(argv)
     seconds, repeats = (0.01, 1) if args.quick else (args.seconds, args.repeats)
 
@@ -382,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(f"unknown contender(s): {', '.join(sorted(unknown))}; "
                              f"choose from {', '.join(apps)}")
             apps = {name: app for name, app in apps.items() if name in wanted}
+        for app in apps.values():
+            app.config["BENCH_PERMANENT"] = args.permanent
         try:
             results = measure_all(apps, seconds_per_run=seconds, repeats=repeats)
             floors = raw_round_trips(seconds, repeats) | _postgres_floors(seconds, repeats)
