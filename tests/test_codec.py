@@ -16,6 +16,7 @@ from markupsafe import Markup
 
 from satchel.codec import Tag, TaggedCodec, default_codec
 from satchel.errors import CodecError
+from tests.values import same, values
 
 codec = default_codec
 
@@ -104,6 +105,11 @@ def test_any_supported_value_round_trips(value: Any) -> None:
     assert codec.decode(codec.encode(value)) == value
 
 
+@given(values)
+def test_every_supported_type_round_trips_with_its_type(value: Any) -> None:
+    assert same(codec.decode(codec.encode(value)), value)
+
+
 @given(st.dictionaries(st.sampled_from([" t", " b", " di", " m", " u", " d", " s", "x"]),
                        st.integers(), min_size=1, max_size=1))
 def test_dicts_that_look_tagged_stay_dicts(value: dict[str, int]) -> None:
@@ -116,25 +122,6 @@ def test_uuid_type_is_restored() -> None:
 
 
 # -- exact values and types, or CodecError ------------------------------------------
-
-def same(a: Any, b: Any) -> bool:
-    """True if ``a`` and ``b`` are equal and of the same type, all the way down (nan is nan)."""
-    if type(a) is not type(b):
-        return False
-    if type(a) is float:
-        return (math.isnan(a) and math.isnan(b)) or (a == b and math.copysign(1, a)
-                                                     == math.copysign(1, b))
-    if type(a) in (list, tuple):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
-    if type(a) is dict:
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if type(a) in (set, frozenset):
-        return len(a) == len(b) and all(
-            sum(1 for y in b if y == x and same(x, y)) == 1 for x in a)
-    if type(a) is datetime:
-        return a == b and a.isoformat() == b.isoformat()
-    return bool(a == b)
-
 
 @pytest.mark.parametrize("value", [
     math.nan, math.inf, -math.inf, -0.0, 0.0, [math.nan, {"x": -math.inf}], (-0.0,),
@@ -291,3 +278,12 @@ def test_encode_fields_names_the_key() -> None:
 def test_encode_fields_refuses_keys_no_store_can_keep(key: Any) -> None:
     with pytest.raises(CodecError, match="session key"):
         codec.encode_fields([(key, "v")])
+
+
+@pytest.mark.parametrize("microseconds", [1, -1, 999_999, -30_000_001, 3_600_000_000])
+def test_datetime_offsets_under_a_minute_keep_their_microseconds(microseconds: int) -> None:
+    # CPython 3.11's fromisoformat reads "+00:00:00.000001" as UTC.
+    value = datetime(2000, 1, 1, tzinfo=timezone(timedelta(microseconds=microseconds)))
+    back = codec.decode(codec.encode(value))
+    assert back.utcoffset() == value.utcoffset()
+    assert same(back, value)

@@ -43,9 +43,10 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID
 
@@ -58,6 +59,7 @@ _NATIVE = (str, int, float, bool, type(None))
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 MAX_DEPTH = 254
 """The deepest nesting of JSON arrays and objects a value may encode to (orjson's limit)."""
+_TINY_OFFSET = re.compile(r"[+-]00:00:00\.[0-9]{6}\Z")
 _NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 
@@ -102,6 +104,17 @@ def _non_finite(payload: Any) -> float:
     return _NON_FINITE[payload]
 
 
+def _datetime(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    # CPython 3.11 reads an offset under a second ("+00:00:00.000001", which isoformat
+    # writes for such an offset) as UTC: read its microseconds here.
+    if value.tzinfo is not None and _TINY_OFFSET.search(text) and not value.utcoffset():
+        sign = -1 if text[-16] == "-" else 1
+        offset = timedelta(microseconds=sign * int(text[-6:]))
+        value = value.replace(tzinfo=timezone(offset))
+    return value
+
+
 def _b64decode(payload: str) -> bytes:
     return base64.b64decode(payload, validate=True)
 
@@ -112,7 +125,7 @@ DEFAULT_TAGS: tuple[Tag, ...] = (
         _from(str, _b64decode)),
     Tag("m", _is_exactly(Markup), str, _from(str, Markup)),
     Tag("u", _is_exactly(UUID), lambda v: v.hex, _from(str, UUID)),
-    Tag("d", _is_exactly(datetime), datetime.isoformat, _from(str, datetime.fromisoformat)),
+    Tag("d", _is_exactly(datetime), datetime.isoformat, _from(str, _datetime)),
     Tag("da", _is_exactly(date), date.isoformat, _from(str, date.fromisoformat)),
     Tag("s", _is_exactly(set), list, _from(list, set)),
     Tag("fs", _is_exactly(frozenset), list, _from(list, frozenset)),
