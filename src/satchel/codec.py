@@ -44,7 +44,7 @@ from __future__ import annotations
 import base64
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
@@ -177,24 +177,21 @@ class TaggedCodec:
         except Exception as err:  # orjson: a lone surrogate; a Tag's to_json that failed
             raise CodecError(f"cannot encode {type(value).__name__} value: {err}") from err
 
-    def encode_fields(self, items: Iterable[tuple[str, Any]]) -> dict[str, bytes]:
-        """Each session key's encoded value, from ``(key, value)`` pairs.
+    def encode_field(self, name: str, value: Any) -> bytes:
+        """:meth:`encode` for the value of session key ``name``.
 
-        Raises CodecError naming the session key: for a value :meth:`encode`
-        refuses, and for a key that is not a str, holds NUL or a lone
-        surrogate (one rule for every store: PostgreSQL's jsonb and text
-        cannot hold NUL, and no store can hold a str UTF-8 cannot encode).
+        Raises CodecError naming the key: for a value :meth:`encode` refuses,
+        and for a key that is not a str, or holds NUL or a lone surrogate (one
+        rule for every store: PostgreSQL's jsonb and text cannot hold NUL, and
+        no store can keep a str that UTF-8 cannot encode).
         """
-        fields = {}
-        for name, value in items:
-            if type(name) is not str or "\0" in name or not _is_utf8(name):
-                raise CodecError(f"session key {name!r}: session keys must be str without NUL"
-                                 " or lone surrogates; rename the key")
-            try:
-                fields[name] = self.encode(value)
-            except CodecError as err:
-                raise CodecError(f"session key {name!r}: {err}") from err
-        return fields
+        if type(name) is not str or "\0" in name or not _is_utf8(name):
+            raise CodecError(f"session key {name!r}: session keys must be str without NUL"
+                             " or lone surrogates; rename the key")
+        try:
+            return self.encode(value)
+        except CodecError as err:
+            raise CodecError(f"session key {name!r}: {err}") from err
 
     def decode(self, data: bytes) -> Any:
         """The value ``data`` encodes. Raises CodecError (only) for bytes that are not ours."""
