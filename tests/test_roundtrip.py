@@ -11,6 +11,7 @@ value in place.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections import OrderedDict
@@ -29,8 +30,9 @@ from hypothesis import HealthCheck, example, given, reject, settings
 from hypothesis import strategies as st
 from markupsafe import Markup
 
-from satchel import Satchel, SessionTooLarge
+from satchel import Satchel, SessionTooLarge, ids
 from satchel.errors import CodecError
+from satchel.store import Patch
 from tests.clock import FakeClock
 from tests.modes import MODES, make_store
 from tests.spy import PrefetchSpy, SpyStore
@@ -217,3 +219,39 @@ def test_outside_testing_the_response_is_a_500_and_nothing_is_written(harness: H
     assert "Set-Cookie" not in response.headers
     assert harness.writes() == []
     assert harness.get(client) == {"ok": 1}
+
+
+# -- what does not decode: dropped, logged, never a 500 ----------------------------------------
+
+UNDECODABLE = {
+    "bad-tag": b'{" t": 5}', "bad-base64": b'{" b": "!!"}', "bad-set": b'{" s": [[1]]}',
+    "bad-float": b'{" nf": "1.5"}', "huge-int": b'{" i": "' + b"1" * 5000 + b'"}',
+    "deep": b"[" * 1000 + b"]" * 1000, "deep-dicts": b'{"a":' * 300 + b"1" + b"}" * 300,
+}
+
+
+def plant(harness: Harness, client: FlaskClient, fields: dict[str, bytes]) -> None:
+    """Add ``fields`` (bytes as stored) to the client's session, behind satchel's back."""
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    if harness.spy is not None:
+        key = ids.storage_key(cookie.value[:ids.ID_LENGTH])
+        assert harness.spy.inner.update(key, Patch(set=fields))
+        return
+    now = harness.clock()  # cookie mode: the JSON forms go inside a token sealed with the app's key
+    forms = b",".join(b'"%s":%s' % (name.encode(), form) for name, form in fields.items())
+    plaintext = b"[1,%r,%r,%r,{%s}]" % (now, now, now + 3600, b'"ok":1,' + forms)
+    policy = harness.app.session_interface.policy(harness.app)  # type: ignore[attr-defined]
+    client.set_cookie("session", policy.sealer.seal(plaintext, name="session"))
+
+
+def test_stored_values_that_do_not_decode_are_dropped_and_logged(
+        harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    client = harness.app.test_client()
+    harness.set(client, {"ok": 1})
+    plant(harness, client, UNDECODABLE)
+    with caplog.at_level(logging.WARNING, logger="satchel"):
+        assert harness.get(client) == {"ok": 1}
+    dropped = {record.args[1] for record in caplog.records  # type: ignore[index]
+               if "does not decode" in record.getMessage()}
+    assert dropped == set(UNDECODABLE)
