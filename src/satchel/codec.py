@@ -4,7 +4,7 @@ A value comes back with the same value *and type*, or the save fails with
 :class:`~satchel.errors.CodecError`; nothing is changed silently. JSON carries
 str, int, float, bool, None, list and str-keyed dict as they are. These
 types travel as a one-key object whose key is a *tag* (a space, then a short
-name), as Flask's own session serializer does::
+name), as Flask's own session serializer (``flask.json.tag``) does::
 
     (1, 2)           -> {" t": [1, 2]}
     b"\\xff"          -> {" b": "/w=="}
@@ -26,9 +26,11 @@ as its base type, so it raises CodecError naming the type instead. Register a
 
 Also refused at save, with CodecError: a str with a lone surrogate (anywhere,
 dict keys included: UTF-8 cannot carry it), a dict key that is not exactly a
-str, an int of more than 4,300 digits (Python's ``int``/``str`` conversion
-limit), and nesting deeper than :data:`MAX_DEPTH` JSON levels (a tagged value
-counts one level for its tag).
+str, an int of more digits than ``sys.get_int_max_str_digits()`` (4,300 by
+default), and nesting deeper than :data:`MAX_DEPTH` JSON levels (a tagged
+value counts one level for its tag). :meth:`TaggedCodec.encode_field` also
+refuses a session key holding NUL or a lone surrogate, and names the key in
+every error. A nan comes back as a nan (its sign bit and payload are not kept).
 
 An aware datetime comes back with a fixed UTC offset: the same instant and the
 same offset, but a ``zoneinfo``/pytz zone is not kept (arithmetic across a DST
