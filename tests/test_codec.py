@@ -287,3 +287,13 @@ def test_datetime_offsets_under_a_minute_keep_their_microseconds(microseconds: i
     back = codec.decode(codec.encode(value))
     assert back.utcoffset() == value.utcoffset()
     assert same(back, value)
+
+
+def test_same_tells_apart_what_equality_does_not() -> None:
+    # The property tests compare with same(); it must fail where a type or sign changed.
+    utc = datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
+    for a, b in [(1, 1.0), (1, True), ((1,), [1]), (-0.0, 0.0), ({1}, frozenset({1})),
+                 ({"a": 1}, {"a": True}), ([{1}], [{True}]), (utc, utc.astimezone(
+                     timezone(timedelta(hours=1)))), (Markup("x"), "x"), (b"x", bytearray(b"x"))]:
+        assert not same(a, b) and not same(b, a), (a, b)
+    assert same([math.nan, {"k": (frozenset({1}),)}], [math.nan, {"k": (frozenset({1}),)}])
