@@ -1,8 +1,10 @@
 """Values <-> bytes: tagged JSON, never pickle.
 
-JSON carries str, int, float, bool, None, list and str-keyed dict as they
-are. Other types travel as a one-key object whose key is a *tag* (a space,
-then a short name), as Flask's own session serializer does::
+A value comes back with the same value *and type*, or the save fails with
+:class:`~satchel.errors.CodecError`; nothing is changed silently. JSON carries
+str, int, float, bool, None, list and str-keyed dict as they are. These
+types travel as a one-key object whose key is a *tag* (a space, then a short
+name), as Flask's own session serializer (``flask.json.tag``) does::
 
     (1, 2)           -> {" t": [1, 2]}
     b"\\xff"          -> {" b": "/w=="}
@@ -11,19 +13,42 @@ then a short name), as Flask's own session serializer does::
     datetime(...)    -> {" d": "2026-01-01T00:00:00+00:00"}  (naive stays naive)
     date(...)        -> {" da": "2026-01-01"}
     {1, 2}           -> {" s": [1, 2]}
+    frozenset({1})   -> {" fs": [1]}
     2**70            -> {" i": "1180591620717411303424"}
+    float("nan")     -> {" nf": "nan"}   (also "inf", "-inf"; -0.0 stays -0.0)
     {" t": 1}        -> {" di": {" t": 1}}   (a dict that merely looks tagged)
 
-Add a type with :meth:`TaggedCodec.register`. A value of an unknown type
-raises :class:`~satchel.errors.CodecError` naming the type.
+Types are matched exactly: a subclass of a supported type (an ``IntEnum``, a
+``StrEnum``, a namedtuple, ``OrderedDict``, ``defaultdict``, a datetime
+subclass, an object with ``__html__`` that is not ``Markup``) would come back
+as its base type, so it raises CodecError naming the type instead. Register a
+:class:`Tag` for it with :meth:`TaggedCodec.register`, or store a plain value.
+
+Also refused at save, with CodecError: a str with a lone surrogate (anywhere,
+dict keys included: UTF-8 cannot carry it), a dict key that is not exactly a
+str, an int of more digits than ``sys.get_int_max_str_digits()`` (4,300 by
+default), and nesting deeper than :data:`MAX_DEPTH` JSON levels (a tagged
+value counts one level for its tag). :meth:`TaggedCodec.encode_field` also
+refuses a session key holding NUL or a lone surrogate, and names the key in
+every error. A nan comes back as a nan (its sign bit and payload are not kept).
+
+An aware datetime comes back with a fixed UTC offset: the same instant and the
+same offset, but a ``zoneinfo``/pytz zone is not kept (arithmetic across a DST
+change then differs), and ``fold`` is not kept. Flask's own session keeps
+less: it turns every datetime into UTC and drops the microseconds.
+
+Decoding raises only CodecError, whatever the bytes (malformed JSON, a tag
+whose payload is malformed, nesting deeper than :data:`MAX_DEPTH`).
 """
 
 from __future__ import annotations
 
 import base64
+import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID
 
@@ -34,6 +59,10 @@ from satchel.errors import CodecError
 
 _NATIVE = (str, int, float, bool, type(None))
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+MAX_DEPTH = 254
+"""The deepest nesting of JSON arrays and objects a value may encode to (orjson's limit)."""
+_TINY_OFFSET = re.compile(r"[+-]00:00:00\.[0-9]{6}\Z")
+_NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 
 @dataclass(frozen=True)
@@ -41,8 +70,12 @@ class Tag:
     """How one Python type travels in JSON.
 
     ``key`` is the tag name (stored as ``" " + key``); ``check`` picks the
-    values it handles; ``to_json`` returns a JSON-able value (walked again,
-    so it may hold other tagged values); ``to_python`` rebuilds the value.
+    values it handles (match the type exactly, ``type(v) is T``, unless the
+    tag rebuilds every subclass it accepts); ``to_json`` returns a JSON-able
+    value (walked again, so it may hold other tagged values); ``to_python``
+    rebuilds the value from that, and should raise (ValueError, TypeError,
+    ...) for a payload it did not write: the codec turns any exception it
+    raises into CodecError.
     """
 
     key: str
@@ -55,17 +88,56 @@ def _is_exactly(kind: type) -> Callable[[Any], bool]:
     return lambda value: type(value) is kind
 
 
+def _from(kind: type, build: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``build``, for a payload of exactly ``kind``; ValueError for any other payload."""
+
+    def to_python(payload: Any) -> Any:
+        if type(payload) is not kind:
+            raise ValueError(f"a {kind.__name__} payload was expected,"
+                             f" not {type(payload).__name__}")
+        return build(payload)
+
+    return to_python
+
+
+def _non_finite(payload: Any) -> float:
+    if type(payload) is not str or payload not in _NON_FINITE:
+        raise ValueError(f"{payload!r} is not 'nan', 'inf' or '-inf'")
+    return _NON_FINITE[payload]
+
+
+def _datetime(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    # CPython 3.11 reads an offset under a second ("+00:00:00.000001", which isoformat
+    # writes for such an offset) as UTC: read its microseconds here.
+    if value.tzinfo is not None and _TINY_OFFSET.search(text) and not value.utcoffset():
+        sign = -1 if text[-16] == "-" else 1
+        offset = timedelta(microseconds=sign * int(text[-6:]))
+        value = value.replace(tzinfo=timezone(offset))
+    return value
+
+
+def _b64decode(payload: str) -> bytes:
+    return base64.b64decode(payload, validate=True)
+
+
 DEFAULT_TAGS: tuple[Tag, ...] = (
-    Tag("t", lambda v: isinstance(v, tuple), list, tuple),
-    Tag("b", lambda v: isinstance(v, bytes), lambda v: base64.b64encode(v).decode("ascii"),
-        base64.b64decode),
-    Tag("m", lambda v: callable(getattr(v, "__html__", None)), lambda v: str(v.__html__()), Markup),
-    Tag("u", lambda v: isinstance(v, UUID), lambda v: v.hex, UUID),
-    Tag("d", lambda v: isinstance(v, datetime), datetime.isoformat, datetime.fromisoformat),
-    Tag("da", _is_exactly(date), date.isoformat, date.fromisoformat),
-    Tag("s", lambda v: isinstance(v, (set, frozenset)), list, set),
-    Tag("i", lambda v: False, str, int),  # big ints; chosen by _tag, never by check
+    Tag("t", _is_exactly(tuple), list, _from(list, tuple)),
+    Tag("b", _is_exactly(bytes), lambda v: base64.b64encode(v).decode("ascii"),
+        _from(str, _b64decode)),
+    Tag("m", _is_exactly(Markup), str, _from(str, Markup)),
+    Tag("u", _is_exactly(UUID), lambda v: v.hex, _from(str, UUID)),
+    Tag("d", _is_exactly(datetime), datetime.isoformat, _from(str, _datetime)),
+    Tag("da", _is_exactly(date), date.isoformat, _from(str, date.fromisoformat)),
+    Tag("s", _is_exactly(set), list, _from(list, set)),
+    Tag("fs", _is_exactly(frozenset), list, _from(list, frozenset)),
+    # Chosen by _tag, never by check: ints beyond 64 bits, and nan/inf/-inf.
+    Tag("i", lambda v: False, str, _from(str, int)),
+    Tag("nf", lambda v: False, str, _non_finite),
 )
+_DICT_ESCAPE = " di"
+_SUPPORTED = frozenset((*_NATIVE, list, dict, tuple, bytes, set, frozenset, Markup, datetime,
+                        date, UUID))
 
 
 class TaggedCodec:
@@ -78,9 +150,12 @@ class TaggedCodec:
             self.register(tag)
 
     def register(self, tag: Tag, *, first: bool = False) -> None:
-        """Add ``tag``; ``first=True`` lets it win over the tags already known."""
+        """Add ``tag``; ``first=True`` lets it win over the tags already known.
+
+        Raises ValueError for a key already taken (``"di"`` is reserved).
+        """
         name = " " + tag.key
-        if name in self._by_key or tag.key == "di":
+        if name in self._by_key or name == _DICT_ESCAPE:
             raise ValueError(f"tag {tag.key!r} is already registered")
         self._by_key[name] = tag
         if first:
@@ -89,69 +164,154 @@ class TaggedCodec:
             self._tags.append(tag)
 
     def encode(self, value: Any) -> bytes:
-        """JSON bytes for ``value``. Raises CodecError for an unknown type."""
+        """JSON bytes for ``value``.
+
+        Raises CodecError, naming the type, for anything that would not come
+        back as it went in (see the module's docstring).
+        """
         try:
-            return orjson.dumps(self._tag(value))
-        except TypeError as err:  # orjson: a dict key that is not a str, or a huge int
+            return orjson.dumps(self._tag(value, 0))
+        except CodecError:
+            raise
+        except RecursionError as err:  # a tag whose to_json never bottoms out
+            raise CodecError(f"cannot encode {type(value).__name__} value: nested too deeply"
+                             f" (more than {MAX_DEPTH} levels)") from err
+        except Exception as err:  # orjson: a lone surrogate; a Tag's to_json that failed
             raise CodecError(f"cannot encode {type(value).__name__} value: {err}") from err
 
-    def decode(self, data: bytes) -> Any:
-        """The value ``data`` encodes. Raises CodecError for bytes that are not ours."""
+    def encode_field(self, name: str, value: Any) -> bytes:
+        """:meth:`encode` for the value of session key ``name``.
+
+        Raises CodecError naming the key: for a value :meth:`encode` refuses,
+        and for a key that is not a str, or holds NUL or a lone surrogate (one
+        rule for every store: PostgreSQL's jsonb and text cannot hold NUL, and
+        no store can keep a str that UTF-8 cannot encode).
+        """
+        if type(name) is not str or "\0" in name or not _is_utf8(name):
+            raise CodecError(f"session key {name!r}: session keys must be str without NUL"
+                             " or lone surrogates; rename the key")
         try:
-            return self._untag(orjson.loads(data))
-        except (ValueError, TypeError, AttributeError) as err:
+            return self.encode(value)
+        except CodecError as err:
+            raise CodecError(f"session key {name!r}: {err}") from err
+
+    def decode(self, data: bytes) -> Any:
+        """The value ``data`` encodes. Raises CodecError (only) for bytes that are not ours."""
+        try:
+            return self._untag(orjson.loads(data), 0)
+        except CodecError:
+            raise
+        except Exception as err:
             raise CodecError(f"cannot decode stored value: {err}") from err
 
     def from_json(self, data: Any) -> Any:
-        """The value a parsed JSON structure (as ``encode`` wrote it) stands for."""
+        """The value a parsed JSON structure (as ``encode`` wrote it) stands for.
+
+        Raises CodecError (only) for a structure ``encode`` would not write.
+        """
         try:
-            return self._untag(data)
-        except (ValueError, TypeError, AttributeError) as err:
+            return self._untag(data, 0)
+        except CodecError:
+            raise
+        except Exception as err:
             raise CodecError(f"cannot decode stored value: {err}") from err
 
-    def _tag(self, value: Any) -> Any:
+    def _tag(self, value: Any, depth: int) -> Any:
         kind = type(value)
         if kind in _NATIVE:
             if kind is int and not _INT_MIN <= value <= _INT_MAX:
-                return {" i": str(value)}  # beyond what JSON numbers carry exactly
+                return {" i": _big_int(value)}  # beyond what JSON numbers carry exactly
+            if kind is float and not math.isfinite(value):
+                return {" nf": repr(value)}  # JSON has no nan or infinity
             return value
+        depth += 1
+        if depth > MAX_DEPTH:
+            raise _too_deep()
         if kind is list:
-            return [self._tag(item) for item in value]
+            return [self._tag(item, depth) for item in value]
         if kind is dict:
-            tagged = {key: self._tag(item) for key, item in value.items()}
             if len(value) == 1:
                 (key,) = value
-                if isinstance(key, str) and (key in self._by_key or key == " di"):
-                    return {" di": tagged}
-            return tagged
+                if type(key) is str and (key in self._by_key or key == _DICT_ESCAPE):
+                    if depth == MAX_DEPTH:  # the escape is one more level
+                        raise _too_deep()
+                    return {_DICT_ESCAPE: self._tag_dict(value, depth + 1)}
+            return self._tag_dict(value, depth)
         for tag in self._tags:
             if tag.check(value):
-                return {" " + tag.key: self._tag(tag.to_json(value))}
-        if isinstance(value, _NATIVE):  # subclasses of str, int, ... without a tag
-            return value
-        if isinstance(value, dict):
-            return self._tag(dict(value))
-        if isinstance(value, list):
-            return self._tag(list(value))
+                return {" " + tag.key: self._tag(tag.to_json(value), depth)}
+        base = next((base for base in kind.__mro__ if base in _SUPPORTED), None)
+        if base is not None or callable(getattr(value, "__html__", None)):
+            why = (f"a subclass of {_name(base)}" if base is not None
+                   else "not markupsafe.Markup, though it has __html__")
+            raise CodecError(
+                f"cannot store a {_name(kind)} in the session: it is {why}, and would not come"
+                " back as the same type; store a plain value (str(v), int(v), dict(v),"
+                " Markup(v), ...), or register a Tag for this type on the codec")
         raise CodecError(
-            f"cannot store a {kind.__module__}.{kind.__qualname__} in the session; "
+            f"cannot store a {_name(kind)} in the session; "
             "store JSON-like data, or register a Tag for this type on the codec"
         )
 
-    def _untag(self, value: Any) -> Any:
+    def _tag_dict(self, value: dict[Any, Any], depth: int) -> dict[str, Any]:
+        tagged = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise CodecError(f"cannot encode a dict key of type {_name(type(key))}"
+                                 f" ({key!r}); dict keys must be str")
+            tagged[key] = self._tag(item, depth)
+        return tagged
+
+    def _untag(self, value: Any, depth: int) -> Any:
         kind = type(value)
-        if kind is list:
-            return [self._untag(item) for item in value]
-        if kind is not dict:
+        if kind is not list and kind is not dict:
             return value
+        depth += 1
+        if depth > MAX_DEPTH:
+            raise _too_deep()
+        if kind is list:
+            return [self._untag(item, depth) for item in value]
         if len(value) == 1:
             ((key, inner),) = value.items()
-            if key == " di":
-                return {k: self._untag(v) for k, v in inner.items()}
+            if key == _DICT_ESCAPE:
+                if type(inner) is not dict:
+                    raise ValueError("a dict escape that holds no dict")
+                if depth == MAX_DEPTH:
+                    raise _too_deep()
+                return {k: self._untag(v, depth + 1) for k, v in inner.items()}
             tag = self._by_key.get(key)
             if tag is not None:
-                return tag.to_python(self._untag(inner))
-        return {key: self._untag(item) for key, item in value.items()}
+                return tag.to_python(self._untag(inner, depth))
+        return {key: self._untag(item, depth) for key, item in value.items()}
+
+
+def _too_deep() -> CodecError:
+    return CodecError(f"nested more than {MAX_DEPTH} levels deep (each list, dict and tagged"
+                      " value is a level); store a flatter value")
+
+
+def _is_utf8(text: str) -> bool:
+    """False for a str with a lone surrogate (``"\\ud800"``), which UTF-8 cannot encode."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _big_int(value: int) -> str:
+    try:
+        return str(value)
+    except ValueError as err:  # more digits than sys.get_int_max_str_digits() allows
+        raise CodecError(f"cannot encode an int of about {value.bit_length() * 3 // 10}"
+                         f" digits: {err}") from err
+
+
+def _name(kind: type) -> str:
+    module = kind.__module__
+    return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
 
 
 default_codec = TaggedCodec()

@@ -163,7 +163,8 @@ class CookieEngine:
         now = self.clock()
         permanent = session.is_permanent
         changed = (session.modified or session.regenerated or not session.stored
-                   or (session.may_have_changed and session.changes(self.codec.encode).any))
+                   or (session.may_have_changed
+                       and session.changes(self.codec.encode_field).any))
         must_seal = (changed or session.cookie_key_index != 0
                      or session.cookie_permanent != permanent
                      or (permanent and refresh_each_request)
@@ -171,12 +172,8 @@ class CookieEngine:
         if not must_seal:
             return None
         created_at = session.created_at if session.stored else now
-        fields = {}
-        for key, value in dict.items(session):
-            try:
-                fields[key] = orjson.Fragment(self.codec.encode(value))
-            except CodecError as err:
-                raise CodecError(f"session key {key!r}: {err}") from err
+        fields = {key: orjson.Fragment(value)
+                  for key, value in session.encoded(self.codec.encode_field).items()}
         expires_at = policy.lifetime.expires_at(created_at, now)
         plaintext = orjson.dumps([_PAYLOAD_VERSION, created_at, now, expires_at, fields])
         token = policy.sealer.seal(plaintext, name=cookie_name, permanent=permanent)

@@ -227,7 +227,7 @@ class Engine:
             return None
         if session.read_only:
             if session.modified or (session.may_have_changed
-                                    and session.changes(self.codec.encode).any):
+                                    and session.changes(self.codec.encode_field).any):
                 log.info("session %s: a parallel request rotated its id; this request's changes"
                          " were not kept", ids.fingerprint(session.sid or ""))
             return None
@@ -240,8 +240,8 @@ class Engine:
         action = None
         retired, old_fields = session.retired_sid, session.stored_fields
         if not session.empty:
-            action = self._create(session, session.encoded(self.codec.encode), policy, now,
-                                  permanent_lifetime)
+            fields = session.encoded(self.codec.encode_field)  # CodecError: nothing written
+            action = self._create(session, fields, policy, now, permanent_lifetime)
         elif session.stored or retired is not None:
             action = CookieAction(None)
         if retired is not None:
@@ -253,7 +253,8 @@ class Engine:
         """Commit a stored session that keeps its id."""
         key = _storage_key(session, sid)
         lifetime = policy.lifetime
-        changes = session.changes(self.codec.encode) if session.may_have_changed else _UNCHANGED
+        changes = (session.changes(self.codec.encode_field) if session.may_have_changed
+                   else _UNCHANGED)
         touch_due = lifetime.touch_due(session.last_seen, now)
         empty = session.empty
         must_set = (session.modified or changes.any or session.cookie_key_index != 0

@@ -90,15 +90,15 @@ class TrackedDict(dict[str, Any]):
         """The bytes loaded from the store (or last written), by key."""
         return self._raw
 
-    def encoded(self, encode: Callable[[Any], bytes]) -> dict[str, bytes]:
-        """Every key's value, encoded. ``encode``'s errors propagate."""
-        return {name: encode(value) for name, value in dict.items(self)}
+    def encoded(self, encode: Callable[[str, Any], bytes]) -> dict[str, bytes]:
+        """Every key's value, as ``encode(key, value)`` gives it; its errors propagate."""
+        return {name: encode(name, value) for name, value in dict.items(self)}
 
-    def changes(self, encode: Callable[[Any], bytes]) -> Changes:
+    def changes(self, encode: Callable[[str, Any], bytes]) -> Changes:
         """What to write for this request: changed keys encoded, loaded keys deleted.
 
         A key assigned its loaded value again, or a mutable value read and left
-        as it was, is not written. ``encode``'s errors propagate.
+        as it was, is not written. ``encode(key, value)``'s errors propagate.
         """
         raw = self._raw
         candidates = self._set | self._read if self._read else self._set
@@ -107,7 +107,7 @@ class TrackedDict(dict[str, Any]):
             value = dict.get(self, name, _MISSING)
             if value is _MISSING:
                 continue
-            data = encode(value)
+            data = encode(name, value)
             if raw.get(name) != data:
                 updates[name] = data
         if self._cleared:
