@@ -1,38 +1,27 @@
-"""The Flask face: the ``Satchel`` extension and its ``SessionInterface``.
-
-The only module that imports Flask. Config is read per request wherever
-Flask reads it per request, so tests may change it after the app is built;
-``SATCHEL_STORE`` is read once, by ``init_app``.
-"""
+"""Flask's ``SessionInterface``, delegated to the framework-free engines."""
 
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from flask import Flask, Request, Response
 from flask.sessions import SecureCookieSessionInterface, SessionInterface, SessionMixin
 from itsdangerous import BadSignature
 
-from satchel.codec import TaggedCodec, default_codec
 from satchel.cookie_header import CookieTemplate, check_samesite
-from satchel.cookie_mode import CookieEngine, SealedCookies
+from satchel.cookie_mode import CookieEngine
 from satchel.engine import Engine
-from satchel.errors import ConfigError, SessionTooLarge, StoreUnavailable
+from satchel.errors import SessionTooLarge, StoreUnavailable
+from satchel.flask.responses import add_session_headers, become_unavailable
 from satchel.foreign import ForeignReader
-from satchel.keys import ShortKeyLog, as_bytes, fallback_bytes, fallback_tuple, ring_bytes
-from satchel.lifetime import Clock, Lifetime, seconds, system_clock
+from satchel.keys import ShortKeyLog, fallback_tuple, ring_bytes
+from satchel.lifetime import Lifetime, seconds
 from satchel.session import Session
 from satchel.session_use import SessionUse
-from satchel.store import Store
-from satchel.tombstone import DEFAULT_GRACE
-from satchel.urls import DEFAULT_SQLITE_NAME, store_from_url
 
 _POLICY_CACHE_SIZE = 32
 _BROWSER_COOKIE_LIMIT = 4093  # Flask's MAX_COOKIE_SIZE default
-_UNAVAILABLE_BODY = b"Service Unavailable: the session store cannot be reached. Try again shortly."
-_RETRY_AFTER = "5"
 log = logging.getLogger("satchel")
 
 
@@ -99,7 +88,7 @@ class SatchelSessionInterface(SessionInterface):
         """Build the policy ``app``'s config names now (ConfigError for an unusable key),
         logging short keys; or log that sessions are disabled while ``SECRET_KEY`` is
         not set (they stay Flask's null session, as without satchel)."""
-        if _no_key(app.config["SECRET_KEY"]):
+        if no_key(app.config["SECRET_KEY"]):
             log.warning("SECRET_KEY is not set: sessions are disabled (flask.session is Flask's"
                         " null session, which refuses writes) until app.config['SECRET_KEY']"
                         " is set")
@@ -107,14 +96,14 @@ class SatchelSessionInterface(SessionInterface):
         self._policy_and_lifetime(app)
 
     def open_session(self, app: Flask, request: Request) -> FlaskSession | None:
-        if not app.secret_key and _no_key(app.secret_key):  # False or 0: refused below
+        if not app.secret_key and no_key(app.secret_key):  # False or 0: refused below
             return None
         name = self.get_cookie_name(app)
         session = FlaskSession()
-        foreign = (_flask_cookie_reader(app) if app.config.get("SATCHEL_READ_FLASK_COOKIES")
+        foreign = (flask_cookie_reader(app) if app.config.get("SATCHEL_READ_FLASK_COOKIES")
                    else None)
         session.policy, session.permanent_lifetime = self._policy_and_lifetime(app)
-        cookie = _request_cookie(request, name)
+        cookie = request_cookie(request, name)
         prefetch = False
         use = self.session_use
         if use is not None and app.config.get("SATCHEL_PREFETCH", True):
@@ -146,7 +135,7 @@ class SatchelSessionInterface(SessionInterface):
                 permanent_lifetime=permanent_lifetime)
         except StoreUnavailable as err:
             log.error("session store unavailable while saving; responding 503: %s", err)
-            _become_unavailable(response)
+            become_unavailable(response)
             return
         if action is None:
             if session.accessed or (
@@ -156,7 +145,7 @@ class SatchelSessionInterface(SessionInterface):
                 # Flask re-sends a permanent cookie here, with Vary: Cookie. satchel sends no
                 # cookie for a session the request never used (it could be a rotated id, see
                 # Engine.commit), but keeps the Vary header a cache may rely on.
-                _add_session_headers(response, None)
+                add_session_headers(response, None)
         elif action.value is None:
             response.delete_cookie(name, domain=self.get_cookie_domain(app),
                                    path=self.get_cookie_path(app),
@@ -164,13 +153,13 @@ class SatchelSessionInterface(SessionInterface):
                                    partitioned=self.get_cookie_partitioned(app),
                                    samesite=self.get_cookie_samesite(app),
                                    httponly=self.get_cookie_httponly(app))
-            _add_session_headers(response, None)
+            add_session_headers(response, None)
         else:
             header = self._cookie_template(app).header(action.value, action.expires)
             limit = app.config.get("MAX_COOKIE_SIZE", _BROWSER_COOKIE_LIMIT)
             if limit and len(header) > limit:
                 raise SessionTooLarge(len(header), limit)
-            _add_session_headers(response, header)
+            add_session_headers(response, header)
 
     def _cookie_template(self, app: Flask) -> CookieTemplate:
         """The Set-Cookie template for the cookie attributes the config names now."""
@@ -190,19 +179,12 @@ class SatchelSessionInterface(SessionInterface):
         return template
 
 
-def _check_keys(app: Flask) -> None:
-    """ConfigError for an unusable ``SECRET_KEY`` (an unset one is allowed) or fallback."""
-    fallback_bytes(app.config.get("SECRET_KEY_FALLBACKS"))
-    if not _no_key(app.config["SECRET_KEY"]):
-        as_bytes(app.config["SECRET_KEY"])
-
-
-def _no_key(secret: object) -> bool:
+def no_key(secret: object) -> bool:
     """True for a ``SECRET_KEY`` that is not set (None, "" or b""): Flask's null session."""
     return secret is None or (type(secret) in (str, bytes) and not secret)
 
 
-def _request_cookie(request: Request, name: str) -> str | None:
+def request_cookie(request: Request, name: str) -> str | None:
     """``request.cookies.get(name)``, without parsing every cookie when none is quoted."""
     header: str | None = request.environ.get("HTTP_COOKIE")
     if not header or name not in header:
@@ -216,53 +198,7 @@ def _request_cookie(request: Request, name: str) -> str | None:
     return None
 
 
-def _become_unavailable(response: Response) -> None:
-    """Turn ``response`` into a 503: the session change it reports was not saved."""
-    response.status_code = 503
-    response.set_data(_UNAVAILABLE_BODY)
-    response.mimetype = "text/plain"
-    response.headers["Retry-After"] = _RETRY_AFTER
-    response.headers.pop("Location", None)
-
-
-def store_unavailable(error: StoreUnavailable) -> tuple[str, int, dict[str, str]]:
-    """The default handler ``Satchel`` registers: HTTP 503, nothing written.
-
-    Register your own handler for ``StoreUnavailable`` to replace it.
-    """
-    log.error("session store unavailable; responding 503: %s", error)
-    return _UNAVAILABLE_BODY.decode(), 503, {"Retry-After": _RETRY_AFTER,
-                                            "Content-Type": "text/plain; charset=utf-8"}
-
-
-def _add_session_headers(response: Response, set_cookie: str | None) -> None:
-    """``Vary: Cookie``; with ``set_cookie``, that header and ``Cache-Control: private``.
-
-    What ``response.vary.add``, ``set_cookie`` and ``cache_control.private``
-    do, in one pass over the headers instead of a parse per header.
-    """
-    headers = response.headers
-    vary = cache_control = None
-    for key, value in headers:
-        lowered = key.lower()
-        if lowered == "vary":
-            vary = value
-        elif lowered == "cache-control":
-            cache_control = value
-    if vary is None:
-        headers.add("Vary", "Cookie")
-    elif vary != "Cookie":
-        response.vary.add("Cookie")
-    if set_cookie is None:
-        return
-    headers.add("Set-Cookie", set_cookie)
-    if cache_control is None:
-        headers.add("Cache-Control", "private")
-    else:
-        response.cache_control.private = True
-
-
-def _flask_cookie_reader(app: Flask) -> ForeignReader:
+def flask_cookie_reader(app: Flask) -> ForeignReader:
     """Reads a cookie Flask's own SecureCookieSessionInterface wrote (migration)."""
 
     def read(cookie: str) -> dict[str, Any] | None:
@@ -277,110 +213,3 @@ def _flask_cookie_reader(app: Flask) -> ForeignReader:
         return data if isinstance(data, dict) else None
 
     return read
-
-
-def _serialize_sessions(app: Flask) -> None:
-    """Let Flask's JSON provider serialize the session (``return session``, ``jsonify(session)``).
-
-    ``flask.session`` is a proxy, which ``json.dumps`` does not take for a
-    dict; the provider's ``default`` hook gets it, and turns a satchel session
-    (or a proxy to one) into a plain dict. Other values go to the hook it
-    had. An app with a provider without that hook is left alone.
-    """
-    provider = app.json
-    previous = getattr(provider, "default", None)
-    if not callable(previous) or getattr(previous, "satchel_sessions", False):
-        return
-
-    def default(value: Any) -> Any:
-        if isinstance(value, Session):
-            return dict(value)
-        return previous(value)
-
-    default.satchel_sessions = True  # type: ignore[attr-defined]
-    provider.default = default  # type: ignore[attr-defined]
-
-
-class Satchel:
-    """Server-side sessions for Flask apps.
-
-    >>> app = Flask(__name__)
-    >>> Satchel(app)  # doctest: +SKIP
-
-    ``store`` is a Store object or a ``SATCHEL_STORE``-style URL; without one
-    the app's ``SATCHEL_STORE`` config is used, and without that an SQLite
-    file in the instance folder. One ``Satchel`` may serve several apps; each
-    app gets its own store resolved from its own config.
-    """
-
-    def __init__(self, app: Flask | None = None, *, store: Store | str | None = None,
-                 codec: TaggedCodec = default_codec, clock: Clock = system_clock) -> None:
-        self.store = store
-        self.codec = codec
-        self.clock = clock
-        if app is not None:
-            self.init_app(app)
-
-    def init_app(self, app: Flask) -> None:
-        """Install satchel's session interface on ``app`` and its CLI commands.
-
-        Raises :class:`ConfigError` for an unusable config: a store URL, a
-        timeout, or a key (``SECRET_KEY`` or ``SECRET_KEY_FALLBACKS`` not
-        ``str``/``bytes``, empty, or fallbacks given as one ``str``). Logs, on
-        ``satchel``, that sessions are disabled while ``SECRET_KEY`` is not set,
-        and, on ``satchel.security``, keys shorter than 32 bytes.
-        """
-        for name in ("SATCHEL_IDLE_TIMEOUT", "SATCHEL_ABSOLUTE_TIMEOUT", "SATCHEL_GRACE_PERIOD"):
-            try:
-                seconds(app.config.get(name), name=name)
-            except (TypeError, ValueError) as err:
-                raise ConfigError(f"{name}: {err}") from err
-        _check_keys(app)  # before a store is opened for nothing
-        store = self._resolve_store(app)
-        engine: Engine | CookieEngine
-        if isinstance(store, SealedCookies):
-            engine = CookieEngine(store, codec=self.codec, clock=self.clock)
-        else:
-            grace = seconds(app.config.get("SATCHEL_GRACE_PERIOD"), name="SATCHEL_GRACE_PERIOD")
-            engine = Engine(store, codec=self.codec, clock=self.clock,
-                            grace=DEFAULT_GRACE if grace is None else grace)
-        interface = SatchelSessionInterface(engine)
-        interface.check_config(app)
-        app.session_interface = interface
-        _serialize_sessions(app)
-        app.extensions["satchel"] = self
-        if StoreUnavailable not in app.error_handler_spec[None][None]:
-            app.register_error_handler(StoreUnavailable, store_unavailable)
-        from satchel.cli import satchel_cli
-
-        if "satchel" not in app.cli.commands:
-            app.cli.add_command(satchel_cli)
-
-    def _resolve_store(self, app: Flask) -> Store | SealedCookies:
-        configured = self.store if self.store is not None else app.config.get("SATCHEL_STORE")
-        if configured is None:
-            return store_from_url(f"sqlite:///{DEFAULT_SQLITE_NAME}", base_dir=app.instance_path,
-                                  clock=self.clock)
-        if isinstance(configured, str):
-            return store_from_url(configured, base_dir=app.instance_path, clock=self.clock)
-        if isinstance(configured, os.PathLike):
-            raise ConfigError(f"SATCHEL_STORE {configured!r}: give a URL such as "
-                              f"'sqlite:///{os.fspath(configured)}' or a store object")
-        if isinstance(configured, SealedCookies):
-            return configured
-        for method in ("load", "create", "update", "delete"):
-            if not callable(getattr(configured, method, None)):
-                raise ConfigError(f"SATCHEL_STORE {configured!r}: not a store (it has no "
-                                  f"{method}() method); give a URL or a satchel store object")
-        return configured
-
-    @staticmethod
-    def store_of(app: Flask) -> Store:
-        """The store ``app``'s sessions live in."""
-        interface = app.session_interface
-        if not isinstance(interface, SatchelSessionInterface):
-            raise RuntimeError("satchel is not installed on this app; call Satchel(app) first")
-        if not isinstance(interface.engine, Engine):
-            raise RuntimeError("this app keeps its sessions sealed in cookies (SATCHEL_STORE"
-                               " 'cookie://'); it has no store")
-        return interface.engine.store

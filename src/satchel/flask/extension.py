@@ -1,0 +1,111 @@
+"""The ``Satchel`` extension: resolves the store and installs the session interface."""
+
+from __future__ import annotations
+
+import os
+
+from flask import Flask
+
+from satchel.codec import TaggedCodec, default_codec
+from satchel.cookie_mode import CookieEngine, SealedCookies
+from satchel.engine import Engine
+from satchel.errors import ConfigError, StoreUnavailable
+from satchel.flask.interface import SatchelSessionInterface, no_key
+from satchel.flask.responses import serialize_sessions, store_unavailable
+from satchel.keys import as_bytes, fallback_bytes
+from satchel.lifetime import Clock, seconds, system_clock
+from satchel.store import Store
+from satchel.tombstone import DEFAULT_GRACE
+from satchel.urls import DEFAULT_SQLITE_NAME, store_from_url
+
+
+def check_keys(app: Flask) -> None:
+    """ConfigError for an unusable ``SECRET_KEY`` (an unset one is allowed) or fallback."""
+    fallback_bytes(app.config.get("SECRET_KEY_FALLBACKS"))
+    if not no_key(app.config["SECRET_KEY"]):
+        as_bytes(app.config["SECRET_KEY"])
+
+
+class Satchel:
+    """Server-side sessions for Flask apps.
+
+    >>> app = Flask(__name__)
+    >>> Satchel(app)  # doctest: +SKIP
+
+    ``store`` is a Store object or a ``SATCHEL_STORE``-style URL; without one
+    the app's ``SATCHEL_STORE`` config is used, and without that an SQLite
+    file in the instance folder. One ``Satchel`` may serve several apps; each
+    app gets its own store resolved from its own config.
+    """
+
+    def __init__(self, app: Flask | None = None, *, store: Store | str | None = None,
+                 codec: TaggedCodec = default_codec, clock: Clock = system_clock) -> None:
+        self.store = store
+        self.codec = codec
+        self.clock = clock
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Install satchel's session interface on ``app`` and its CLI commands.
+
+        Raises :class:`ConfigError` for an unusable config: a store URL, a
+        timeout, or a key (``SECRET_KEY`` or ``SECRET_KEY_FALLBACKS`` not
+        ``str``/``bytes``, empty, or fallbacks given as one ``str``). Logs, on
+        ``satchel``, that sessions are disabled while ``SECRET_KEY`` is not set,
+        and, on ``satchel.security``, keys shorter than 32 bytes.
+        """
+        for name in ("SATCHEL_IDLE_TIMEOUT", "SATCHEL_ABSOLUTE_TIMEOUT", "SATCHEL_GRACE_PERIOD"):
+            try:
+                seconds(app.config.get(name), name=name)
+            except (TypeError, ValueError) as err:
+                raise ConfigError(f"{name}: {err}") from err
+        check_keys(app)  # before a store is opened for nothing
+        store = self._resolve_store(app)
+        engine: Engine | CookieEngine
+        if isinstance(store, SealedCookies):
+            engine = CookieEngine(store, codec=self.codec, clock=self.clock)
+        else:
+            grace = seconds(app.config.get("SATCHEL_GRACE_PERIOD"), name="SATCHEL_GRACE_PERIOD")
+            engine = Engine(store, codec=self.codec, clock=self.clock,
+                            grace=DEFAULT_GRACE if grace is None else grace)
+        interface = SatchelSessionInterface(engine)
+        interface.check_config(app)
+        app.session_interface = interface
+        serialize_sessions(app)
+        app.extensions["satchel"] = self
+        if StoreUnavailable not in app.error_handler_spec[None][None]:
+            app.register_error_handler(StoreUnavailable, store_unavailable)
+        from satchel.cli import satchel_cli
+
+        if "satchel" not in app.cli.commands:
+            app.cli.add_command(satchel_cli)
+
+    def _resolve_store(self, app: Flask) -> Store | SealedCookies:
+        configured = self.store if self.store is not None else app.config.get("SATCHEL_STORE")
+        if configured is None:
+            return store_from_url(f"sqlite:///{DEFAULT_SQLITE_NAME}", base_dir=app.instance_path,
+                                  clock=self.clock)
+        if isinstance(configured, str):
+            return store_from_url(configured, base_dir=app.instance_path, clock=self.clock)
+        if isinstance(configured, os.PathLike):
+            raise ConfigError(f"SATCHEL_STORE {configured!r}: give a URL such as "
+                              f"'sqlite:///{os.fspath(configured)}' or a store object")
+        if isinstance(configured, SealedCookies):
+            return configured
+        for method in ("load", "create", "update", "delete"):
+            if not callable(getattr(configured, method, None)):
+                raise ConfigError(f"SATCHEL_STORE {configured!r}: not a store (it has no "
+                                  f"{method}() method); give a URL or a satchel store object")
+        return configured
+
+    @staticmethod
+    def store_of(app: Flask) -> Store:
+        """The store ``app``'s sessions live in."""
+        interface = app.session_interface
+        if not isinstance(interface, SatchelSessionInterface):
+            raise RuntimeError("satchel is not installed on this app; call Satchel(app) first")
+        if not isinstance(interface.engine, Engine):
+            raise RuntimeError("this app keeps its sessions sealed in cookies (SATCHEL_STORE"
+                               " 'cookie://'); it has no store")
+        return interface.engine.store

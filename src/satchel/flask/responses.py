@@ -1,0 +1,83 @@
+"""What satchel adds to Flask's responses: session headers, the 503, JSON for sessions."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response
+
+from satchel.errors import StoreUnavailable
+from satchel.session import Session
+
+_UNAVAILABLE_BODY = b"Service Unavailable: the session store cannot be reached. Try again shortly."
+_RETRY_AFTER = "5"
+log = logging.getLogger("satchel")
+
+
+def become_unavailable(response: Response) -> None:
+    """Turn ``response`` into a 503: the session change it reports was not saved."""
+    response.status_code = 503
+    response.set_data(_UNAVAILABLE_BODY)
+    response.mimetype = "text/plain"
+    response.headers["Retry-After"] = _RETRY_AFTER
+    response.headers.pop("Location", None)
+
+
+def store_unavailable(error: StoreUnavailable) -> tuple[str, int, dict[str, str]]:
+    """The default handler ``Satchel`` registers: HTTP 503, nothing written.
+
+    Register your own handler for ``StoreUnavailable`` to replace it.
+    """
+    log.error("session store unavailable; responding 503: %s", error)
+    return _UNAVAILABLE_BODY.decode(), 503, {"Retry-After": _RETRY_AFTER,
+                                            "Content-Type": "text/plain; charset=utf-8"}
+
+
+def add_session_headers(response: Response, set_cookie: str | None) -> None:
+    """``Vary: Cookie``; with ``set_cookie``, that header and ``Cache-Control: private``.
+
+    What ``response.vary.add``, ``set_cookie`` and ``cache_control.private``
+    do, in one pass over the headers instead of a parse per header.
+    """
+    headers = response.headers
+    vary = cache_control = None
+    for key, value in headers:
+        lowered = key.lower()
+        if lowered == "vary":
+            vary = value
+        elif lowered == "cache-control":
+            cache_control = value
+    if vary is None:
+        headers.add("Vary", "Cookie")
+    elif vary != "Cookie":
+        response.vary.add("Cookie")
+    if set_cookie is None:
+        return
+    headers.add("Set-Cookie", set_cookie)
+    if cache_control is None:
+        headers.add("Cache-Control", "private")
+    else:
+        response.cache_control.private = True
+
+
+def serialize_sessions(app: Flask) -> None:
+    """Let Flask's JSON provider serialize the session (``jsonify(session)``, ``|tojson``).
+
+    ``flask.session`` is a proxy, which ``json.dumps`` does not take for a
+    dict; the provider's ``default`` hook gets it, and turns a satchel session
+    (or a proxy to one) into a plain dict. Other values go to the hook it
+    had. An app with a provider without that hook is left alone.
+    """
+    provider = app.json
+    previous = getattr(provider, "default", None)
+    if not callable(previous) or getattr(previous, "satchel_sessions", False):
+        return
+
+    def default(value: Any) -> Any:
+        if isinstance(value, Session):
+            return dict(value)
+        return previous(value)
+
+    default.satchel_sessions = True  # type: ignore[attr-defined]
+    provider.default = default  # type: ignore[attr-defined]
