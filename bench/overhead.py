@@ -132,7 +132,7 @@ def flask_session_sqlalchemy(uri: str, name: str = "flask_session_sqlalchemy") -
 
 POSTGRES_URL = os.environ.get("SATCHEL_TEST_POSTGRES_URL",
                               "postgresql://postgres@127.0.0.1:5432/test")
-BENCH_TABLE = "satchel_bench"
+BENCH_TABLE = f"satchel_bench_{os.getpid()}"  # per run: a parallel run (make test) drops its own
 
 
 def _postgres_up() -> bool:
@@ -197,7 +197,7 @@ def _cleanup_postgres() -> None:
 
 
 REDIS_URL = os.environ.get("SATCHEL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-BENCH_PREFIX = "satchel-bench:"
+BENCH_PREFIX = f"satchel-bench-{os.getpid()}:"
 
 
 def _redis_client() -> Any:
