@@ -10,12 +10,28 @@ own ``application_name`` / ``client_name``), so other users of the servers do no
 from __future__ import annotations
 
 import gc
+import json
+import subprocess
+import sys
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from flask import Flask, session
 
+from satchel import Satchel
 from satchel.resources import SharedResources
+from satchel.store import Record
+from tests.services import POSTGRES_URL, drops_to, postgres_schema
+
+APPS = 300
+ROOT = Path(__file__).resolve().parent.parent
+RECORD = Record({"a": b"1"}, 0.0, 0.0, 9e12)
+
 
 # -- the registry ---------------------------------------------------------------------------------
 
@@ -125,3 +141,175 @@ def test_after_a_fork_the_child_builds_its_own_and_leaves_the_parents_alone() ->
     parents.release()
     registry.close_all()
     assert childs.resource.closed and not parents.resource.closed
+
+
+# -- apps on one URL ------------------------------------------------------------------------------
+
+
+@contextmanager
+def postgres_url() -> Iterator[tuple[str, Callable[[], int]]]:
+    """A URL of the test server with a schema of its own (services.postgres_schema), and a
+    counter of the server's connections from it (by its ``application_name``)."""
+    import psycopg
+
+    with postgres_schema() as url, psycopg.connect(POSTGRES_URL, autocommit=True) as observer:
+        name = parse_qs(urlsplit(url).query)["application_name"][0]
+
+        def count() -> int:
+            row = observer.execute("SELECT count(*) FROM pg_stat_activity"
+                                   " WHERE application_name = %s", (name,)).fetchone()
+            return int(row[0]) if row else 0
+
+        yield url, count
+
+
+# Each kind of store: a URL of it (given a folder of the test's own), and a counter of the
+# server's connections from it.
+URLS: dict[str, Callable[[Path], AbstractContextManager[tuple[str, Callable[[], int]]]]] = {
+    "postgresql": lambda folder: postgres_url(),
+}
+
+
+def build_app(url: str, number: int) -> Flask:
+    """An app on SATCHEL_STORE ``url`` that has written a session and deleted it again."""
+    app = Flask(f"app{number}")
+    app.config.update(SECRET_KEY="resources test secret " * 2, SATCHEL_STORE=url)
+    Satchel(app)
+
+    @app.post("/")
+    def write() -> str:
+        session["n"] = number
+        return "ok"
+
+    @app.delete("/")
+    def end() -> str:
+        session.clear()
+        return "ok"
+
+    client = app.test_client()
+    assert client.post("/").status_code == 200
+    assert client.delete("/").status_code == 200
+    return app
+
+
+# -- 300 apps in a process of their own, under -W error ------------------------------------------
+
+
+@pytest.mark.parametrize("kind", list(URLS))
+def test_apps_built_and_dropped_leave_nothing_behind(kind: str, tmp_path: Path) -> None:
+    """300 apps on one SATCHEL_STORE URL, each dropped and collected: nothing is printed as
+    "Exception ignored" (psycopg_pool's "cannot join current thread"), and the threads, the
+    open files and the server's connections stay as they were after the first apps."""
+    with URLS[kind](tmp_path) as (url, _):
+        run = subprocess.run([sys.executable, "-W", "error", "-m", "tests.churn", url,
+                              str(APPS)], cwd=ROOT, capture_output=True, text=True,
+                             timeout=300, check=False)
+    assert run.stderr == ""
+    assert run.returncode == 0
+    counts = json.loads(run.stdout)
+    first, tenth, last = counts["1"], counts["10"], counts[str(APPS)]
+    assert last["threads"] == first["threads"]
+    assert last["fds"] == tenth["fds"]
+    if kind != "sqlite":
+        assert 1 <= last["server"] == tenth["server"] <= 10  # one pool: at most its max_size
+
+
+# -- in this process: no collection needed -------------------------------------------------------
+
+
+def test_postgres_apps_on_one_url_share_one_pool_that_the_last_close_closes() -> None:
+    """Apps built from one URL share one pool, without any garbage collection: the server sees
+    one pool's connections, the process one pool's threads. The last store to close closes
+    it; the stores the collector took do not count."""
+    threads_before = threading.active_count()
+    with postgres_url() as (url, connections):
+        apps = [build_app(url, 1)]
+        pool = Satchel.store_of(apps[0]).pool  # type: ignore[attr-defined]
+        threads, server = threading.active_count(), connections()
+        assert 1 <= server <= 2  # min_size, and one more if the first use came before it
+        for number in range(2, APPS + 1):
+            apps.append(build_app(url, number))
+            # checked at once: 300 pools would take all the server's connections
+            assert Satchel.store_of(apps[-1]).pool is pool  # type: ignore[attr-defined]
+        assert threading.active_count() == threads
+        assert connections() == server
+        last = Satchel.store_of(apps.pop())
+        del apps
+        gc.collect()
+        assert connections() == server  # the dropped stores' pool is the last one's: still open
+        last.close()  # type: ignore[attr-defined]
+        assert last.pool.closed  # type: ignore[attr-defined]
+        assert drops_to(connections, 0) == 0
+        assert threading.active_count() == threads_before
+        last.close()  # type: ignore[attr-defined]  # twice: nothing more to do
+
+
+def test_a_dropped_postgres_store_is_never_collected_on_its_pools_thread() -> None:
+    """The original failure: a store dropped while its pool's worker is still connecting left
+    the worker holding the pool's last reference, and the pool's __del__ then joined its own
+    thread ("Exception ignored in ConnectionPool.__del__ ... cannot join current thread",
+    an error for pytest here)."""
+    from satchel.stores.postgres import PostgresStore
+
+    with postgres_url() as (url, connections):
+        for _ in range(20):
+            PostgresStore.from_url(url, create_schema=False)  # dropped at once
+        gc.collect()
+        store = PostgresStore.from_url(url, create_schema=False)
+        with store.pool.connection() as conn:
+            conn.execute("SELECT 1")
+        assert 1 <= connections() <= 2  # one pool's: min_size, and one more if it grew
+        store.close()
+        assert drops_to(connections, 0) == 0
+
+
+def test_postgres_stores_share_a_pool_by_url_and_pool_options_not_by_table() -> None:
+    from satchel.stores.postgres import PostgresStore
+
+    with postgres_url() as (url, connections):
+        first = PostgresStore.from_url(url, table="first")
+        second = PostgresStore.from_url(url, table="second", durable_writes=True)
+        small = PostgresStore.from_url(url, table="first", max_size=2)
+        assert first.pool is second.pool
+        assert small.pool is not first.pool and small.pool.max_size == 2
+        first.close()
+        second.create("k", RECORD)  # the other store on the pool still works
+        assert second.load("k") is not None
+        second.close()
+        assert first.pool.closed
+        assert small.load("k") is None  # and a store on another pool was never touched
+        small.close()
+        assert drops_to(connections, 0) == 0
+
+
+def test_a_shared_pool_closed_by_hand_is_replaced_and_its_stores_release_nothing() -> None:
+    """``store.pool.close()`` is what the docs said before pools were shared: the next store
+    from that URL gets a new pool, and closing the old store leaves the new pool open."""
+    from satchel.stores.postgres import PostgresStore
+
+    with postgres_url() as (url, _):
+        old = PostgresStore.from_url(url)
+        old.pool.close()
+        new = PostgresStore.from_url(url)
+        assert new.pool is not old.pool
+        old.close()
+        new.create("k", RECORD)
+        assert new.load("k") is not None
+        new.close()
+
+
+def test_a_pool_built_from_a_url_is_closed_at_exit() -> None:
+    """The registry closes what stores left open when the interpreter exits; the check is an
+    exit hook registered before it, so it runs after it."""
+    script = (
+        "import atexit, sys\n"
+        "pools = []\n"
+        "atexit.register(lambda: print('closed' if pools[0].closed else 'open'))\n"
+        "from satchel.stores.postgres import PostgresStore\n"
+        "pools.append(PostgresStore.from_url(sys.argv[1]).pool)\n"
+    )
+    with postgres_url() as (url, connections):
+        run = subprocess.run([sys.executable, "-W", "error", "-c", script, url], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60, check=False)
+        assert drops_to(connections, 0) == 0
+    assert (run.stdout, run.stderr, run.returncode) == ("closed\n", "", 0)
