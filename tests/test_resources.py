@@ -14,6 +14,7 @@ import json
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -26,7 +27,7 @@ from flask import Flask, session
 from satchel import Satchel
 from satchel.resources import SharedResources
 from satchel.store import Record
-from tests.services import POSTGRES_URL, drops_to, postgres_schema
+from tests.services import POSTGRES_URL, REDIS_URL, drops_to, postgres_schema, redis_client
 
 APPS = 300
 ROOT = Path(__file__).resolve().parent.parent
@@ -163,10 +164,24 @@ def postgres_url() -> Iterator[tuple[str, Callable[[], int]]]:
         yield url, count
 
 
+def with_query(url: str, **params: str) -> str:
+    return url + ("&" if "?" in url else "?") + "&".join(f"{k}={v}" for k, v in params.items())
+
+
+@contextmanager
+def redis_url() -> Iterator[tuple[str, Callable[[], int]]]:
+    """A URL of the test server with its own client name, and a counter of its connections."""
+    name = f"satchel-test-{uuid.uuid4().hex[:12]}"
+    with redis_client() as admin:
+        yield (with_query(REDIS_URL, client_name=name),
+               lambda: sum(client.get("name") == name for client in admin.client_list()))
+
+
 # Each kind of store: a URL of it (given a folder of the test's own), and a counter of the
 # server's connections from it.
 URLS: dict[str, Callable[[Path], AbstractContextManager[tuple[str, Callable[[], int]]]]] = {
     "postgresql": lambda folder: postgres_url(),
+    "redis": lambda folder: redis_url(),
 }
 
 
@@ -244,6 +259,25 @@ def test_postgres_apps_on_one_url_share_one_pool_that_the_last_close_closes() ->
         last.close()  # type: ignore[attr-defined]  # twice: nothing more to do
 
 
+def test_redis_apps_on_one_url_share_one_client() -> None:
+    threads_before = threading.active_count()
+    with redis_url() as (url, connections):
+        apps = [build_app(url, 1)]
+        client = Satchel.store_of(apps[0]).client  # type: ignore[attr-defined]
+        for number in range(2, APPS + 1):
+            apps.append(build_app(url, number))
+            assert Satchel.store_of(apps[-1]).client is client  # type: ignore[attr-defined]
+            if number == 10:
+                server = connections()
+        assert threading.active_count() == threads_before
+        assert 1 <= connections() == server
+        stores = [Satchel.store_of(app) for app in apps]
+        del apps
+        for store in stores:
+            store.close()  # type: ignore[attr-defined]
+        assert drops_to(connections, 0) == 0
+
+
 def test_a_dropped_postgres_store_is_never_collected_on_its_pools_thread() -> None:
     """The original failure: a store dropped while its pool's worker is still connecting left
     the worker holding the pool's last reference, and the pool's __del__ then joined its own
@@ -313,3 +347,26 @@ def test_a_pool_built_from_a_url_is_closed_at_exit() -> None:
                              capture_output=True, text=True, timeout=60, check=False)
         assert drops_to(connections, 0) == 0
     assert (run.stdout, run.stderr, run.returncode) == ("closed\n", "", 0)
+
+
+def test_a_store_never_closes_the_pool_or_client_it_was_given() -> None:
+    from psycopg_pool import ConnectionPool
+
+    from satchel.stores.postgres import PostgresStore
+    from satchel.stores.redis import RedisStore
+
+    with postgres_url() as (url, _):
+        pool: ConnectionPool[Any] = ConnectionPool(url, min_size=1, open=True,
+                                                   kwargs={"autocommit": True})
+        try:
+            PostgresStore(pool).close()
+            assert not pool.closed
+            with pool.connection() as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+        finally:
+            pool.close()
+    with redis_client() as client:
+        store = RedisStore(client, prefix=f"satchel-test:{uuid.uuid4().hex}:")
+        store.load("k")
+        store.close()
+        assert client.ping()
