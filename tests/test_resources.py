@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -27,6 +28,7 @@ from flask import Flask, session
 from satchel import Satchel
 from satchel.resources import SharedResources
 from satchel.store import Record
+from satchel.stores.sqlite import SQLiteStore
 from tests.services import POSTGRES_URL, REDIS_URL, drops_to, postgres_schema, redis_client
 
 APPS = 300
@@ -177,11 +179,18 @@ def redis_url() -> Iterator[tuple[str, Callable[[], int]]]:
                lambda: sum(client.get("name") == name for client in admin.client_list()))
 
 
+@contextmanager
+def sqlite_url(folder: Path) -> Iterator[tuple[str, Callable[[], int]]]:
+    """An SQLite URL of a file in ``folder``; there is no server to count (-1)."""
+    yield f"sqlite:///{folder}/sessions.sqlite3", lambda: -1
+
+
 # Each kind of store: a URL of it (given a folder of the test's own), and a counter of the
 # server's connections from it.
 URLS: dict[str, Callable[[Path], AbstractContextManager[tuple[str, Callable[[], int]]]]] = {
     "postgresql": lambda folder: postgres_url(),
     "redis": lambda folder: redis_url(),
+    "sqlite": sqlite_url,
 }
 
 
@@ -370,3 +379,93 @@ def test_a_store_never_closes_the_pool_or_client_it_was_given() -> None:
         store.load("k")
         store.close()
         assert client.ping()
+
+
+# -- SQLite: a connection per thread, each closed -------------------------------------------------
+
+
+def open_files(path: Path) -> int:
+    """How many of the process's file descriptors are ``path`` or its -wal/-shm files."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith(str(path))
+        except OSError:  # closed since listed
+            pass
+    return count
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("counts open files in /proc/self/fd (Linux)")
+    return tmp_path / "sessions.sqlite3"
+
+
+@contextmanager
+def threads_using(store: SQLiteStore | list[SQLiteStore], count: int) -> Iterator[None]:
+    """``count`` threads that have used ``store`` and stay alive until the block ends.
+
+    ``store`` may be in a list, which the threads do not keep: emptying it drops the store.
+    """
+    used, finish = threading.Barrier(count + 1, timeout=10), threading.Event()
+    holder = store if isinstance(store, list) else [store]
+
+    def work() -> None:
+        holder[0].load("k")
+        used.wait()
+        finish.wait()
+
+    threads = [threading.Thread(target=work) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    used.wait()
+    try:
+        yield
+    finally:
+        finish.set()
+        for thread in threads:
+            thread.join()
+
+
+def on_a_thread(function: Callable[[], Any]) -> Any:
+    """``function()``, called on a thread of its own, which has ended when this returns."""
+    result: list[Any] = []
+    thread = threading.Thread(target=lambda: result.append(function()))
+    thread.start()
+    thread.join()
+    return result[0]
+
+
+# SQLite defers closing a connection's files while another connection of the process holds a
+# lock on the same database, so the counts below are taken with no other connection open.
+
+
+def test_sqlite_close_closes_every_threads_connection(db: Path) -> None:
+    store = SQLiteStore(db)
+    with threads_using(store, 3):
+        assert open_files(db) > 0
+        store.close()
+        assert open_files(db) == 0  # the threads are alive, their connections closed
+        store.create("k", RECORD)  # a closed store opens again when used
+        assert store.load("k") is not None
+        store.close()
+        assert open_files(db) == 0
+    store.close()  # twice: nothing more to do
+
+
+def test_sqlite_a_threads_connection_closes_when_the_thread_ends(db: Path) -> None:
+    store = on_a_thread(lambda: SQLiteStore(db))
+    assert open_files(db) == 0
+    for _ in range(5):
+        on_a_thread(lambda: store.load("k"))
+        assert open_files(db) == 0
+
+
+def test_sqlite_a_dropped_store_closes_its_connections_on_every_thread(db: Path) -> None:
+    holder = [SQLiteStore(db)]
+    with threads_using(holder, 2):
+        assert open_files(db) > 0
+        holder.clear()
+        gc.collect()
+        assert open_files(db) == 0
