@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(
                         sql.Identifier(table)))
     finally:
-        store.pool.close()
+        store.close()
 
     print(f"per-call time in µs (fastest of {repeats} interleaved runs of ~{seconds}s each"
           + (", synchronous_commit off)" if args.async_commit else ")"))

@@ -50,8 +50,16 @@ def redis(app: Flask) -> SessionInterface:
     return app.session_interface
 
 
-def postgres(app: Flask) -> SessionInterface:
-    from tests.services import postgres_store
+_postgres_url: list[str] = []  # this run's URL, once its schema is made
 
-    Satchel(app, store=_servers.enter_context(postgres_store()))
+
+def postgres(app: Flask) -> SessionInterface:
+    """As a user's app would: ``SATCHEL_STORE`` is a URL, and every app of the run shares its
+    pool (the tables land in a schema of this run's own, dropped at exit)."""
+    from tests.services import postgres_schema
+
+    if not _postgres_url:
+        _postgres_url.append(_servers.enter_context(postgres_schema()))
+    app.config["SATCHEL_STORE"] = _postgres_url[0]
+    Satchel(app)
     return app.session_interface

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
@@ -35,6 +36,15 @@ def closed_port() -> int:
         sock.bind((LOOPBACK, 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+def drops_to(count: Callable[[], int], expected: int) -> int:
+    """``count()`` once it is ``expected``, or after 10 s: a server ends a closed connection's
+    session a moment after the client has closed it."""
+    deadline = time.monotonic() + 10
+    while (now := count()) != expected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return now
 
 
 def random_prefix() -> str:
@@ -77,6 +87,7 @@ def postgres_store(**options: Any) -> Iterator[Any]:
     ``options`` go to ``PostgresStore.from_url`` (``clock=``, ...).
     """
     try:
+        import psycopg
         from psycopg import sql
 
         from satchel.stores.postgres import PostgresStore
@@ -93,6 +104,30 @@ def postgres_store(**options: Any) -> Iterator[Any]:
     try:
         yield store
     finally:
-        with store.pool.connection() as conn:
+        store.close()  # the pool is shared with other stores from the URL: never pool.close()
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:  # closed store or not
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
-        store.pool.close()
+
+
+@contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A URL of the test server whose tables land in a schema of their own, dropped afterwards.
+
+    The schema is first on the URL's ``search_path``, so a store with the default table
+    (``SATCHEL_STORE`` set to the URL) keeps its sessions there. Its ``application_name`` is
+    the schema's name, so the server's connections from it can be counted.
+    """
+    with postgres_store():  # the server is up, or cannot_test says why
+        pass
+    import psycopg
+    from psycopg import sql
+
+    name = f"satchel_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+    try:
+        yield (POSTGRES_URL + ("&" if "?" in POSTGRES_URL else "?")
+               + f"application_name={name}&options=-csearch_path%3D{name}")
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))

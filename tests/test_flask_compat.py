@@ -59,10 +59,6 @@ def _close(store: Any) -> None:
     close = getattr(store, "close", None)
     if callable(close):
         close()
-        return
-    conn = getattr(getattr(store, "_local", None), "conn", None)
-    if conn is not None:
-        conn.close()
 
 
 @pytest.fixture(params=["memory", "sqlite", "cookie", "redis", "postgres"])

@@ -480,7 +480,7 @@ def test_closed_port_without_schema_fails_on_first_use() -> None:
             assert isinstance(info.value.__cause__, psycopg.OperationalError)
             assert SECRET_KEY not in str(info.value)
     finally:
-        store.pool.close()
+        store.close()
 
 
 def test_from_url_works(pg_url: str, table: str) -> None:
@@ -490,7 +490,7 @@ def test_from_url_works(pg_url: str, table: str) -> None:
         store.create("k", Record({"a": b"1"}, 0.0, 0.0, 9e12))
         assert store.load("k") is not None
     finally:
-        store.pool.close()
+        store.close()
 
 
 @pytest.mark.parametrize("url", ["postgresql://", "postgres:///test", "postgresql://:s3cret@/x"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,6 +15,7 @@ from tests.services import (
     cannot_test,
     closed_port,
     drop_keys,
+    drops_to,
     random_prefix,
 )
 from tests.services import redis_client as shared_redis_client
@@ -201,8 +203,8 @@ def test_from_url_builds_each_kind_of_client() -> None:
     sock = RedisStore.from_url("unix:///run/redis/redis.sock?db=1")
     assert sock.client.connection_pool.connection_class.__name__ == "UnixDomainSocketConnection"
     assert repr(sock) == "<RedisStore unix:/run/redis/redis.sock prefix='satchel:'>"
-    tls.client.close()
-    sock.client.close()
+    tls.close()
+    sock.close()
 
 
 def test_closed_port_raises_store_unavailable() -> None:
@@ -226,7 +228,7 @@ def test_closed_port_from_url_raises_store_unavailable() -> None:
     store = RedisStore.from_url(f"redis://{HOST}:{closed_port()}/0")
     with pytest.raises(StoreUnavailable):
         store.load(SECRET_KEY)
-    store.client.close()
+    store.close()
 
 
 # -- Redis Cluster -------------------------------------------------------------------------------
@@ -295,7 +297,44 @@ class TestRedisClusterStore(StoreContract, PrefetchContract):
             assert loaded is not None and loaded.fields == {"a": b"1"}
         finally:
             drop_keys(store.client, prefix)
-            store.client.close()
+            store.close()
+
+    def test_stores_from_one_url_share_one_client_which_the_last_close_closes(
+        self, cluster_ports: list[int], clock: FakeClock
+    ) -> None:
+        """As for one server (tests/test_resources.py): apps built on one cluster URL share one
+        client, so the nodes see one client's connections however many apps there are."""
+        from flask import Flask, session
+
+        from satchel import Satchel
+
+        name = f"satchel-test-{uuid.uuid4().hex[:12]}"
+        url = f"redis+cluster://{HOST}:{cluster_ports[2]}?client_name={name}"
+        nodes = [redis.Redis(host=HOST, port=port) for port in cluster_ports]
+
+        def connections() -> int:
+            return sum(client.get("name") == name for node in nodes
+                       for client in node.client_list())
+
+        stores, counts = [], []
+        for number in range(60):
+            app = Flask(f"cluster{number}")
+            app.config.update(SECRET_KEY="cluster test secret " * 2, SATCHEL_STORE=url)
+            Satchel(app)
+            app.add_url_rule("/", "write", lambda: session.update(n=1) or "ok", methods=["POST"])
+            app.add_url_rule("/", "end", lambda: session.clear() or "ok", methods=["DELETE"])
+            client = app.test_client()
+            assert client.post("/").status_code == 200
+            assert client.delete("/").status_code == 200  # the run leaves no session behind
+            stores.append(Satchel.store_of(app))
+            assert stores[-1].client is stores[0].client  # type: ignore[attr-defined]
+            counts.append(connections())
+        assert 1 <= counts[-1] == counts[9] <= len(nodes) * 2
+        for store in stores:
+            store.close()  # type: ignore[attr-defined]
+        assert drops_to(connections, 0) == 0
+        for node in nodes:
+            node.close()
 
     def test_unreachable_cluster_raises_store_unavailable(self) -> None:
         with pytest.raises(StoreUnavailable, match="redis\\+cluster"):

@@ -29,6 +29,7 @@ import orjson
 from satchel.errors import ConfigError, StoreUnavailable
 from satchel.lifetime import Clock, system_clock
 from satchel.redact import chainable, redact_url, scrub, secrets_of
+from satchel.resources import Lease, shared
 from satchel.store import Patch, PendingLoad, Record, Updated
 
 try:
@@ -152,6 +153,7 @@ class PostgresStore:
                               " schema and a dot, e.g. 'satchel_sessions' or 'app.sessions'")
         self.pool = pool
         self.table = table
+        self._lease: Lease[ConnectionPool[Any]] | None = None  # from_url's share of its pool
         self._clock = clock
         self._where = _where(pool)
         *schema, name = table.split(".")
@@ -194,12 +196,16 @@ class PostgresStore:
     def from_url(cls, url: str, *, table: str = "satchel_sessions", create_schema: bool = True,
                  min_size: int = 1, max_size: int = 10, timeout: float = 5.0,
                  durable_writes: bool = False, clock: Clock = system_clock) -> PostgresStore:
-        """A store on a new autocommit pool for ``url`` (``postgresql://`` or ``postgres://``).
+        """A store on an autocommit pool for ``url`` (``postgresql://`` or ``postgres://``).
 
+        Stores built from the same ``url``, ``min_size``, ``max_size`` and ``timeout`` share
+        one pool per process, whatever their table (see :mod:`satchel.resources`), so
+        building an app per test opens one pool, not one per app. :meth:`close` releases the
+        store's use; the last close closes the pool, and an unclosed one closes at exit.
+        The pool is ``store.pool``: do not close it yourself, other stores may be using it.
         ``timeout`` bounds the wait for a connection, so an unreachable server
         raises :class:`StoreUnavailable` within it. A URL without a host is a
-        :class:`ConfigError`: the store never connects to a default host. The
-        pool is ``store.pool``; close it when done.
+        :class:`ConfigError`: the store never connects to a default host.
         """
         shown = redact_url(url)
         scheme = url.partition("://")[0] if "://" in url else ""
@@ -223,15 +229,35 @@ class PostgresStore:
         kwargs: dict[str, Any] = {"autocommit": True}
         if "connect_timeout" not in params:
             kwargs["connect_timeout"] = max(2, int(timeout))
-        pool: ConnectionPool[Any] = ConnectionPool(
-            url, min_size=min_size, max_size=max_size, timeout=timeout, open=True,
-            name="satchel", kwargs=kwargs)
+
+        def build() -> ConnectionPool[Any]:
+            return ConnectionPool(url, min_size=min_size, max_size=max_size, timeout=timeout,
+                                  open=True, name="satchel", kwargs=kwargs)
+
+        # The pool's shape is the key; the table, schema and commit mode are the store's.
+        lease = shared.lease(("postgresql", url, min_size, max_size, timeout), build,
+                             _close_pool, usable=_pool_open)
         try:
-            return cls(pool, table=table, create_schema=create_schema,
-                       durable_writes=durable_writes, clock=clock)
+            store = cls(lease.resource, table=table, create_schema=create_schema,
+                        durable_writes=durable_writes, clock=clock)
         except BaseException:
-            pool.close()
+            lease.release()
             raise
+        store._lease = lease
+        return store
+
+    def close(self) -> None:
+        """Release what the store holds: the pool, if :meth:`from_url` built it.
+
+        A pool built from a URL is shared by the stores built from that URL with the same
+        pool options; the last of them to close closes it (if none does, it closes at exit).
+        A pool passed to the constructor is the caller's: it stays open. Closing twice is
+        not an error; a closed store must not be used again.
+        """
+        self._cursors.clear()
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.release()
 
     @contextmanager
     def _errors(self) -> Iterator[psycopg.Connection[Any]]:
@@ -421,6 +447,14 @@ def _decode(data: str | bytes) -> dict[str, bytes]:
     """The fields from the JSON text of the ``data`` column (str or UTF-8 bytes)."""
     return {name: value.encode() if type(value) is str else base64.b64decode(value["b64"])
             for name, value in orjson.loads(data).items()}
+
+
+def _close_pool(pool: ConnectionPool[Any]) -> None:
+    pool.close()
+
+
+def _pool_open(pool: ConnectionPool[Any]) -> bool:
+    return not pool.closed
 
 
 def _params(pool: ConnectionPool[Any]) -> dict[str, Any] | None:

@@ -25,6 +25,7 @@ from satchel.errors import ConfigError, StoreUnavailable
 from satchel.ids import fingerprint
 from satchel.lifetime import Clock, system_clock
 from satchel.redact import chainable, redact_url, scrub, secrets_of
+from satchel.resources import Lease, shared
 from satchel.store import Patch, PendingLoad, Record, Updated
 
 try:
@@ -175,6 +176,7 @@ class RedisStore:
         self._open = prefix.encode() + b"{"  # see _name()
         self._clock = clock
         self._kept: KeptConnections | None = None
+        self._lease: Lease[_SharedClient] | None = None  # from_url's share of its client
         self._command: Callable[..., Any]
         if keep_connections and isinstance(client, redis.Redis) and client.connection is None:
             self._kept = KeptConnections(client.connection_pool)
@@ -185,8 +187,12 @@ class RedisStore:
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "satchel:",
                  clock: Clock = system_clock) -> RedisStore:
-        """A store on a new client for ``url``.
+        """A store on a client for ``url``, shared by the stores built from ``url``.
 
+        Stores built from the same ``url`` share one client (and its connection pool) per
+        process, whatever their prefix (see :mod:`satchel.resources`). :meth:`close`
+        releases the store's use; the last close closes the client, and an unclosed one
+        closes at exit. The client is ``store.client``: do not close it yourself.
         Accepts ``redis://host[:port][/db]``, ``rediss://`` (TLS),
         ``unix:///path/to/socket`` and ``redis+cluster://host:port`` (any node of
         the cluster). A URL without a host (or, for ``unix://``, a path) is a
@@ -208,17 +214,30 @@ class RedisStore:
             where = "a socket path, e.g. 'unix:///run/redis.sock'" if scheme == "unix" else (
                 "a host, e.g. 'redis://127.0.0.1:6379/0'")
             raise ConfigError(f"Redis URL {shown!r} has no host; give {where}")
-        client: redis.Redis | RedisCluster
+
+        def build() -> _SharedClient:
+            try:
+                if scheme == "redis+cluster":
+                    direct = urlunsplit(parts._replace(scheme="redis"))
+                    with _unavailable(f"RedisStore for {shown!r}", secrets):
+                        return _SharedClient(RedisCluster.from_url(direct))
+                return _SharedClient(redis.Redis.from_url(url))
+            except ValueError as err:
+                raise _url_error(shown, err, secrets) from chainable(err, secrets)
+
+        # The URL is the key; the prefix is the store's.
+        lease = shared.lease(("redis", url), build, _SharedClient.close,
+                             usable=_SharedClient.usable)
         try:
-            if scheme == "redis+cluster":
-                direct = urlunsplit(parts._replace(scheme="redis"))
-                with _unavailable(f"RedisStore for {shown!r}", secrets):
-                    client = RedisCluster.from_url(direct)
-            else:
-                client = redis.Redis.from_url(url)
-        except ValueError as err:
-            raise _url_error(shown, err, secrets) from chainable(err, secrets)
-        return cls(client, prefix=prefix, clock=clock)
+            store = cls(lease.resource.client, prefix=prefix, clock=clock, keep_connections=False)
+        except BaseException:
+            lease.release()
+            raise
+        store._lease = lease
+        kept = lease.resource.kept
+        if kept is not None:  # one set of kept connections for all: each store's would hoard
+            store._kept, store._command = kept, kept.command
+        return store
 
     def _name(self, key: str) -> bytes:
         """The Redis key of storage key ``key`` (see :data:`SCHEMA`)."""
@@ -330,8 +349,17 @@ class RedisStore:
         return self.client.execute_command(*args)  # type: ignore[no-untyped-call]
 
     def close(self) -> None:
-        """Return the connections the store keeps to the client's pool (the client stays open)."""
-        if self._kept is not None:
+        """Return the connections the store keeps to the client's pool; release the client,
+        if :meth:`from_url` built it.
+
+        A client passed to the constructor is the caller's: it stays open. A client built
+        from a URL is shared by the stores built from that URL; the last of them to close
+        closes it. Closing twice is not an error; a closed store must not be used again.
+        """
+        lease, self._lease = self._lease, None
+        if lease is not None:  # the kept connections are the client's: its last user's to close
+            lease.release()
+        elif self._kept is not None:
             self._kept.close()
 
     def _fail(self, err: Exception) -> NoReturn:
@@ -377,6 +405,43 @@ class _PendingLoad:
 
     def cancel(self) -> None:
         self._reply.cancel()
+
+
+class _SharedClient:
+    """A client built from a URL, and the connections kept from its pool for all its stores.
+
+    The kept connections are shared: if each store kept its own, stores alive at once would
+    each hold some, and enough of them would exhaust the pool (100 connections by default).
+    """
+
+    __slots__ = ("client", "kept")
+
+    def __init__(self, client: redis.Redis | RedisCluster) -> None:
+        self.client = client
+        self.kept = (KeptConnections(client.connection_pool)
+                     if isinstance(client, redis.Redis) else None)
+
+    def close(self) -> None:
+        """Close the client and its connections (a cluster client's ``close`` leaves its
+        nodes' connections open, for the collector)."""
+        if self.kept is not None:
+            self.kept.close()
+        client = self.client
+        pools = []
+        if isinstance(client, RedisCluster):
+            nodes = client.get_nodes()  # type: ignore[no-untyped-call]
+            pools = [node.redis_connection.connection_pool for node in nodes
+                     if node.redis_connection is not None]
+        client.close()
+        for pool in pools:
+            pool.disconnect()
+
+    def usable(self) -> bool:
+        """False for a cluster client someone closed (it forgets its nodes); a closed
+        ``redis.Redis`` connects again by itself."""
+        client = self.client
+        return (not isinstance(client, RedisCluster)
+                or client.get_default_node() is not None)  # type: ignore[no-untyped-call]
 
 
 def _is_unavailable(err: Exception) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -66,9 +67,33 @@ _PURGE = (
 )
 
 
+class _Connection(sqlite3.Connection):
+    """A connection a store can track weakly (the base class takes no weak references)."""
+
+
+class _Closer:
+    """Closes a connection when dropped: kept in the connection's thread-local slot, it goes
+    when the thread ends or the store does. A connection is in a reference cycle (its
+    statement cache holds it, Python 3.11+), so without this it would stay open until a
+    garbage collection, and Python 3.13 then warns (ResourceWarning: unclosed database)."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __del__(self) -> None:
+        try:
+            self.conn.close()
+        except sqlite3.Error:  # pragma: no cover - nothing to report to at that moment
+            pass
+
+
 class SQLiteStore:
     """Sessions in an SQLite file. ``path`` is created with its schema if absent.
 
+    Each thread that uses the store gets its own connection, closed when that
+    thread ends, when the store is garbage-collected, or by :meth:`close`.
     Raises :class:`StoreUnavailable` when the file cannot be opened or written
     (a missing directory, a read-only disk, a lock held too long).
     """
@@ -79,6 +104,8 @@ class SQLiteStore:
         self._clock = clock
         self._busy_timeout = busy_timeout
         self._local = threading.local()
+        self._opened: weakref.WeakSet[_Connection] = weakref.WeakSet()  # every thread's
+        self._opened_lock = threading.Lock()
         with self._errors():
             conn = self._connect()
             conn.executescript(SCHEMA)
@@ -86,13 +113,32 @@ class SQLiteStore:
     def _connect(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=self._busy_timeout,
-                                   isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            self._local.conn = conn
+            new = sqlite3.connect(self.path, timeout=self._busy_timeout, factory=_Connection,
+                                  isolation_level=None, check_same_thread=False)
+            closer = _Closer(new)  # closes it if a PRAGMA fails, too
+            new.execute("PRAGMA journal_mode=WAL")
+            new.execute("PRAGMA synchronous=NORMAL")
+            new.execute("PRAGMA foreign_keys=ON")
+            with self._opened_lock:
+                self._opened.add(new)
+            local = self._local
+            local.conn, local.closer = new, closer
+            conn = new
         return conn
+
+    def close(self) -> None:
+        """Close the connections the store opened, on every thread.
+
+        A thread that uses the store afterwards opens a new one. Closing while
+        another thread runs an operation on the store makes that operation fail
+        with :class:`StoreUnavailable`. Closing twice is not an error.
+        """
+        self._local = threading.local()
+        with self._opened_lock:
+            opened = list(self._opened)
+            self._opened.clear()
+        for conn in opened:
+            conn.close()
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
