@@ -36,7 +36,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ReadOnlyError, ResponseError
 from redis.retry import Retry
 
-from satchel.stores.redis import RedisStore, _is_unavailable
+from satchel.stores.redis import RedisStore
+from satchel.stores.redis.errors import is_unavailable
 from tests.clock import FakeClock
 from tests.stores.contract import make_record
 from tests.stores.redis_cluster import HOST, redis_server
@@ -218,7 +219,7 @@ def test_script_errors_that_are_not_refusals_pass_through(
             with pytest.raises(ResponseError) as info:
                 client.eval(script, 1, "text")
             assert str(info.value).startswith("Error running script"), str(info.value)
-            assert not _is_unavailable(info.value), str(info.value)
+            assert not is_unavailable(info.value), str(info.value)
 
 
 # -- the classifier, on Redis 6's texts ------------------------------------------------------
@@ -234,7 +235,7 @@ WRAPPED = f"Error running script (call to f_{SHA}): @user_script:6: @user_script
     "ERR " + WRAPPED + "-OOM command not allowed when used memory > 'maxmemory'.",
 ], ids=["OOM", "READONLY", "NOREPLICAS", "with-ERR"])
 def test_wrapped_refusals_are_unavailable(message: str) -> None:
-    assert _is_unavailable(ResponseError(message))
+    assert is_unavailable(ResponseError(message))
 
 
 @pytest.mark.parametrize("message", [
@@ -252,4 +253,4 @@ def test_wrapped_refusals_are_unavailable(message: str) -> None:
         "WRONGTYPE-ran", "plain-ERR-naming-OOM", "other-script-error", "no-position",
         "other-code-first", "lower-case"])
 def test_other_script_errors_are_not(message: str) -> None:
-    assert not _is_unavailable(ResponseError(message))
+    assert not is_unavailable(ResponseError(message))

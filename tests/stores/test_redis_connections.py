@@ -21,7 +21,7 @@ except ImportError:
 
 from redis.connection import Encoder, PythonRespSerializer
 
-from satchel.stores.redis_connections import KeptConnections, _pack_in_python, pack_command
+from satchel.stores.redis.connections import KeptConnections, _pack_in_python, pack_command
 
 
 @pytest.fixture

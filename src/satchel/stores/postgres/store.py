@@ -1,102 +1,51 @@
-"""PostgresStore: one row per session, fields in a ``jsonb`` column, on psycopg 3.
-
-Each operation is one statement on a connection from a ``psycopg_pool``
-pool. ``update`` merges the patch into the row inside that statement (under
-the row lock), so commits that change different fields both survive, and it
-never touches a missing or expired row. Expired rows stay until
-:meth:`~PostgresStore.purge_expired` deletes them (e.g. from a cron job).
-
-    pool = ConnectionPool("postgresql://app@db.internal/app", open=True,
-                          kwargs={"autocommit": True})
-    store = PostgresStore(pool)
-    store = PostgresStore.from_url("postgresql://app@db.internal/app", table="shop_sessions")
-
-Each operation is one round trip: its statement runs in autocommit, as its own
-transaction, with no BEGIN/COMMIT exchanges. A pool without autocommit works
-too; its connection is switched to autocommit for the call and back.
-"""
+"""PostgresStore: one row per session (see :data:`~satchel.stores.postgres.statements.SCHEMA`)."""
 
 from __future__ import annotations
 
-import base64
-import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
-import orjson
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import TransactionStatus
+from psycopg.rows import tuple_row
+from psycopg_pool import ConnectionPool
 
 from satchel.errors import ConfigError, StoreUnavailable
 from satchel.lifetime import Clock, system_clock
 from satchel.redact import chainable, redact_url, scrub, secrets_of
 from satchel.resources import Lease, shared
 from satchel.store import Patch, PendingLoad, Record, Updated
-
-try:
-    import psycopg
-    from psycopg import sql
-    from psycopg.conninfo import conninfo_to_dict
-    from psycopg.pq import TransactionStatus
-    from psycopg.rows import tuple_row
-    from psycopg_pool import ConnectionPool
-except ImportError as err:  # pragma: no cover - depends on the environment
-    raise ImportError("PostgresStore needs psycopg 3 and psycopg_pool:"
-                      " pip install 'satchel[postgres]'") from err
-
-from satchel.stores.postgres_sent import Sent, Statement
-
-# ``data`` maps field name -> value. A value that is UTF-8 text without NUL (what satchel's
-# codec writes) is a JSON string of that text; any other bytes are {"b64": "<base64>"}.
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS {table} (
-    key        text PRIMARY KEY,
-    data       jsonb NOT NULL DEFAULT '{{}}',
-    created_at double precision NOT NULL,
-    last_seen  double precision NOT NULL,
-    expires_at double precision NOT NULL,
-    permanent  boolean NOT NULL DEFAULT false,
-    user_id    text
-);
-CREATE INDEX IF NOT EXISTS {expires_index} ON {table} (expires_at);
-CREATE INDEX IF NOT EXISTS {user_index} ON {table} (user_id) WHERE user_id IS NOT NULL;
-"""
-
-_SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('satchel:' || %s))"
-_EXISTS = "SELECT to_regclass(%s)"
-_LOAD_COLUMNS = "SELECT data::text, created_at, last_seen, expires_at, permanent, user_id"
-_LOAD = _LOAD_COLUMNS + " FROM {table} WHERE key = %s AND expires_at > %s"
-_PREFETCH = _LOAD_COLUMNS + " FROM {table} WHERE key = $1 AND expires_at > $2"  # text params
-_TEXT_OID, _FLOAT8_OID = 25, 701
-# Writes that keep session data (create, update) may commit without waiting for the WAL flush:
-# set_config(..., true) is SET LOCAL, for the statement's own transaction only.
-_ASYNC_COMMIT = " FROM (SELECT set_config('synchronous_commit', 'off', true)) AS commit_mode"
-_CREATE = (
-    "INSERT INTO {table} AS t (key, data, created_at, last_seen, expires_at, permanent, user_id)"
-    " SELECT %s, %s::jsonb, %s, %s, %s, %s, %s{commit_mode}"
-    " ON CONFLICT (key) DO UPDATE SET data = excluded.data, created_at = excluded.created_at,"
-    " last_seen = excluded.last_seen, expires_at = excluded.expires_at,"
-    " permanent = excluded.permanent, user_id = excluded.user_id"
-    " WHERE t.expires_at <= %s"
+from satchel.stores.postgres.pools import (
+    close_pool,
+    pool_open,
+    pool_secrets,
+    raw_at,
+    where,
 )
-# update: one statement per shape of patch (which parts it has), built on first use.
-_META_COLUMNS = ("last_seen", "expires_at", "permanent", "user_id")
-_SET = "UPDATE {table} SET {sets}{commit_mode} WHERE key = %s AND expires_at > %s"
-_IS_LIVE = "SELECT 1 FROM {table} WHERE key = %s AND expires_at > %s"
-_SET_UNLESS_EMPTIED = ("UPDATE {table} SET {sets}{commit_mode} WHERE key = %s AND expires_at > %s"
-                       " AND NOT EXISTS (SELECT 1 FROM emptied) RETURNING 1")
-_IS_LIVE_UNLESS_EMPTIED = ("SELECT 1 FROM {table} WHERE key = %s AND expires_at > %s"
-                           " AND NOT EXISTS (SELECT 1 FROM emptied)")
-_EMPTYING = ("WITH emptied AS (DELETE FROM {table} WHERE key = %s AND expires_at > %s"
-             " AND ({remaining}) = '{{}}'::jsonb RETURNING 1),"
-             " kept AS ({update})"
-             " SELECT (SELECT count(*) FROM kept) + 2 * (SELECT count(*) FROM emptied)")
-_DELETE = "DELETE FROM {table} WHERE key = %s"
-_PURGE = ("DELETE FROM {table} WHERE key IN (SELECT key FROM {table} WHERE expires_at <= %s"
-          " LIMIT %s FOR UPDATE SKIP LOCKED)")
-_COUNT_EXPIRED = "SELECT count(*) FROM {table} WHERE expires_at <= %s"
+from satchel.stores.postgres.sent import Sent, Statement
+from satchel.stores.postgres.statements import (
+    ASYNC_COMMIT,
+    COUNT_EXPIRED,
+    CREATE,
+    DELETE,
+    EXISTS,
+    FLOAT8_OID,
+    LOAD,
+    PREFETCH,
+    PURGE,
+    SCHEMA,
+    SCHEMA_LOCK,
+    TABLE_NAME,
+    TEXT_OID,
+    decode_fields,
+    encode_fields,
+    update_sql,
+)
 
 _IDLE = TransactionStatus.IDLE
-_TABLE_NAME = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_]{0,47}\.)?[A-Za-z_][A-Za-z0-9_]{0,47}")
 
 
 class _PendingLoad:
@@ -113,9 +62,9 @@ class _PendingLoad:
             return self._store.load(self._key)
         if rows.ntuples == 0:
             return None
-        value = rows.get_value  # text format: the columns of _LOAD_COLUMNS, NOT NULL but user
+        value = rows.get_value  # text format: the columns of LOAD_COLUMNS, NOT NULL but user
         user = value(0, 5)
-        return Record(_decode(value(0, 0)), float(value(0, 1)), float(value(0, 2)),  # type: ignore[arg-type]
+        return Record(decode_fields(value(0, 0)), float(value(0, 1)), float(value(0, 2)),  # type: ignore[arg-type]
                       float(value(0, 3)), value(0, 4) == b"t",  # type: ignore[arg-type]
                       None if user is None else user.decode())
 
@@ -147,7 +96,7 @@ class PostgresStore:
     def __init__(self, pool: ConnectionPool[Any], *, table: str = "satchel_sessions",
                  create_schema: bool = True, durable_writes: bool = False,
                  clock: Clock = system_clock) -> None:
-        if not isinstance(table, str) or not _TABLE_NAME.fullmatch(table):
+        if not isinstance(table, str) or not TABLE_NAME.fullmatch(table):
             raise ConfigError(f"PostgresStore table {table!r}: not a plain identifier; use"
                               " letters, digits and '_' (at most 48), optionally after a"
                               " schema and a dot, e.g. 'satchel_sessions' or 'app.sessions'")
@@ -155,7 +104,7 @@ class PostgresStore:
         self.table = table
         self._lease: Lease[ConnectionPool[Any]] | None = None  # from_url's share of its pool
         self._clock = clock
-        self._where = _where(pool)
+        self._where = where(pool)
         *schema, name = table.split(".")
         ident = sql.Identifier(*schema, name)
 
@@ -163,15 +112,15 @@ class PostgresStore:
             return sql.SQL(query).format(table=ident).as_bytes()
 
         self._ident = ident
-        self._load = build(_LOAD)
-        self._prefetch = Statement(build(_PREFETCH), (_TEXT_OID, _FLOAT8_OID))
-        self._commit_mode = sql.SQL("" if durable_writes else _ASYNC_COMMIT)
-        self._create = sql.SQL(_CREATE).format(table=ident,
+        self._load = build(LOAD)
+        self._prefetch = Statement(build(PREFETCH), (TEXT_OID, FLOAT8_OID))
+        self._commit_mode = sql.SQL("" if durable_writes else ASYNC_COMMIT)
+        self._create = sql.SQL(CREATE).format(table=ident,
                                                commit_mode=self._commit_mode).as_bytes()
         self._updates: dict[tuple[bool, ...], bytes] = {}  # patch shape -> its UPDATE
-        self._delete = build(_DELETE)
-        self._purge = build(_PURGE)
-        self._count_expired = build(_COUNT_EXPIRED)
+        self._delete = build(DELETE)
+        self._purge = build(PURGE)
+        self._count_expired = build(COUNT_EXPIRED)
         # id(connection) -> this store's cursor on it. The cursor keeps its connection
         # alive, so an id is never reused while its entry exists.
         self._cursors: dict[int, psycopg.Cursor[tuple[Any, ...]]] = {}
@@ -182,9 +131,9 @@ class PostgresStore:
             try:
                 with self._errors() as conn, conn.transaction():
                     cursor = psycopg.Cursor(conn, row_factory=tuple_row)
-                    cursor.execute(_SCHEMA_LOCK, (table,))
+                    cursor.execute(SCHEMA_LOCK, (table,))
                     # An existing table is left alone: a user without CREATE rights can use it.
-                    if cursor.execute(_EXISTS, (ident.as_string(),)).fetchone() == (None,):
+                    if cursor.execute(EXISTS, (ident.as_string(),)).fetchone() == (None,):
                         cursor.execute(ddl)
             except psycopg.errors.InsufficientPrivilege as err:
                 why = err.diag.message_primary
@@ -212,7 +161,7 @@ class PostgresStore:
         if scheme.lower() not in ("postgresql", "postgres"):
             raise ConfigError(f"PostgreSQL URL {shown!r}: unknown scheme {scheme!r};"
                               " expected postgresql:// or postgres://")
-        if _raw_at(url):
+        if raw_at(url):
             raise ConfigError(f"PostgreSQL URL {shown!r}: a '@' or '/' in the user name or"
                               " password must be percent-encoded ('%40', '%2F'); libpq would"
                               " read the rest of the password as the host or database")
@@ -236,7 +185,7 @@ class PostgresStore:
 
         # The pool's shape is the key; the table, schema and commit mode are the store's.
         lease = shared.lease(("postgresql", url, min_size, max_size, timeout), build,
-                             _close_pool, usable=_pool_open)
+                             close_pool, usable=pool_open)
         try:
             store = cls(lease.resource, table=table, create_schema=create_schema,
                         durable_writes=durable_writes, clock=clock)
@@ -320,7 +269,7 @@ class PostgresStore:
             why = f"{type(err).__name__}: {err}"
         else:
             raise err
-        secrets = _secrets(self.pool)
+        secrets = pool_secrets(self.pool)
         raise StoreUnavailable(f"PostgresStore {self._where} unavailable:"
                                f" {scrub(why, secrets)}") from chainable(err, secrets)
 
@@ -329,7 +278,7 @@ class PostgresStore:
         if row is None:
             return None
         data, created_at, last_seen, expires_at, permanent, user = row
-        return Record(_decode(data), created_at, last_seen, expires_at, permanent, user)
+        return Record(decode_fields(data), created_at, last_seen, expires_at, permanent, user)
 
     def prefetch(self, key: str) -> PendingLoad | None:
         """Send ``load(key)``'s SELECT now, on a connection held until it is read."""
@@ -339,7 +288,7 @@ class PostgresStore:
         return _PendingLoad(self, sent, key)
 
     def create(self, key: str, record: Record) -> None:
-        params = (key, _encode(record.fields), record.created_at, record.last_seen,
+        params = (key, encode_fields(record.fields), record.created_at, record.last_seen,
                   record.expires_at, record.permanent, record.user, self._clock())
         if self._run(self._create, params, False) != 1:
             raise KeyError("a session with this key exists")
@@ -353,19 +302,19 @@ class PostgresStore:
                  may_empty)
         query = self._updates.get(shape)
         if query is None:
-            query = self._updates[shape] = _update_sql(shape, self._ident, self._commit_mode)
+            query = self._updates[shape] = update_sql(shape, self._ident, self._commit_mode)
         params: list[Any] = []
         if may_empty:  # the DELETE of a record the patch leaves empty comes first
             params += (key, self._clock())
             if patch.delete and not patch.clear:
                 params.append(sorted(patch.delete))
         if patch.clear:
-            params.append(_encode(patch.set))
+            params.append(encode_fields(patch.set))
         else:
             if patch.delete:
                 params.append(sorted(patch.delete))
             if set_:
-                params.append(_encode(patch.set))
+                params.append(encode_fields(patch.set))
         for value in (patch.last_seen, patch.expires_at, patch.permanent):
             if value is not None:
                 params.append(value)
@@ -391,107 +340,3 @@ class PostgresStore:
 
     def __repr__(self) -> str:
         return f"<PostgresStore {self._where} table={self.table!r}>"
-
-
-def _update_sql(shape: tuple[bool, ...], table: sql.Identifier, commit_mode: sql.SQL) -> bytes:
-    """The statement for a patch of ``shape``: it sets only the columns the patch changes.
-
-    ``shape`` is (clear, delete, set, last_seen, expires_at, permanent, user, may_empty),
-    each True if the patch has it; parameters follow in that order, then key and now.
-    A patch that changes nothing only asks whether the record is live.
-
-    ``may_empty`` (``delete_if_empty`` without fields to set): a DELETE runs first, in the
-    same statement, if the patch would leave the row with no field (its own parameters,
-    key, now and the deleted names unless clear, come first); the UPDATE then runs only if
-    nothing was deleted. Under READ COMMITTED the DELETE re-checks a row a parallel commit
-    changed, so a field that commit added keeps the row. The statement answers 0 (gone),
-    1 (kept) or 2 (emptied and deleted), and commits as the server's setting says, as
-    deletes do.
-    """
-    clear, delete, set_, *meta, may_empty = shape
-    data = ("data = %s::jsonb" if clear
-            else "data = (data - %s::text[]) || %s::jsonb" if delete and set_
-            else "data = data - %s::text[]" if delete
-            else "data = data || %s::jsonb" if set_ else "")
-    sets: list[sql.Composable] = [sql.SQL(data)] if data else []
-    sets += [sql.SQL("{} = %s").format(sql.Identifier(column))
-             for column, present in zip(_META_COLUMNS, meta, strict=True) if present]
-    if not may_empty:
-        query = sql.SQL(_SET if sets else _IS_LIVE).format(
-            table=table, sets=sql.SQL(", ").join(sets), commit_mode=commit_mode)
-        return query.as_bytes()
-    remaining = ("'{}'::jsonb" if clear else "data - %s::text[]" if delete else "data")
-    update = (sql.SQL(_SET_UNLESS_EMPTIED).format(table=table, sets=sql.SQL(", ").join(sets),
-                                                  commit_mode=sql.SQL("")) if sets
-              else sql.SQL(_IS_LIVE_UNLESS_EMPTIED).format(table=table))
-    query = sql.SQL(_EMPTYING).format(table=table, remaining=sql.SQL(remaining), update=update)
-    return query.as_bytes()
-
-
-def _encode(fields: Mapping[str, bytes]) -> str:
-    """``fields`` as the JSON text of the ``data`` column."""
-    data: dict[str, str | dict[str, str]] = {}
-    for name, value in fields.items():
-        try:
-            text: str | None = value.decode()
-        except UnicodeDecodeError:
-            text = None
-        if text is None or "\0" in text:
-            data[name] = {"b64": base64.b64encode(value).decode()}
-        else:
-            data[name] = text
-    return orjson.dumps(data).decode()
-
-
-def _decode(data: str | bytes) -> dict[str, bytes]:
-    """The fields from the JSON text of the ``data`` column (str or UTF-8 bytes)."""
-    return {name: value.encode() if type(value) is str else base64.b64decode(value["b64"])
-            for name, value in orjson.loads(data).items()}
-
-
-def _close_pool(pool: ConnectionPool[Any]) -> None:
-    pool.close()
-
-
-def _pool_open(pool: ConnectionPool[Any]) -> bool:
-    return not pool.closed
-
-
-def _params(pool: ConnectionPool[Any]) -> dict[str, Any] | None:
-    """The libpq parameters ``pool`` connects with; None if they do not parse."""
-    conninfo = pool.conninfo if isinstance(pool.conninfo, str) else ""
-    kwargs = pool.kwargs if isinstance(pool.kwargs, dict) else {}
-    try:
-        return conninfo_to_dict(conninfo, **kwargs)
-    except psycopg.Error:
-        return None
-
-
-def _secrets(pool: ConnectionPool[Any]) -> tuple[str, ...]:
-    """The passwords ``pool`` connects with, to keep them out of messages."""
-    params = _params(pool) or {}
-    conninfo = pool.conninfo if isinstance(pool.conninfo, str) else ""
-    found = {str(params[name]) for name in ("password", "sslpassword") if params.get(name)}
-    return (*found, *secrets_of(conninfo))
-
-
-def _raw_at(url: str) -> bool:
-    """True if a raw '@' or '/' in ``url``'s user info would make libpq misread it.
-
-    libpq ends the user info at the first '@' and the host at the first '/':
-    ``postgresql://u:p@ss@h/db`` has password ``p`` and host ``ss@h``.
-    """
-    rest = url.partition("://")[2]
-    authority = rest.split("/", 1)[0]
-    head = rest.split("?", 1)[0]
-    return authority.count("@") > 1 or ("@" in head and "@" not in authority)
-
-
-def _where(pool: ConnectionPool[Any]) -> str:
-    """``host:port/dbname`` of ``pool``, for messages; never the password."""
-    params = _params(pool)
-    if params is None:
-        return "?"
-    host = params.get("host") or params.get("hostaddr") or "(default host)"
-    port = f":{params['port']}" if params.get("port") else ""
-    return f"{host}{port}/{params.get('dbname') or params.get('user') or ''}"

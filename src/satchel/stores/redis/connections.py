@@ -20,6 +20,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+import redis
+from redis.cluster import RedisCluster
 from redis.connection import ConnectionPool
 from redis.exceptions import ConnectionError, ResponseError
 
@@ -223,3 +225,40 @@ def _forget_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_in_child)
+
+
+class SharedClient:
+    """A client built from a URL, and the connections kept from its pool for all its stores.
+
+    The kept connections are shared: if each store kept its own, stores alive at once would
+    each hold some, and enough of them would exhaust the pool (100 connections by default).
+    """
+
+    __slots__ = ("client", "kept")
+
+    def __init__(self, client: redis.Redis | RedisCluster) -> None:
+        self.client = client
+        self.kept = (KeptConnections(client.connection_pool)
+                     if isinstance(client, redis.Redis) else None)
+
+    def close(self) -> None:
+        """Close the client and its connections (a cluster client's ``close`` leaves its
+        nodes' connections open, for the collector)."""
+        if self.kept is not None:
+            self.kept.close()
+        client = self.client
+        pools = []
+        if isinstance(client, RedisCluster):
+            nodes = client.get_nodes()  # type: ignore[no-untyped-call]
+            pools = [node.redis_connection.connection_pool for node in nodes
+                     if node.redis_connection is not None]
+        client.close()
+        for pool in pools:
+            pool.disconnect()
+
+    def usable(self) -> bool:
+        """False for a cluster client someone closed (it forgets its nodes); a closed
+        ``redis.Redis`` connects again by itself."""
+        client = self.client
+        return (not isinstance(client, RedisCluster)
+                or client.get_default_node() is not None)  # type: ignore[no-untyped-call]

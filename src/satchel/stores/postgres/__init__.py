@@ -1,0 +1,35 @@
+"""PostgresStore: one row per session, fields in a ``jsonb`` column, on psycopg 3.
+
+Each operation is one statement on a connection from a ``psycopg_pool``
+pool. ``update`` merges the patch into the row inside that statement (under
+the row lock), so commits that change different fields both survive, and it
+never touches a missing or expired row. Expired rows stay until
+:meth:`~PostgresStore.purge_expired` deletes them (e.g. from a cron job).
+
+    pool = ConnectionPool("postgresql://app@db.internal/app", open=True,
+                          kwargs={"autocommit": True})
+    store = PostgresStore(pool)
+    store = PostgresStore.from_url("postgresql://app@db.internal/app", table="shop_sessions")
+
+Each operation is one round trip: its statement runs in autocommit, as its own
+transaction, with no BEGIN/COMMIT exchanges. A pool without autocommit works
+too; its connection is switched to autocommit for the call and back.
+
+The package: :mod:`~satchel.stores.postgres.store` (the store),
+:mod:`~satchel.stores.postgres.statements` (the schema, its SQL, the ``data``
+column's format), :mod:`~satchel.stores.postgres.pools` (pools built from URLs,
+and what messages may say of them), :mod:`~satchel.stores.postgres.sent` (a
+statement sent now, read later: prefetch).
+"""
+
+try:
+    import psycopg  # noqa: F401
+    import psycopg_pool  # noqa: F401
+except ImportError as err:  # pragma: no cover - depends on the environment
+    raise ImportError("PostgresStore needs psycopg 3 and psycopg_pool:"
+                      " pip install 'satchel[postgres]'") from err
+
+from satchel.stores.postgres.statements import SCHEMA
+from satchel.stores.postgres.store import PostgresStore
+
+__all__ = ["SCHEMA", "PostgresStore"]

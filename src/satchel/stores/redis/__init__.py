@@ -1,0 +1,26 @@
+"""RedisStore: one Redis hash per session, on a client the user configured.
+
+Works with ``redis.Redis`` and ``redis.cluster.RedisCluster``. Each operation
+is one round trip; ``create`` and ``update`` are server-side Lua scripts, so
+they are atomic and an update never resurrects a deleted or expired session.
+Redis expires keys itself (a ``PEXPIRE`` derived from the store's clock), so
+there is nothing to purge.
+
+    store = RedisStore(redis.Redis(host="cache.internal", port=6379))
+    store = RedisStore.from_url("redis+cluster://10.0.0.5:7000", prefix="shop:")
+
+The package: :mod:`~satchel.stores.redis.store` (the store),
+:mod:`~satchel.stores.redis.scripts` (the key layout and the Lua scripts),
+:mod:`~satchel.stores.redis.errors` (which driver errors mean "unavailable"),
+:mod:`~satchel.stores.redis.connections` (connections kept between commands).
+"""
+
+try:
+    import redis  # noqa: F401
+except ImportError as err:  # pragma: no cover - depends on the environment
+    raise ImportError("RedisStore needs redis-py: pip install 'satchel[redis]'") from err
+
+from satchel.stores.redis.scripts import SCHEMA
+from satchel.stores.redis.store import RedisStore
+
+__all__ = ["SCHEMA", "RedisStore"]

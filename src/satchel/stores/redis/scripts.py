@@ -1,0 +1,75 @@
+"""The Redis key layout of a session, and the Lua scripts that create and update one."""
+
+from __future__ import annotations
+
+import hashlib
+
+SCHEMA = """
+key   = prefix + "{" + storage_key + "}"   (the hash tag keeps a session in one cluster slot)
+type  = hash, with PEXPIRE at expires_at (relative to the store's clock)
+f:<name>   -> the session field's bytes, one per session key
+m:created, m:seen, m:expires -> repr() of the float timestamps
+m:perm     -> "1" or "0"
+m:user     -> the user, absent when there is none
+"""
+
+FIELD = b"f:"
+CREATED, SEEN, EXPIRES = b"m:created", b"m:seen", b"m:expires"
+PERM, USER = b"m:perm", b"m:user"
+FLAGS = {(False, False): b"0", (True, False): b"1", (False, True): b"2", (True, True): b"3"}
+MAX_TTL_MS = 2**47  # about 4,000 years: far beyond any session, well within PEXPIRE's range
+# KEYS[1] = session key; ARGV = now, ttl_ms, field/value pairs. Returns 0 if a live record exists
+# (an m:expires that is missing or not a number is dead, in both scripts).
+# The first write of a new key is the HSET, so Redis refuses the whole script when it is out of
+# memory (it lets a script that has written go on, and DEL is allowed under OOM).
+CREATE = """
+local expires = redis.call('HGET', KEYS[1], 'm:expires')
+if (tonumber(expires) or 0) > tonumber(ARGV[1]) then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('DEL', KEYS[1]) end
+for i = 3, #ARGV, 1000 do
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# KEYS[1] = session key; ARGV = now, flags (1 = clear, 2 = delete if empty; their sum), ttl_ms
+# ("" keeps it), number of deletes, the hash fields to delete, then field/value pairs to set.
+# Returns 0, changing nothing, if the record is missing or expired; 2 if it was left without a
+# field and deleted (flag 2); else 1.
+UPDATE = """
+local key = KEYS[1]
+local expires = redis.call('HGET', key, 'm:expires')
+if (tonumber(expires) or 0) <= tonumber(ARGV[1]) then return 0 end
+local function hdel(names, first, last)
+  for i = first, last, 1000 do
+    redis.call('HDEL', key, unpack(names, i, math.min(i + 999, last)))
+  end
+end
+local flags = tonumber(ARGV[2])
+if flags % 2 == 1 then
+  local names = {}
+  for _, name in ipairs(redis.call('HKEYS', key)) do
+    if string.sub(name, 1, 2) == 'f:' then names[#names + 1] = name end
+  end
+  hdel(names, 1, #names)
+end
+local ndel = tonumber(ARGV[4])
+hdel(ARGV, 5, 4 + ndel)
+for i = 5 + ndel, #ARGV, 1000 do
+  redis.call('HSET', key, unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+if flags >= 2 then
+  for _, name in ipairs(redis.call('HKEYS', key)) do
+    if string.sub(name, 1, 2) == 'f:' then flags = 0 break end
+  end
+  if flags ~= 0 then
+    redis.call('DEL', key)
+    return 2
+  end
+end
+if ARGV[3] ~= '' then redis.call('PEXPIRE', key, ARGV[3]) end
+return 1
+"""
+CREATE_SHA = hashlib.sha1(CREATE.encode(), usedforsecurity=False).hexdigest()
+UPDATE_SHA = hashlib.sha1(UPDATE.encode(), usedforsecurity=False).hexdigest()
