@@ -259,3 +259,23 @@ def test_a_planted_old_id_never_sees_the_login(requests: Requests, clock: FakeCl
     clock.advance(61)
     assert requests.dump(planted) == {}
     assert requests.dump(victim.cookie) == {"user": "alice"}
+
+
+def test_a_logout_wins_over_an_emptying_and_a_write_that_both_began_before_it(
+    requests: Requests,
+) -> None:
+    browser = seeded(requests, "set:seed=1")
+    old = browser.cookie
+    empties = requests.start("get:seed,pop:seed,wait:B", old)
+    writes = requests.start("get:seed,wait:C,set:b=2", old)
+    requests.gates.reached("B")
+    requests.gates.reached("C")
+    browser.receive(requests.run("get:seed,destroy", old))  # the logout answers first
+    requests.gates.release("B")
+    browser.receive(done(empties))
+    requests.gates.release("C")
+    late_write = done(writes)
+    assert "Set-Cookie" not in late_write.headers  # no new session after the logout
+    browser.receive(late_write)
+    assert browser.cookie is None
+    assert requests.dump(old) == {}

@@ -265,7 +265,8 @@ class Engine:
         # From here on the store is always asked: a patch that changes nothing only checks that
         # the session is still live, so a cookie is never re-sent for an id that a parallel
         # request rotated (a login) or ended (a logout) meanwhile.
-        if empty and changes.delete:
+        buried = empty and bool(changes.delete)
+        if buried:
             # Before the update: a parallel write that then finds the session gone keeps its keys.
             self._bury(sid, tombstone.record("emptied", now, self.grace))
         patch = Patch(set=changes.set, delete=changes.delete, permanent=changes.permanent,
@@ -274,6 +275,10 @@ class Engine:
             patch = patch._replace(last_seen=now,
                                    expires_at=lifetime.expires_at(session.created_at, now))
         outcome = self.store.update(key, patch)
+        if buried and outcome != Updated.EMPTIED:
+            # Not emptied by this request: gone already (a logout, which must win), or kept by
+            # a parallel request's keys. The tombstone would mislead a later writer.
+            self.store.delete(tombstone.key(sid))
         if not outcome:
             return self._gone(session, sid, changes, policy, now, permanent_lifetime)
         if outcome == Updated.EMPTIED:
