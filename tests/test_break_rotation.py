@@ -17,7 +17,7 @@ from flask import request as http_request
 
 from tests.clock import FakeClock
 from tests.modes import SERVER_MODES, mode_app
-from tests.test_parallel_requests import Browser, Gates, Requests, done, run_script, seeded
+from tests.test_parallel_requests import Gates, Requests, done, run_script, seeded
 
 
 @pytest.fixture

@@ -52,7 +52,7 @@ def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Flask]:
         def pickle_session() -> Any:
             real = session._get_current_object()  # type: ignore[attr-defined]
             data = pickle.dumps(real)
-            return {"data": pickle.loads(data), "type": type(pickle.loads(data)).__name__}  # noqa: S301
+            return {"data": pickle.loads(data), "type": type(pickle.loads(data)).__name__}
 
         @app.get("/mutate-inside-a-tuple")
         def mutate_inside_a_tuple() -> str:
@@ -99,7 +99,7 @@ def test_pickle_and_copies_of_a_bare_session_hold_no_id() -> None:
                                         permanent=False))
     data = pickle.dumps(session)
     assert sid.encode() not in data
-    assert pickle.loads(data) == {"k": [1]}  # noqa: S301
+    assert pickle.loads(data) == {"k": [1]}
     assert type(copy.copy(session)) is dict and type(copy.deepcopy(session)) is dict
     copied = copy.deepcopy(session)
     copied["k"].append(2)
@@ -152,7 +152,7 @@ def test_reading_a_set_written_by_another_process_does_not_clobber_a_parallel_wr
     client = app.test_client()
     client.get("/seed")
     # What another process (another hash seed) would have stored for the same set.
-    ((key, record),) = store._records.items()
+    ((_, record),) = store._records.items()
     theirs = [_encoded_in_another_process(seed) for seed in range(10)]
     record.fields["tags"] = next((data for data in theirs if data != record.fields["tags"]),
                                  theirs[0])
