@@ -12,7 +12,7 @@ name), as Flask's own session serializer (``flask.json.tag``) does::
     UUID(...)        -> {" u": "hex"}
     datetime(...)    -> {" d": "2026-01-01T00:00:00+00:00"}  (naive stays naive)
     date(...)        -> {" da": "2026-01-01"}
-    {1, 2}           -> {" s": [1, 2]}
+    {1, 2}           -> {" s": [1, 2]}   (items in the order of their JSON bytes)
     frozenset({1})   -> {" fs": [1]}
     2**70            -> {" i": "1180591620717411303424"}
     float("nan")     -> {" nf": "nan"}   (also "inf", "-inf"; -0.0 stays -0.0)
@@ -239,7 +239,12 @@ class TaggedCodec:
             return self._tag_dict(value, depth)
         for tag in self._tags:
             if tag.check(value):
-                return {" " + tag.key: self._tag(tag.to_json(value), depth)}
+                inner = self._tag(tag.to_json(value), depth)
+                if (kind is set or kind is frozenset) and type(inner) is list:
+                    # In a canonical order: iteration order depends on the hash seed, and
+                    # bytes that differ for the same set would read as a change at commit.
+                    inner.sort(key=orjson.dumps)
+                return {" " + tag.key: inner}
         base = next((base for base in kind.__mro__ if base in _SUPPORTED), None)
         if base is not None or callable(getattr(value, "__html__", None)):
             why = (f"a subclass of {_name(base)}" if base is not None

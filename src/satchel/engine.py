@@ -226,6 +226,11 @@ class Engine:
             self._cancel_prefetch(session)
             return None
         if session.read_only:
+            if session.destroyed:
+                # A logout through an id a parallel request rotated: the browser must forget
+                # the session whatever it holds now (destroy() always wins); the tombstone goes.
+                self.store.delete(tombstone.key(session.retired_sid or session.sid or ""))
+                return CookieAction(None)
             if session.modified or (session.may_have_changed
                                     and session.changes(self.codec.encode_field).any):
                 log.info("session %s: a parallel request rotated its id; this request's changes"
@@ -242,6 +247,11 @@ class Engine:
         if not session.empty:
             fields = session.encoded(self.codec.encode_field)  # CodecError: nothing written
             action = self._create(session, fields, policy, now, permanent_lifetime)
+            if (retired is not None and session.stored and not session.destroyed
+                    and self._ended_meanwhile(retired)):
+                assert session.sid is not None  # the new id _create stored it under
+                self.store.delete(ids.storage_key(session.sid))
+                return None
         elif session.stored or retired is not None:
             action = CookieAction(None)
         if retired is not None:
@@ -305,6 +315,16 @@ class Engine:
                  "its changes were not saved", ids.fingerprint(sid))
         return None
 
+    def _ended_meanwhile(self, sid: str) -> bool:
+        """True if the stored session ``sid``, which this request rotates, was ended (a
+        logout, an expiry) while the request ran: its data must not live on under the new
+        id. One a parallel request rotated or emptied was not ended (see
+        :mod:`satchel.tombstone`). Checked after the new id is stored; a logout between the
+        check and the old id's deletion is still undone (a window of one store call)."""
+        if self.store.update(ids.storage_key(sid), Patch()):
+            return False
+        return tombstone.kind_of(self.store.load(tombstone.key(sid))) is None
+
     def _retire(self, session: Session, sid: str, old_fields: Mapping[str, bytes],
                 now: float) -> None:
         """End the old id of a regenerated or destroyed session.
@@ -341,7 +361,9 @@ class Engine:
                 permanent_lifetime: float | None) -> CookieAction:
         """Store ``fields`` as a new session with a fresh id; the cookie that carries it."""
         sid = ids.new_id()
-        created_at = session.created_at if session.regenerated and session.created_at else now
+        # A rotation keeps the absolute deadline; what follows a logout is a new session.
+        kept = session.regenerated and not session.destroyed and session.created_at
+        created_at = session.created_at if kept else now
         permanent = session.is_permanent
         record = Record(fields, created_at, now, policy.lifetime.expires_at(created_at, now),
                         permanent=permanent)

@@ -170,7 +170,11 @@ class Session(TrackedDict):
 
     @modified.setter
     def modified(self, value: bool) -> None:
+        """True marks every loaded key as possibly changed in place (Flask's way to say a
+        nested value changed): each is re-encoded at commit, and saved if it differs."""
         self._modified_flag = bool(value)
+        if value:
+            self._read.update(dict.keys(self))
 
     # -- satchel's additions ---------------------------------------------------
 
@@ -181,7 +185,7 @@ class Session(TrackedDict):
         (OWASP Session Management Cheat Sheet, "Renew the Session ID After Any
         Privilege Level Change"). Works on a new, empty or just-cleared session.
         A request still in flight with the old id cannot undo the login: the
-        store remembers the rotation for ``SATCHEL_ROTATION_GRACE`` seconds.
+        store remembers the rotation for ``SATCHEL_GRACE_PERIOD`` seconds.
         """
         self._use()
         if self.sid is not None and self._retired is None:

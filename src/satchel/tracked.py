@@ -4,17 +4,19 @@ Every ``dict`` method is overridden to load the data first (the loader runs
 once, on the first operation that needs it) and to record what it changes:
 keys assigned, keys deleted, a ``clear()``, and mutable values (list, dict,
 set, bytearray) handed out, which are re-encoded at commit and compared with
-the bytes they were loaded from, so ``d["cart"].append(x)`` counts as a change.
+the bytes they were loaded from, so ``d["cart"].append(x)`` counts as a change
+(a tuple too: it may hold a list).
 C code that reads a dict's storage directly (``orjson.dumps``, the empty-dict
 fast path of ``json.dumps``) sees the data only once something has loaded it.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
-_MUTABLE = (list, dict, set, bytearray)
+_MUTABLE = (list, dict, set, bytearray, tuple)  # a tuple may hold a list
 _MISSING: Any = object()
 
 
@@ -185,6 +187,23 @@ class TrackedDict(dict[str, Any]):
         self._use()
         self._read_all()
         return dict(dict.items(self))
+
+    def __copy__(self) -> dict[str, Any]:
+        """``copy.copy(session)``: a plain ``dict``, as :meth:`copy` gives.
+
+        The default copy of a ``dict`` subclass would share this object's change
+        tracking, so changing the copy would change what the session saves.
+        """
+        return self.copy()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
+        """``copy.deepcopy(session)``: a plain ``dict`` of deep copies of the values."""
+        return copy.deepcopy(self.copy(), memo)
+
+    def __reduce_ex__(self, protocol: object) -> tuple[Any, ...]:
+        """Pickled as the plain ``dict`` of its data, as Flask's own session is: never with
+        the session id, the keys or the loader the object holds."""
+        return (dict, (self.copy(),))
 
     def __eq__(self, other: object) -> bool:
         self._use()
