@@ -80,9 +80,12 @@ def test_a_logout_answered_after_a_parallel_rotation_logs_out(requests: Requests
     logout = requests.start("wait:D,get:user,destroy", old)
     requests.gates.reached("D")
     browser.receive(requests.run("get:user,regenerate", old))
+    rotated = browser.cookie
     requests.gates.release("D")
     browser.receive(done(logout))
     assert browser.cookie is None or requests.dump(browser.cookie) == {}
+    assert requests.dump(rotated) == {}  # the rotated session ended too: a copy of its cookie
+    assert requests.dump(old) == {}  # opens nothing, nor does the old one
 
 
 def test_a_rotation_that_commits_after_a_parallel_logout_does_not_bring_it_back(
@@ -105,11 +108,6 @@ def test_a_rotation_that_commits_after_a_parallel_logout_does_not_bring_it_back(
 # -- the old id of a session that lost a privilege ---------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="the rotated tombstone keeps the pre-rotation data,"
-                   " so after a logout done as README advises for any privilege change"
-                   " (drop the user, regenerate()), the old id is still logged in, read-only,"
-                   " for SATCHEL_GRACE_PERIOD; a design decision for the lead (e.g. keep in"
-                   " the tombstone only the fields the rotation left unchanged)")
 @pytest.mark.parametrize("logout", ["drop:user", "clear,regenerate"])
 def test_the_old_id_is_logged_out_once_a_rotation_drops_the_user(
     requests: Requests, logout: str
@@ -121,10 +119,6 @@ def test_the_old_id_is_logged_out_once_a_rotation_drops_the_user(
     assert "user" not in requests.dump(old)  # e.g. a stolen copy of the old cookie
 
 
-@pytest.mark.xfail(strict=True, reason="destroy() ends the current id only: a tombstone that"
-                   " an earlier rotation of the same session left still opens, read-only,"
-                   " as the logged-in user until SATCHEL_GRACE_PERIOD ends (nothing links"
-                   " the new id's record to the old id's tombstone)")
 def test_a_logout_ends_the_ids_the_session_rotated_from(requests: Requests) -> None:
     browser = seeded(requests, "set:user=alice")
     first = browser.cookie

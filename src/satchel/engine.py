@@ -85,6 +85,7 @@ class Engine:
         self.codec = codec
         self.clock = clock
         self.grace = grace
+        self.graveyard = tombstone.Graveyard(store, grace)
         self._prefetch = store.prefetch if isinstance(store, Prefetching) else None
 
     @property
@@ -170,15 +171,17 @@ class Engine:
     def _load_missing(self, session: Session, sid: str) -> None:
         """An id we signed that the store does not hold: rotated by a parallel request, or dead.
 
-        A rotated id opens, read-only, as it was before the rotation (see
-        :mod:`satchel.tombstone`); any other opens a new, empty session.
+        A rotated id whose new id is live opens read-only, with what the rotation
+        left unchanged (see :mod:`satchel.tombstone`); any other opens a new,
+        empty session.
         """
-        tomb = self.store.load(tombstone.key(sid))
-        if tombstone.kind_of(tomb) == "rotated":
-            assert tomb is not None
+        view = self.graveyard.rotated_view(_storage_key(session, sid))
+        if view is not None:
+            tomb, _ = view
             fields = tombstone.fields_of(tomb)
             log.info("session %s was rotated by a parallel request (a login?); this request"
-                     " sees it as it was, and nothing it changes is kept", ids.fingerprint(sid))
+                     " sees what the rotation left unchanged, and nothing it changes is kept",
+                     ids.fingerprint(sid))
             session.adopt(sid, fields, self._decode(fields, sid), created_at=tomb.created_at,
                           last_seen=tomb.last_seen, permanent=tomb.permanent)
             session.read_only = True
@@ -227,9 +230,9 @@ class Engine:
             return None
         if session.read_only:
             if session.destroyed:
-                # A logout through an id a parallel request rotated: the browser must forget
-                # the session whatever it holds now (destroy() always wins); the tombstone goes.
-                self.store.delete(tombstone.key(session.retired_sid or session.sid or ""))
+                # A logout through an id a parallel request rotated: destroy() always wins, so
+                # the session it was rotated to ends too, and the browser forgets it.
+                self.graveyard.end(ids.storage_key(session.retired_sid or session.sid or ""))
                 return CookieAction(None)
             if session.modified or (session.may_have_changed
                                     and session.changes(self.codec.encode_field).any):
@@ -244,6 +247,7 @@ class Engine:
         # leaves the old session as it was; then retire the old id.
         action = None
         retired, old_fields = session.retired_sid, session.stored_fields
+        fields: Mapping[str, bytes] = {}
         if not session.empty:
             fields = session.encoded(self.codec.encode_field)  # CodecError: nothing written
             action = self._create(session, fields, policy, now, permanent_lifetime)
@@ -255,7 +259,9 @@ class Engine:
         elif session.stored or retired is not None:
             action = CookieAction(None)
         if retired is not None:
-            self._retire(session, retired, old_fields, now)
+            unchanged = {name: value for name, value in old_fields.items()
+                         if fields.get(name) == value}
+            self._retire(session, retired, unchanged, now)
         return action
 
     def _update(self, session: Session, sid: str, policy: Policy, refresh_each_request: bool,
@@ -278,7 +284,7 @@ class Engine:
         buried = empty and bool(changes.delete)
         if buried:
             # Before the update: a parallel write that then finds the session gone keeps its keys.
-            self._bury(sid, tombstone.record("emptied", now, self.grace))
+            self.graveyard.bury(key, tombstone.record("emptied", now, self.grace))
         patch = Patch(set=changes.set, delete=changes.delete, permanent=changes.permanent,
                       delete_if_empty=empty)
         if touch_due:  # a write alone is not a touch: the idle deadline slides by threshold
@@ -288,7 +294,7 @@ class Engine:
         if buried and outcome != Updated.EMPTIED:
             # Not emptied by this request: gone already (a logout, which must win), or kept by
             # a parallel request's keys. The tombstone would mislead a later writer.
-            self.store.delete(tombstone.key(sid))
+            self.graveyard.forget(key)
         if not outcome:
             return self._gone(session, sid, changes, policy, now, permanent_lifetime)
         if outcome == Updated.EMPTIED:
@@ -306,7 +312,7 @@ class Engine:
         emptied by a parallel request (see :mod:`satchel.tombstone`)."""
         if not changes.set:
             return None  # nothing of this request's own is lost
-        if tombstone.kind_of(self.store.load(tombstone.key(sid))) == "emptied":
+        if self.graveyard.kind(_storage_key(session, sid)) == "emptied":
             log.info("session %s was emptied by a parallel request; this request's changes"
                      " start a new session", ids.fingerprint(sid))
             session.created_at = now
@@ -321,34 +327,30 @@ class Engine:
         id. One a parallel request rotated or emptied was not ended (see
         :mod:`satchel.tombstone`). Checked after the new id is stored; a logout between the
         check and the old id's deletion is still undone (a window of one store call)."""
-        if self.store.update(ids.storage_key(sid), Patch()):
+        old = ids.storage_key(sid)
+        if self.store.update(old, Patch()):
             return False
-        return tombstone.kind_of(self.store.load(tombstone.key(sid))) is None
+        return self.graveyard.kind(old) is None
 
-    def _retire(self, session: Session, sid: str, old_fields: Mapping[str, bytes],
+    def _retire(self, session: Session, sid: str, unchanged: Mapping[str, bytes],
                 now: float) -> None:
         """End the old id of a regenerated or destroyed session.
 
-        A rotation leaves a tombstone, so requests in flight with the old id
-        neither undo the login nor see the new session; a logout (``destroy``)
+        A rotation leaves a tombstone pointing to the new id, with the fields
+        the rotation left ``unchanged``, so requests in flight with the old id
+        neither undo the login nor see what it changed; a logout (``destroy``)
         leaves none, and removes any an earlier emptying left, so nothing in
         flight can keep writing.
         """
+        old = ids.storage_key(sid)
         if session.destroyed:
-            self.store.delete(tombstone.key(sid))
+            self.graveyard.end(old)  # and the sessions a parallel rotation made of it
         elif session.stored:
-            self._bury(sid, tombstone.record("rotated", now, self.grace,
-                                             permanent=session.is_permanent, fields=old_fields))
-        self.store.delete(ids.storage_key(sid))
-
-    def _bury(self, sid: str, tomb: Record) -> None:
-        """File ``sid``'s tombstone, replacing one already there."""
-        key = tombstone.key(sid)
-        try:
-            self.store.create(key, tomb)
-        except KeyError:
-            self.store.delete(key)
-            self.store.create(key, tomb)
+            successor = None if session.sid is None else _storage_key(session, session.sid)
+            self.graveyard.bury(old, tombstone.record(
+                "rotated", now, self.grace, permanent=session.is_permanent, fields=unchanged,
+                successor=successor))
+        self.store.delete(old)
 
     def _cancel_prefetch(self, session: Session) -> None:
         """Cancel the prefetched load of a session the request never used."""
