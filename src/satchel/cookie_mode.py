@@ -29,7 +29,7 @@ import orjson
 
 from satchel import ids
 from satchel.codec import TaggedCodec, default_codec
-from satchel.engine import CookieAction, cookie_expiry
+from satchel.cookie_action import CookieAction, cookie_expiry
 from satchel.errors import CodecError
 from satchel.foreign import ForeignReader, is_foreign_cookie, load_foreign
 from satchel.keys import Secret

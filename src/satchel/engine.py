@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from satchel import ids, signed_id, tombstone
 from satchel.codec import TaggedCodec, default_codec
+from satchel.cookie_action import CookieAction, cookie_expiry
 from satchel.errors import CodecError
 from satchel.foreign import ForeignReader, is_foreign_cookie, load_foreign
 from satchel.keys import KeyRing, Secret
@@ -47,32 +48,6 @@ class Policy:
     @classmethod
     def build(cls, secret: Secret, fallbacks: Sequence[Secret], lifetime: Lifetime) -> Policy:
         return cls(KeyRing(secret, fallbacks, purpose=signed_id.COOKIE_PURPOSE), lifetime)
-
-
-def cookie_expiry(permanent: bool, created_at: float, lifetime: Lifetime,
-                  permanent_lifetime: float | None, now: float) -> float | None:
-    """When the browser should drop the cookie: None (browser session) unless permanent.
-
-    ``permanent_lifetime`` (Flask's ``PERMANENT_SESSION_LIFETIME``; default the
-    idle timeout) from now, never past the absolute deadline.
-    """
-    if not permanent:
-        return None
-    expiry = now + (lifetime.idle if permanent_lifetime is None else permanent_lifetime)
-    if lifetime.absolute is not None:
-        expiry = min(expiry, created_at + lifetime.absolute)
-    return expiry
-
-
-class CookieAction(NamedTuple):
-    """What the response must do with the session cookie.
-
-    ``value`` is None to expire the cookie; ``expires`` is None for a
-    browser-session cookie.
-    """
-
-    value: str | None
-    expires: float | None = None
 
 
 class Engine:
@@ -252,7 +227,7 @@ class Engine:
             fields = session.encoded(self.codec.encode_field)  # CodecError: nothing written
             action = self._create(session, fields, policy, now, permanent_lifetime)
             if (retired is not None and session.stored and not session.destroyed
-                    and self._ended_meanwhile(retired)):
+                    and self.graveyard.ended(ids.storage_key(retired))):
                 assert session.sid is not None  # the new id _create stored it under
                 self.store.delete(ids.storage_key(session.sid))
                 return None
@@ -320,17 +295,6 @@ class Engine:
         log.info("session %s ended during the request (logged out, rotated or expired); "
                  "its changes were not saved", ids.fingerprint(sid))
         return None
-
-    def _ended_meanwhile(self, sid: str) -> bool:
-        """True if the stored session ``sid``, which this request rotates, was ended (a
-        logout, an expiry) while the request ran: its data must not live on under the new
-        id. One a parallel request rotated or emptied was not ended (see
-        :mod:`satchel.tombstone`). Checked after the new id is stored; a logout between the
-        check and the old id's deletion is still undone (a window of one store call)."""
-        old = ids.storage_key(sid)
-        if self.store.update(old, Patch()):
-            return False
-        return self.graveyard.kind(old) is None
 
     def _retire(self, session: Session, sid: str, unchanged: Mapping[str, bytes],
                 now: float) -> None:

@@ -139,6 +139,18 @@ class Graveyard:
                          else None)
         return None
 
+    def ended(self, storage_key: str) -> bool:
+        """True if the session under ``storage_key`` was ended (a logout, an expiry): it is
+        not live, and was neither rotated nor emptied by a parallel request.
+
+        A request that rotates the session checks this once its new id is stored, so the
+        data does not live on under the new id after a logout; a logout between the check
+        and the old id's deletion is still undone (a window of one store call).
+        """
+        if self.store.update(storage_key, _IS_LIVE):
+            return False
+        return self.kind(storage_key) is None
+
     def end(self, storage_key: str) -> None:
         """A logout of the session under ``storage_key``: remove its tombstone, and end the
         sessions it was rotated to meanwhile (their records and tombstones), so that a
