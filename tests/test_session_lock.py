@@ -282,3 +282,15 @@ def test_a_before_request_change_on_a_locked_route_is_made_under_the_lock(
     assert harness.get("/stamp", cookie).status_code == 200
     assert harness.acquires == 1
     assert harness.get("/count", cookie).json == {"count": 1}
+
+
+def test_a_locked_path_is_not_prefetched_again(make: Callable[..., Harness], mode: str) -> None:
+    harness = make()
+    use = harness.app.session_interface.session_use  # type: ignore[attr-defined]
+    if use is None:
+        pytest.skip(f"the {mode} store loads without prefetching")
+    cookie = harness.start()
+    assert harness.get("/count", cookie).status_code == 200
+    assert use.expected("/count")
+    assert harness.get("/add", cookie).text == "1"
+    assert not use.expected("/add")  # its load must wait for the lock: sending it ahead is waste

@@ -86,6 +86,8 @@ def _lock_for(spec: LockSpec, view: Callable[..., Any]) -> None:
 
 def locked_view_gate(store: object, storage_key: str, tag: str) -> HeldLock | None:
     """The lock gate of a Flask session: the lock, if the request's view wants one."""
+    if not has_request_context():  # client.session_transaction(): no view, no lock
+        return None
     endpoint = request.endpoint
     if endpoint is None:
         return None
