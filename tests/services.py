@@ -106,7 +106,8 @@ def postgres_store(**options: Any) -> Iterator[Any]:
     finally:
         store.close()  # the pool is shared with other stores from the URL: never pool.close()
         with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:  # closed store or not
-            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}").format(
+                sql.Identifier(table), sql.Identifier(table + "_locks")))
 
 
 @contextmanager

@@ -6,13 +6,15 @@ from satchel.errors import (
     CodecError,
     ConfigError,
     SatchelError,
+    SessionLocked,
     SessionTooLarge,
     StoreUnavailable,
 )
 from satchel.flask import Satchel, SatchelSessionInterface
+from satchel.flask.lock import session_lock
 from satchel.lifetime import Lifetime
 from satchel.session import Session
-from satchel.store import Patch, Purgeable, Record, Store
+from satchel.store import Lockable, Patch, Purgeable, Record, Store
 from satchel.stores.memory import MemoryStore
 from satchel.stores.sqlite import SQLiteStore
 
@@ -20,6 +22,7 @@ __all__ = [
     "CodecError",
     "ConfigError",
     "Lifetime",
+    "Lockable",
     "MemoryStore",
     "Patch",
     "Purgeable",
@@ -30,9 +33,11 @@ __all__ = [
     "SatchelSessionInterface",
     "SealedCookies",
     "Session",
+    "SessionLocked",
     "SessionTooLarge",
     "Store",
     "StoreUnavailable",
     "Tag",
     "TaggedCodec",
+    "session_lock",
 ]

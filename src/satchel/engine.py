@@ -125,6 +125,12 @@ class Engine:
         session.cookie_key_index = token.key_index
         session.cookie_permanent = token.permanent
         key = _storage_key(session, token.sid)
+        gate = session.lock_gate
+        if gate is not None and session.held_lock is None:
+            held = gate(self.store, key, ids.fingerprint(token.sid))
+            if held is not None:  # a load sent before the lock was taken would be stale
+                session.held_lock, session.was_locked = held, True
+                self._cancel_prefetch(session)
         pending = session.pending_load
         if pending is not None:
             session.pending_load = None
@@ -173,6 +179,22 @@ class Engine:
                 log.warning("session %s: dropped key %r, its stored value does not decode",
                             ids.fingerprint(sid), name)
         return data
+
+    def reopen(self, session: Session, policy: Policy) -> None:
+        """Make a session loaded before its lock was wanted load again, from its cookie.
+
+        Raises RuntimeError if the request changed it already: those changes were
+        made to data read without the lock.
+        """
+        if session.modified or session.regenerated or (
+                session.may_have_changed and session.changes(self.codec.encode_field).any):
+            raise RuntimeError(
+                "@session_lock: the session was loaded and changed before the lock was taken"
+                " (by a before_request handler, or a decorator that runs before the locked"
+                " view); put @session_lock right under the route decorator")
+        session.unload()
+        session.defer_load(session.request_cookie,
+                           lambda target: self._load(target, session.request_cookie, policy))
 
     # -- commit ------------------------------------------------------------------
 

@@ -35,3 +35,19 @@ class SessionTooLarge(SatchelError):
             " (MAX_COOKIE_SIZE) past which browsers drop it and the session is lost; store"
             " less in the session, or keep sessions server-side"
             " (SATCHEL_STORE='sqlite:///sessions.sqlite3')")
+
+
+class SessionLocked(SatchelError):
+    """A ``@session_lock`` view waited its whole ``wait`` for its session's lock.
+
+    Another request on the same session held it throughout. Nothing of this
+    request was loaded or written; the default handler answers HTTP 503 with
+    ``Retry-After`` (see :mod:`satchel.locking`). ``waited`` is in seconds.
+    """
+
+    def __init__(self, waited: float, fingerprint: str) -> None:
+        self.waited = waited
+        self.fingerprint = fingerprint
+        super().__init__(
+            f"session {fingerprint}: its lock stayed held by another request for the whole"
+            f" wait of {waited:g} s; retry later, or give @session_lock a longer wait=")

@@ -25,7 +25,10 @@ from typing import TYPE_CHECKING, Any
 from satchel.tracked import Changes, TrackedDict
 
 if TYPE_CHECKING:
+    from satchel.locking import HeldLock
     from satchel.store import PendingLoad
+
+    LockGate = Callable[[object, str, str], HeldLock | None]
 
 __all__ = ["Changes", "Session"]
 
@@ -56,11 +59,25 @@ class Session(TrackedDict):
     cookie_permanent = False
     read_only = False  # opened through an id a parallel request rotated: nothing is kept
     pending_load: PendingLoad | None = None  # a load the engine sent ahead (prefetch)
+    # Session locks (satchel.locking): called with (store, storage key, log tag) before the
+    # load, it takes the lock if the request wants one; the lock is released after the commit.
+    lock_gate: LockGate | None = None
+    held_lock: HeldLock | None = None
+    was_locked = False
 
     def defer_load(self, cookie: str | None, loader: Callable[[Session], None]) -> None:
         """Remember the request's cookie and run ``loader`` on first use (engine's use)."""
         self.request_cookie = cookie
         self._loader = loader
+
+    def unload(self) -> None:
+        """Forget what was loaded, so the session loads again (engine's use; only for a
+        session nothing has changed yet)."""
+        dict.clear(self)
+        self._raw, self._read, self._set, self._removed = {}, set(), set(), set()
+        self._new, self.sid, self.read_only = True, None, False
+        self.created_at = self.last_seen = 0.0
+        self._permanent = False
 
     def adopt(self, sid: str | None, raw: dict[str, bytes], data: dict[str, Any], *,
               created_at: float, last_seen: float, permanent: bool) -> None:

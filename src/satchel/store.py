@@ -115,6 +115,33 @@ class Purgeable(Protocol):
         ...
 
 
+@runtime_checkable
+class Lockable(Protocol):
+    """A store that can hold a session lock: a lease on a lock key, taken by a token.
+
+    ``key`` is a lock key (a hash the caller derives from a storage key, see
+    :func:`satchel.locking.lock_key`), never a session id. Neither method waits:
+    the caller polls :meth:`acquire_lock` until its own wait limit. A lock whose
+    lease has run out (its holder crashed, or ran past its lease) is free.
+    """
+
+    def acquire_lock(self, key: str, token: str, lease: float) -> bool:
+        """Take the lock on ``key`` for ``lease`` seconds, as ``token``, if it is free or
+        its lease has run out; True if taken. False, changing nothing, if another
+        token holds a live lease (the same token counts as another: locks do not nest).
+        """
+        ...
+
+    def release_lock(self, key: str, token: str) -> bool:
+        """Free the lock on ``key`` if ``token`` holds it; True if it did. False,
+        changing nothing, if it is free or another token holds it (the lease ran out
+        and someone took it): releasing never frees another holder's lock. A lease
+        that ran out and was not taken since may still count as held (True), or
+        have been dropped by the store already (False).
+        """
+        ...
+
+
 class PendingLoad(Protocol):
     """A ``load`` already sent to the store, whose answer is read when needed."""
 

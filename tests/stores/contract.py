@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 from typing import Any
 
 import pytest
 
-from satchel.store import Patch, Prefetching, Purgeable, Record, Store, Updated
+from satchel.locking import lock_key
+from satchel.store import Lockable, Patch, Prefetching, Purgeable, Record, Store, Updated
 from tests.clock import FakeClock
 
 HOUR = 3600.0
@@ -223,6 +225,74 @@ class StoreContract:
         assert errors == []
         loaded = store.load("k1")
         assert loaded is not None and len(loaded.fields) == threads * per_thread
+
+    # -- session locks (satchel.store.Lockable) ----------------------------------------
+
+    def test_is_lockable(self, store: Store) -> None:
+        assert isinstance(store, Lockable)
+
+    def test_a_lock_is_held_by_one_token_until_it_releases(self, store: Lockable) -> None:
+        key = lock_key("k1")
+        assert store.acquire_lock(key, "first", 30)
+        assert not store.acquire_lock(key, "second", 30)
+        assert not store.acquire_lock(key, "first", 30)  # locks do not nest
+        assert not store.release_lock(key, "second")  # not its lock: it stays held
+        assert not store.acquire_lock(key, "third", 30)
+        assert store.release_lock(key, "first")
+        assert not store.release_lock(key, "first")  # already free
+        assert store.acquire_lock(key, "third", 30)
+
+    def test_locks_are_per_key_and_apart_from_records(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        assert isinstance(store, Lockable)
+        store.create("k1", make_record(clock, a=b"1"))
+        assert store.acquire_lock(lock_key("k1"), "t", 30)
+        assert store.acquire_lock(lock_key("k2"), "t", 30)
+        assert store.acquire_lock("k1", "t", 30)  # a lock key never names a record
+        loaded = store.load("k1")
+        assert loaded is not None and loaded.fields == {"a": b"1"}
+        assert store.update("k1", Patch(set={"b": b"2"})) == Updated.KEPT
+        store.delete("k1")
+        assert store.load("k1") is None
+        assert not store.acquire_lock("k1", "u", 30)  # deleting the record kept the lock
+        assert store.load(lock_key("k2")) is None
+
+    def test_a_lock_past_its_lease_is_free_and_its_old_holder_cannot_free_it(
+        self, store: Lockable, clock: FakeClock
+    ) -> None:
+        key = lock_key("k1")
+        assert store.acquire_lock(key, "crashed", 0.2)
+        clock.advance(1)  # stores on the store's clock; Redis ends the lease by its own (PX)
+        deadline = time.monotonic() + 10
+        while not store.acquire_lock(key, "next", 30):
+            assert time.monotonic() < deadline, "a lock past its lease was never freed"
+            time.sleep(0.02)
+        assert not store.release_lock(key, "crashed")
+        assert not store.acquire_lock(key, "third", 30)
+        assert store.release_lock(key, "next")
+
+    def test_parallel_acquires_of_one_lock_give_it_to_one(self, store: Lockable) -> None:
+        threads = 8
+        barrier = threading.Barrier(threads)
+        won: list[str] = []
+        errors: list[BaseException] = []
+
+        def work(n: int) -> None:
+            try:
+                barrier.wait()
+                if store.acquire_lock(lock_key("k1"), f"t{n}", 30):
+                    won.append(f"t{n}")
+            except BaseException as err:  # pragma: no cover - reported below
+                errors.append(err)
+
+        pool = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join()
+        assert errors == []
+        assert len(won) == 1
 
     def test_purge_expired_in_batches(self, store: Store, clock: FakeClock) -> None:
         if not isinstance(store, Purgeable):

@@ -50,7 +50,8 @@ def _table() -> str:
 
 def _drop(pool: ConnectionPool[Any], table: str) -> None:
     with pool.connection() as conn:
-        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}").format(
+            sql.Identifier(table), sql.Identifier(table + "_locks")))
 
 
 @pytest.fixture(scope="module")
@@ -421,6 +422,24 @@ def test_create_schema_false_on_a_missing_table_names_it(
             call()
         assert isinstance(info.value.__cause__, psycopg.errors.UndefinedTable)
         assert SECRET_KEY not in str(info.value)
+
+
+def test_the_lock_table_is_made_on_first_use_or_named_when_missing(
+    pool: ConnectionPool[Any], table: str
+) -> None:
+    PostgresStore(pool, table=table)  # a table from before session locks: no lock table
+    managed = PostgresStore(pool, table=table, create_schema=False)
+    with pytest.raises(StoreUnavailable, match=f"lock table '{table}_locks'.*LOCK_SCHEMA") as info:
+        managed.acquire_lock("k", "t", 30)
+    assert isinstance(info.value.__cause__, psycopg.errors.UndefinedTable)
+    store = PostgresStore(pool, table=table)
+    assert store.acquire_lock("k", "t", 30)
+    assert not managed.acquire_lock("k", "u", 30)
+    assert managed.release_lock("k", "t")
+    with pool.connection() as conn:
+        persistence = conn.execute("SELECT relpersistence FROM pg_class WHERE oid = %s::regclass",
+                                   (table + "_locks",)).fetchone()
+    assert persistence == ("u",)  # unlogged: a server crash frees every lock
 
 
 def test_create_schema_false_uses_a_table_made_elsewhere(

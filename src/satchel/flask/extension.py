@@ -9,8 +9,9 @@ from flask import Flask
 from satchel.codec import TaggedCodec, default_codec
 from satchel.cookie_mode import CookieEngine, SealedCookies
 from satchel.engine import Engine
-from satchel.errors import ConfigError, StoreUnavailable
+from satchel.errors import ConfigError, SessionLocked, StoreUnavailable
 from satchel.flask.interface import SatchelSessionInterface, no_key
+from satchel.flask.lock import check_locked_views, release_at_teardown, session_locked
 from satchel.flask.responses import serialize_sessions, store_unavailable
 from satchel.keys import as_bytes, fallback_bytes
 from satchel.lifetime import Clock, seconds, system_clock
@@ -69,13 +70,19 @@ class Satchel:
             grace = seconds(app.config.get("SATCHEL_GRACE_PERIOD"), name="SATCHEL_GRACE_PERIOD")
             engine = Engine(store, codec=self.codec, clock=self.clock,
                             grace=DEFAULT_GRACE if grace is None else grace)
+        check_locked_views(app, engine)
         interface = SatchelSessionInterface(engine)
         interface.check_config(app)
         app.session_interface = interface
         serialize_sessions(app)
         app.extensions["satchel"] = self
-        if StoreUnavailable not in app.error_handler_spec[None][None]:
+        handlers = app.error_handler_spec[None][None]
+        if StoreUnavailable not in handlers:
             app.register_error_handler(StoreUnavailable, store_unavailable)
+        if SessionLocked not in handlers:
+            app.register_error_handler(SessionLocked, session_locked)
+        if release_at_teardown not in app.teardown_request_funcs.setdefault(None, []):
+            app.teardown_request(release_at_teardown)
         from satchel.cli import satchel_cli
 
         if "satchel" not in app.cli.commands:

@@ -13,6 +13,7 @@ from satchel.cookie_header import CookieTemplate, check_samesite
 from satchel.cookie_mode import CookieEngine
 from satchel.engine import Engine
 from satchel.errors import SessionTooLarge, StoreUnavailable
+from satchel.flask.lock import locked_view_gate, release_held_lock
 from satchel.flask.responses import add_session_headers, become_unavailable
 from satchel.foreign import ForeignReader
 from satchel.keys import ShortKeyLog, fallback_tuple, ring_bytes
@@ -31,6 +32,7 @@ class FlaskSession(Session, SessionMixin):  # type: ignore[override]
     policy: Any = None  # the keys and timeouts the request was opened with
     permanent_lifetime = 0.0  # PERMANENT_SESSION_LIFETIME then, in seconds
     path: str | None = None  # the request's path, when the interface learns which use sessions
+    lock_gate = staticmethod(locked_view_gate)  # @session_lock views lock before the load
 
 
 class SatchelSessionInterface(SessionInterface):
@@ -117,9 +119,17 @@ class SatchelSessionInterface(SessionInterface):
         if type(session) is not FlaskSession and not isinstance(session, Session):
             raise TypeError(f"satchel cannot save a {type(session).__name__}; was the session"
                             " interface swapped during the request?")
+        try:
+            self._save(app, session, response)
+        finally:  # @session_lock: released once the commit is done (or failed)
+            if session.held_lock is not None:
+                release_held_lock(session)
+
+    def _save(self, app: Flask, session: Session, response: Response) -> None:
         path = getattr(session, "path", None)
         if path is not None and self.session_use is not None:
-            self.session_use.record(path, used=session.accessed,
+            # A locked request's load must wait for its lock: never prefetch its path.
+            self.session_use.record(path, used=session.accessed and not session.was_locked,
                                     had_cookie=session.request_cookie is not None)
         check_samesite(self.get_cookie_samesite(app))  # before the store is written
         name = self.get_cookie_name(app)

@@ -22,6 +22,7 @@ class MemoryStore:
 
     def __init__(self, *, clock: Clock = system_clock) -> None:
         self._records: dict[str, Record] = {}
+        self._locks: dict[str, tuple[str, float]] = {}  # lock key -> (token, lease's end)
         self._lock = threading.Lock()
         self._clock = clock
 
@@ -57,12 +58,31 @@ class MemoryStore:
         with self._lock:
             self._records.pop(key, None)
 
+    def acquire_lock(self, key: str, token: str, lease: float) -> bool:
+        with self._lock:
+            now = self._clock()
+            held = self._locks.get(key)
+            if held is not None and held[1] > now:
+                return False
+            self._locks[key] = (token, now + lease)
+            return True
+
+    def release_lock(self, key: str, token: str) -> bool:
+        with self._lock:
+            held = self._locks.get(key)
+            if held is None or held[0] != token:
+                return False
+            del self._locks[key]
+            return True
+
     def purge_expired(self, batch: int = 1000) -> int:
         with self._lock:
             now = self._clock()
             dead = [k for k, r in self._records.items() if r.expires_at <= now][:batch]
             for key in dead:
                 del self._records[key]
+            for key in [k for k, (_, end) in self._locks.items() if end <= now]:
+                del self._locks[key]  # locks whose holder never released them
             return len(dead)
 
     def count_expired(self) -> int:

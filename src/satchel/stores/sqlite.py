@@ -3,7 +3,8 @@
 One file, WAL journal, safe across threads (a connection per thread) and
 across processes sharing the file. The schema is created idempotently; a
 session is a row in ``satchel_sessions`` plus a row per key in
-``satchel_fields``, so an update rewrites only the keys that changed.
+``satchel_fields``, so an update rewrites only the keys that changed. A
+session lock (``@session_lock``) is a lease row in ``satchel_locks``.
 
     store = SQLiteStore("/var/lib/myapp/sessions.sqlite3")
 """
@@ -37,6 +38,11 @@ CREATE TABLE IF NOT EXISTS satchel_fields (
     value BLOB NOT NULL,
     PRIMARY KEY (key, name)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS satchel_locks (
+    key        TEXT PRIMARY KEY,
+    token      TEXT NOT NULL,
+    expires_at REAL NOT NULL
+) WITHOUT ROWID;
 """
 
 _LOAD = (
@@ -61,6 +67,14 @@ _CLEAR_FIELDS = "DELETE FROM satchel_fields WHERE key = ?"
 _IS_LIVE = "SELECT 1 FROM satchel_sessions WHERE key = ? AND expires_at > ?"
 _NOTHING = Patch()
 _HAS_FIELDS = "SELECT 1 FROM satchel_fields WHERE key = ? LIMIT 1"
+# A lease row per held lock: taken if absent or past its lease, in one statement.
+_ACQUIRE_LOCK = (
+    "INSERT INTO satchel_locks (key, token, expires_at) VALUES (?, ?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET token = excluded.token, expires_at = excluded.expires_at"
+    " WHERE satchel_locks.expires_at <= ?"
+)
+_RELEASE_LOCK = "DELETE FROM satchel_locks WHERE key = ? AND token = ?"
+_PURGE_LOCKS = "DELETE FROM satchel_locks WHERE expires_at <= ?"
 _PURGE = (
     "DELETE FROM satchel_sessions WHERE key IN"
     " (SELECT key FROM satchel_sessions WHERE expires_at <= ? LIMIT ?)"
@@ -205,9 +219,22 @@ class SQLiteStore:
         with self._write() as conn:
             conn.execute(_DELETE, (key,))
 
+    def acquire_lock(self, key: str, token: str, lease: float) -> bool:
+        now = self._clock()
+        with self._errors():
+            cursor = self._connect().execute(_ACQUIRE_LOCK, (key, token, now + lease, now))
+        return cursor.rowcount == 1
+
+    def release_lock(self, key: str, token: str) -> bool:
+        with self._errors():
+            return self._connect().execute(_RELEASE_LOCK, (key, token)).rowcount == 1
+
     def purge_expired(self, batch: int = 1000) -> int:
+        """Delete up to ``batch`` expired sessions (and every lock past its lease)."""
         with self._write() as conn:
-            return conn.execute(_PURGE, (self._clock(), batch)).rowcount
+            now = self._clock()
+            conn.execute(_PURGE_LOCKS, (now,))
+            return conn.execute(_PURGE, (now, batch)).rowcount
 
     def count_expired(self) -> int:
         with self._errors():

@@ -3,7 +3,9 @@
 Each operation is one statement on a connection from a ``psycopg_pool``
 pool. ``update`` merges the patch into the row inside that statement (under
 the row lock), so commits that change different fields both survive, and it
-never touches a missing or expired row. Expired rows stay until
+never touches a missing or expired row. A session lock (``@session_lock``) is
+a lease row in an UNLOGGED table beside it (``<table>_locks``, see
+:data:`LOCK_SCHEMA`), created on first use. Expired rows stay until
 :meth:`~PostgresStore.purge_expired` deletes them (e.g. from a cron job).
 
     pool = ConnectionPool("postgresql://app@db.internal/app", open=True,
@@ -29,7 +31,7 @@ except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError("PostgresStore needs psycopg 3 and psycopg_pool:"
                       " pip install 'satchel[postgres]'") from err
 
-from satchel.stores.postgres.statements import SCHEMA
+from satchel.stores.postgres.statements import LOCK_SCHEMA, SCHEMA
 from satchel.stores.postgres.store import PostgresStore
 
-__all__ = ["SCHEMA", "PostgresStore"]
+__all__ = ["LOCK_SCHEMA", "SCHEMA", "PostgresStore"]

@@ -25,6 +25,24 @@ CREATE INDEX IF NOT EXISTS {expires_index} ON {table} (expires_at);
 CREATE INDEX IF NOT EXISTS {user_index} ON {table} (user_id) WHERE user_id IS NOT NULL;
 """
 
+# Session locks (@session_lock): a lease row per held lock, in a table of its own beside the
+# sessions table, named after it. UNLOGGED: no WAL for a row that lives a request, and a server
+# crash empties the table, which releases every lock as it should. Created on first use.
+LOCK_SCHEMA = """
+CREATE UNLOGGED TABLE IF NOT EXISTS {locks} (
+    key        text PRIMARY KEY,
+    token      text NOT NULL,
+    expires_at double precision NOT NULL
+);
+"""
+LOCK_TABLE_SUFFIX = "_locks"
+ACQUIRE_LOCK = (
+    "INSERT INTO {locks} AS l (key, token, expires_at) VALUES (%s, %s, %s)"
+    " ON CONFLICT (key) DO UPDATE SET token = excluded.token, expires_at = excluded.expires_at"
+    " WHERE l.expires_at <= %s"
+)
+RELEASE_LOCK = "DELETE FROM {locks} WHERE key = %s AND token = %s"
+
 SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('satchel:' || %s))"
 EXISTS = "SELECT to_regclass(%s)"
 LOAD_COLUMNS = "SELECT data::text, created_at, last_seen, expires_at, permanent, user_id"

@@ -27,6 +27,7 @@ from satchel.stores.postgres.pools import (
 )
 from satchel.stores.postgres.sent import Sent, Statement
 from satchel.stores.postgres.statements import (
+    ACQUIRE_LOCK,
     ASYNC_COMMIT,
     COUNT_EXPIRED,
     CREATE,
@@ -34,8 +35,11 @@ from satchel.stores.postgres.statements import (
     EXISTS,
     FLOAT8_OID,
     LOAD,
+    LOCK_SCHEMA,
+    LOCK_TABLE_SUFFIX,
     PREFETCH,
     PURGE,
+    RELEASE_LOCK,
     SCHEMA,
     SCHEMA_LOCK,
     TABLE_NAME,
@@ -112,6 +116,11 @@ class PostgresStore:
             return sql.SQL(query).format(table=ident).as_bytes()
 
         self._ident = ident
+        locks = sql.Identifier(*schema, name + LOCK_TABLE_SUFFIX)
+        self._locks = locks
+        self._acquire_lock = sql.SQL(ACQUIRE_LOCK).format(locks=locks).as_bytes()
+        self._release_lock = sql.SQL(RELEASE_LOCK).format(locks=locks).as_bytes()
+        self._locks_ready = not create_schema  # the lock table: created on first use
         self._load = build(LOAD)
         self._prefetch = Statement(build(PREFETCH), (TEXT_OID, FLOAT8_OID))
         self._commit_mode = sql.SQL("" if durable_writes else ASYNC_COMMIT)
@@ -337,6 +346,42 @@ class PostgresStore:
     def count_expired(self) -> int:
         row = self._run(self._count_expired, (self._clock(),), True)
         return int(row[0]) if row else 0
+
+    def acquire_lock(self, key: str, token: str, lease: float) -> bool:
+        """Insert the lease row, or take over one past its lease (one statement)."""
+        if not self._locks_ready:
+            self._create_lock_table()
+        now = self._clock()
+        with self._lock_table_named():
+            return bool(self._run(self._acquire_lock, (key, token, now + lease, now), False) == 1)
+
+    def release_lock(self, key: str, token: str) -> bool:
+        with self._lock_table_named():
+            return bool(self._run(self._release_lock, (key, token), False) == 1)
+
+    @contextmanager
+    def _lock_table_named(self) -> Iterator[None]:
+        """A missing lock table is named as such (created on first use, unless
+        ``create_schema=False``)."""
+        try:
+            yield
+        except StoreUnavailable as err:
+            if not isinstance(err.__cause__, psycopg.errors.UndefinedTable):
+                raise
+            locks = self.table + LOCK_TABLE_SUFFIX
+            raise StoreUnavailable(f"PostgresStore {self._where} unavailable: the lock table"
+                                   f" {locks!r} of @session_lock does not exist; create it (see"
+                                   " satchel.stores.postgres.LOCK_SCHEMA) or pass"
+                                   " create_schema=True") from err.__cause__
+
+    def _create_lock_table(self) -> None:
+        """Create the lock table (see :data:`LOCK_SCHEMA`) if it is missing."""
+        with self._errors() as conn, conn.transaction():
+            cursor = psycopg.Cursor(conn, row_factory=tuple_row)
+            cursor.execute(SCHEMA_LOCK, (self.table,))
+            if cursor.execute(EXISTS, (self._locks.as_string(),)).fetchone() == (None,):
+                cursor.execute(sql.SQL(LOCK_SCHEMA).format(locks=self._locks))
+        self._locks_ready = True
 
     def __repr__(self) -> str:
         return f"<PostgresStore {self._where} table={self.table!r}>"

@@ -11,6 +11,9 @@ f:<name>   -> the session field's bytes, one per session key
 m:created, m:seen, m:expires -> repr() of the float timestamps
 m:perm     -> "1" or "0"
 m:user     -> the user, absent when there is none
+
+lock  = prefix + "lock:{" + lock_key + "}"   (a string: the holder's token, with PEXPIRE at
+        the lease's end; taken with SET NX PX, freed by RELEASE_LOCK)
 """
 
 FIELD = b"f:"
@@ -71,5 +74,12 @@ end
 if ARGV[3] ~= '' then redis.call('PEXPIRE', key, ARGV[3]) end
 return 1
 """
+# KEYS[1] = lock key; ARGV[1] = token. Deletes the lock only if that token holds it: a holder
+# whose lease ran out never frees the lock of whoever took it next. Returns 1 if deleted.
+RELEASE_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 CREATE_SHA = hashlib.sha1(CREATE.encode(), usedforsecurity=False).hexdigest()
 UPDATE_SHA = hashlib.sha1(UPDATE.encode(), usedforsecurity=False).hexdigest()
+RELEASE_LOCK_SHA = hashlib.sha1(RELEASE_LOCK.encode(), usedforsecurity=False).hexdigest()

@@ -35,6 +35,8 @@ from satchel.stores.redis.scripts import (
     FLAGS,
     MAX_TTL_MS,
     PERM,
+    RELEASE_LOCK,
+    RELEASE_LOCK_SHA,
     SEEN,
     UPDATE,
     UPDATE_SHA,
@@ -236,6 +238,20 @@ class RedisStore:
             self._command("DEL", self._name(key))
         except DRIVER_ERRORS as err:
             self._fail(err)
+
+    def acquire_lock(self, key: str, token: str, lease: float) -> bool:
+        """``SET lock token NX PX lease``: Redis itself ends the lease (its own clock)."""
+        name = self.prefix.encode() + b"lock:{" + key.encode() + b"}"
+        try:
+            reply = self._command("SET", name, token, "NX", "PX",
+                                  max(1, math.ceil(min(lease * 1000, MAX_TTL_MS))))
+        except DRIVER_ERRORS as err:
+            self._fail(err)
+        return bool(reply)
+
+    def release_lock(self, key: str, token: str) -> bool:
+        name = self.prefix.encode() + b"lock:{" + key.encode() + b"}"
+        return bool(self._eval(RELEASE_LOCK, ["EVALSHA", RELEASE_LOCK_SHA, 1, name, token]))
 
     def _eval(self, script: str, command: list[Any]) -> Any:
         """Run ``EVALSHA`` ``command``; on NOSCRIPT (a new or flushed server), load ``script``
