@@ -177,9 +177,14 @@ def test_postgres_unavailable_messages(url: str) -> None:
 
     from satchel.stores.postgres import PostgresStore
 
-    with pytest.raises(StoreUnavailable) as info:
-        PostgresStore.from_url(url, timeout=0.5)
-    assert_hidden(info.value)
+    started = PostgresStore.from_url(url, timeout=0.5)  # an app starts while it is down
+    try:
+        assert PW not in repr(started)
+        with pytest.raises(StoreUnavailable) as info:
+            started.load("k" * 64)
+        assert_hidden(info.value)
+    finally:
+        started.close()
     with ConnectionPool(url, min_size=1, timeout=0.5, open=True) as pool:
         store = PostgresStore(pool, create_schema=False)
         assert PW not in repr(store)

@@ -25,11 +25,18 @@ DEFAULT_SQLITE_NAME = "sessions.sqlite3"
 KNOWN_SCHEMES = ("sqlite", "memory", "redis", "rediss", "unix", "redis+cluster", "postgresql",
                  "postgres", "cookie")
 _REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster")
-def store_from_url(url: str, *, base_dir: str,
-                   clock: Clock = system_clock) -> Store | SealedCookies:
+DEFAULT_STORE_TIMEOUT = 3.0
+"""Seconds a network store's call may take (``SATCHEL_STORE_TIMEOUT``'s default)."""
+
+
+def store_from_url(url: str, *, base_dir: str, clock: Clock = system_clock,
+                   timeout: float = DEFAULT_STORE_TIMEOUT) -> Store | SealedCookies:
     """The store ``url`` names (or, for ``cookie://``, client-side mode).
 
-    Raises ConfigError naming the URL and the fix.
+    ``timeout`` (seconds) bounds each call of a Redis or PostgreSQL store (connecting, a
+    command or statement sent, the wait for a pooled connection). Raises ConfigError naming
+    the URL and the fix; a server that cannot be reached is not an error here (the store
+    answers StoreUnavailable until it is back).
     """
     shown = redact_url(url)
     scheme, sep, rest = url.partition("://")
@@ -62,14 +69,14 @@ def store_from_url(url: str, *, base_dir: str,
         except ImportError as err:
             raise ConfigError("SATCHEL_STORE: the Redis store needs redis-py;"
                               " pip install 'satchel[redis]'") from err
-        return RedisStore.from_url(url, clock=clock)
+        return RedisStore.from_url(url, clock=clock, timeout=timeout)
     if scheme in ("postgresql", "postgres"):
         try:
             from satchel.stores.postgres import PostgresStore
         except ImportError as err:
             raise ConfigError("SATCHEL_STORE: the PostgreSQL store needs psycopg;"
                               " pip install 'satchel[postgres]'") from err
-        return PostgresStore.from_url(url, clock=clock)
+        return PostgresStore.from_url(url, clock=clock, timeout=timeout)
     raise ConfigError(f"SATCHEL_STORE {shown!r}: unknown scheme {scheme!r}; expected one of "
                       + ", ".join(KNOWN_SCHEMES))
 

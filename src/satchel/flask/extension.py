@@ -17,7 +17,7 @@ from satchel.keys import as_bytes, fallback_bytes
 from satchel.lifetime import Clock, seconds, system_clock
 from satchel.store import Store
 from satchel.tombstone import DEFAULT_GRACE
-from satchel.urls import DEFAULT_SQLITE_NAME, store_from_url
+from satchel.urls import DEFAULT_SQLITE_NAME, DEFAULT_STORE_TIMEOUT, store_from_url
 
 
 def check_keys(app: Flask) -> None:
@@ -25,6 +25,20 @@ def check_keys(app: Flask) -> None:
     fallback_bytes(app.config.get("SECRET_KEY_FALLBACKS"))
     if not no_key(app.config["SECRET_KEY"]):
         as_bytes(app.config["SECRET_KEY"])
+
+
+def store_timeout(app: Flask) -> float:
+    """``SATCHEL_STORE_TIMEOUT`` in seconds (a number or a timedelta; default 3).
+
+    Raises ConfigError for a value that is not a positive duration.
+    """
+    value = seconds(app.config.get("SATCHEL_STORE_TIMEOUT"), name="SATCHEL_STORE_TIMEOUT")
+    if value is None:
+        return DEFAULT_STORE_TIMEOUT
+    if not 0 < value < 86400:  # NaN and infinity too
+        raise ConfigError(f"SATCHEL_STORE_TIMEOUT {app.config['SATCHEL_STORE_TIMEOUT']!r}: must"
+                          " be above 0 and finite; give seconds (e.g. 3) or a timedelta")
+    return value
 
 
 class Satchel:
@@ -56,13 +70,14 @@ class Satchel:
         ``satchel``, that sessions are disabled while ``SECRET_KEY`` is not set,
         and, on ``satchel.security``, keys shorter than 32 bytes.
         """
-        for name in ("SATCHEL_IDLE_TIMEOUT", "SATCHEL_ABSOLUTE_TIMEOUT", "SATCHEL_GRACE_PERIOD"):
+        for name in ("SATCHEL_IDLE_TIMEOUT", "SATCHEL_ABSOLUTE_TIMEOUT", "SATCHEL_GRACE_PERIOD",
+                     "SATCHEL_STORE_TIMEOUT"):
             try:
                 seconds(app.config.get(name), name=name)
             except (TypeError, ValueError) as err:
                 raise ConfigError(f"{name}: {err}") from err
         check_keys(app)  # before a store is opened for nothing
-        store = self._resolve_store(app)
+        store = self._resolve_store(app, store_timeout(app))
         engine: Engine | CookieEngine
         if isinstance(store, SealedCookies):
             engine = CookieEngine(store, codec=self.codec, clock=self.clock)
@@ -88,13 +103,14 @@ class Satchel:
         if "satchel" not in app.cli.commands:
             app.cli.add_command(satchel_cli)
 
-    def _resolve_store(self, app: Flask) -> Store | SealedCookies:
+    def _resolve_store(self, app: Flask, timeout: float) -> Store | SealedCookies:
         configured = self.store if self.store is not None else app.config.get("SATCHEL_STORE")
         if configured is None:
             return store_from_url(f"sqlite:///{DEFAULT_SQLITE_NAME}", base_dir=app.instance_path,
                                   clock=self.clock)
         if isinstance(configured, str):
-            return store_from_url(configured, base_dir=app.instance_path, clock=self.clock)
+            return store_from_url(configured, base_dir=app.instance_path, clock=self.clock,
+                                  timeout=timeout)
         if isinstance(configured, os.PathLike):
             raise ConfigError(f"SATCHEL_STORE {configured!r}: give a URL such as "
                               f"'sqlite:///{os.fspath(configured)}' or a store object")

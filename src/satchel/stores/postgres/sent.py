@@ -21,6 +21,8 @@ from psycopg.pq import DiagnosticField, ExecStatus, TransactionStatus
 from psycopg.pq.abc import PGresult
 from psycopg_pool import ConnectionPool
 
+from satchel.stores.postgres.timed import WaitTimeout
+
 _IDLE = TransactionStatus.IDLE
 _TUPLES_OK = ExecStatus.TUPLES_OK
 _COMMAND_OK = ExecStatus.COMMAND_OK
@@ -108,13 +110,19 @@ class Sent:
         """The rows (one PGresult, text format), or None if the statement failed.
 
         A failure is not explained here: the caller runs its query again the
-        usual way, which raises the driver's error. Call at most once.
+        usual way, which raises the driver's error; but a connection of
+        :func:`~satchel.stores.postgres.timed.timed_connection` that got no
+        answer in time raises its :class:`WaitTimeout`. Call at most once.
         """
         conn, self._conn = self._conn, None
         if conn is None:
             raise RuntimeError("this answer was already read or cancelled")
         try:
             results = conn.wait(generators.fetch_many(conn.pgconn))
+        except WaitTimeout:  # no answer within the store's timeout: asking again would wait again
+            self._statement.forget(id(conn))
+            _close_and_return(self._pool, conn)
+            raise
         except psycopg.Error:
             self._statement.forget(id(conn))
             _close_and_return(self._pool, conn)

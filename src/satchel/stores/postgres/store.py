@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn
@@ -13,6 +14,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool
 
+from satchel.breaker import Breaker
 from satchel.errors import ConfigError, StoreUnavailable
 from satchel.lifetime import Clock, system_clock
 from satchel.redact import chainable, redact_url, scrub, secrets_of
@@ -48,8 +50,12 @@ from satchel.stores.postgres.statements import (
     encode_fields,
     update_sql,
 )
+from satchel.stores.postgres.timed import WaitTimeout, pool_kwargs, timed_connection
 
 _IDLE = TransactionStatus.IDLE
+DEFAULT_TIMEOUT = 3.0
+"""Seconds :meth:`PostgresStore.from_url` bounds connecting, a statement and the pool wait by."""
+log = logging.getLogger("satchel")
 
 
 class _PendingLoad:
@@ -61,7 +67,10 @@ class _PendingLoad:
         self._store, self._sent, self._key = store, sent, key
 
     def result(self) -> Record | None:
-        rows = self._sent.result()
+        try:
+            rows = self._sent.result()
+        except WaitTimeout as err:  # no answer within the timeout: no second try
+            self._store._raise(err)
         if rows is None:  # failed: the usual load raises the driver's error, or succeeds now
             return self._store.load(self._key)
         if rows.ntuples == 0:
@@ -82,8 +91,21 @@ class PostgresStore:
     ``table`` is a plain identifier, optionally schema-qualified
     (``"app.sessions"``). With ``create_schema`` (the default) the table and
     its indexes are created if absent; pass False if you manage DDL (see
-    :data:`SCHEMA`). Connection failures, pool timeouts and a missing table
-    raise :class:`StoreUnavailable`.
+    :data:`SCHEMA`). If the server cannot be reached then, the store is built
+    all the same (an app starts while its database is down): it logs one line
+    on ``satchel``, and creates the table on its first call that reaches the
+    server. Connection failures, pool timeouts, a missing table and a server
+    that does not answer raise :class:`StoreUnavailable`.
+
+    ``timeout`` (seconds) bounds the wait for a pool connection; None keeps
+    the pool's own. Connecting and each statement are bounded by the pool's
+    connections: :meth:`from_url` bounds them all by one timeout; for a pool
+    you build, pass ``connection_class=timed_connection(t)`` and
+    ``kwargs=pool_kwargs({}, t) | {"autocommit": True}`` (both from
+    :mod:`satchel.stores.postgres.timed`), or a wait for a stalled server
+    has no limit. Once a call fails for want of the server, later calls raise
+    :class:`StoreUnavailable` at once while one at a time checks whether it is
+    back (see :mod:`satchel.breaker`).
 
     Writes that keep session data (``create``, ``update``) commit with
     ``synchronous_commit`` off for their own transaction: they return before
@@ -99,7 +121,7 @@ class PostgresStore:
 
     def __init__(self, pool: ConnectionPool[Any], *, table: str = "satchel_sessions",
                  create_schema: bool = True, durable_writes: bool = False,
-                 clock: Clock = system_clock) -> None:
+                 timeout: float | None = None, clock: Clock = system_clock) -> None:
         if not isinstance(table, str) or not TABLE_NAME.fullmatch(table):
             raise ConfigError(f"PostgresStore table {table!r}: not a plain identifier; use"
                               " letters, digits and '_' (at most 48), optionally after a"
@@ -109,6 +131,9 @@ class PostgresStore:
         self._lease: Lease[ConnectionPool[Any]] | None = None  # from_url's share of its pool
         self._clock = clock
         self._where = where(pool)
+        self._timeout = timeout
+        self._breaker = Breaker(f"PostgresStore {self._where}")
+        self._schema_owed = False
         *schema, name = table.split(".")
         ident = sql.Identifier(*schema, name)
 
@@ -134,25 +159,54 @@ class PostgresStore:
         # alive, so an id is never reused while its entry exists.
         self._cursors: dict[int, psycopg.Cursor[tuple[Any, ...]]] = {}
         if create_schema:
-            ddl = sql.SQL(SCHEMA).format(
-                table=ident, expires_index=sql.Identifier(f"{name}_expires_at"),
-                user_index=sql.Identifier(f"{name}_user_id"))
             try:
-                with self._errors() as conn, conn.transaction():
-                    cursor = psycopg.Cursor(conn, row_factory=tuple_row)
-                    cursor.execute(SCHEMA_LOCK, (table,))
-                    # An existing table is left alone: a user without CREATE rights can use it.
-                    if cursor.execute(EXISTS, (ident.as_string(),)).fetchone() == (None,):
-                        cursor.execute(ddl)
-            except psycopg.errors.InsufficientPrivilege as err:
-                why = err.diag.message_primary
-                raise ConfigError(f"PostgresStore table {table!r}: cannot create it ({why});"
-                                  " create it as its owner (see satchel.stores.postgres.SCHEMA) and"
-                                  " pass create_schema=False") from err
+                self._create_schema()
+            except StoreUnavailable as err:
+                if not self._breaker.down:
+                    raise  # reached, but refused (no such schema, say)
+                self._schema_owed = True
+                log.warning("%r: cannot reach the server at start; session requests get 503"
+                            " until it is back, and the table is created then (%s)", self, err)
+
+    def _create_schema(self) -> None:
+        """Create the table and its indexes if absent, under a lock (several processes start)."""
+        name = self.table.rsplit(".", 1)[-1]
+        ddl = sql.SQL(SCHEMA).format(
+            table=self._ident, expires_index=sql.Identifier(f"{name}_expires_at"),
+            user_index=sql.Identifier(f"{name}_user_id"))
+        try:
+            with self._errors() as conn, conn.transaction():
+                cursor = psycopg.Cursor(conn, row_factory=tuple_row)
+                cursor.execute(SCHEMA_LOCK, (self.table,))
+                # An existing table is left alone: a user without CREATE rights can use it.
+                if cursor.execute(EXISTS, (self._ident.as_string(),)).fetchone() == (None,):
+                    cursor.execute(ddl)
+        except psycopg.errors.InsufficientPrivilege as err:
+            why = err.diag.message_primary
+            raise ConfigError(f"PostgresStore table {self.table!r}: cannot create it ({why});"
+                              " create it as its owner (see satchel.stores.postgres.SCHEMA) and"
+                              " pass create_schema=False") from err
+
+    def _probe(self) -> None:
+        """The breaker's check that the server is back: a connection of its own (a pool whose
+        connections all failed would make it wait its whole timeout), then the table if it is
+        owed, then the pool's idle connections checked (a restart broke them)."""
+        pool = self.pool
+        try:
+            conninfo = pool.conninfo() if callable(pool.conninfo) else pool.conninfo
+            kwargs = pool.kwargs() if callable(pool.kwargs) else pool.kwargs or {}
+            conn = pool.connection_class.connect(conninfo, **kwargs)
+        except psycopg.Error as err:
+            self._raise(err)
+        conn.close()
+        if self._schema_owed:
+            self._create_schema()
+            self._schema_owed = False
+        pool.check()
 
     @classmethod
     def from_url(cls, url: str, *, table: str = "satchel_sessions", create_schema: bool = True,
-                 min_size: int = 1, max_size: int = 10, timeout: float = 5.0,
+                 min_size: int = 1, max_size: int = 10, timeout: float = DEFAULT_TIMEOUT,
                  durable_writes: bool = False, clock: Clock = system_clock) -> PostgresStore:
         """A store on an autocommit pool for ``url`` (``postgresql://`` or ``postgres://``).
 
@@ -161,9 +215,14 @@ class PostgresStore:
         building an app per test opens one pool, not one per app. :meth:`close` releases the
         store's use; the last close closes the pool, and an unclosed one closes at exit.
         The pool is ``store.pool``: do not close it yourself, other stores may be using it.
-        ``timeout`` bounds the wait for a connection, so an unreachable server
-        raises :class:`StoreUnavailable` within it. A URL without a host is a
-        :class:`ConfigError`: the store never connects to a default host.
+        ``timeout`` (seconds) bounds each call: the wait for a pool connection, a
+        statement already sent (``statement_timeout`` on the server, and the
+        client's own wait for an answer), and connecting (libpq's
+        ``connect_timeout``, whole seconds, at least 2; the pool connects in the
+        background, so a request waits at most ``timeout``). Past it:
+        :class:`StoreUnavailable`. A ``connect_timeout`` or ``statement_timeout``
+        in the URL is kept. A URL without a host is a :class:`ConfigError`: the
+        store never connects to a default host.
         """
         shown = redact_url(url)
         scheme = url.partition("://")[0] if "://" in url else ""
@@ -184,20 +243,27 @@ class PostgresStore:
             raise ConfigError(f"PostgreSQL URL {shown!r} has no host; give one, e.g."
                               " 'postgresql://app@db.internal:5432/app', or a socket folder,"
                               " e.g. 'postgresql:///app?host=/var/run/postgresql'")
-        kwargs: dict[str, Any] = {"autocommit": True}
-        if "connect_timeout" not in params:
-            kwargs["connect_timeout"] = max(2, int(timeout))
+        if not timeout > 0:
+            raise ConfigError(f"PostgresStore timeout {timeout!r}: must be a number of seconds"
+                              " above 0, e.g. 3")
+        kwargs: dict[str, Any] = {"autocommit": True, **pool_kwargs(params, timeout)}
 
         def build() -> ConnectionPool[Any]:
+            # reconnect_timeout=0: a connection that cannot be made is given up at once, not
+            # retried in the background with a backoff that grows to minutes; the next call
+            # that needs one connects again, so the first request after the server is back
+            # gets one.
             return ConnectionPool(url, min_size=min_size, max_size=max_size, timeout=timeout,
-                                  open=True, name="satchel", kwargs=kwargs)
+                                  open=True, name="satchel", kwargs=kwargs,
+                                  connection_class=timed_connection(timeout),
+                                  reconnect_timeout=0)
 
         # The pool's shape is the key; the table, schema and commit mode are the store's.
         lease = shared.lease(("postgresql", url, min_size, max_size, timeout), build,
                              close_pool, usable=pool_open)
         try:
             store = cls(lease.resource, table=table, create_schema=create_schema,
-                        durable_writes=durable_writes, clock=clock)
+                        durable_writes=durable_writes, timeout=timeout, clock=clock)
         except BaseException:
             lease.release()
             raise
@@ -221,7 +287,7 @@ class PostgresStore:
     def _errors(self) -> Iterator[psycopg.Connection[Any]]:
         """A pooled connection; driver failures become StoreUnavailable."""
         try:
-            with self.pool.connection() as conn:
+            with self.pool.connection(self._timeout) as conn:
                 yield conn
         except psycopg.Error as err:
             self._raise(err)
@@ -233,9 +299,11 @@ class PostgresStore:
         pool without autocommit is switched for the call and back. Rows are tuples,
         whatever row factory the pool's connections have.
         """
+        if self._breaker.down:  # the store is down: fail fast, or probe
+            self._breaker.enter(self._probe)
         pool = self.pool
         try:
-            conn = pool.getconn()
+            conn = pool.getconn(self._timeout)
         except psycopg.OperationalError as err:  # psycopg_pool's PoolTimeout
             self._raise(err)
         try:
@@ -252,6 +320,8 @@ class PostgresStore:
                 if switch and conn.pgconn.transaction_status == _IDLE:
                     conn.autocommit = False
         except psycopg.Error as err:
+            if isinstance(err, psycopg.OperationalError) and not conn.closed:
+                conn.close()  # it may be mid-statement (a timeout): the pool replaces it
             self._raise(err)
         finally:
             pool.putconn(conn)
@@ -279,8 +349,11 @@ class PostgresStore:
         else:
             raise err
         secrets = pool_secrets(self.pool)
+        why = scrub(why, secrets)
+        if isinstance(err, psycopg.OperationalError):
+            self._breaker.trip(why)
         raise StoreUnavailable(f"PostgresStore {self._where} unavailable:"
-                               f" {scrub(why, secrets)}") from chainable(err, secrets)
+                               f" {why}") from chainable(err, secrets)
 
     def load(self, key: str) -> Record | None:
         row = self._run(self._load, (key, self._clock()), True)
@@ -291,6 +364,8 @@ class PostgresStore:
 
     def prefetch(self, key: str) -> PendingLoad | None:
         """Send ``load(key)``'s SELECT now, on a connection held until it is read."""
+        if self._breaker.down:
+            return None  # load() fails fast, or probes
         sent = self._prefetch.send(self.pool, (key.encode(), repr(self._clock()).encode()))
         if sent is None:
             return None  # load() will run it the usual way and report any failure

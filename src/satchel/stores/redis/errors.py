@@ -41,6 +41,16 @@ _SCRIPT_REFUSED = re.compile(r"(?:ERR )?Error running script \(call to f_[0-9a-f
                              r" @user_script:\d+: @user_script: \d+: -([A-Z]+) ")
 DRIVER_ERRORS = (RedisError, RedisClusterException)
 
+_UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                RedisClusterException)
+
+
+def is_unreachable(err: Exception) -> bool:
+    """True if ``err`` says the server could not be reached or did not answer in time
+    (not a reply such as OOM or READONLY, which a reachable server sends)."""
+    return isinstance(err, _UNREACHABLE) and not isinstance(err, ResponseError)
+
+
 def is_unavailable(err: Exception) -> bool:
     if isinstance(err, _UNAVAILABLE):
         return True

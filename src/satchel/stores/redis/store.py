@@ -12,6 +12,7 @@ import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
+from satchel.breaker import Breaker
 from satchel.errors import ConfigError, StoreUnavailable
 from satchel.ids import fingerprint
 from satchel.lifetime import Clock, system_clock
@@ -23,6 +24,7 @@ from satchel.stores.redis.errors import (
     DRIVER_ERRORS,
     client_secrets,
     is_unavailable,
+    is_unreachable,
     unavailable,
     url_error,
 )
@@ -44,6 +46,9 @@ from satchel.stores.redis.scripts import (
 )
 
 security_log = logging.getLogger("satchel.security")
+log = logging.getLogger("satchel")
+DEFAULT_TIMEOUT = 3.0
+"""Seconds :meth:`RedisStore.from_url` bounds connecting and each command by."""
 
 
 class RedisStore:
@@ -68,6 +73,13 @@ class RedisStore:
     send every command through ``client.execute_command``. A ``RedisCluster``
     and a ``single_connection_client`` always go through the client.
     :meth:`close` returns the kept connections to the pool.
+
+    Time bounds are the client's: build it with ``socket_connect_timeout`` and
+    ``socket_timeout`` (seconds; redis-py 5 has no default, so a stalled server
+    holds a request for ever, and the store logs a warning for such a client),
+    as :meth:`from_url` does. Once a call fails for want of the server, later
+    calls raise :class:`StoreUnavailable` at once while one at a time checks
+    (PING) whether it is back (see :mod:`satchel.breaker`).
     """
 
     def __init__(self, client: redis.Redis | RedisCluster, *, prefix: str = "satchel:",
@@ -85,6 +97,11 @@ class RedisStore:
         self._kept: KeptConnections | None = None
         self._lease: Lease[SharedClient] | None = None  # from_url's share of its client
         self._command: Callable[..., Any]
+        self._breaker = Breaker(repr(self))
+        if client.get_connection_kwargs().get("socket_timeout") is None:
+            log.warning("%r: the Redis client has no socket_timeout, so a stalled server holds"
+                        " requests with no time limit; build it with socket_timeout= and"
+                        " socket_connect_timeout= (seconds), e.g. 3", self)
         if keep_connections and isinstance(client, redis.Redis) and client.connection is None:
             self._kept = KeptConnections(client.connection_pool)
             self._command = self._kept.command
@@ -92,7 +109,7 @@ class RedisStore:
             self._command = self._through_client
 
     @classmethod
-    def from_url(cls, url: str, *, prefix: str = "satchel:",
+    def from_url(cls, url: str, *, prefix: str = "satchel:", timeout: float = DEFAULT_TIMEOUT,
                  clock: Clock = system_clock) -> RedisStore:
         """A store on a client for ``url``, shared by the stores built from ``url``.
 
@@ -104,7 +121,14 @@ class RedisStore:
         ``unix:///path/to/socket`` and ``redis+cluster://host:port`` (any node of
         the cluster). A URL without a host (or, for ``unix://``, a path) is a
         :class:`ConfigError`: the store never connects to a default host.
+        ``timeout`` (seconds) bounds connecting and each command
+        (``socket_connect_timeout``, ``socket_timeout``; the URL's own
+        ``?socket_timeout=`` wins); past it, :class:`StoreUnavailable`.
         """
+        if not timeout > 0:
+            raise ConfigError(f"RedisStore timeout {timeout!r}: must be a number of seconds"
+                              " above 0, e.g. 3")
+        bounds = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
         shown = redact_url(url)
         secrets = secrets_of(url)
         try:
@@ -127,13 +151,13 @@ class RedisStore:
                 if scheme == "redis+cluster":
                     direct = urlunsplit(parts._replace(scheme="redis"))
                     with unavailable(f"RedisStore for {shown!r}", secrets):
-                        return SharedClient(RedisCluster.from_url(direct))
-                return SharedClient(redis.Redis.from_url(url))
+                        return SharedClient(RedisCluster.from_url(direct, **bounds))
+                return SharedClient(redis.Redis.from_url(url, **bounds))
             except ValueError as err:
                 raise url_error(shown, err, secrets) from chainable(err, secrets)
 
         # The URL is the key; the prefix is the store's.
-        lease = shared.lease(("redis", url), build, SharedClient.close,
+        lease = shared.lease(("redis", url, timeout), build, SharedClient.close,
                              usable=SharedClient.usable)
         try:
             store = cls(lease.resource.client, prefix=prefix, clock=clock, keep_connections=False)
@@ -151,6 +175,8 @@ class RedisStore:
         return self._open + key.encode() + b"}"
 
     def load(self, key: str) -> Record | None:
+        if self._breaker.down:  # the store is down: fail fast, or probe
+            self._breaker.enter(self._probe)
         try:
             data = self._command("HGETALL", self._name(key))
         except DRIVER_ERRORS as err:
@@ -164,7 +190,7 @@ class RedisStore:
 
     def prefetch(self, key: str) -> PendingLoad | None:
         """Send ``load(key)``'s HGETALL now; read it later (kept connections only)."""
-        if self._kept is None:
+        if self._kept is None or self._breaker.down:
             return None
         try:
             reply = self._kept.start("HGETALL", self._name(key))
@@ -234,6 +260,8 @@ class RedisStore:
         return Updated(self._eval(UPDATE, args))
 
     def delete(self, key: str) -> None:
+        if self._breaker.down:
+            self._breaker.enter(self._probe)
         try:
             self._command("DEL", self._name(key))
         except DRIVER_ERRORS as err:
@@ -256,6 +284,8 @@ class RedisStore:
     def _eval(self, script: str, command: list[Any]) -> Any:
         """Run ``EVALSHA`` ``command``; on NOSCRIPT (a new or flushed server), load ``script``
         and run it again. Floats and ints are sent as their ``repr``, as redis-py does."""
+        if self._breaker.down:
+            self._breaker.enter(self._probe)
         try:
             try:
                 return self._command(*command)
@@ -283,13 +313,23 @@ class RedisStore:
         elif self._kept is not None:
             self._kept.close()
 
+    def _probe(self) -> None:
+        """The breaker's check that the server is back: a PING."""
+        try:
+            self._command("PING")
+        except DRIVER_ERRORS as err:
+            self._fail(err)
+
     def _fail(self, err: Exception) -> NoReturn:
         """Raise :class:`StoreUnavailable` from ``err`` if it means the store cannot serve now
-        (the repr is built only then); re-raise any other driver error as it is."""
+        (the repr is built only then), tripping the breaker if the server could not be
+        reached; re-raise any other driver error as it is."""
         if is_unavailable(err):
             secrets = client_secrets(self.client)
-            raise StoreUnavailable(f"{self!r} unavailable: {type(err).__name__}:"
-                                   f" {scrub(str(err), secrets)}") from chainable(err, secrets)
+            why = f"{type(err).__name__}: {scrub(str(err), secrets)}"
+            if is_unreachable(err):
+                self._breaker.trip(why)
+            raise StoreUnavailable(f"{self!r} unavailable: {why}") from chainable(err, secrets)
         raise err
 
     @staticmethod

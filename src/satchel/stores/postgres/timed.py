@@ -1,0 +1,101 @@
+"""Time bounds for PostgreSQL connections: connecting, a statement sent, a stalled network.
+
+Three bounds, each for a different failure (PostgreSQL docs, "Connection Parameters" and
+"Client Connection Defaults"):
+
+- ``connect_timeout`` (libpq): connecting. libpq counts whole seconds, at least 2.
+- ``statement_timeout`` (server setting, sent in ``options``): the server cancels a statement
+  that runs too long (a lock wait, a slow disk). It does nothing if the server, or the network
+  on the way, never answers.
+- the client's own wait: :func:`timed_connection` makes a ``psycopg.Connection`` class whose
+  every wait for the server (psycopg's ``Connection.wait``, which ``execute`` uses) gives up
+  after ``timeout`` seconds, raising ``psycopg.OperationalError``. This is what bounds a stalled
+  server or network, where no byte and no error ever comes back.
+"""
+
+from __future__ import annotations
+
+import inspect
+import select
+from functools import cache
+from time import monotonic
+from typing import Any, TypeVar
+
+import psycopg
+
+RV = TypeVar("RV")
+_NATIVE = "timeout" in inspect.signature(psycopg.Connection.wait).parameters
+# psycopg's Wait/Ready flags (psycopg.waiting), the same in every psycopg 3.
+_WAIT_R, _WAIT_W, _READY_R, _READY_W = 1, 2, 1, 2
+
+
+class WaitTimeout(psycopg.OperationalError):
+    """The server did not answer within the store's timeout."""
+
+
+def pool_kwargs(params: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Connection arguments bounding connect and statements by ``timeout`` seconds.
+
+    ``params`` are the URL's own libpq parameters: a ``connect_timeout`` or a
+    ``statement_timeout`` already in them is kept.
+    """
+    kwargs: dict[str, Any] = {}
+    if "connect_timeout" not in params:
+        kwargs["connect_timeout"] = max(2, round(timeout))
+    options = params.get("options") or ""
+    if "statement_timeout" not in options:
+        ms = max(1, round(timeout * 1000))
+        kwargs["options"] = f"{options} -c statement_timeout={ms}".strip()
+    return kwargs
+
+
+@cache
+def timed_connection(timeout: float) -> type[psycopg.Connection[Any]]:
+    """A ``psycopg.Connection`` subclass whose waits for the server last at most ``timeout`` s.
+
+    Pass it as a pool's ``connection_class``. A wait that runs out raises
+    :class:`WaitTimeout` (a ``psycopg.OperationalError``); the connection is then
+    mid-statement, and the pool discards it when it is returned.
+    """
+
+    class TimedConnection(psycopg.Connection[Any]):
+        def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+            bound = _bound if timeout is None else min(timeout, _bound)
+            if _NATIVE:
+                try:
+                    return super().wait(gen, interval, bound)
+                except psycopg.errors._WaitTimeout as err:
+                    raise WaitTimeout(f"no answer from the server within {bound:g} s") from err
+            return wait_bounded(gen, self.pgconn.socket, bound)
+
+    _bound = float(timeout)
+    TimedConnection.__name__ = TimedConnection.__qualname__ = f"TimedConnection{timeout:g}"
+    return TimedConnection
+
+
+def wait_bounded(gen: Any, fileno: int, timeout: float) -> Any:
+    """Run psycopg generator ``gen`` on socket ``fileno`` for at most ``timeout`` seconds.
+
+    What psycopg's own wait does (for a psycopg whose ``Connection.wait`` takes no timeout),
+    with ``poll``. Raises :class:`WaitTimeout` when the time is up.
+    """
+    deadline = monotonic() + timeout
+    poller = select.poll()
+    try:
+        state = next(gen)
+        while True:
+            mask = (select.POLLIN if state & _WAIT_R else 0) | (
+                select.POLLOUT if state & _WAIT_W else 0)
+            poller.register(fileno, mask)
+            left = deadline - monotonic()
+            events = poller.poll(max(0.0, left) * 1000) if left > 0 else []
+            poller.unregister(fileno)
+            if not events:
+                raise WaitTimeout(f"no answer from the server within {timeout:g} s")
+            got = events[0][1]
+            ready = (_READY_R if got & (select.POLLIN | select.POLLERR | select.POLLHUP) else 0) | (
+                _READY_W if got & (select.POLLOUT | select.POLLERR | select.POLLHUP) else 0)
+            state = gen.send(ready)
+    except StopIteration as done:
+        return done.value
+
