@@ -160,3 +160,15 @@ def test_no_acknowledged_write_is_lost_under_threads(folder: Path) -> None:
     fresh.close()
     store.close()
     assert lost == []
+
+
+def test_a_folder_recreated_while_no_connection_is_open_gets_the_schema(
+        store: SQLiteStore, folder: Path) -> None:
+    """As under a server with a thread per request: every connection closed meanwhile (the
+    new file may even get the old one's inode number)."""
+    store.close()
+    shutil.rmtree(folder)
+    folder.mkdir()
+    store.create("after", record(b=b"2"))
+    loaded = store.load("after")
+    assert loaded is not None and loaded.fields == {"b": b"2"}

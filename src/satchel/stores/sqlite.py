@@ -74,6 +74,7 @@ _UPDATE_META = (
 _UPSERT_FIELD = "INSERT OR REPLACE INTO satchel_fields (key, name, value) VALUES (?, ?, ?)"
 _DELETE_FIELD = "DELETE FROM satchel_fields WHERE key = ? AND name = ?"
 _CLEAR_FIELDS = "DELETE FROM satchel_fields WHERE key = ?"
+_HAS_SCHEMA = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'satchel_fields'"
 _IS_LIVE = "SELECT 1 FROM satchel_sessions WHERE key = ? AND expires_at > ?"
 _NOTHING = Patch()
 _HAS_FIELDS = "SELECT 1 FROM satchel_fields WHERE key = ? LIMIT 1"
@@ -151,7 +152,6 @@ class SQLiteStore:
         self._local = threading.local()
         self._opened: weakref.WeakSet[_Connection] = weakref.WeakSet()  # every thread's
         self._opened_lock = threading.Lock()
-        self._schema_in: tuple[int, int] | None = None  # the file the schema was made in
         with self._errors():
             self._connect()
 
@@ -177,12 +177,9 @@ class SQLiteStore:
         new.execute("PRAGMA journal_mode=WAL")
         new.execute("PRAGMA synchronous=NORMAL")
         new.execute("PRAGMA foreign_keys=ON")
-        identity = file_identity(self.path)
-        if identity[0] != self._schema_in:  # a file this store has not seen: a new one
+        if new.execute(_HAS_SCHEMA).fetchone() is None:  # a new file (inodes are reused)
             new.executescript(SCHEMA)
-            self._schema_in = identity[0]
-            identity = file_identity(self.path)
-        new.identity, new.checked_at = identity, time.monotonic()
+        new.identity, new.checked_at = file_identity(self.path), time.monotonic()
         with self._opened_lock:
             self._opened.add(new)
         local = self._local
