@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SHARED ?= ../shared
 
-.PHONY: demo test lint compat bench clean
+.PHONY: demo test lint compat bench fuzz clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ compat: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) bench/overhead.py
+
+# 1,000,000 fuzzed session cookies across every mode (a few minutes); prints the counts.
+fuzz: $(VENV)/.installed
+	$(PY) bench/fuzz.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

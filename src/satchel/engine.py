@@ -221,7 +221,9 @@ class Engine:
         stored, before anything is written.
         """
         if session.load_failed:
-            return None  # the store failed mid-request: never overwrite what it holds
+            # The store failed mid-request: never overwrite what it holds. A logout
+            # (SATCHEL_ON_STORE_ERROR="anonymous" lets the view run) still expires the cookie.
+            return CookieAction(None) if session.destroyed else None
         if not session.loaded:
             self._cancel_prefetch(session)
             return None

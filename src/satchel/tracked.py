@@ -13,11 +13,15 @@ fast path of ``json.dumps``) sees the data only once something has loaded it.
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
+from satchel.errors import StoreUnavailable
+
 _MUTABLE = (list, dict, set, bytearray, tuple)  # a tuple may hold a list
 _MISSING: Any = object()
+log = logging.getLogger("satchel")
 
 
 class Changes(NamedTuple):
@@ -48,7 +52,10 @@ class TrackedDict(dict[str, Any]):
 
     _cleared = False
     accessed = False
-    load_failed = False
+    load_failed = False  # the loader raised: the commit writes nothing
+    # SATCHEL_ON_STORE_ERROR = "anonymous": a load the store fails leaves the dict empty (and
+    # never saved) instead of raising StoreUnavailable into the view
+    empty_on_store_error = False
 
     def __init__(self, loader: Callable[[Any], None] | None = None) -> None:
         super().__init__()
@@ -67,6 +74,15 @@ class TrackedDict(dict[str, Any]):
             self._loader = None
             try:
                 loader(self)
+            except StoreUnavailable as err:
+                self.load_failed = True  # the commit must write nothing
+                if not self.empty_on_store_error:
+                    raise
+                dict.clear(self)
+                self._raw = {}
+                log.error("session store unavailable while loading; serving an empty session"
+                          " that will not be saved (SATCHEL_ON_STORE_ERROR='anonymous'): %s",
+                          err)
             except BaseException:
                 self.load_failed = True  # the commit must write nothing
                 raise

@@ -19,6 +19,23 @@ from satchel.store import Store
 from satchel.tombstone import DEFAULT_GRACE
 from satchel.urls import DEFAULT_SQLITE_NAME, DEFAULT_STORE_TIMEOUT, store_from_url
 
+ON_STORE_ERROR = ("fail", "anonymous")
+
+
+def on_store_error(app: Flask) -> str:
+    """``SATCHEL_ON_STORE_ERROR``: "fail" (the default; also for None) or "anonymous".
+
+    Raises :class:`ConfigError` naming the key and the allowed values for anything else.
+    """
+    value = app.config.get("SATCHEL_ON_STORE_ERROR")
+    if value is None:
+        return "fail"
+    if type(value) is not str or value not in ON_STORE_ERROR:
+        raise ConfigError(f"SATCHEL_ON_STORE_ERROR {value!r}: expected 'fail' (HTTP 503 while"
+                          " the session store is unreachable, the default) or 'anonymous'"
+                          " (serve an empty session that is never saved)")
+    return value
+
 
 def check_keys(app: Flask) -> None:
     """ConfigError for an unusable ``SECRET_KEY`` (an unset one is allowed) or fallback."""
@@ -65,7 +82,8 @@ class Satchel:
         """Install satchel's session interface on ``app`` and its CLI commands.
 
         Raises :class:`ConfigError` for an unusable config: a store URL, a
-        timeout, or a key (``SECRET_KEY`` or ``SECRET_KEY_FALLBACKS`` not
+        timeout, ``SATCHEL_ON_STORE_ERROR`` (read here, once), or a key
+        (``SECRET_KEY`` or ``SECRET_KEY_FALLBACKS`` not
         ``str``/``bytes``, empty, or fallbacks given as one ``str``). Logs, on
         ``satchel``, that sessions are disabled while ``SECRET_KEY`` is not set,
         and, on ``satchel.security``, keys shorter than 32 bytes.
@@ -76,6 +94,7 @@ class Satchel:
                 seconds(app.config.get(name), name=name)
             except (TypeError, ValueError) as err:
                 raise ConfigError(f"{name}: {err}") from err
+        store_error = on_store_error(app)
         check_keys(app)  # before a store is opened for nothing
         store = self._resolve_store(app, store_timeout(app))
         engine: Engine | CookieEngine
@@ -86,7 +105,7 @@ class Satchel:
             engine = Engine(store, codec=self.codec, clock=self.clock,
                             grace=DEFAULT_GRACE if grace is None else grace)
         check_locked_views(app, engine)
-        interface = SatchelSessionInterface(engine)
+        interface = SatchelSessionInterface(engine, on_store_error=store_error)
         interface.check_config(app)
         app.session_interface = interface
         serialize_sessions(app)

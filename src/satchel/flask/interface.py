@@ -9,6 +9,7 @@ from flask import Flask, Request, Response
 from flask.sessions import SecureCookieSessionInterface, SessionInterface, SessionMixin
 from itsdangerous import BadSignature
 
+from satchel.cookie_action import CookieAction
 from satchel.cookie_header import CookieTemplate, check_samesite
 from satchel.cookie_mode import CookieEngine
 from satchel.engine import Engine
@@ -38,8 +39,12 @@ class FlaskSession(Session, SessionMixin):  # type: ignore[override]
 class SatchelSessionInterface(SessionInterface):
     """Flask's two-method contract, delegated to the framework-free engine."""
 
-    def __init__(self, engine: Engine | CookieEngine) -> None:
+    def __init__(self, engine: Engine | CookieEngine, *, on_store_error: str = "fail") -> None:
+        """``on_store_error``: "fail" (StoreUnavailable: HTTP 503) or "anonymous" (a load the
+        store fails gives an empty session never saved; a save it fails sends the response
+        without the session's cookie). See ``SATCHEL_ON_STORE_ERROR``."""
         self.engine = engine
+        self.anonymous_on_store_error = on_store_error == "anonymous"
         self._policies: dict[tuple[Any, ...], tuple[Any, float]] = {}
         self._templates: dict[tuple[Any, ...], CookieTemplate] = {}
         self._short_keys = ShortKeyLog()
@@ -102,6 +107,8 @@ class SatchelSessionInterface(SessionInterface):
             return None
         name = self.get_cookie_name(app)
         session = FlaskSession()
+        if self.anonymous_on_store_error:
+            session.empty_on_store_error = True
         foreign = (flask_cookie_reader(app) if app.config.get("SATCHEL_READ_FLASK_COOKIES")
                    else None)
         session.policy, session.permanent_lifetime = self._policy_and_lifetime(app)
@@ -144,9 +151,16 @@ class SatchelSessionInterface(SessionInterface):
                 refresh_each_request=app.config["SESSION_REFRESH_EACH_REQUEST"],
                 permanent_lifetime=permanent_lifetime)
         except StoreUnavailable as err:
-            log.error("session store unavailable while saving; responding 503: %s", err)
-            become_unavailable(response)
-            return
+            if not self.anonymous_on_store_error:
+                log.error("session store unavailable while saving; responding 503: %s", err)
+                become_unavailable(response)
+                return
+            log.error("session store unavailable while saving; the response goes out"
+                      " without the session cookie and the session's changes are lost"
+                      " (SATCHEL_ON_STORE_ERROR='anonymous'): %s", err)
+            if not session.destroyed:
+                return
+            action = CookieAction(None)  # a logout still logs the browser out
         if action is None:
             if session.accessed or (
                     not session.loaded and app.config["SESSION_REFRESH_EACH_REQUEST"]

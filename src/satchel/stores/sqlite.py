@@ -6,17 +6,33 @@ session is a row in ``satchel_sessions`` plus a row per key in
 ``satchel_fields``, so an update rewrites only the keys that changed. A
 session lock (``@session_lock``) is a lease row in ``satchel_locks``.
 
+A connection keeps writing into its file after the file has left the path
+(its folder removed or moved, the file replaced, its ``-wal`` or ``-shm``
+removed): SQLite notices that only in rollback-journal mode
+(SQLITE_READONLY_DBMOVED), not in WAL mode. So each connection records the
+(device, inode) of the three files when it opens, and a write commits only
+if they are still the files at the path (three ``stat`` calls per write; an
+inode is not reused while the connection holds it open). Otherwise the
+write is rolled back and retried once on a new connection to the file now
+at the path, whose schema is created if it is new; while the path cannot be
+opened, :class:`StoreUnavailable`. Reads check at most once a second per
+connection (a replaced file may be read for up to a second; nothing read
+there is written back).
+
     store = SQLiteStore("/var/lib/myapp/sessions.sqlite3")
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
+import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from satchel.errors import StoreUnavailable
 from satchel.lifetime import Clock, system_clock
@@ -64,6 +80,7 @@ _UPDATE_META = (
 _UPSERT_FIELD = "INSERT OR REPLACE INTO satchel_fields (key, name, value) VALUES (?, ?, ?)"
 _DELETE_FIELD = "DELETE FROM satchel_fields WHERE key = ? AND name = ?"
 _CLEAR_FIELDS = "DELETE FROM satchel_fields WHERE key = ?"
+_HAS_SCHEMA = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'satchel_fields'"
 _IS_LIVE = "SELECT 1 FROM satchel_sessions WHERE key = ? AND expires_at > ?"
 _NOTHING = Patch()
 _HAS_FIELDS = "SELECT 1 FROM satchel_fields WHERE key = ? LIMIT 1"
@@ -81,8 +98,37 @@ _PURGE = (
 )
 
 
+_T = TypeVar("_T")
+_READ_CHECK_INTERVAL = 1.0  # seconds between a connection's file checks on reads
+log = logging.getLogger("satchel")
+
+FileIdentity = tuple[tuple[int, int] | None, ...]
+
+
+def file_identity(path: str) -> FileIdentity:
+    """(st_dev, st_ino) of the database file at ``path`` and of its -wal and -shm, None
+    for one that does not exist (or cannot be stat'ed: a folder without search permission)."""
+    return (_dev_ino(path), _dev_ino(path + "-wal"), _dev_ino(path + "-shm"))
+
+
+def _dev_ino(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 class _Connection(sqlite3.Connection):
-    """A connection a store can track weakly (the base class takes no weak references)."""
+    """A connection a store can track weakly (the base class takes no weak references),
+    with the identity of the files it opened and when reads last checked it."""
+
+    identity: FileIdentity = ()
+    checked_at = 0.0
+
+
+class _FileMoved(Exception):
+    """The connection's files are no longer the ones at the store's path."""
 
 
 class _Closer:
@@ -121,24 +167,48 @@ class SQLiteStore:
         self._opened: weakref.WeakSet[_Connection] = weakref.WeakSet()  # every thread's
         self._opened_lock = threading.Lock()
         with self._errors():
-            conn = self._connect()
-            conn.executescript(SCHEMA)
+            self._connect()
 
-    def _connect(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            new = sqlite3.connect(self.path, timeout=self._busy_timeout, factory=_Connection,
-                                  isolation_level=None, check_same_thread=False)
-            closer = _Closer(new)  # closes it if a PRAGMA fails, too
-            new.execute("PRAGMA journal_mode=WAL")
-            new.execute("PRAGMA synchronous=NORMAL")
-            new.execute("PRAGMA foreign_keys=ON")
-            with self._opened_lock:
-                self._opened.add(new)
-            local = self._local
-            local.conn, local.closer = new, closer
-            conn = new
-        return conn
+    def _connect(self, *, check: bool = True) -> _Connection:
+        """This thread's connection, reopened if its files have left the path."""
+        conn: _Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            if not check:
+                return conn
+            now = time.monotonic()
+            if now - conn.checked_at < _READ_CHECK_INTERVAL:
+                return conn
+            if file_identity(self.path) == conn.identity:
+                conn.checked_at = now
+                return conn
+            self._drop(conn)
+        return self._open()
+
+    def _open(self) -> _Connection:
+        new = sqlite3.connect(self.path, timeout=self._busy_timeout, factory=_Connection,
+                              isolation_level=None, check_same_thread=False)
+        closer = _Closer(new)  # closes it if a PRAGMA fails, too
+        new.execute("PRAGMA journal_mode=WAL")
+        new.execute("PRAGMA synchronous=NORMAL")
+        new.execute("PRAGMA foreign_keys=ON")
+        if new.execute(_HAS_SCHEMA).fetchone() is None:  # a new file (inodes are reused)
+            new.executescript(SCHEMA)
+        new.identity, new.checked_at = file_identity(self.path), time.monotonic()
+        with self._opened_lock:
+            self._opened.add(new)
+        local = self._local
+        local.conn, local.closer = new, closer
+        return new
+
+    def _drop(self, conn: _Connection) -> None:
+        """Close this thread's connection, whose files are no longer the ones at the path."""
+        log.warning("SQLite store %r: the database file, or its -wal or -shm, is no longer the"
+                    " one at the path (folder removed or moved, file replaced); reopening",
+                    self.path)
+        self._local.conn = self._local.closer = None
+        with self._opened_lock:
+            self._opened.discard(conn)
+        conn.close()  # SQLite neither checkpoints nor deletes the -wal of a moved file
 
     def close(self) -> None:
         """Close the connections the store opened, on every thread.
@@ -161,17 +231,31 @@ class SQLiteStore:
         except sqlite3.DatabaseError as err:
             raise StoreUnavailable(f"SQLite store {self.path!r}: {err}") from err
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """``work(conn)`` in one write transaction, committed only if the connection's files
+        are still the ones at the path; else rolled back and run once more on a new
+        connection. :class:`StoreUnavailable` if the path cannot be opened or keeps changing.
+        """
         with self._errors():
-            conn = self._connect()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+            for _ in range(2):
+                conn = self._connect()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = work(conn)
+                    if file_identity(self.path) != conn.identity:
+                        raise _FileMoved
+                except _FileMoved:
+                    conn.execute("ROLLBACK")
+                    self._drop(conn)
+                    continue
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+                conn.checked_at = time.monotonic()
+                return result
+        raise StoreUnavailable(f"SQLite store {self.path!r}: the database file kept changing"
+                               " under the store (removed, moved or replaced); not written")
 
     def load(self, key: str) -> Record | None:
         with self._errors():
@@ -183,7 +267,7 @@ class SQLiteStore:
         return Record(fields, created_at, last_seen, expires_at, bool(permanent), user)
 
     def create(self, key: str, record: Record) -> None:
-        with self._write() as conn:
+        def work(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM satchel_sessions WHERE key = ? AND expires_at <= ?",
                          (key, self._clock()))
             try:
@@ -193,6 +277,8 @@ class SQLiteStore:
                 raise KeyError("a session with this key exists") from err
             conn.executemany(_UPSERT_FIELD, [(key, n, v) for n, v in record.fields.items()])
 
+        self._write(work)
+
     def update(self, key: str, patch: Patch) -> Updated:
         if patch == _NOTHING:  # only "is it live?": a read, no write transaction
             with self._errors():
@@ -201,7 +287,9 @@ class SQLiteStore:
         permanent = None if patch.permanent is None else int(patch.permanent)
         params = (patch.last_seen, patch.expires_at, permanent, patch.user is not None,
                   patch.user, key, self._clock())
-        with self._write() as conn:  # BEGIN IMMEDIATE: the emptiness check sees the patch alone
+
+        def work(conn: sqlite3.Connection) -> Updated:
+            # BEGIN IMMEDIATE: the emptiness check sees the patch alone
             if conn.execute(_UPDATE_META, params).rowcount == 0:
                 return Updated.GONE
             if patch.clear:
@@ -213,11 +301,12 @@ class SQLiteStore:
             elif patch.delete_if_empty and conn.execute(_HAS_FIELDS, (key,)).fetchone() is None:
                 conn.execute(_DELETE, (key,))
                 return Updated.EMPTIED
-        return Updated.KEPT
+            return Updated.KEPT
+
+        return self._write(work)
 
     def delete(self, key: str) -> None:
-        with self._write() as conn:
-            conn.execute(_DELETE, (key,))
+        self._write(lambda conn: conn.execute(_DELETE, (key,)))
 
     def acquire_lock(self, key: str, token: str, lease: float) -> bool:
         now = self._clock()
@@ -231,10 +320,13 @@ class SQLiteStore:
 
     def purge_expired(self, batch: int = 1000) -> int:
         """Delete up to ``batch`` expired sessions (and every lock past its lease)."""
-        with self._write() as conn:
+
+        def purge(conn: sqlite3.Connection) -> int:
             now = self._clock()
             conn.execute(_PURGE_LOCKS, (now,))
-            return conn.execute(_PURGE, (now, batch)).rowcount
+            return int(conn.execute(_PURGE, (now, batch)).rowcount)
+
+        return self._write(purge)
 
     def count_expired(self) -> int:
         with self._errors():

@@ -1,0 +1,174 @@
+"""SQLiteStore when its file goes away: on the real filesystem, with real threads.
+
+A write is never acknowledged into a file that is no longer the one at the
+store's path (folder removed or moved, file replaced, its -wal or -shm
+removed); the store answers StoreUnavailable while the path is gone, and
+reopens, with its schema, once the path is usable again.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from satchel.errors import StoreUnavailable
+from satchel.store import Patch, Record
+from satchel.stores.sqlite import SQLiteStore
+from tests.clock import FakeClock
+
+FOREVER = 9e12
+
+
+def record(**fields: bytes) -> Record:
+    return Record(dict(fields), 0.0, 0.0, FOREVER)
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    path = tmp_path / "data"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def store(folder: Path) -> SQLiteStore:
+    store = SQLiteStore(folder / "sessions.sqlite3", clock=FakeClock())
+    store.create("before", record(a=b"1"))
+    return store
+
+
+def fresh_load(path: str, key: str) -> Record | None:
+    """What a restarted app would read."""
+    fresh = SQLiteStore(path, clock=FakeClock())
+    try:
+        return fresh.load(key)
+    finally:
+        fresh.close()
+
+
+def test_a_write_into_a_removed_folder_is_not_acknowledged(store: SQLiteStore,
+                                                           folder: Path) -> None:
+    shutil.rmtree(folder)
+    with pytest.raises(StoreUnavailable):
+        store.create("lost", record(a=b"1"))
+    with pytest.raises(StoreUnavailable):
+        store.update("before", Patch(set={"a": b"2"}))
+    with pytest.raises(StoreUnavailable):
+        store.delete("before")
+
+
+def test_the_store_reopens_with_its_schema_when_the_folder_is_back(store: SQLiteStore,
+                                                                   folder: Path) -> None:
+    shutil.rmtree(folder)
+    with pytest.raises(StoreUnavailable):
+        store.create("lost", record(a=b"1"))
+    folder.mkdir()
+    store.create("after", record(b=b"2"))
+    assert store.load("after") is not None
+    loaded = fresh_load(store.path, "after")
+    assert loaded is not None and loaded.fields == {"b": b"2"}
+
+
+def test_a_folder_moved_away_and_back_keeps_its_sessions(store: SQLiteStore,
+                                                         folder: Path) -> None:
+    away = folder.with_name("away")
+    folder.rename(away)
+    with pytest.raises(StoreUnavailable):
+        store.update("before", Patch(set={"a": b"during"}))
+    with pytest.raises(StoreUnavailable):
+        store.load("before")
+    away.rename(folder)
+    assert store.update("before", Patch(set={"b": b"after"}))
+    loaded = fresh_load(store.path, "before")
+    assert loaded is not None and loaded.fields == {"a": b"1", "b": b"after"}
+
+
+def test_a_replaced_file_is_reopened(store: SQLiteStore, folder: Path) -> None:
+    path = store.path
+    copy = str(folder / "restored.sqlite3")
+    with sqlite3.connect(path) as source, sqlite3.connect(copy) as target:
+        source.backup(target)
+    source.close()
+    target.close()
+    store.create("gone-with-the-old-file", record(x=b"1"))
+    os.replace(copy, path)  # restoring a backup: the file, without the old -wal and -shm
+    for suffix in ("-wal", "-shm"):
+        os.remove(path + suffix)
+    store.create("after", record(b=b"2"))  # rolled back in the old file, done in the new one
+    assert store.load("gone-with-the-old-file") is None  # reads the file now at the path
+    loaded = fresh_load(path, "after")
+    assert loaded is not None and loaded.fields == {"b": b"2"}
+    assert fresh_load(path, "before") is not None
+
+
+@pytest.mark.parametrize("suffix", ["-wal", "-shm"])
+def test_a_removed_wal_or_shm_is_noticed(store: SQLiteStore, suffix: str) -> None:
+    os.remove(store.path + suffix)
+    store.create("after", record(b=b"2"))  # on a connection that has the files at the path
+    loaded = fresh_load(store.path, "after")
+    assert loaded is not None and loaded.fields == {"b": b"2"}
+
+
+def test_no_acknowledged_write_is_lost_under_threads(folder: Path) -> None:
+    """Writers on their own connections while the folder is removed and recreated: every
+    write started after the removal and acknowledged is in the file a restarted app opens."""
+    path = str(folder / "sessions.sqlite3")
+    store = SQLiteStore(path, clock=FakeClock())
+    removed_at = [float("inf")]
+    acknowledged: list[tuple[float, str]] = []
+    failures = [0]
+    stop = threading.Event()
+
+    def writer(name: str) -> None:
+        count = 0
+        while not stop.is_set():
+            key = f"{name}-{count}"
+            count += 1
+            started = time.monotonic()
+            try:
+                store.create(key, record(v=key.encode()))
+            except StoreUnavailable:
+                failures[0] += 1
+                continue
+            acknowledged.append((started, key))
+
+    threads = [threading.Thread(target=writer, args=(f"w{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.2)
+        shutil.rmtree(folder)
+        removed_at[0] = time.monotonic()
+        time.sleep(0.2)
+        folder.mkdir()
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+    after = [key for at, key in acknowledged if at > removed_at[0]]
+    assert after, "no write was acknowledged once the folder was back"
+    assert failures[0] > 0, "no write failed while the folder was gone"
+    fresh = SQLiteStore(path, clock=FakeClock())
+    lost = [key for key in after if fresh.load(key) is None]
+    fresh.close()
+    store.close()
+    assert lost == []
+
+
+def test_a_folder_recreated_while_no_connection_is_open_gets_the_schema(
+        store: SQLiteStore, folder: Path) -> None:
+    """As under a server with a thread per request: every connection closed meanwhile (the
+    new file may even get the old one's inode number)."""
+    store.close()
+    shutil.rmtree(folder)
+    folder.mkdir()
+    store.create("after", record(b=b"2"))
+    loaded = store.load("after")
+    assert loaded is not None and loaded.fields == {"b": b"2"}
