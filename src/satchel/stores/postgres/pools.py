@@ -8,7 +8,8 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
-from satchel.redact import secrets_of
+from satchel.errors import ConfigError
+from satchel.redact import chainable, redact_url, scrub, secrets_of
 
 
 def close_pool(pool: ConnectionPool[Any]) -> None:
@@ -57,3 +58,33 @@ def where(pool: ConnectionPool[Any]) -> str:
     host = params.get("host") or params.get("hostaddr") or "(default host)"
     port = f":{params['port']}" if params.get("port") else ""
     return f"{host}{port}/{params.get('dbname') or params.get('user') or ''}"
+
+
+def parse_url(url: str) -> dict[str, Any]:
+    """The libpq parameters of a ``postgresql://`` (or ``postgres://``) URL.
+
+    Raises :class:`ConfigError`, never quoting a password, for another scheme,
+    a raw '@' or '/' in the user info (libpq would misread it), a URL libpq
+    cannot parse, and a URL without a host (the store never connects to a
+    default host).
+    """
+    shown = redact_url(url)
+    scheme = url.partition("://")[0] if "://" in url else ""
+    if scheme.lower() not in ("postgresql", "postgres"):
+        raise ConfigError(f"PostgreSQL URL {shown!r}: unknown scheme {scheme!r};"
+                          " expected postgresql:// or postgres://")
+    if raw_at(url):
+        raise ConfigError(f"PostgreSQL URL {shown!r}: a '@' or '/' in the user name or"
+                          " password must be percent-encoded ('%40', '%2F'); libpq would"
+                          " read the rest of the password as the host or database")
+    secrets = secrets_of(url)
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError as err:
+        why = scrub(str(err), secrets)
+        raise ConfigError(f"PostgreSQL URL {shown!r}: {why}") from chainable(err, secrets)
+    if not params.get("host") and not params.get("hostaddr"):
+        raise ConfigError(f"PostgreSQL URL {shown!r} has no host; give one, e.g."
+                          " 'postgresql://app@db.internal:5432/app', or a socket folder,"
+                          " e.g. 'postgresql:///app?host=/var/run/postgresql'")
+    return params

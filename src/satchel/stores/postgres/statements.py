@@ -5,9 +5,12 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Mapping
+from typing import Any
 
 import orjson
 from psycopg import sql
+
+from satchel.store import Patch
 
 # ``data`` maps field name -> value. A value that is UTF-8 text without NUL (what satchel's
 # codec writes) is a JSON string of that text; any other bytes are {"b64": "<base64>"}.
@@ -134,3 +137,32 @@ def decode_fields(data: str | bytes) -> dict[str, bytes]:
     """The fields from the JSON text of the ``data`` column (str or UTF-8 bytes)."""
     return {name: value.encode() if type(value) is str else base64.b64decode(value["b64"])
             for name, value in orjson.loads(data).items()}
+
+
+def update_params(patch: Patch, key: str, now: float) -> tuple[tuple[bool, ...], list[Any]]:
+    """The shape of ``patch`` (see :func:`update_sql`) and its statement's parameters."""
+    user = patch.user
+    set_ = bool(patch.set)
+    may_empty = patch.delete_if_empty and not set_
+    shape = (patch.clear, bool(patch.delete), set_, patch.last_seen is not None,
+             patch.expires_at is not None, patch.permanent is not None, user is not None,
+             may_empty)
+    params: list[Any] = []
+    if may_empty:  # the DELETE of a record the patch leaves empty comes first
+        params += (key, now)
+        if patch.delete and not patch.clear:
+            params.append(sorted(patch.delete))
+    if patch.clear:
+        params.append(encode_fields(patch.set))
+    else:
+        if patch.delete:
+            params.append(sorted(patch.delete))
+        if set_:
+            params.append(encode_fields(patch.set))
+    for value in (patch.last_seen, patch.expires_at, patch.permanent):
+        if value is not None:
+            params.append(value)
+    if user is not None:
+        params.append(user or None)
+    params += (key, now)
+    return shape, params

@@ -9,7 +9,6 @@ from typing import Any, NoReturn
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool
@@ -17,14 +16,15 @@ from psycopg_pool import ConnectionPool
 from satchel.breaker import Breaker
 from satchel.errors import ConfigError, StoreUnavailable
 from satchel.lifetime import Clock, system_clock
-from satchel.redact import chainable, redact_url, scrub, secrets_of
+from satchel.redact import chainable, scrub
 from satchel.resources import Lease, shared
 from satchel.store import Patch, PendingLoad, Record, Updated
+from satchel.stores.postgres.locks import LeaseRows
 from satchel.stores.postgres.pools import (
     close_pool,
+    parse_url,
     pool_open,
     pool_secrets,
-    raw_at,
     where,
 )
 from satchel.stores.postgres.sent import Sent, Statement
@@ -37,7 +37,6 @@ from satchel.stores.postgres.statements import (
     EXISTS,
     FLOAT8_OID,
     LOAD,
-    LOCK_SCHEMA,
     LOCK_TABLE_SUFFIX,
     PREFETCH,
     PURGE,
@@ -48,6 +47,7 @@ from satchel.stores.postgres.statements import (
     TEXT_OID,
     decode_fields,
     encode_fields,
+    update_params,
     update_sql,
 )
 from satchel.stores.postgres.timed import WaitTimeout, pool_kwargs, timed_connection
@@ -85,7 +85,7 @@ class _PendingLoad:
         self._sent.cancel()
 
 
-class PostgresStore:
+class PostgresStore(LeaseRows):
     """Sessions in the PostgreSQL table ``table``, through ``pool``.
 
     ``table`` is a plain identifier, optionally schema-qualified
@@ -224,25 +224,7 @@ class PostgresStore:
         in the URL is kept. A URL without a host is a :class:`ConfigError`: the
         store never connects to a default host.
         """
-        shown = redact_url(url)
-        scheme = url.partition("://")[0] if "://" in url else ""
-        if scheme.lower() not in ("postgresql", "postgres"):
-            raise ConfigError(f"PostgreSQL URL {shown!r}: unknown scheme {scheme!r};"
-                              " expected postgresql:// or postgres://")
-        if raw_at(url):
-            raise ConfigError(f"PostgreSQL URL {shown!r}: a '@' or '/' in the user name or"
-                              " password must be percent-encoded ('%40', '%2F'); libpq would"
-                              " read the rest of the password as the host or database")
-        secrets = secrets_of(url)
-        try:
-            params = conninfo_to_dict(url)
-        except psycopg.ProgrammingError as err:
-            why = scrub(str(err), secrets)
-            raise ConfigError(f"PostgreSQL URL {shown!r}: {why}") from chainable(err, secrets)
-        if not params.get("host") and not params.get("hostaddr"):
-            raise ConfigError(f"PostgreSQL URL {shown!r} has no host; give one, e.g."
-                              " 'postgresql://app@db.internal:5432/app', or a socket folder,"
-                              " e.g. 'postgresql:///app?host=/var/run/postgresql'")
+        params = parse_url(url)  # ConfigError for an unusable URL
         if not timeout > 0:
             raise ConfigError(f"PostgresStore timeout {timeout!r}: must be a number of seconds"
                               " above 0, e.g. 3")
@@ -378,34 +360,11 @@ class PostgresStore:
             raise KeyError("a session with this key exists")
 
     def update(self, key: str, patch: Patch) -> Updated:
-        user = patch.user
-        set_ = bool(patch.set)
-        may_empty = patch.delete_if_empty and not set_
-        shape = (patch.clear, bool(patch.delete), set_, patch.last_seen is not None,
-                 patch.expires_at is not None, patch.permanent is not None, user is not None,
-                 may_empty)
+        shape, params = update_params(patch, key, self._clock())
         query = self._updates.get(shape)
         if query is None:
             query = self._updates[shape] = update_sql(shape, self._ident, self._commit_mode)
-        params: list[Any] = []
-        if may_empty:  # the DELETE of a record the patch leaves empty comes first
-            params += (key, self._clock())
-            if patch.delete and not patch.clear:
-                params.append(sorted(patch.delete))
-        if patch.clear:
-            params.append(encode_fields(patch.set))
-        else:
-            if patch.delete:
-                params.append(sorted(patch.delete))
-            if set_:
-                params.append(encode_fields(patch.set))
-        for value in (patch.last_seen, patch.expires_at, patch.permanent):
-            if value is not None:
-                params.append(value)
-        if user is not None:
-            params.append(user or None)
-        params += (key, self._clock())
-        if may_empty:
+        if shape[-1]:  # may empty: the statement answers 0, 1 or 2 (see update_sql)
             row = self._run(query, params, True)
             return Updated(row[0])
         updated: int = self._run(query, params, False)
@@ -421,42 +380,6 @@ class PostgresStore:
     def count_expired(self) -> int:
         row = self._run(self._count_expired, (self._clock(),), True)
         return int(row[0]) if row else 0
-
-    def acquire_lock(self, key: str, token: str, lease: float) -> bool:
-        """Insert the lease row, or take over one past its lease (one statement)."""
-        if not self._locks_ready:
-            self._create_lock_table()
-        now = self._clock()
-        with self._lock_table_named():
-            return bool(self._run(self._acquire_lock, (key, token, now + lease, now), False) == 1)
-
-    def release_lock(self, key: str, token: str) -> bool:
-        with self._lock_table_named():
-            return bool(self._run(self._release_lock, (key, token), False) == 1)
-
-    @contextmanager
-    def _lock_table_named(self) -> Iterator[None]:
-        """A missing lock table is named as such (created on first use, unless
-        ``create_schema=False``)."""
-        try:
-            yield
-        except StoreUnavailable as err:
-            if not isinstance(err.__cause__, psycopg.errors.UndefinedTable):
-                raise
-            locks = self.table + LOCK_TABLE_SUFFIX
-            raise StoreUnavailable(f"PostgresStore {self._where} unavailable: the lock table"
-                                   f" {locks!r} of @session_lock does not exist; create it (see"
-                                   " satchel.stores.postgres.LOCK_SCHEMA) or pass"
-                                   " create_schema=True") from err.__cause__
-
-    def _create_lock_table(self) -> None:
-        """Create the lock table (see :data:`LOCK_SCHEMA`) if it is missing."""
-        with self._errors() as conn, conn.transaction():
-            cursor = psycopg.Cursor(conn, row_factory=tuple_row)
-            cursor.execute(SCHEMA_LOCK, (self.table,))
-            if cursor.execute(EXISTS, (self._locks.as_string(),)).fetchone() == (None,):
-                cursor.execute(sql.SQL(LOCK_SCHEMA).format(locks=self._locks))
-        self._locks_ready = True
 
     def __repr__(self) -> str:
         return f"<PostgresStore {self._where} table={self.table!r}>"
