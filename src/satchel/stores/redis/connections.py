@@ -89,23 +89,25 @@ class KeptConnections:
     def start(self, *args: Arg) -> PendingReply | None:
         """Send one command now and read its reply later, from the returned handle.
 
-        None if the command could not be sent (no connection, a dead socket):
-        the caller then sends it with :meth:`command`, which reports the error.
-        Only for commands that may be sent twice (a read): a kept connection
-        the server closed is found out at the read, which then retries.
+        None if a kept connection's socket turned out dead at the send (the server
+        closed it): the caller then sends the command with :meth:`command`, on
+        another. A failure to get a fresh connection from the pool (refused,
+        timed out) is raised: it has already cost its wait, which the caller
+        must not spend again. Only for commands that may be sent twice (a read):
+        a kept connection the server closed is found out at the read, which then
+        retries.
         """
         packed = pack_command(args)
         try:
             connection, kept = self._idle.pop(), True
         except IndexError:
-            try:
-                connection, kept = self.pool.get_connection(), False
-            except ConnectionError:
-                return None
+            connection, kept = self.pool.get_connection(), False
         try:
             connection.send_packed_command((packed,))  # a sequence of chunks
         except ConnectionError:
             self._discard(connection)
+            if not kept:
+                raise
             return None
         except BaseException:
             self._discard(connection)

@@ -194,8 +194,13 @@ class RedisStore:
             return None
         try:
             reply = self._kept.start("HGETALL", self._name(key))
-        except DRIVER_ERRORS:
-            return None  # load() will meet the failure again and report it
+        except DRIVER_ERRORS as err:
+            # Report this failure from result(): letting load() meet it again would make the
+            # request wait out the timeout twice (a stalled server: connecting timed out here).
+            try:
+                self._fail(err)  # trips the breaker now if the server is unreachable
+            except Exception as failed:  # kept, to raise from result()
+                return _FailedLoad(failed)
         return None if reply is None else _PendingLoad(self, reply, key)
 
     def _record(self, data: Any, key: str) -> Record | None:
@@ -269,6 +274,8 @@ class RedisStore:
 
     def acquire_lock(self, key: str, token: str, lease: float) -> bool:
         """``SET lock token NX PX lease``: Redis itself ends the lease (its own clock)."""
+        if self._breaker.down:
+            self._breaker.enter(self._probe)
         name = self.prefix.encode() + b"lock:{" + key.encode() + b"}"
         try:
             reply = self._command("SET", name, token, "NX", "PX",
@@ -366,3 +373,18 @@ class _PendingLoad:
 
     def cancel(self) -> None:
         self._reply.cancel()
+
+
+class _FailedLoad:
+    """A prefetched ``RedisStore.load`` that failed before it was sent: ``result`` raises."""
+
+    __slots__ = ("_error",)
+
+    def __init__(self, error: Exception) -> None:
+        self._error = error
+
+    def result(self) -> Record | None:
+        raise self._error
+
+    def cancel(self) -> None:
+        pass
