@@ -145,12 +145,18 @@ def test_redis_unavailable_messages_and_logs(url: str, caplog: pytest.LogCapture
 
 @pytest.mark.parametrize("url", both("redis+cluster://u:{pw}@127.0.0.1:1",
                                      "redis+cluster://127.0.0.1:1?password={pw}"))
-def test_redis_cluster_unavailable_message(url: str) -> None:
+def test_redis_cluster_unavailable_message(url: str, caplog: pytest.LogCaptureFixture) -> None:
     from satchel.stores.redis import RedisStore
 
-    with pytest.raises(StoreUnavailable) as info:
-        RedisStore.from_url(url)
+    caplog.set_level(logging.INFO)
+    store = RedisStore.from_url(url)  # the app starts; its line at start names no password
+    try:
+        with pytest.raises(StoreUnavailable) as info:
+            store.load("k" * 43)  # builds the client: its failure, with no password
+    finally:
+        store.close()
     assert_hidden(info.value)
+    assert "no cluster node answers" in caplog.text and PW not in caplog.text
 
 
 @pytest.mark.parametrize("url", [

@@ -206,3 +206,68 @@ def test_postgres_terminate_backend() -> None:
         # Terminated connections cost the requests on them a 503 (maybe none): felt=False.
         run_fault(proxied_postgres_url(proxy.port), terminate, terminate, bound=PG_BOUND,
                   label="pg_terminate_backend", felt=False)
+
+
+def timed_call(port: int, method: str, path: str, cookie: str | None) -> tuple[int, float]:
+    started = time.monotonic()
+    status = call(port, method, path, cookie)[0]
+    return status, time.monotonic() - started
+
+
+def test_redis_sigstop_one_request_waits_one_timeout(own_redis: OwnRedis) -> None:
+    """A request on a stalled Redis waits out the timeout once, not once per store call.
+
+    The app's store has no connection yet when the server stops, so the request's prefetch
+    must connect, and connecting times out. That failure is the request's answer (503): the
+    load after it must not wait again (it did: 2 x the timeout). A margin of 0.5 s, as the
+    issue's bound is the timeout plus 1 s.
+    """
+    login = build_app(own_redis.url)
+    login.config["SATCHEL_STORE_TIMEOUT"] = TIMEOUT * 2  # another client, not the app's
+    Satchel(login)  # re-read: the config changed after build_app's Satchel
+    app = build_app(own_redis.url)
+    try:
+        with serving(login) as login_port:
+            status, cookie = call(login_port, "POST", "/login/1", None)
+        assert status == 200 and cookie
+        with serving(app) as port:
+            own_redis.pause()
+            try:
+                outcomes = [timed_call(port, "GET", "/me/1", cookie),  # a load, a save
+                            timed_call(port, "POST", "/login/2", None)]  # a create
+            finally:
+                own_redis.go_on()
+            after = timed_call(port, "GET", "/me/1", cookie)
+    finally:
+        Satchel.store_of(login).close()  # type: ignore[attr-defined]
+        Satchel.store_of(app).close()  # type: ignore[attr-defined]
+    print(f"\nslowest during SIGSTOP: {max(s for _, s in outcomes):.3f} s ({outcomes})")
+    assert [status for status, _ in outcomes] == [503, 503], outcomes
+    assert max(seconds for _, seconds in outcomes) <= TIMEOUT + 0.5, outcomes
+    assert after[0] == 200, after
+
+
+def test_redis_sigstop_one_call_through_the_client_waits_one_timeout(
+    own_redis: OwnRedis,
+) -> None:
+    """``keep_connections=False`` (every command through ``execute_command``) on the client
+    ``from_url`` builds: a stalled server costs one call the timeout once (no retries)."""
+    from satchel.errors import StoreUnavailable
+    from satchel.stores.redis import RedisStore
+
+    built = RedisStore.from_url(own_redis.url, timeout=TIMEOUT)
+    store = RedisStore(built.client, keep_connections=False)
+    try:
+        store.load("k" * 43)  # a connection in the pool, then the stall
+        own_redis.pause()
+        try:
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                store.load("k" * 43)
+            seconds = time.monotonic() - started
+        finally:
+            own_redis.go_on()
+    finally:
+        built.close()
+    print(f"\none call during SIGSTOP: {seconds:.3f} s")
+    assert seconds <= TIMEOUT + 0.5

@@ -85,14 +85,16 @@ def _wait(what: str, ready: Callable[[], bool], timeout: float, logs: Path) -> N
 
 
 @contextmanager
-def redis_cluster(nodes: int = 3, timeout: float = 30) -> Iterator[list[int]]:
-    """Start a ``nodes``-primary cluster with no replicas; yield its ports."""
+def redis_cluster(nodes: int = 3, timeout: float = 30,
+                  ports: list[int] | None = None) -> Iterator[list[int]]:
+    """Start a ``nodes``-primary cluster with no replicas; yield its ports (``ports``, if
+    given: from :func:`free_ports`, say, for a URL made before the cluster starts)."""
     tmp = Path(tempfile.mkdtemp(prefix="satchel-redis-cluster-"))
     procs: list[subprocess.Popen[bytes]] = []
     with ExitStack() as cleanup:
         cleanup.callback(shutil.rmtree, tmp, ignore_errors=True)
         cleanup.callback(_stop, procs)
-        ports = free_ports(nodes)
+        ports = ports or free_ports(nodes)
         for port in ports:
             log = cleanup.enter_context((tmp / f"redis-{port}.log").open("wb"))
             procs.append(subprocess.Popen(

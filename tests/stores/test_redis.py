@@ -34,7 +34,7 @@ from satchel.store import Patch, Record, Updated, apply_patch
 from satchel.stores.redis import RedisStore
 from tests.clock import FakeClock
 from tests.stores.contract import HOUR, PrefetchContract, StoreContract, make_record
-from tests.stores.redis_cluster import HOST, missing_binaries, redis_cluster
+from tests.stores.redis_cluster import HOST, free_ports, missing_binaries, redis_cluster
 from tests.stores.redis_shared import KEY as SECRET_KEY
 from tests.stores.redis_shared import RedisProtocolContract
 
@@ -224,6 +224,26 @@ def test_closed_port_raises_store_unavailable() -> None:
     client.close()
 
 
+def test_a_client_that_retries_is_named_in_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """Each retry may wait out the socket timeout again: a stalled server would hold a
+    request for (1 + retries) timeouts plus back-off, so the store says so, with the fix."""
+    client = redis.Redis(host=HOST, port=closed_port(), socket_timeout=1,
+                         socket_connect_timeout=1, retry=Retry(NoBackoff(), 3))
+    with caplog.at_level(logging.WARNING, logger="satchel"):
+        RedisStore(client, keep_connections=False)
+    [line] = [r.getMessage() for r in caplog.records]
+    assert "up to 3 times" in line and "Retry(redis.backoff.NoBackoff(), 0)" in line
+
+
+def test_from_url_builds_a_client_that_does_not_retry(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="satchel"):
+        store = RedisStore.from_url(f"redis://{HOST}:{closed_port()}/0")
+    try:
+        assert not [r for r in caplog.records if "retry" in r.getMessage()]
+    finally:
+        store.close()
+
+
 def test_closed_port_from_url_raises_store_unavailable() -> None:
     store = RedisStore.from_url(f"redis://{HOST}:{closed_port()}/0")
     with pytest.raises(StoreUnavailable):
@@ -286,11 +306,14 @@ class TestRedisClusterStore(StoreContract, PrefetchContract):
     def test_repr_says_cluster(self, store: RedisStore) -> None:
         assert repr(store).startswith("<RedisStore cluster ")
 
-    def test_from_url(self, cluster_ports: list[int], clock: FakeClock) -> None:
+    def test_from_url(self, cluster_ports: list[int], clock: FakeClock,
+                      caplog: pytest.LogCaptureFixture) -> None:
         prefix = random_prefix()
-        store = RedisStore.from_url(f"redis+cluster://{HOST}:{cluster_ports[1]}", prefix=prefix,
-                                    clock=clock)
+        with caplog.at_level(logging.WARNING, logger="satchel"):  # no retries: no warning
+            store = RedisStore.from_url(f"redis+cluster://{HOST}:{cluster_ports[1]}",
+                                        prefix=prefix, clock=clock)
         try:
+            assert not caplog.records
             assert isinstance(store.client, RedisCluster)
             store.create("k1", make_record(clock, a=b"1"))
             loaded = store.load("k1")
@@ -336,6 +359,41 @@ class TestRedisClusterStore(StoreContract, PrefetchContract):
         for node in nodes:
             node.close()
 
-    def test_unreachable_cluster_raises_store_unavailable(self) -> None:
-        with pytest.raises(StoreUnavailable, match="redis\\+cluster"):
-            RedisStore.from_url(f"redis+cluster://{HOST}:{closed_port()}")
+    def test_unreachable_cluster_raises_store_unavailable_on_use(self) -> None:
+        store = RedisStore.from_url(f"redis+cluster://{HOST}:{closed_port()}")
+        try:
+            with pytest.raises(StoreUnavailable, match="<RedisStore cluster "):
+                store.load(SECRET_KEY)
+        finally:
+            store.close()
+
+    def test_app_starts_while_its_cluster_is_down(
+        self, cluster_ports: list[int], caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """RedisCluster connects in its constructor: the store builds it on first use instead,
+        so the app starts, answers 503, and the first request once the cluster is up works."""
+        from flask import Flask, session
+
+        from satchel import Satchel
+
+        ports = free_ports(3)
+        app = Flask("cluster_down")
+        app.config.update(SECRET_KEY="cluster test secret " * 2,
+                          SATCHEL_STORE=f"redis+cluster://{HOST}:{ports[0]}")
+        with caplog.at_level(logging.WARNING, logger="satchel"):
+            Satchel(app)
+        [line] = [r.getMessage() for r in caplog.records]
+        assert "no cluster node answers at start" in line and f":{ports[0]}" in line
+        app.add_url_rule("/", "write", lambda: session.update(n=1) or "ok", methods=["POST"])
+        app.add_url_rule("/", "read", lambda: str(session.get("n")))
+        client = app.test_client()
+        store = Satchel.store_of(app)
+        try:
+            assert client.post("/").status_code == 503
+            assert client.post("/").status_code == 503
+            with redis_cluster(ports=ports):
+                assert client.post("/").status_code == 200  # the first request once it is up
+                assert client.get("/").get_data(as_text=True) == "1"
+                assert isinstance(store.client, RedisCluster)  # type: ignore[attr-defined]
+        finally:
+            store.close()  # type: ignore[attr-defined]

@@ -19,7 +19,9 @@ try:
 except ImportError:
     cannot_test("the Redis store tests need redis-py: pip install -e '.[redis]'")
 
+from redis.backoff import NoBackoff
 from redis.connection import Encoder, PythonRespSerializer
+from redis.retry import Retry
 
 from satchel.stores.redis.connections import KeptConnections, _pack_in_python, pack_command
 
@@ -217,8 +219,12 @@ def test_an_error_reply_to_a_started_command_keeps_the_connection(client: redis.
 
 
 def test_a_command_cannot_be_started_without_a_server() -> None:
-    client = redis.Redis(host="127.0.0.1", port=closed_port(), socket_connect_timeout=1)
-    assert KeptConnections(client.connection_pool).start("PING") is None
+    """The failure to connect is raised: it has cost its wait, which the caller (a prefetch,
+    then the load) must not spend a second time."""
+    client = redis.Redis(host="127.0.0.1", port=closed_port(), socket_connect_timeout=1,
+                         retry=Retry(NoBackoff(), 0))
+    with pytest.raises(redis.exceptions.ConnectionError):
+        KeptConnections(client.connection_pool).start("PING")
 
 
 # -- packing: the bytes redis-py would send -------------------------------------------------

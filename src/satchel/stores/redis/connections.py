@@ -16,6 +16,7 @@ policy, and client-level hooks and metrics (tracing that wraps
 from __future__ import annotations
 
 import os
+import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -89,23 +90,25 @@ class KeptConnections:
     def start(self, *args: Arg) -> PendingReply | None:
         """Send one command now and read its reply later, from the returned handle.
 
-        None if the command could not be sent (no connection, a dead socket):
-        the caller then sends it with :meth:`command`, which reports the error.
-        Only for commands that may be sent twice (a read): a kept connection
-        the server closed is found out at the read, which then retries.
+        None if a kept connection's socket turned out dead at the send (the server
+        closed it): the caller then sends the command with :meth:`command`, on
+        another. A failure to get a fresh connection from the pool (refused,
+        timed out) is raised: it has already cost its wait, which the caller
+        must not spend again. Only for commands that may be sent twice (a read):
+        a kept connection the server closed is found out at the read, which then
+        retries.
         """
         packed = pack_command(args)
         try:
             connection, kept = self._idle.pop(), True
         except IndexError:
-            try:
-                connection, kept = self.pool.get_connection(), False
-            except ConnectionError:
-                return None
+            connection, kept = self.pool.get_connection(), False
         try:
             connection.send_packed_command((packed,))  # a sequence of chunks
         except ConnectionError:
             self._discard(connection)
+            if not kept:
+                raise
             return None
         except BaseException:
             self._discard(connection)
@@ -227,6 +230,44 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_in_child)
 
 
+class LazyCluster:
+    """Stands in for a ``RedisCluster`` that could not be built because no node answered.
+
+    ``RedisCluster`` asks its nodes for the slot map in its constructor, so an app whose
+    cluster is down could not start. The store holds this instead and calls :meth:`cluster`
+    on its first command, under its breaker: a failure there raises the driver's error
+    (the store reports it as StoreUnavailable), and the first call after the cluster is
+    back builds the client. ``kwargs`` are what ``get_connection_kwargs`` reports meanwhile.
+    """
+
+    __slots__ = ("_build", "_built", "_kwargs", "_lock")
+
+    def __init__(self, build: Callable[[], RedisCluster], kwargs: dict[str, Any]) -> None:
+        self._build = build
+        self._kwargs = kwargs
+        self._built: RedisCluster | None = None
+        self._lock = threading.Lock()
+
+    def get_connection_kwargs(self) -> dict[str, Any]:
+        return self._kwargs
+
+    @property
+    def built(self) -> RedisCluster | None:
+        """The client, once :meth:`cluster` built it."""
+        return self._built
+
+    def cluster(self) -> RedisCluster:
+        """The client, built now if not yet (bounded by the client's connect timeout per
+        startup node). Raises the driver's error if no node answers."""
+        with self._lock:
+            if self._built is None:
+                self._built = self._build()
+            return self._built
+
+    def __repr__(self) -> str:
+        return f"<LazyCluster {'built' if self._built is not None else 'not built'}>"
+
+
 class SharedClient:
     """A client built from a URL, and the connections kept from its pool for all its stores.
 
@@ -236,7 +277,7 @@ class SharedClient:
 
     __slots__ = ("client", "kept")
 
-    def __init__(self, client: redis.Redis | RedisCluster) -> None:
+    def __init__(self, client: redis.Redis | RedisCluster | LazyCluster) -> None:
         self.client = client
         self.kept = (KeptConnections(client.connection_pool)
                      if isinstance(client, redis.Redis) else None)
@@ -246,7 +287,10 @@ class SharedClient:
         nodes' connections open, for the collector)."""
         if self.kept is not None:
             self.kept.close()
-        client = self.client
+        client: redis.Redis | RedisCluster | None = (
+            self.client.built if isinstance(self.client, LazyCluster) else self.client)
+        if client is None:
+            return
         pools = []
         if isinstance(client, RedisCluster):
             nodes = client.get_nodes()  # type: ignore[no-untyped-call]
@@ -259,6 +303,30 @@ class SharedClient:
     def usable(self) -> bool:
         """False for a cluster client someone closed (it forgets its nodes); a closed
         ``redis.Redis`` connects again by itself."""
-        client = self.client
+        client: redis.Redis | RedisCluster | None = (
+            self.client.built if isinstance(self.client, LazyCluster) else self.client)
+        if client is None:
+            return True
         return (not isinstance(client, RedisCluster)
                 or client.get_default_node() is not None)  # type: ignore[no-untyped-call]
+
+
+def retries_of(client: redis.Redis | RedisCluster) -> int:
+    """How many times ``client`` tries a command (or connecting) again after a timeout or a
+    lost connection; each try may wait out the socket timeout again. -1: without limit.
+
+    ``redis.Redis`` retries per its connections' ``retry`` (redis-py 6+ gives a client built
+    with ``Redis(...)`` 3 to 10 retries with back-off; ``from_url`` none) or one retry for
+    ``retry_on_timeout``/``retry_on_error``. ``RedisCluster`` retries per its ``retry``
+    (redis-py 6+) or ``cluster_error_retry_attempts`` (5.x).
+    """
+    if isinstance(client, RedisCluster):
+        retry = getattr(client, "retry", None)
+        count = max(int(getattr(retry, "_retries", 0)) if retry is not None else 0,
+                    int(getattr(client, "cluster_error_retry_attempts", 0)))
+        return -1 if retry is not None and getattr(retry, "_retries", 0) < 0 else count
+    kwargs = client.get_connection_kwargs()
+    retry = kwargs.get("retry")
+    if retry is not None:
+        return int(getattr(retry, "_retries", 0))
+    return 1 if kwargs.get("retry_on_timeout") or kwargs.get("retry_on_error") else 0

@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
+from redis.connection import parse_url
 from redis.exceptions import NoScriptError
+from redis.retry import Retry
 
 from satchel.breaker import Breaker
 from satchel.errors import ConfigError, StoreUnavailable
@@ -19,7 +22,13 @@ from satchel.lifetime import Clock, system_clock
 from satchel.redact import chainable, redact_url, scrub, secrets_of
 from satchel.resources import Lease, shared
 from satchel.store import Patch, PendingLoad, Record, Updated
-from satchel.stores.redis.connections import KeptConnections, PendingReply, SharedClient
+from satchel.stores.redis.connections import (
+    KeptConnections,
+    LazyCluster,
+    PendingReply,
+    SharedClient,
+    retries_of,
+)
 from satchel.stores.redis.errors import (
     DRIVER_ERRORS,
     client_secrets,
@@ -77,9 +86,13 @@ class RedisStore:
     Time bounds are the client's: build it with ``socket_connect_timeout`` and
     ``socket_timeout`` (seconds; redis-py 5 has no default, so a stalled server
     holds a request for ever, and the store logs a warning for such a client),
-    as :meth:`from_url` does. Once a call fails for want of the server, later
-    calls raise :class:`StoreUnavailable` at once while one at a time checks
-    (PING) whether it is back (see :mod:`satchel.breaker`).
+    and with no retries (``retry=Retry(NoBackoff(), 0)``: each retry may wait the
+    timeout again, and redis-py 6+ retries 3 to 10 times; the store warns too),
+    as :meth:`from_url` does. A ``redis+cluster://`` URL whose nodes do not
+    answer at start gets its client built on first use (503 until then). Once
+    a call fails for want of the server, later calls raise
+    :class:`StoreUnavailable` at once while one at a time checks (PING)
+    whether it is back (see :mod:`satchel.breaker`).
     """
 
     def __init__(self, client: redis.Redis | RedisCluster, *, prefix: str = "satchel:",
@@ -102,6 +115,12 @@ class RedisStore:
             log.warning("%r: the Redis client has no socket_timeout, so a stalled server holds"
                         " requests with no time limit; build it with socket_timeout= and"
                         " socket_connect_timeout= (seconds), e.g. 3", self)
+        if not isinstance(client, LazyCluster) and (retries := retries_of(client)) != 0:
+            log.warning("%r: the Redis client tries a timed-out command or connection again %s"
+                        " (its retry policy), so a stalled server holds a request for that many"
+                        " socket timeouts plus back-off; build it with"
+                        " retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0)", self,
+                        "without limit" if retries < 0 else f"up to {retries} times")
         if keep_connections and isinstance(client, redis.Redis) and client.connection is None:
             self._kept = KeptConnections(client.connection_pool)
             self._command = self._kept.command
@@ -150,21 +169,38 @@ class RedisStore:
             try:
                 if scheme == "redis+cluster":
                     direct = urlunsplit(parts._replace(scheme="redis"))
-                    with unavailable(f"RedisStore for {shown!r}", secrets):
-                        return SharedClient(RedisCluster.from_url(direct, **bounds))
-                return SharedClient(redis.Redis.from_url(url, **bounds))
+
+                    def cluster() -> RedisCluster:
+                        return RedisCluster.from_url(direct, **bounds, **_cluster_no_retry())
+
+                    try:
+                        with unavailable(f"RedisStore for {shown!r}", secrets):
+                            return SharedClient(cluster())
+                    except StoreUnavailable as err:  # the app starts: 503 until a node answers
+                        log.warning("RedisStore for %r: no cluster node answers at start; session"
+                                    " requests get 503 until one does (%s)", shown, err)
+                        return SharedClient(LazyCluster(cluster, {**bounds, **parse_url(direct)}))  # type: ignore[no-untyped-call]
+                return SharedClient(redis.Redis.from_url(url, **bounds,
+                                                         retry=Retry(NoBackoff(), 0)))
             except ValueError as err:
                 raise url_error(shown, err, secrets) from chainable(err, secrets)
 
         # The URL is the key; the prefix is the store's.
         lease = shared.lease(("redis", url, timeout), build, SharedClient.close,
                              usable=SharedClient.usable)
+        client = lease.resource.client
         try:
-            store = cls(lease.resource.client, prefix=prefix, clock=clock, keep_connections=False)
+            # A LazyCluster stands in for the client until _build_cluster replaces it.
+            store = cls(cast(RedisCluster, client) if isinstance(client, LazyCluster) else client,
+                        prefix=prefix, clock=clock, keep_connections=False)
         except BaseException:
             lease.release()
             raise
         store._lease = lease
+        if isinstance(client, LazyCluster):
+            store._command = store._build_cluster
+            if client.built is None:
+                store._breaker.trip("no cluster node answered at start")
         kept = lease.resource.kept
         if kept is not None:  # one set of kept connections for all: each store's would hoard
             store._kept, store._command = kept, kept.command
@@ -194,8 +230,13 @@ class RedisStore:
             return None
         try:
             reply = self._kept.start("HGETALL", self._name(key))
-        except DRIVER_ERRORS:
-            return None  # load() will meet the failure again and report it
+        except DRIVER_ERRORS as err:
+            # Report this failure from result(): letting load() meet it again would make the
+            # request wait out the timeout twice (a stalled server: connecting timed out here).
+            try:
+                self._fail(err)  # trips the breaker now if the server is unreachable
+            except Exception as failed:  # kept, to raise from result()
+                return _FailedLoad(failed)
         return None if reply is None else _PendingLoad(self, reply, key)
 
     def _record(self, data: Any, key: str) -> Record | None:
@@ -269,6 +310,8 @@ class RedisStore:
 
     def acquire_lock(self, key: str, token: str, lease: float) -> bool:
         """``SET lock token NX PX lease``: Redis itself ends the lease (its own clock)."""
+        if self._breaker.down:
+            self._breaker.enter(self._probe)
         name = self.prefix.encode() + b"lock:{" + key.encode() + b"}"
         try:
             reply = self._command("SET", name, token, "NX", "PX",
@@ -294,6 +337,15 @@ class RedisStore:
                 return self._command(*command)
         except DRIVER_ERRORS as err:
             self._fail(err)
+
+    def _build_cluster(self, *args: Any) -> Any:
+        """The first command of a store whose cluster was down at start: build the client
+        (the driver's error if no node answers yet), then send ``args`` through it."""
+        client: Any = self.client
+        if isinstance(client, LazyCluster):
+            self.client = client.cluster()
+        self._command = self._through_client
+        return self._through_client(*args)
 
     def _through_client(self, *args: Any) -> Any:
         """``client.execute_command``, looked up per call: hooks added later still see it."""
@@ -338,7 +390,7 @@ class RedisStore:
         return max(1, math.ceil(min((expires_at - now) * 1000, MAX_TTL_MS)))
 
     def __repr__(self) -> str:
-        if isinstance(self.client, RedisCluster):
+        if isinstance(self.client, RedisCluster | LazyCluster):
             where = "cluster"
         else:
             conn = self.client.get_connection_kwargs()
@@ -347,6 +399,14 @@ class RedisStore:
             else:
                 where = f"{conn.get('host')}:{conn.get('port')}/{conn.get('db', 0)}"
         return f"<RedisStore {where} prefix={self.prefix!r}>"
+
+
+def _cluster_no_retry() -> dict[str, Any]:
+    """RedisCluster arguments for no retry: each retry may wait out the timeout again (and
+    redis-py 6+ retries 3 to 10 times, with back-off). 5.x counts its retries apart."""
+    if int(redis.__version__.split(".", 1)[0]) < 6:
+        return {"retry": Retry(NoBackoff(), 0), "cluster_error_retry_attempts": 0}
+    return {"retry": Retry(NoBackoff(), 0)}
 
 
 class _PendingLoad:
@@ -366,3 +426,18 @@ class _PendingLoad:
 
     def cancel(self) -> None:
         self._reply.cancel()
+
+
+class _FailedLoad:
+    """A prefetched ``RedisStore.load`` that failed before it was sent: ``result`` raises."""
+
+    __slots__ = ("_error",)
+
+    def __init__(self, error: Exception) -> None:
+        self._error = error
+
+    def result(self) -> Record | None:
+        raise self._error
+
+    def cancel(self) -> None:
+        pass
