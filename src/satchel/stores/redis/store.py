@@ -6,20 +6,16 @@ import logging
 import math
 from collections.abc import Callable
 from typing import Any, NoReturn, cast
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
-from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
-from redis.connection import parse_url
 from redis.exceptions import NoScriptError
-from redis.retry import Retry
 
 from satchel.breaker import Breaker
 from satchel.errors import ConfigError, StoreUnavailable
 from satchel.ids import fingerprint
 from satchel.lifetime import Clock, system_clock
-from satchel.redact import chainable, redact_url, scrub, secrets_of
+from satchel.redact import chainable, scrub
 from satchel.resources import Lease, shared
 from satchel.store import Patch, PendingLoad, Record, Updated
 from satchel.stores.redis.connections import (
@@ -34,8 +30,6 @@ from satchel.stores.redis.errors import (
     client_secrets,
     is_unavailable,
     is_unreachable,
-    unavailable,
-    url_error,
 )
 from satchel.stores.redis.scripts import (
     CREATE,
@@ -53,6 +47,7 @@ from satchel.stores.redis.scripts import (
     UPDATE_SHA,
     USER,
 )
+from satchel.stores.redis.urls import client_builder
 
 security_log = logging.getLogger("satchel.security")
 log = logging.getLogger("satchel")
@@ -144,47 +139,7 @@ class RedisStore:
         (``socket_connect_timeout``, ``socket_timeout``; the URL's own
         ``?socket_timeout=`` wins); past it, :class:`StoreUnavailable`.
         """
-        if not timeout > 0:
-            raise ConfigError(f"RedisStore timeout {timeout!r}: must be a number of seconds"
-                              " above 0, e.g. 3")
-        bounds = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
-        shown = redact_url(url)
-        secrets = secrets_of(url)
-        try:
-            parts = urlsplit(url)
-            scheme = parts.scheme.lower()
-            host = parts.path if scheme == "unix" else parts.hostname
-            parts.port  # noqa: B018 - raises ValueError for a malformed port
-        except ValueError as err:
-            raise url_error(shown, err, secrets, hint=True) from chainable(err, secrets)
-        if scheme not in ("redis", "rediss", "unix", "redis+cluster"):
-            raise ConfigError(f"Redis URL {shown!r}: unknown scheme {parts.scheme!r}; expected"
-                              " redis://, rediss://, unix:// or redis+cluster://")
-        if not host:
-            where = "a socket path, e.g. 'unix:///run/redis.sock'" if scheme == "unix" else (
-                "a host, e.g. 'redis://127.0.0.1:6379/0'")
-            raise ConfigError(f"Redis URL {shown!r} has no host; give {where}")
-
-        def build() -> SharedClient:
-            try:
-                if scheme == "redis+cluster":
-                    direct = urlunsplit(parts._replace(scheme="redis"))
-
-                    def cluster() -> RedisCluster:
-                        return RedisCluster.from_url(direct, **bounds, **_cluster_no_retry())
-
-                    try:
-                        with unavailable(f"RedisStore for {shown!r}", secrets):
-                            return SharedClient(cluster())
-                    except StoreUnavailable as err:  # the app starts: 503 until a node answers
-                        log.warning("RedisStore for %r: no cluster node answers at start; session"
-                                    " requests get 503 until one does (%s)", shown, err)
-                        return SharedClient(LazyCluster(cluster, {**bounds, **parse_url(direct)}))  # type: ignore[no-untyped-call]
-                return SharedClient(redis.Redis.from_url(url, **bounds,
-                                                         retry=Retry(NoBackoff(), 0)))
-            except ValueError as err:
-                raise url_error(shown, err, secrets) from chainable(err, secrets)
-
+        build = client_builder(url, timeout)  # ConfigError for an unusable URL
         # The URL is the key; the prefix is the store's.
         lease = shared.lease(("redis", url, timeout), build, SharedClient.close,
                              usable=SharedClient.usable)
@@ -399,14 +354,6 @@ class RedisStore:
             else:
                 where = f"{conn.get('host')}:{conn.get('port')}/{conn.get('db', 0)}"
         return f"<RedisStore {where} prefix={self.prefix!r}>"
-
-
-def _cluster_no_retry() -> dict[str, Any]:
-    """RedisCluster arguments for no retry: each retry may wait out the timeout again (and
-    redis-py 6+ retries 3 to 10 times, with back-off). 5.x counts its retries apart."""
-    if int(redis.__version__.split(".", 1)[0]) < 6:
-        return {"retry": Retry(NoBackoff(), 0), "cluster_error_retry_attempts": 0}
-    return {"retry": Retry(NoBackoff(), 0)}
 
 
 class _PendingLoad:
