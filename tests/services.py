@@ -30,6 +30,14 @@ def cannot_test(reason: str) -> NoReturn:
     pytest.skip(reason, allow_module_level=True)
 
 
+def need_module(name: str) -> Any:
+    """``import name``, or :func:`cannot_test` (a failure under CI, a skip elsewhere)."""
+    try:
+        return __import__(name)
+    except ImportError:
+        cannot_test(f"this test needs {name}: pip install -e '.[dev]'")
+
+
 def closed_port() -> int:
     """A loopback port nothing listens on (bound, read, released)."""
     with socket.socket() as sock:

@@ -12,7 +12,7 @@ from flask import Flask, session
 from satchel import Satchel
 from satchel.breaker import Breaker
 from satchel.errors import ConfigError, StoreUnavailable
-from tests.services import closed_port
+from tests.services import closed_port, need_module
 
 
 def test_a_healthy_breaker_lets_calls_through_without_probing() -> None:
@@ -68,7 +68,7 @@ def test_store_timeout_must_be_a_positive_duration(value: object) -> None:
 
 
 def test_wait_bounded_gives_up_when_the_server_never_answers() -> None:
-    pytest.importorskip("psycopg")
+    need_module("psycopg")
     from satchel.stores.postgres.timed import WaitTimeout, wait_bounded
 
     def wants_to_read() -> object:  # a psycopg generator: wait for readable, then done
@@ -87,7 +87,7 @@ def test_wait_bounded_gives_up_when_the_server_never_answers() -> None:
                                     "redis://127.0.0.1:{port}/0"])
 def test_the_app_starts_while_its_store_is_down_and_answers_503(
         scheme: str, caplog: pytest.LogCaptureFixture) -> None:
-    pytest.importorskip("psycopg" if scheme.startswith("postgresql") else "redis")
+    need_module("psycopg" if scheme.startswith("postgresql") else "redis")
     app = Flask(__name__)
     app.config.update(SECRET_KEY="k" * 32, SATCHEL_STORE=scheme.format(port=closed_port()),
                       SATCHEL_STORE_TIMEOUT=0.5)
@@ -111,7 +111,7 @@ def test_the_app_starts_while_its_store_is_down_and_answers_503(
 
 
 def test_postgres_started_while_down_creates_its_table_when_the_server_is_back() -> None:
-    pytest.importorskip("psycopg")
+    need_module("psycopg")
     import uuid
 
     from satchel.store import Record

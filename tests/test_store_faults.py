@@ -26,7 +26,7 @@ from werkzeug.serving import make_server
 
 from satchel import Satchel
 from tests.faults import FaultProxy, Load, OwnRedis
-from tests.services import LOOPBACK, POSTGRES_URL, cannot_test, postgres_store
+from tests.services import LOOPBACK, POSTGRES_URL, cannot_test, need_module, postgres_store
 
 TIMEOUT = 1.0  # SATCHEL_STORE_TIMEOUT in these tests (short; 0.5 s flaked on a loaded machine)
 CLIENTS = 12
@@ -127,7 +127,7 @@ def run_fault(url: str, begin: Callable[[], None], end: Callable[[], None], *,
 
 @pytest.fixture
 def own_redis() -> Iterator[OwnRedis]:
-    pytest.importorskip("redis")
+    need_module("redis")
     try:
         server = OwnRedis()
     except FileNotFoundError:
