@@ -9,15 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 import pytest
-from flask import Flask, get_flashed_messages, session
-from flask import request as http_request
+from flask import Flask
 
 from tests.clock import FakeClock
-from tests.modes import SERVER_MODES, mode_app
-from tests.test_parallel_requests import Gates, Requests, done, run_script, seeded
+from tests.modes import SERVER_MODES
+from tests.test_parallel_requests import Requests, done, running, scripted_app, seeded
 
 
 @pytest.fixture
@@ -28,44 +26,13 @@ def clock() -> FakeClock:
 @pytest.fixture(params=SERVER_MODES)
 def app(request: pytest.FixtureRequest, clock: FakeClock, tmp_path: Path) -> Iterator[Flask]:
     with ExitStack() as cleanup:
-        app = mode_app(request.param, clock, tmp_path, cleanup, SATCHEL_ABSOLUTE_TIMEOUT=3600)
-        app.extensions["gates"] = Gates()
-
-        @app.get("/run")
-        def run() -> str:
-            for step in http_request.args["script"].split(","):
-                if step == "regenerate":  # a privilege change, or a periodic rotation
-                    session.regenerate()  # type: ignore[attr-defined]
-                elif step.startswith("drop:"):  # a logout as a privilege change (OWASP)
-                    session.pop(step[5:], None)
-                    session.regenerate()  # type: ignore[attr-defined]
-                elif step == "flash":
-                    from flask import flash
-
-                    flash("bye")
-                else:
-                    run_script(step)
-            return "ok"
-
-        @app.get("/dump")
-        def dump() -> dict[str, Any]:
-            return dict(session)
-
-        @app.get("/flashes")
-        def flashes() -> Any:
-            return get_flashed_messages()
-
-        yield app
+        yield scripted_app(request.param, clock, tmp_path, cleanup, SATCHEL_ABSOLUTE_TIMEOUT=3600)
 
 
 @pytest.fixture
 def requests(app: Flask) -> Iterator[Requests]:
-    runner = Requests(app)
-    yield runner
-    for name in list(runner.gates._events):
-        if name.startswith("go:"):
-            runner.gates.release(name[3:])
-    runner.pool.shutdown(wait=True)
+    with running(app) as runner:
+        yield runner
 
 
 # -- destroy() always wins ----------------------------------------------------------------

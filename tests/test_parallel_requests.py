@@ -12,12 +12,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask, session
+from flask import Flask, flash, get_flashed_messages, session
 from flask import request as http_request
 
 from tests.clock import FakeClock
@@ -68,6 +68,13 @@ def run_script(script: str) -> str:
             session.clear()
         elif verb == "destroy":
             session.destroy()  # type: ignore[attr-defined]
+        elif verb == "regenerate":  # a privilege change, or a periodic rotation
+            session.regenerate()  # type: ignore[attr-defined]
+        elif verb == "drop":  # a logout as a privilege change (OWASP): drop the key, rotate
+            session.pop(argument, None)
+            session.regenerate()  # type: ignore[attr-defined]
+        elif verb == "flash":
+            flash("bye")
         elif verb == "login":
             session.clear()
             session["user"] = argument
@@ -106,21 +113,32 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+def scripted_app(mode: str, clock: FakeClock, folder: Path, cleanup: ExitStack,
+                 **config: Any) -> Flask:
+    """An app in ``mode`` whose ``/run?script=...`` runs :func:`run_script`, with ``/dump``
+    (the session's data) and ``/flashes``."""
+    app = mode_app(mode, clock, folder, cleanup, **config)
+    app.extensions["gates"] = Gates()
+
+    @app.get("/run")
+    def run() -> str:
+        return run_script(http_request.args["script"])
+
+    @app.get("/dump")
+    def dump() -> dict[str, Any]:
+        return dict(session)
+
+    @app.get("/flashes")
+    def flashes() -> Any:
+        return get_flashed_messages()
+
+    return app
+
+
 @pytest.fixture(params=SERVER_MODES)
 def app(request: pytest.FixtureRequest, clock: FakeClock, tmp_path: Path) -> Iterator[Flask]:
     with ExitStack() as cleanup:
-        app = mode_app(request.param, clock, tmp_path, cleanup)
-        app.extensions["gates"] = Gates()
-
-        @app.get("/run")
-        def run() -> str:
-            return run_script(http_request.args["script"])
-
-        @app.get("/dump")
-        def dump() -> dict[str, Any]:
-            return dict(session)
-
-        yield app
+        yield scripted_app(request.param, clock, tmp_path, cleanup)
 
 
 class Requests:
@@ -148,14 +166,23 @@ class Requests:
         return client.get("/dump", headers=headers).json
 
 
+@contextmanager
+def running(app: Flask) -> Iterator[Requests]:
+    """A :class:`Requests` for ``app``; at the end no thread is left waiting at a gate."""
+    runner = Requests(app)
+    try:
+        yield runner
+    finally:
+        for name in list(runner.gates._events):
+            if name.startswith("go:"):
+                runner.gates.release(name[3:])
+        runner.pool.shutdown(wait=True)
+
+
 @pytest.fixture
 def requests(app: Flask) -> Iterator[Requests]:
-    runner = Requests(app)
-    yield runner
-    for name in list(runner.gates._events):  # never leave a thread waiting
-        if name.startswith("go:"):
-            runner.gates.release(name[3:])
-    runner.pool.shutdown(wait=True)
+    with running(app) as runner:
+        yield runner
 
 
 def seeded(requests: Requests, script: str = "set:seed=1") -> Browser:
