@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SHARED ?= ../shared
 
-.PHONY: demo test lint compat bench fuzz clean
+.PHONY: demo test lint compat bench fuzz faults clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ bench: $(VENV)/.installed
 # 1,000,000 fuzzed session cookies across every mode (a few minutes); prints the counts.
 fuzz: $(VENV)/.installed
 	$(PY) bench/fuzz.py
+
+# Long store faults (30 s stalls, a store down at start) under a real server: the timing bounds.
+faults: $(VENV)/.installed
+	$(PY) -m tests.fault_harness
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

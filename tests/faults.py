@@ -186,11 +186,13 @@ class OwnRedis:
 
 @dataclass
 class Outcome:
-    """One request made during a fault: when it started (monotonic), its status, its time."""
+    """One request made during a fault: when it started (monotonic), its status, its time,
+    and the number of the client that sent it."""
 
     started: float
     status: int
     seconds: float
+    client: int = -1
 
 
 @dataclass
@@ -219,7 +221,7 @@ class Load:
         while not self._stop.is_set():
             started = time.monotonic()
             status = self.send(number)
-            self.outcomes.append(Outcome(started, status, time.monotonic() - started))
+            self.outcomes.append(Outcome(started, status, time.monotonic() - started, number))
             time.sleep(0.01)
 
     def between(self, start: float, end: float) -> list[Outcome]:

@@ -20,30 +20,18 @@ def test_a_healthy_breaker_lets_calls_through_without_probing() -> None:
     assert not breaker.down
 
 
-def test_while_a_probe_runs_other_callers_fail_at_once_and_a_passed_probe_closes_it() -> None:
-    breaker = Breaker("<Store x>")
+def test_a_probe_that_passes_at_once_closes_it_and_the_call_goes_on() -> None:
+    """The first request after the store is back succeeds: its own probe passes."""
+    breaker = Breaker("store")
     breaker.trip("ConnectionError: refused")
-    inside, release = threading.Event(), threading.Event()
     probes: list[str] = []
-
-    def slow_probe() -> None:
-        probes.append("slow")
-        inside.set()
-        release.wait(10)
-
-    prober = threading.Thread(target=breaker.enter, args=(slow_probe,))
-    prober.start()
-    assert inside.wait(10)
-    with pytest.raises(StoreUnavailable, match=r"<Store x> unavailable .*refused"):
-        breaker.enter(lambda: probes.append("second"))
-    release.set()
-    prober.join(10)
-    assert probes == ["slow"] and not breaker.down
+    breaker.enter(lambda: probes.append("ping"))
+    assert probes == ["ping"] and not breaker.down
     breaker.enter(lambda: probes.append("none"))  # up: nothing runs
-    assert probes == ["slow"]
+    assert probes == ["ping"]
 
 
-def test_a_failed_probe_keeps_it_down_and_the_next_caller_probes_again() -> None:
+def test_a_failed_probe_gives_the_caller_its_error_and_the_next_caller_probes_again() -> None:
     breaker = Breaker("store")
     breaker.trip("down")
 
@@ -56,6 +44,52 @@ def test_a_failed_probe_keeps_it_down_and_the_next_caller_probes_again() -> None
     assert breaker.down
     breaker.enter(lambda: None)
     assert not breaker.down
+
+
+def test_a_stalled_probe_does_not_hold_the_caller_and_closes_the_breaker_when_it_passes() -> None:
+    """A stalled store: the caller that starts the probe gets its 503 without waiting for it,
+    every caller meanwhile fails without starting another, and the probe, once it passes,
+    lets the next call through."""
+    breaker = Breaker("<Store x>")
+    breaker.trip("TimeoutError: timed out")
+    inside, release = threading.Event(), threading.Event()
+    probes: list[str] = []
+
+    def stalled_probe() -> None:
+        probes.append("stalled")
+        inside.set()
+        assert release.wait(30)
+
+    with pytest.raises(StoreUnavailable, match=r"<Store x> unavailable .*timed out"):
+        breaker.enter(stalled_probe)  # returns while the probe is still held
+    assert inside.wait(10) and not release.is_set()
+    for _ in range(3):
+        with pytest.raises(StoreUnavailable, match="checking whether it is back"):
+            breaker.enter(lambda: probes.append("second"))
+    assert probes == ["stalled"] and breaker.down
+    release.set()
+    for _ in range(1000):  # the probe's thread closes the breaker
+        if not breaker.down:
+            break
+        threading.Event().wait(0.01)
+    assert not breaker.down
+    breaker.enter(lambda: probes.append("none"))
+    assert probes == ["stalled"]
+
+
+def test_a_probe_past_its_lease_no_longer_blocks_another() -> None:
+    breaker = Breaker("store", lease=0.0)
+    breaker.trip("down")
+    release = threading.Event()
+
+    def held() -> None:
+        release.wait(30)
+
+    with pytest.raises(StoreUnavailable):
+        breaker.enter(held)
+    breaker.enter(lambda: None)  # lease over: this call probes, and passes
+    assert not breaker.down
+    release.set()
 
 
 @pytest.mark.parametrize("value", [0, -1, "3", float("nan"), float("inf"), timedelta(0)])
@@ -116,8 +150,8 @@ def test_postgres_started_while_down_creates_its_table_when_the_server_is_back()
 
     from satchel.store import Record
     from satchel.stores.postgres import PostgresStore
+    from tests.fault_apps import postgres_target, proxied_postgres_url
     from tests.faults import FaultProxy
-    from tests.test_store_faults import postgres_target, proxied_postgres_url
 
     table = f"satchel_started_down_{uuid.uuid4().hex[:12]}"
     with FaultProxy(postgres_target()) as proxy:
@@ -135,3 +169,22 @@ def test_postgres_started_while_down_creates_its_table_when_the_server_is_back()
             with store.pool.connection() as conn:
                 conn.execute(f"DROP TABLE IF EXISTS {table}")
             store.close()
+
+
+def test_a_fast_failure_while_down_says_why_the_store_fell() -> None:
+    """The 503 a call gets without probing carries the driver's error that tripped the breaker
+    (scrubbed by the store), for the log."""
+    breaker = Breaker("store")
+    cause = ConnectionRefusedError("refused")
+    breaker.trip("ConnectionRefusedError: refused", cause)
+    release = threading.Event()
+
+    def held() -> None:
+        release.wait(30)
+
+    try:
+        with pytest.raises(StoreUnavailable, match="refused") as info:
+            breaker.enter(held)  # still probing when its patience ends
+        assert info.value.__cause__ is cause
+    finally:
+        release.set()

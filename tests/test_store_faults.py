@@ -12,21 +12,17 @@ The figures (requests, statuses, slowest, time to recover) are printed: run with
 
 from __future__ import annotations
 
-import http.client
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from flask import Flask, session
-from werkzeug.serving import make_server
 
 from satchel import Satchel
+from tests.fault_apps import build_app, call, postgres_target, proxied_postgres_url, serving
 from tests.faults import FaultProxy, Load, OwnRedis
-from tests.services import LOOPBACK, POSTGRES_URL, cannot_test, need_module, postgres_store
+from tests.services import LOOPBACK, POSTGRES_URL, cannot_test, need_module
 
 TIMEOUT = 1.0  # SATCHEL_STORE_TIMEOUT in these tests (short; 0.5 s flaked on a loaded machine)
 CLIENTS = 12
@@ -34,55 +30,11 @@ FAULT = 2.0  # seconds each fault lasts
 MARGIN = 2.5  # generous: a loaded CI machine; timing goals belong in bench/
 
 
-def build_app(url: str) -> Flask:
-    app = Flask(__name__)
-    app.config.update(SECRET_KEY="k" * 32, SATCHEL_STORE=url, SATCHEL_STORE_TIMEOUT=TIMEOUT)
-    Satchel(app)
-
-    @app.post("/login/<int:number>")
-    def login(number: int) -> str:
-        session["n"] = number
-        return "in"
-
-    @app.get("/me/<int:number>")
-    def me(number: int) -> tuple[str, int]:
-        if session.get("n") != number:
-            return "lost", 410
-        session["hits"] = session.get("hits", 0) + 1  # a write on every request
-        return "ok", 200
-
-    return app
-
-
-@contextmanager
-def serving(app: Flask) -> Iterator[int]:
-    server = make_server(LOOPBACK, 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_port
-    finally:
-        server.shutdown()
-        thread.join(10)
-
-
-def call(port: int, method: str, path: str, cookie: str | None) -> tuple[int, str | None]:
-    conn = http.client.HTTPConnection(LOOPBACK, port, timeout=60)
-    try:
-        conn.request(method, path, headers={"Cookie": cookie} if cookie else {})
-        response = conn.getresponse()
-        response.read()
-        set_cookie = response.getheader("Set-Cookie")
-        return response.status, set_cookie.split(";", 1)[0] if set_cookie else None
-    finally:
-        conn.close()
-
-
 def run_fault(url: str, begin: Callable[[], None], end: Callable[[], None], *,
               bound: float, label: str, felt: bool = True) -> dict[str, Any]:
     """Log every client in, start the load, ``begin()`` the fault, wait, ``end()`` it, and
     measure. Returns the figures; asserts the behaviour."""
-    app = build_app(url)
+    app = build_app(url, TIMEOUT)
     try:
         with serving(app) as port:
             cookies: list[str] = []
@@ -162,23 +114,6 @@ def test_redis_through_proxy(own_redis: OwnRedis, fault: str) -> None:
                   label=f"redis proxy {fault}", felt=fault != "reset")
 
 
-def postgres_target() -> tuple[str, int]:
-    from psycopg.conninfo import conninfo_to_dict
-
-    with postgres_store():  # skips, or fails under CI, without a server
-        pass
-    params = conninfo_to_dict(POSTGRES_URL)
-    return str(params.get("host") or LOOPBACK), int(params.get("port") or 5432)
-
-
-def proxied_postgres_url(port: int) -> str:
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    params = conninfo_to_dict(POSTGRES_URL)
-    params.update(host=LOOPBACK, port=str(port), application_name="satchel-faults")
-    return "postgresql://?" + make_conninfo(**params).replace(" ", "&")
-
-
 # PostgreSQL: connecting is bounded by libpq's connect_timeout, whole seconds and at least 2.
 PG_BOUND = max(2.0, TIMEOUT)
 
@@ -222,10 +157,10 @@ def test_redis_sigstop_one_request_waits_one_timeout(own_redis: OwnRedis) -> Non
     load after it must not wait again (it did: 2 x the timeout). A margin of 0.5 s, as the
     issue's bound is the timeout plus 1 s.
     """
-    login = build_app(own_redis.url)
+    login = build_app(own_redis.url, TIMEOUT)
     login.config["SATCHEL_STORE_TIMEOUT"] = TIMEOUT * 2  # another client, not the app's
     Satchel(login)  # re-read: the config changed after build_app's Satchel
-    app = build_app(own_redis.url)
+    app = build_app(own_redis.url, TIMEOUT)
     try:
         with serving(login) as login_port:
             status, cookie = call(login_port, "POST", "/login/1", None)

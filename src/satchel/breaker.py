@@ -1,21 +1,34 @@
-"""A store known to be down fails fast; one call at a time checks whether it is back.
+"""A store known to be down fails fast; a background probe checks whether it is back.
 
 A network store (Redis, PostgreSQL) holds one :class:`Breaker`. When one of its calls fails
 because the server cannot be reached (refused, reset, timed out), the store calls
 :meth:`Breaker.trip`. From then on every call first meets :attr:`Breaker.down` and goes through
-:meth:`Breaker.enter`: all but one get :class:`~satchel.errors.StoreUnavailable` at once (a 503 in
-milliseconds instead of a wait for the store's timeout), and the one left runs the store's
-``probe`` (a PING, a ``SELECT 1``, the schema creation still owed), bounded by the store's timeout.
-A probe that passes closes the breaker and its call goes on, so the first request after the store
-is back succeeds; one that fails keeps it open and the next call probes again. There is no delay
-between probes: at most one runs at a time, and a refused connection fails in microseconds.
+:meth:`Breaker.enter`, which never makes a request wait out the store's timeout:
+
+- if no probe is running, it starts one in a thread of its own: the store's ``probe`` (a PING,
+  a ``SELECT 1``, the schema creation still owed), bounded by the store's timeout, and waits
+  for it up to :attr:`Breaker.patience` (50 ms). A probe that passes in that time closes the
+  breaker and the call goes on, so the first request after the store is back succeeds; one
+  that fails (a refused connection fails in microseconds) gives this call its
+  :class:`~satchel.errors.StoreUnavailable`; one still running (a stalled server) leaves the
+  call to fail at once while the probe goes on, and closes the breaker when it passes;
+- while a probe runs, a call waits for it the same way (up to :attr:`Breaker.patience`) and
+  goes on if it passes, so a store that comes back in the middle of a probe (a stalled server
+  that answers again) serves the next request at once; otherwise it gets
+  :class:`~satchel.errors.StoreUnavailable`.
+
+So while the store is down, requests get their 503 in milliseconds: only the requests already
+in a store call when it fell wait for the timeout. There is no delay between probes: at most
+one runs at a time.
 
 A healthy store pays one attribute check per call (``if breaker.down``). This is the "circuit
-breaker" of Nygard's *Release It!* with its half-open state reduced to a single trial call.
+breaker" of Nygard's *Release It!*, its half-open state a single trial call run in the
+background.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from time import monotonic
@@ -23,62 +36,115 @@ from time import monotonic
 from satchel.errors import StoreUnavailable
 
 
+class _Probe:
+    """One run of a store's probe in a thread of its own, and how it ended."""
+
+    __slots__ = ("done", "error", "pid", "started")
+
+    def __init__(self) -> None:
+        self.started = monotonic()
+        self.pid = os.getpid()
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+
 class Breaker:
     """The down/up state of one store.
 
     ``name`` is how messages name the store (no password: the caller's ``repr``).
-    ``lease`` (seconds) is how long a probe may run before another call may probe instead
-    (a probe is bounded by the store's timeout; the lease only guards against a lost one).
+    ``lease`` (seconds) is how long a probe may run before another call may start one beside
+    it (a probe is bounded by the store's timeout; the lease only guards against one that
+    hangs past it). ``patience`` (seconds) is how long a call waits for a probe to answer
+    before it fails.
     """
 
-    __slots__ = ("_lease", "_lock", "_name", "_probe_started", "_reason", "_since", "down")
+    __slots__ = ("_cause", "_lease", "_lock", "_name", "_probe", "_reason", "_since", "down",
+                 "patience")
 
-    def __init__(self, name: str, *, lease: float = 10.0) -> None:
+    def __init__(self, name: str, *, lease: float = 60.0, patience: float = 0.05) -> None:
         self.down = False
         """True from a failure to reach the store until a probe passes. Read without a lock."""
+        self.patience = patience
         self._name = name
         self._lease = lease
         self._lock = threading.Lock()
-        self._probe_started: float | None = None
+        self._probe: _Probe | None = None
         self._since = 0.0
         self._reason = ""
+        self._cause: BaseException | None = None
 
-    def trip(self, reason: str) -> None:
-        """A call failed because the store cannot be reached (``reason``: why, no secrets)."""
+    def trip(self, reason: str, cause: BaseException | None = None) -> None:
+        """A call failed because the store cannot be reached (``reason``: why, no secrets).
+
+        ``cause``, the driver's error (scrubbed of secrets), becomes the ``__cause__`` of the
+        StoreUnavailable that calls get while the breaker is open, so a log says why.
+        """
         with self._lock:
             if not self.down:
                 self._since = monotonic()
             self._reason = reason
+            self._cause = cause
             self.down = True
-            self._probe_started = None
 
     def enter(self, probe: Callable[[], None]) -> None:
-        """Called when :attr:`down`: raise StoreUnavailable at once, or be the one probe.
+        """Called when :attr:`down`: return if the store is back, else raise StoreUnavailable.
 
-        The probe runs ``probe()``, which raises (StoreUnavailable, after tripping the breaker
-        again) if the store is still down; when it returns, the breaker closes and the caller
-        goes on with its call. While a probe runs, other callers get StoreUnavailable.
+        ``probe()`` raises (StoreUnavailable, after tripping the breaker again) if the store is
+        still down; when it returns, the breaker closes. It runs in a thread of its own, one at
+        a time; this call waits for it at most :attr:`patience` seconds and raises
+        StoreUnavailable if it has not passed by then. A call that finds a probe running
+        waits for that one the same way instead of starting another, and if that one fails
+        while time is left, starts its own.
         """
-        now = monotonic()
-        with self._lock:
-            if not self.down:
-                return  # a probe passed meanwhile
-            started = self._probe_started
-            if started is not None and now - started < self._lease:
-                raise StoreUnavailable(
-                    f"{self._name} unavailable since {now - self._since:.1f} s ago"
-                    f" ({self._reason}); checking whether it is back")
-            self._probe_started = now
+        deadline = monotonic() + self.patience
+        while True:
+            with self._lock:
+                if not self.down:
+                    return  # a probe passed meanwhile
+                running = self._probe
+                now = monotonic()
+                if running is not None and (running.done.is_set() or running.pid != os.getpid()
+                                            or now - running.started >= self._lease):
+                    running = None  # ended, or lost: a forked child does not have the thread
+                mine = running is None
+                if running is None:
+                    running = self._probe = _Probe()
+            if mine:
+                threading.Thread(target=self._run, args=(running, probe), daemon=True,
+                                 name=f"satchel probe {self._name}").start()
+            if not running.done.wait(max(0.0, deadline - monotonic())):
+                raise self._unavailable(monotonic())  # still running: it goes on without us
+            if running.error is None:  # passed: _run closed the breaker
+                if self.down:  # another failure tripped it again since
+                    raise self._unavailable(monotonic())
+                return
+            if mine:
+                raise running.error
+            if monotonic() >= deadline:
+                raise self._unavailable(monotonic())
+            # another caller's probe failed, maybe just before the store came back: our own
+
+    def _run(self, started: _Probe, probe: Callable[[], None]) -> None:
         try:
             probe()
-        except BaseException:
+        except BaseException as err:  # the caller that waits for it re-raises it
+            started.error = err
+        else:
             with self._lock:
-                if self._probe_started == now:
-                    self._probe_started = None
-            raise
-        with self._lock:
-            self.down = False
-            self._probe_started = None
+                if self._probe is started:
+                    self.down = False
+        finally:
+            with self._lock:
+                if self._probe is started:
+                    self._probe = None
+            started.done.set()
+
+    def _unavailable(self, now: float) -> StoreUnavailable:
+        error = StoreUnavailable(
+            f"{self._name} unavailable since {now - self._since:.1f} s ago"
+            f" ({self._reason}); checking whether it is back")
+        error.__cause__ = self._cause  # (which also sets __suppress_context__)
+        return error
 
     def __repr__(self) -> str:
         return f"<Breaker {self._name} {'down' if self.down else 'up'}>"

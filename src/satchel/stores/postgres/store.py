@@ -332,10 +332,10 @@ class PostgresStore(LeaseRows):
             raise err
         secrets = pool_secrets(self.pool)
         why = scrub(why, secrets)
+        cause = chainable(err, secrets)
         if isinstance(err, psycopg.OperationalError):
-            self._breaker.trip(why)
-        raise StoreUnavailable(f"PostgresStore {self._where} unavailable:"
-                               f" {why}") from chainable(err, secrets)
+            self._breaker.trip(why, cause)
+        raise StoreUnavailable(f"PostgresStore {self._where} unavailable: {why}") from cause
 
     def load(self, key: str) -> Record | None:
         row = self._run(self._load, (key, self._clock()), True)

@@ -334,9 +334,10 @@ class RedisStore:
         if is_unavailable(err):
             secrets = client_secrets(self.client)
             why = f"{type(err).__name__}: {scrub(str(err), secrets)}"
+            cause = chainable(err, secrets)
             if is_unreachable(err):
-                self._breaker.trip(why)
-            raise StoreUnavailable(f"{self!r} unavailable: {why}") from chainable(err, secrets)
+                self._breaker.trip(why, cause)
+            raise StoreUnavailable(f"{self!r} unavailable: {why}") from cause
         raise err
 
     @staticmethod
