@@ -8,7 +8,7 @@ cookie or the app config; times are seconds since the epoch.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from types import MappingProxyType
@@ -17,7 +17,13 @@ from typing import NamedTuple, Protocol, runtime_checkable
 
 @dataclass
 class Record:
-    """One session as a store keeps it."""
+    """One session as a store keeps it.
+
+    ``user``: who is logged in (the string form of the session's ``SATCHEL_USER_KEY`` value),
+    None for an anonymous session; a :class:`UserIndex` store finds sessions by it.
+    ``device``: a short description of the browser that made the session (user agent and
+    client address, at most :data:`DEVICE_MAX` characters), None if not recorded.
+    """
 
     fields: dict[str, bytes]
     created_at: float
@@ -25,6 +31,24 @@ class Record:
     expires_at: float
     permanent: bool = False
     user: str | None = None
+    device: str | None = None
+
+
+DEVICE_MAX = 200
+"""The most characters of :attr:`Record.device` a store must keep (longer ones are cut)."""
+
+
+class SessionInfo(NamedTuple):
+    """A session's metadata, without its data: what listing a user's sessions returns."""
+
+    key: str
+    """The storage key (never the session id)."""
+    created_at: float
+    last_seen: float
+    expires_at: float
+    user: str | None
+    device: str | None
+    permanent: bool = False
 
 
 _NO_FIELDS: Mapping[str, bytes] = MappingProxyType({})
@@ -139,6 +163,51 @@ class Lockable(Protocol):
         that ran out and was not taken since may still count as held (True), or
         have been dropped by the store already (False).
         """
+        ...
+
+
+@runtime_checkable
+class UserIndex(Protocol):
+    """A store that finds the sessions of one user (:attr:`Record.user`) without a scan.
+
+    Kept in step with the records: a record created with a user is found by
+    :meth:`sessions_of` until it is deleted or expires, and never after. The cost of
+    both methods grows with that user's sessions, not with the store's.
+    """
+
+    def sessions_of(self, user: str) -> list[SessionInfo]:
+        """The live (not expired, not deleted) sessions whose user is ``user``, oldest
+        (``created_at``) first. An unknown user: an empty list."""
+        ...
+
+    def delete_user(self, user: str, keep: str | None = None) -> list[str]:
+        """Delete every live session of ``user`` but the one under storage key ``keep``;
+        return the storage keys deleted."""
+        ...
+
+
+class StoreStats(NamedTuple):
+    """What :meth:`Inventory.stats` counts."""
+
+    sessions: int
+    """Live sessions."""
+    users: int
+    """Distinct users among them (anonymous sessions have none)."""
+
+
+@runtime_checkable
+class Inventory(Protocol):
+    """A store an administrator can survey: counts, and every live session's metadata.
+
+    Both walk the whole store (an admin command's cost, never a request's).
+    """
+
+    def stats(self) -> StoreStats:
+        """Live sessions and distinct users."""
+        ...
+
+    def all_sessions(self) -> Iterator[SessionInfo]:
+        """Every live session's metadata, in no set order."""
         ...
 
 
