@@ -17,7 +17,9 @@ write is rolled back and retried once on a new connection to the file now
 at the path, whose schema is created if it is new; while the path cannot be
 opened, :class:`StoreUnavailable`. Reads check at most once a second per
 connection (a replaced file may be read for up to a second; nothing read
-there is written back).
+there is written back). A store built while its folder does not exist (a
+volume not mounted yet) is in that state from the start: it logs one line
+and opens the file, with its schema, once the folder is there.
 
     store = SQLiteStore("/var/lib/myapp/sessions.sqlite3")
 """
@@ -34,9 +36,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-from satchel.errors import StoreUnavailable
+from satchel.errors import ConfigError, StoreUnavailable
 from satchel.lifetime import Clock, system_clock
 from satchel.store import Patch, Record, Updated
+from satchel.stores.sqlite_files import (
+    FileIdentity,
+    file_identity,
+    try_write,
+    unusable,
+    why_unavailable,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS satchel_sessions (
@@ -102,22 +111,6 @@ _T = TypeVar("_T")
 _READ_CHECK_INTERVAL = 1.0  # seconds between a connection's file checks on reads
 log = logging.getLogger("satchel")
 
-FileIdentity = tuple[tuple[int, int] | None, ...]
-
-
-def file_identity(path: str) -> FileIdentity:
-    """(st_dev, st_ino) of the database file at ``path`` and of its -wal and -shm, None
-    for one that does not exist (or cannot be stat'ed: a folder without search permission)."""
-    return (_dev_ino(path), _dev_ino(path + "-wal"), _dev_ino(path + "-shm"))
-
-
-def _dev_ino(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
 
 class _Connection(sqlite3.Connection):
     """A connection a store can track weakly (the base class takes no weak references),
@@ -154,8 +147,19 @@ class SQLiteStore:
 
     Each thread that uses the store gets its own connection, closed when that
     thread ends, when the store is garbage-collected, or by :meth:`close`.
-    Raises :class:`StoreUnavailable` when the file cannot be opened or written
-    (a missing directory, a read-only disk, a lock held too long).
+    Calls raise :class:`StoreUnavailable` when the file cannot be opened or
+    written (a missing folder, a read-only disk, a lock held longer than
+    ``busy_timeout`` seconds).
+
+    The constructor opens the file and tries a write (rolled back). If the
+    folder does not exist (not created, or a volume not mounted, yet) or
+    the file cannot be used for a reason that may pass (a lock held too
+    long), the store is built all the same: it logs one line on ``satchel``,
+    its calls raise :class:`StoreUnavailable` (503) until the file can be
+    opened, and the schema is created then. A path that cannot work as
+    configured raises :class:`ConfigError`: a folder, a part of the folder
+    that is a file, a file that is not an SQLite database, a file or folder
+    this process may not write. The folder is never created.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, clock: Clock = system_clock,
@@ -166,8 +170,18 @@ class SQLiteStore:
         self._local = threading.local()
         self._opened: weakref.WeakSet[_Connection] = weakref.WeakSet()  # every thread's
         self._opened_lock = threading.Lock()
-        with self._errors():
-            self._connect()
+        try:
+            with self._errors():
+                try_write(self._connect())
+        except StoreUnavailable as err:
+            self.close()
+            why = unusable(self.path, err.__cause__)
+            if why is not None:
+                raise ConfigError(f"SQLiteStore {self.path!r}: cannot open it: {why}"
+                                  ) from err.__cause__
+            log.warning("%r: cannot open the database at start: %s; session requests get 503"
+                        " until it can be opened, and its tables are created then", self,
+                        why_unavailable(self.path, err.__cause__))
 
     def _connect(self, *, check: bool = True) -> _Connection:
         """This thread's connection, reopened if its files have left the path."""
@@ -185,14 +199,18 @@ class SQLiteStore:
         return self._open()
 
     def _open(self) -> _Connection:
-        new = sqlite3.connect(self.path, timeout=self._busy_timeout, factory=_Connection,
-                              isolation_level=None, check_same_thread=False)
-        closer = _Closer(new)  # closes it if a PRAGMA fails, too
-        new.execute("PRAGMA journal_mode=WAL")
-        new.execute("PRAGMA synchronous=NORMAL")
-        new.execute("PRAGMA foreign_keys=ON")
-        if new.execute(_HAS_SCHEMA).fetchone() is None:  # a new file (inodes are reused)
-            new.executescript(SCHEMA)
+        try:
+            new = sqlite3.connect(self.path, timeout=self._busy_timeout, factory=_Connection,
+                                  isolation_level=None, check_same_thread=False)
+            closer = _Closer(new)  # closes it if a PRAGMA fails, too
+            new.execute("PRAGMA journal_mode=WAL")
+            new.execute("PRAGMA synchronous=NORMAL")
+            new.execute("PRAGMA foreign_keys=ON")
+            if new.execute(_HAS_SCHEMA).fetchone() is None:  # a new file (inodes are reused)
+                new.executescript(SCHEMA)
+        except sqlite3.DatabaseError as err:
+            why = why_unavailable(self.path, err)
+            raise StoreUnavailable(f"SQLite store {self.path!r}: {why}") from err
         new.identity, new.checked_at = file_identity(self.path), time.monotonic()
         with self._opened_lock:
             self._opened.add(new)
