@@ -46,66 +46,25 @@ from satchel.stores.sqlite_files import (
     unusable,
     why_unavailable,
 )
+from satchel.stores.sqlite_statements import (
+    ACQUIRE_LOCK,
+    CLEAR_FIELDS,
+    DELETE,
+    DELETE_FIELD,
+    HAS_FIELDS,
+    HAS_SCHEMA,
+    INSERT_META,
+    IS_LIVE,
+    LOAD,
+    PURGE,
+    PURGE_LOCKS,
+    RELEASE_LOCK,
+    SCHEMA,
+    UPDATE_META,
+    UPSERT_FIELD,
+)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS satchel_sessions (
-    key        TEXT PRIMARY KEY,
-    created_at REAL NOT NULL,
-    last_seen  REAL NOT NULL,
-    expires_at REAL NOT NULL,
-    permanent  INTEGER NOT NULL DEFAULT 0,
-    user       TEXT
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS satchel_sessions_expires_at ON satchel_sessions (expires_at);
-CREATE TABLE IF NOT EXISTS satchel_fields (
-    key   TEXT NOT NULL REFERENCES satchel_sessions (key) ON DELETE CASCADE,
-    name  TEXT NOT NULL,
-    value BLOB NOT NULL,
-    PRIMARY KEY (key, name)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS satchel_locks (
-    key        TEXT PRIMARY KEY,
-    token      TEXT NOT NULL,
-    expires_at REAL NOT NULL
-) WITHOUT ROWID;
-"""
-
-_LOAD = (
-    "SELECT s.created_at, s.last_seen, s.expires_at, s.permanent, s.user, f.name, f.value"
-    " FROM satchel_sessions AS s LEFT JOIN satchel_fields AS f ON f.key = s.key"
-    " WHERE s.key = ? AND s.expires_at > ?"
-)
-_DELETE = "DELETE FROM satchel_sessions WHERE key = ?"
-_INSERT_META = (
-    "INSERT INTO satchel_sessions (key, created_at, last_seen, expires_at, permanent, user)"
-    " VALUES (?, ?, ?, ?, ?, ?)"
-)
-_UPDATE_META = (
-    "UPDATE satchel_sessions SET last_seen = coalesce(?, last_seen),"
-    " expires_at = coalesce(?, expires_at), permanent = coalesce(?, permanent),"
-    " user = CASE WHEN ? THEN nullif(?, '') ELSE user END"
-    " WHERE key = ? AND expires_at > ?"
-)
-_UPSERT_FIELD = "INSERT OR REPLACE INTO satchel_fields (key, name, value) VALUES (?, ?, ?)"
-_DELETE_FIELD = "DELETE FROM satchel_fields WHERE key = ? AND name = ?"
-_CLEAR_FIELDS = "DELETE FROM satchel_fields WHERE key = ?"
-_HAS_SCHEMA = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'satchel_fields'"
-_IS_LIVE = "SELECT 1 FROM satchel_sessions WHERE key = ? AND expires_at > ?"
 _NOTHING = Patch()
-_HAS_FIELDS = "SELECT 1 FROM satchel_fields WHERE key = ? LIMIT 1"
-# A lease row per held lock: taken if absent or past its lease, in one statement.
-_ACQUIRE_LOCK = (
-    "INSERT INTO satchel_locks (key, token, expires_at) VALUES (?, ?, ?)"
-    " ON CONFLICT (key) DO UPDATE SET token = excluded.token, expires_at = excluded.expires_at"
-    " WHERE satchel_locks.expires_at <= ?"
-)
-_RELEASE_LOCK = "DELETE FROM satchel_locks WHERE key = ? AND token = ?"
-_PURGE_LOCKS = "DELETE FROM satchel_locks WHERE expires_at <= ?"
-_PURGE = (
-    "DELETE FROM satchel_sessions WHERE key IN"
-    " (SELECT key FROM satchel_sessions WHERE expires_at <= ? LIMIT ?)"
-)
-
 
 _T = TypeVar("_T")
 _READ_CHECK_INTERVAL = 1.0  # seconds between a connection's file checks on reads
@@ -206,7 +165,7 @@ class SQLiteStore:
             new.execute("PRAGMA journal_mode=WAL")
             new.execute("PRAGMA synchronous=NORMAL")
             new.execute("PRAGMA foreign_keys=ON")
-            if new.execute(_HAS_SCHEMA).fetchone() is None:  # a new file (inodes are reused)
+            if new.execute(HAS_SCHEMA).fetchone() is None:  # a new file (inodes are reused)
                 new.executescript(SCHEMA)
         except sqlite3.DatabaseError as err:
             why = why_unavailable(self.path, err)
@@ -277,7 +236,7 @@ class SQLiteStore:
 
     def load(self, key: str) -> Record | None:
         with self._errors():
-            rows = self._connect().execute(_LOAD, (key, self._clock())).fetchall()
+            rows = self._connect().execute(LOAD, (key, self._clock())).fetchall()
         if not rows:
             return None
         created_at, last_seen, expires_at, permanent, user = rows[0][:5]
@@ -289,18 +248,18 @@ class SQLiteStore:
             conn.execute("DELETE FROM satchel_sessions WHERE key = ? AND expires_at <= ?",
                          (key, self._clock()))
             try:
-                conn.execute(_INSERT_META, (key, record.created_at, record.last_seen,
+                conn.execute(INSERT_META, (key, record.created_at, record.last_seen,
                                             record.expires_at, int(record.permanent), record.user))
             except sqlite3.IntegrityError as err:
                 raise KeyError("a session with this key exists") from err
-            conn.executemany(_UPSERT_FIELD, [(key, n, v) for n, v in record.fields.items()])
+            conn.executemany(UPSERT_FIELD, [(key, n, v) for n, v in record.fields.items()])
 
         self._write(work)
 
     def update(self, key: str, patch: Patch) -> Updated:
         if patch == _NOTHING:  # only "is it live?": a read, no write transaction
             with self._errors():
-                live = self._connect().execute(_IS_LIVE, (key, self._clock())).fetchone()
+                live = self._connect().execute(IS_LIVE, (key, self._clock())).fetchone()
             return Updated.GONE if live is None else Updated.KEPT
         permanent = None if patch.permanent is None else int(patch.permanent)
         params = (patch.last_seen, patch.expires_at, permanent, patch.user is not None,
@@ -308,41 +267,41 @@ class SQLiteStore:
 
         def work(conn: sqlite3.Connection) -> Updated:
             # BEGIN IMMEDIATE: the emptiness check sees the patch alone
-            if conn.execute(_UPDATE_META, params).rowcount == 0:
+            if conn.execute(UPDATE_META, params).rowcount == 0:
                 return Updated.GONE
             if patch.clear:
-                conn.execute(_CLEAR_FIELDS, (key,))
+                conn.execute(CLEAR_FIELDS, (key,))
             elif patch.delete:
-                conn.executemany(_DELETE_FIELD, [(key, name) for name in patch.delete])
+                conn.executemany(DELETE_FIELD, [(key, name) for name in patch.delete])
             if patch.set:
-                conn.executemany(_UPSERT_FIELD, [(key, n, v) for n, v in patch.set.items()])
-            elif patch.delete_if_empty and conn.execute(_HAS_FIELDS, (key,)).fetchone() is None:
-                conn.execute(_DELETE, (key,))
+                conn.executemany(UPSERT_FIELD, [(key, n, v) for n, v in patch.set.items()])
+            elif patch.delete_if_empty and conn.execute(HAS_FIELDS, (key,)).fetchone() is None:
+                conn.execute(DELETE, (key,))
                 return Updated.EMPTIED
             return Updated.KEPT
 
         return self._write(work)
 
     def delete(self, key: str) -> None:
-        self._write(lambda conn: conn.execute(_DELETE, (key,)))
+        self._write(lambda conn: conn.execute(DELETE, (key,)))
 
     def acquire_lock(self, key: str, token: str, lease: float) -> bool:
         now = self._clock()
         with self._errors():
-            cursor = self._connect().execute(_ACQUIRE_LOCK, (key, token, now + lease, now))
+            cursor = self._connect().execute(ACQUIRE_LOCK, (key, token, now + lease, now))
         return cursor.rowcount == 1
 
     def release_lock(self, key: str, token: str) -> bool:
         with self._errors():
-            return self._connect().execute(_RELEASE_LOCK, (key, token)).rowcount == 1
+            return self._connect().execute(RELEASE_LOCK, (key, token)).rowcount == 1
 
     def purge_expired(self, batch: int = 1000) -> int:
         """Delete up to ``batch`` expired sessions (and every lock past its lease)."""
 
         def purge(conn: sqlite3.Connection) -> int:
             now = self._clock()
-            conn.execute(_PURGE_LOCKS, (now,))
-            return int(conn.execute(_PURGE, (now, batch)).rowcount)
+            conn.execute(PURGE_LOCKS, (now,))
+            return int(conn.execute(PURGE, (now, batch)).rowcount)
 
         return self._write(purge)
 
