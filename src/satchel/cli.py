@@ -6,6 +6,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from satchel.errors import StoreUnavailable
 from satchel.store import Purgeable
 
 satchel_cli = AppGroup("satchel", help="Manage satchel sessions.")
@@ -15,7 +16,7 @@ satchel_cli = AppGroup("satchel", help="Manage satchel sessions.")
 @click.option("--batch", default=1000, show_default=True, type=click.IntRange(min=1),
               help="Records deleted per transaction.")
 def purge(batch: int) -> None:
-    """Delete expired sessions, in batches."""
+    """Delete expired sessions, in batches. Exits with status 1 if the store is unavailable."""
     from satchel.cookie_mode import CookieEngine
     from satchel.flask import Satchel, SatchelSessionInterface
 
@@ -30,9 +31,13 @@ def purge(batch: int) -> None:
         click.echo(f"{type(store).__name__} expires sessions by itself; nothing to purge.")
         return
     total = 0
-    with click.progressbar(length=store.count_expired(), label="Purging expired sessions",
-                           show_pos=True) as bar:
-        while deleted := store.purge_expired(batch):
-            total += deleted
-            bar.update(deleted)
+    try:
+        with click.progressbar(length=store.count_expired(), label="Purging expired sessions",
+                               show_pos=True) as bar:
+            while deleted := store.purge_expired(batch):
+                total += deleted
+                bar.update(deleted)
+    except StoreUnavailable as err:  # a message and exit status 1, not a traceback
+        done = f"{total} expired session(s) were deleted" if total else "nothing was purged"
+        raise click.ClickException(f"{err}; {done}") from err
     click.echo(f"Deleted {total} expired session(s).")

@@ -5,7 +5,8 @@
 ``sqlite:///`` alone is ``sessions.sqlite3`` in the instance folder.
 ``cookie://`` selects client-side mode: sessions sealed in the cookie.
 Folders under the instance folder are created; an absolute path's folder
-must exist.
+is not: while it does not exist the app starts and session requests get 503
+(see :class:`~satchel.stores.sqlite.SQLiteStore`).
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ def store_from_url(url: str, *, base_dir: str, clock: Clock = system_clock,
 
     ``timeout`` (seconds) bounds each call of a Redis or PostgreSQL store (connecting, a
     command or statement sent, the wait for a pooled connection). Raises ConfigError naming
-    the URL and the fix; a server that cannot be reached is not an error here (the store
-    answers StoreUnavailable until it is back).
+    the URL and the fix; a server that cannot be reached, or an SQLite folder that does not
+    exist yet, is not an error here (the store answers StoreUnavailable until it is back).
     """
     shown = redact_url(url)
     scheme, sep, rest = url.partition("://")
@@ -54,15 +55,13 @@ def store_from_url(url: str, *, base_dir: str, clock: Clock = system_clock,
 
         return MemoryStore(clock=clock)
     if scheme == "sqlite":
-        from satchel.errors import StoreUnavailable
         from satchel.stores.sqlite import SQLiteStore
 
         path = _sqlite_path(shown, rest, base_dir)
         try:
             return SQLiteStore(path, clock=clock)
-        except StoreUnavailable as err:
-            raise ConfigError(f"SATCHEL_STORE {shown!r}: cannot open {path!r} ({err.__cause__});"
-                              " check that its folder exists and is writable") from err
+        except ConfigError as err:  # a path that cannot work; a missing folder is not one
+            raise ConfigError(f"SATCHEL_STORE {shown!r}: {err}") from err
     if scheme in _REDIS_SCHEMES:
         try:
             from satchel.stores.redis import RedisStore

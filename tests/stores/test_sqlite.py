@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from satchel.errors import StoreUnavailable
+from satchel.errors import ConfigError, StoreUnavailable
 from satchel.store import Patch, Record
 from satchel.stores.sqlite import SQLiteStore
 from tests.clock import FakeClock
@@ -28,14 +28,15 @@ class TestSQLiteStore(StoreContract):
         with sqlite3.connect(store.path) as conn:
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
-    def test_unusable_path_raises_store_unavailable(self, tmp_path: Path) -> None:
+    def test_a_missing_folder_makes_calls_raise_store_unavailable(self, tmp_path: Path) -> None:
+        store = SQLiteStore(tmp_path / "no-such-dir" / "s.sqlite3")  # down, not an error
         with pytest.raises(StoreUnavailable, match="no-such-dir"):
-            SQLiteStore(tmp_path / "no-such-dir" / "s.sqlite3")
+            store.load("k")
 
-    def test_not_a_database_raises_store_unavailable(self, tmp_path: Path) -> None:
+    def test_not_a_database_is_a_config_error(self, tmp_path: Path) -> None:
         path = tmp_path / "junk.sqlite3"
         path.write_bytes(b"this is not an sqlite file" * 100)
-        with pytest.raises(StoreUnavailable):
+        with pytest.raises(ConfigError, match="not an SQLite database"):
             SQLiteStore(path)
 
 

@@ -1,0 +1,112 @@
+"""The files at an :class:`~satchel.stores.sqlite.SQLiteStore`'s path.
+
+Their identity (to notice a file that left the path) and, when the path cannot be
+opened, which of two cases it is: its folder is missing (not created, or a volume
+not mounted, yet: the store is down until it appears) or the path cannot work as
+configured (a folder, a file that is not a database, a file or folder this process
+may not write: an error to fix, which waiting does not).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+
+FileIdentity = tuple[tuple[int, int] | None, ...]
+
+
+def file_identity(path: str) -> FileIdentity:
+    """(st_dev, st_ino) of the database file at ``path`` and of its -wal and -shm, None
+    for one that does not exist (or cannot be stat'ed: a folder without search permission)."""
+    return (_dev_ino(path), _dev_ino(path + "-wal"), _dev_ino(path + "-shm"))
+
+
+def _dev_ino(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def missing_folder(path: str) -> str | None:
+    """The folder of ``path`` (absolute) if it does not exist, else None.
+
+    None too when it cannot be checked for another reason (a part of it is a file, or a
+    folder this process may not search): :func:`unusable` names those.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.stat(folder)
+    except FileNotFoundError:
+        return folder
+    except OSError:
+        return None
+    return None
+
+
+def why_unavailable(path: str, err: BaseException | None) -> str:
+    """What ``err``, raised opening ``path``, means, for a message: the missing folder if
+    that is the cause (the message names the folder, not the file)."""
+    folder = missing_folder(path)
+    if folder is not None:
+        return f"its folder {folder!r} does not exist (not created, or not mounted, yet)"
+    return str(err)
+
+
+def try_write(conn: sqlite3.Connection) -> None:
+    """Rewrite the schema version unchanged on ``conn``, rolled back: a read-only file,
+    folder or disk raises here (:class:`sqlite3.OperationalError`), at start, rather than
+    on the first session saved. Waits for the write lock as ``conn``'s timeout says."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        conn.execute(f"PRAGMA user_version = {version}")
+    finally:
+        conn.execute("ROLLBACK")
+
+
+def _may(path: str, mode: int) -> bool:
+    if os.access in os.supports_effective_ids:
+        return os.access(path, mode, effective_ids=True)
+    return os.access(path, mode)  # pragma: no cover - every POSIX system has effective ids
+
+
+def unusable(path: str, err: BaseException | None) -> str | None:
+    """Why ``path`` cannot hold a store as configured, with the fix; None if it may work later.
+
+    ``err`` is what opening it (or a trial write) raised. None, the store is "down", when
+    the folder of ``path`` does not exist (it may be created or mounted later), or when
+    nothing wrong with the path is seen (a lock held too long, an I/O error: retried on
+    the next call). Otherwise one of: a part of the folder is a file or cannot be
+    searched, ``path`` is a folder, a file that is not an SQLite database, or a file,
+    its -wal or -shm or its folder that this process may not read and write.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        st = os.stat(folder)
+    except FileNotFoundError:
+        return None
+    except OSError as error:  # ENOTDIR (a part of it is a file), EACCES, ELOOP
+        return (f"its folder {folder!r} cannot be reached ({error.strerror}); check each"
+                " part of the path")
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{folder!r} is not a folder; give a path in a folder"
+    if os.path.isdir(path):
+        return ("it is a folder; give the path of a file in it, e.g."
+                f" {os.path.join(path, 'sessions.sqlite3')!r}")
+    for name in (path, path + "-wal", path + "-shm"):
+        if os.path.exists(name) and not _may(name, os.R_OK | os.W_OK):
+            return (f"{name!r} cannot be written by this process; give"
+                    " this process read and write access to it, or use another path")
+    if not os.path.exists(path) and not _may(folder, os.W_OK | os.X_OK):
+        return (f"its folder {folder!r} is not writable by this process; the file,"
+                " its -wal and -shm are created there")
+    if type(err) is sqlite3.DatabaseError:  # SQLITE_NOTADB, SQLITE_CORRUPT
+        return (f"it is not an SQLite database ({err}); give the path of a new file or of a"
+                " satchel store")
+    if isinstance(err, sqlite3.OperationalError) and "readonly" in str(err):
+        return ("it cannot be written (a read-only file, folder or disk); give this process"
+                " write access to the file and its folder")
+    return None
