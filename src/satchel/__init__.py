@@ -5,12 +5,14 @@ from satchel.cookie_mode import SealedCookies
 from satchel.errors import (
     CodecError,
     ConfigError,
+    NotSupported,
     SatchelError,
     SessionLocked,
     SessionTooLarge,
     StoreUnavailable,
 )
 from satchel.flask import Satchel, SatchelSessionInterface
+from satchel.flask.accounts import ListedSession
 from satchel.flask.lock import session_lock
 from satchel.lifetime import Lifetime
 from satchel.session import Session
@@ -22,8 +24,10 @@ __all__ = [
     "CodecError",
     "ConfigError",
     "Lifetime",
+    "ListedSession",
     "Lockable",
     "MemoryStore",
+    "NotSupported",
     "Patch",
     "Purgeable",
     "Record",

@@ -23,6 +23,7 @@ from satchel.lifetime import Clock, Lifetime, system_clock
 from satchel.session import Changes, Session
 from satchel.signed_id import Token
 from satchel.store import Patch, Prefetching, Record, Store, Updated
+from satchel.users import UserRules
 
 security_log = logging.getLogger("satchel.security")
 log = logging.getLogger("satchel")
@@ -54,8 +55,12 @@ class Engine:
     """Opens and commits sessions against one store."""
 
     def __init__(self, store: Store, *, codec: TaggedCodec = default_codec,
-                 clock: Clock = system_clock, grace: float = tombstone.DEFAULT_GRACE) -> None:
-        """``grace``: seconds a rotated or emptied id is remembered (:mod:`satchel.tombstone`)."""
+                 clock: Clock = system_clock, grace: float = tombstone.DEFAULT_GRACE,
+                 users: UserRules | None = None) -> None:
+        """``grace``: seconds a rotated or emptied id is remembered (:mod:`satchel.tombstone`).
+        ``users``: the user key and the cap on a user's sessions (default: Flask-Login's
+        ``_user_id``, no cap; see :mod:`satchel.users`)."""
+        self.users = UserRules() if users is None else users
         self.store = store
         self.codec = codec
         self.clock = clock
@@ -148,6 +153,7 @@ class Engine:
         session.adopt(token.sid, record.fields, self._decode(record.fields, token.sid),
                       created_at=record.created_at, last_seen=record.last_seen,
                       permanent=record.permanent)
+        session.user = record.user
 
     def _load_missing(self, session: Session, sid: str) -> None:
         """An id we signed that the store does not hold: rotated by a parallel request, or dead.
@@ -239,9 +245,14 @@ class Engine:
                          " were not kept", ids.fingerprint(session.sid or ""))
             return None
         now = self.clock()
+        was_user = session.user
         if session.sid is not None:
-            return self._update(session, session.sid, policy, refresh_each_request,
-                                permanent_lifetime, now)
+            if self.users.key is None or self.users.user_of(session) == was_user:
+                return self._update(session, session.sid, policy, refresh_each_request,
+                                    permanent_lifetime, now)
+            session.regenerate()  # a login, a logout or a switch of user: a new id
+        # (A session whose stored user differs only because it predates SATCHEL_USER_KEY
+        # is rotated once too, and filed under its user.)
         # New, regenerated or destroyed: store the data under a new id first, so a failure
         # leaves the old session as it was; then retire the old id.
         action = None
@@ -261,6 +272,10 @@ class Engine:
             unchanged = {name: value for name, value in old_fields.items()
                          if fields.get(name) == value}
             self._retire(session, retired, unchanged, now)
+        user = session.user
+        if user is not None and user != was_user and session.sid is not None:  # a login
+            self.users.evict_past_cap(self.store, user, _storage_key(session, session.sid),
+                                      self.graveyard.end)
         return action
 
     def _update(self, session: Session, sid: str, policy: Policy, refresh_each_request: bool,
@@ -355,10 +370,12 @@ class Engine:
         kept = session.regenerated and not session.destroyed and session.created_at
         created_at = session.created_at if kept else now
         permanent = session.is_permanent
+        user = self.users.user_of(session)
         record = Record(fields, created_at, now, policy.lifetime.expires_at(created_at, now),
-                        permanent=permanent)
+                        permanent=permanent, user=user, device=session.device())
         self.store.create(ids.storage_key(sid), record)
         session.stored_as(sid, fields, created_at, now)
+        session.user = user
         return CookieAction(self.sign(sid, permanent, policy),
                             self._cookie_expiry(session, policy, permanent_lifetime, now))
 

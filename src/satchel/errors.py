@@ -11,6 +11,12 @@ class ConfigError(SatchelError, ValueError):
     """A configuration value is unusable; the message names it and the fix."""
 
 
+class NotSupported(SatchelError):
+    """The operation needs something this mode or store does not have: listing or revoking
+    sessions one by one in cookie mode (they live in the browsers), or on a store without
+    a user index. The message names what is missing."""
+
+
 class StoreUnavailable(SatchelError):
     """The store could not be reached; raised from the driver's error."""
 

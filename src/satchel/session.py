@@ -64,6 +64,15 @@ class Session(TrackedDict):
     lock_gate: LockGate | None = None
     held_lock: HeldLock | None = None
     was_locked = False
+    # Users (satchel.users): the user the stored record is filed under, as loaded, then as
+    # stored by this request's commit.
+    user: str | None = None
+
+    def device(self) -> str | None:
+        """A short description of the browser making this request, for the record of a new
+        session (see :func:`satchel.users.describe_device`); None: not recorded. The Flask
+        face overrides it."""
+        return None
 
     def defer_load(self, cookie: str | None, loader: Callable[[Session], None]) -> None:
         """Remember the request's cookie and run ``loader`` on first use (engine's use)."""
@@ -75,7 +84,7 @@ class Session(TrackedDict):
         session nothing has changed yet)."""
         dict.clear(self)
         self._raw, self._read, self._set, self._removed = {}, set(), set(), set()
-        self._new, self.sid, self.read_only = True, None, False
+        self._new, self.sid, self.read_only, self.user = True, None, False, None
         self.created_at = self.last_seen = 0.0
         self._permanent = False
 

@@ -10,6 +10,7 @@ from satchel.codec import TaggedCodec, default_codec
 from satchel.cookie_mode import CookieEngine, SealedCookies
 from satchel.engine import Engine
 from satchel.errors import ConfigError, SessionLocked, StoreUnavailable
+from satchel.flask.accounts import Accounts
 from satchel.flask.interface import SatchelSessionInterface, no_key
 from satchel.flask.lock import check_locked_views, release_at_teardown, session_locked
 from satchel.flask.responses import serialize_sessions, store_unavailable
@@ -18,6 +19,7 @@ from satchel.lifetime import Clock, seconds, system_clock
 from satchel.store import Store
 from satchel.tombstone import DEFAULT_GRACE
 from satchel.urls import DEFAULT_SQLITE_NAME, DEFAULT_STORE_TIMEOUT, store_from_url
+from satchel.users import DEFAULT_USER_KEY, UserRules
 
 ON_STORE_ERROR = ("fail", "anonymous")
 
@@ -58,7 +60,36 @@ def store_timeout(app: Flask) -> float:
     return value
 
 
-class Satchel:
+def user_rules(app: Flask) -> UserRules:
+    """``SATCHEL_USER_KEY`` (default ``"_user_id"``; None turns the user features off) and
+    ``SATCHEL_MAX_SESSIONS_PER_USER`` (default None: no cap; else an int of at least 1).
+
+    Raises ConfigError naming the key for anything else.
+    """
+    key = app.config.get("SATCHEL_USER_KEY", DEFAULT_USER_KEY)
+    if key is not None and (type(key) is not str or not key):
+        raise ConfigError(f"SATCHEL_USER_KEY {key!r}: give the session key that holds the"
+                          " logged-in user (a non-empty str, such as 'user'), or None")
+    cap = app.config.get("SATCHEL_MAX_SESSIONS_PER_USER")
+    if cap is not None and (type(cap) is not int or cap < 1):
+        raise ConfigError(f"SATCHEL_MAX_SESSIONS_PER_USER {cap!r}: give how many sessions one"
+                          " user may have at once (an int, at least 1), or None for no cap")
+    if cap is not None and key is None:
+        raise ConfigError("SATCHEL_MAX_SESSIONS_PER_USER needs SATCHEL_USER_KEY: without a"
+                          " user key, sessions have no user to count them by")
+    return UserRules(key, cap)
+
+
+def record_device(app: Flask) -> bool:
+    """``SATCHEL_RECORD_DEVICE``: True (the default) or False; ConfigError otherwise."""
+    value = app.config.get("SATCHEL_RECORD_DEVICE", True)
+    if type(value) is not bool:
+        raise ConfigError(f"SATCHEL_RECORD_DEVICE {value!r}: True (record each session's user"
+                          " agent and client address, the default) or False")
+    return value
+
+
+class Satchel(Accounts):
     """Server-side sessions for Flask apps.
 
     >>> app = Flask(__name__)
@@ -82,7 +113,9 @@ class Satchel:
         """Install satchel's session interface on ``app`` and its CLI commands.
 
         Raises :class:`ConfigError` for an unusable config: a store URL, a
-        timeout, ``SATCHEL_ON_STORE_ERROR`` (read here, once), or a key
+        timeout, ``SATCHEL_ON_STORE_ERROR``, ``SATCHEL_USER_KEY``,
+        ``SATCHEL_MAX_SESSIONS_PER_USER`` or ``SATCHEL_RECORD_DEVICE`` (each read here,
+        once), or a key
         (``SECRET_KEY`` or ``SECRET_KEY_FALLBACKS`` not
         ``str``/``bytes``, empty, or fallbacks given as one ``str``). Logs, on
         ``satchel``, that sessions are disabled while ``SECRET_KEY`` is not set,
@@ -95,6 +128,8 @@ class Satchel:
             except (TypeError, ValueError) as err:
                 raise ConfigError(f"{name}: {err}") from err
         store_error = on_store_error(app)
+        users = user_rules(app)
+        devices = record_device(app)
         check_keys(app)  # before a store is opened for nothing
         store = self._resolve_store(app, store_timeout(app))
         engine: Engine | CookieEngine
@@ -103,9 +138,10 @@ class Satchel:
         else:
             grace = seconds(app.config.get("SATCHEL_GRACE_PERIOD"), name="SATCHEL_GRACE_PERIOD")
             engine = Engine(store, codec=self.codec, clock=self.clock,
-                            grace=DEFAULT_GRACE if grace is None else grace)
+                            grace=DEFAULT_GRACE if grace is None else grace, users=users)
         check_locked_views(app, engine)
-        interface = SatchelSessionInterface(engine, on_store_error=store_error)
+        interface = SatchelSessionInterface(engine, on_store_error=store_error,
+                                            record_device=devices)
         interface.check_config(app)
         app.session_interface = interface
         serialize_sessions(app)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Request, Response
+from flask import Flask, Request, Response, current_app, has_request_context, request
 from flask.sessions import SecureCookieSessionInterface, SessionInterface, SessionMixin
 from itsdangerous import BadSignature
 
@@ -21,6 +21,7 @@ from satchel.keys import ShortKeyLog, fallback_tuple, ring_bytes
 from satchel.lifetime import Lifetime, seconds
 from satchel.session import Session
 from satchel.session_use import SessionUse
+from satchel.users import describe_device
 
 _POLICY_CACHE_SIZE = 32
 _BROWSER_COOKIE_LIMIT = 4093  # Flask's MAX_COOKIE_SIZE default
@@ -34,16 +35,39 @@ class FlaskSession(Session, SessionMixin):  # type: ignore[override]
     permanent_lifetime = 0.0  # PERMANENT_SESSION_LIFETIME then, in seconds
     path: str | None = None  # the request's path, when the interface learns which use sessions
     lock_gate = staticmethod(locked_view_gate)  # @session_lock views lock before the load
+    records_device = True  # SATCHEL_RECORD_DEVICE
+
+    def device(self) -> str | None:
+        """The request's user agent and client address (``request.remote_addr``: behind a
+        proxy, what ``ProxyFix`` makes of it), for the record of a new session."""
+        if not self.records_device or not has_request_context():
+            return None
+        return describe_device(request.user_agent.string, request.remote_addr)
+
+    @property
+    def handle(self) -> str | None:
+        """This session's public handle (see :mod:`satchel.handles`): what
+        ``Satchel.sessions_of`` lists it by and ``Satchel.revoke`` takes. None while the
+        session is not stored (a new one, or one given a new id in this request, until the
+        response is sent)."""
+        satchel = current_app.extensions.get("satchel")
+        if satchel is None:
+            return None
+        handle: str | None = satchel.handle_of(self)
+        return handle
 
 
 class SatchelSessionInterface(SessionInterface):
     """Flask's two-method contract, delegated to the framework-free engine."""
 
-    def __init__(self, engine: Engine | CookieEngine, *, on_store_error: str = "fail") -> None:
+    def __init__(self, engine: Engine | CookieEngine, *, on_store_error: str = "fail",
+                 record_device: bool = True) -> None:
         """``on_store_error``: "fail" (StoreUnavailable: HTTP 503) or "anonymous" (a load the
         store fails gives an empty session never saved; a save it fails sends the response
-        without the session's cookie). See ``SATCHEL_ON_STORE_ERROR``."""
+        without the session's cookie). See ``SATCHEL_ON_STORE_ERROR``. ``record_device``:
+        ``SATCHEL_RECORD_DEVICE``."""
         self.engine = engine
+        self.record_device = record_device
         self.anonymous_on_store_error = on_store_error == "anonymous"
         self._policies: dict[tuple[Any, ...], tuple[Any, float]] = {}
         self._templates: dict[tuple[Any, ...], CookieTemplate] = {}
@@ -109,6 +133,8 @@ class SatchelSessionInterface(SessionInterface):
         session = FlaskSession()
         if self.anonymous_on_store_error:
             session.empty_on_store_error = True
+        if not self.record_device:
+            session.records_device = False
         foreign = (flask_cookie_reader(app) if app.config.get("SATCHEL_READ_FLASK_COOKIES")
                    else None)
         session.policy, session.permanent_lifetime = self._policy_and_lifetime(app)
