@@ -12,14 +12,17 @@ exit, whatever happens.
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 BINARIES = ("redis-server", "redis-cli")
@@ -89,6 +92,34 @@ def redis_cluster(nodes: int = 3, timeout: float = 30,
                   ports: list[int] | None = None) -> Iterator[list[int]]:
     """Start a ``nodes``-primary cluster with no replicas; yield its ports (``ports``, if
     given: from :func:`free_ports`, say, for a URL made before the cluster starts)."""
+    with cluster_nodes(nodes, timeout, ports) as started:
+        yield [node.port for node in started]
+
+
+@dataclass(frozen=True)
+class Node:
+    """One node of a cluster :func:`cluster_nodes` started: its port and its process."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+
+    def pause(self) -> None:
+        """SIGSTOP: the node keeps its sockets and accepts connections, but answers nothing
+        (a hung server)."""
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def go_on(self) -> None:
+        """SIGCONT: the node answers again, what was held included."""
+        os.kill(self.process.pid, signal.SIGCONT)
+
+
+@contextmanager
+def cluster_nodes(nodes: int = 3, timeout: float = 30,
+                  ports: list[int] | None = None, *, replicas: int = 0,
+                  options: Sequence[str] = ()) -> Iterator[list[Node]]:
+    """As :func:`redis_cluster`, yielding the nodes (port and process) to stop and resume.
+    Paused nodes are resumed before they are stopped. ``replicas``: per primary (``nodes``
+    counts them too); ``options``: more ``redis-server`` arguments for every node."""
     tmp = Path(tempfile.mkdtemp(prefix="satchel-redis-cluster-"))
     procs: list[subprocess.Popen[bytes]] = []
     with ExitStack() as cleanup:
@@ -101,7 +132,7 @@ def redis_cluster(nodes: int = 3, timeout: float = 30,
                 ["redis-server", "--cluster-enabled", "yes", "--port", str(port),
                  "--bind", HOST, "--cluster-config-file", str(tmp / f"nodes-{port}.conf"),
                  "--save", "", "--appendonly", "no", "--dir", str(tmp),
-                 "--daemonize", "no"],
+                 "--daemonize", "no", *options],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
         for port, proc in zip(ports, procs, strict=True):
             def up(port: int = port, proc: subprocess.Popen[bytes] = proc) -> bool:
@@ -112,7 +143,7 @@ def redis_cluster(nodes: int = 3, timeout: float = 30,
             _wait(f"redis-server on port {port}", up, timeout, tmp)
         created = subprocess.run(
             ["redis-cli", "--cluster", "create", *(f"{HOST}:{p}" for p in ports),
-             "--cluster-replicas", "0", "--cluster-yes"],
+             "--cluster-replicas", str(replicas), "--cluster-yes"],
             capture_output=True, text=True, timeout=timeout, check=False)
         if created.returncode != 0:
             raise RuntimeError(f"redis-cli --cluster create failed:\n{created.stdout}"
@@ -121,7 +152,12 @@ def redis_cluster(nodes: int = 3, timeout: float = 30,
             def ok(port: int = port) -> bool:
                 return "cluster_state:ok" in _cli(port, "cluster", "info").stdout
             _wait(f"cluster_state:ok on port {port}", ok, timeout, tmp)
-        yield ports
+
+            def synced(port: int = port) -> bool:  # a replica can take over once in sync
+                info = _cli(port, "info", "replication").stdout
+                return "role:master" in info or "master_link_status:up" in info
+            _wait(f"replica on port {port} in sync", synced, timeout, tmp)
+        yield [Node(port, proc) for port, proc in zip(ports, procs, strict=True)]
 
 
 @contextmanager
@@ -168,6 +204,7 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
     for proc in procs:
         if proc.poll() is None:
             proc.terminate()
+            proc.send_signal(signal.SIGCONT)  # a paused node acts on SIGTERM once resumed
     for proc in procs:
         try:
             proc.wait(10)

@@ -83,7 +83,9 @@ class RedisStore:
     holds a request for ever, and the store logs a warning for such a client),
     and with no retries (``retry=Retry(NoBackoff(), 0)``: each retry may wait the
     timeout again, and redis-py 6+ retries 3 to 10 times; the store warns too),
-    as :meth:`from_url` does. A ``redis+cluster://`` URL whose nodes do not
+    as :meth:`from_url` does. A ``redis+cluster://`` URL's client bounds each
+    command as a whole, slot-map refresh included, whatever the number of nodes
+    it waits on (:mod:`satchel.stores.redis.deadline`); one whose nodes do not
     answer at start gets its client built on first use (503 until then). Once
     a call fails for want of the server, later calls raise
     :class:`StoreUnavailable` at once while one at a time checks (PING)

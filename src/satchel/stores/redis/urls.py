@@ -16,6 +16,7 @@ from redis.retry import Retry
 from satchel.errors import ConfigError, StoreUnavailable
 from satchel.redact import chainable, redact_url, secrets_of
 from satchel.stores.redis.connections import LazyCluster, SharedClient
+from satchel.stores.redis.deadline import BoundedCluster
 from satchel.stores.redis.errors import unavailable, url_error
 
 log = logging.getLogger("satchel")
@@ -55,9 +56,16 @@ def client_builder(url: str, timeout: float) -> Callable[[], SharedClient]:
         try:
             if scheme == "redis+cluster":
                 direct = urlunsplit(parts._replace(scheme="redis"))
+                # One deadline per command over all its socket waits: a refresh of the
+                # slot map would otherwise wait the timeout again on each stalled node.
+                # The URL's own socket timeouts win, as for the sockets themselves.
+                given = {**bounds, **parse_url(direct)}  # type: ignore[no-untyped-call]
+                bound = max(float(given["socket_timeout"]),
+                            float(given["socket_connect_timeout"]))
 
                 def cluster() -> RedisCluster:
-                    return RedisCluster.from_url(direct, **bounds, **_cluster_no_retry())
+                    return BoundedCluster.from_url(direct, **bounds, **_cluster_no_retry(),
+                                                   bound=bound)
 
                 try:
                     with unavailable(f"RedisStore for {shown!r}", secrets):
@@ -65,7 +73,7 @@ def client_builder(url: str, timeout: float) -> Callable[[], SharedClient]:
                 except StoreUnavailable as err:  # the app starts: 503 until a node answers
                     log.warning("RedisStore for %r: no cluster node answers at start; session"
                                 " requests get 503 until one does (%s)", shown, err)
-                    return SharedClient(LazyCluster(cluster, {**bounds, **parse_url(direct)}))  # type: ignore[no-untyped-call]
+                    return SharedClient(LazyCluster(cluster, given))
             return SharedClient(redis.Redis.from_url(url, **bounds,
                                                      retry=Retry(NoBackoff(), 0)))
         except ValueError as err:
