@@ -4,7 +4,8 @@
 short timeout. This harness checks the timing goals of issue 11 as they are stated, with
 ``SATCHEL_STORE_TIMEOUT`` left at its default (3 s) unless ``--timeout`` says otherwise, each
 fault lasting ``--seconds`` (30): Redis SIGSTOPped, stalled by a proxy, killed; PostgreSQL
-stalled by a proxy, refusing connections; SQLite's folder moved away. Twelve clients, each
+stalled by a proxy, refusing connections; every node of a Redis Cluster SIGSTOPped;
+SQLite's folder moved away. Twelve clients, each
 logged in before the fault, keep sending requests that read and write their session. For each
 fault it prints, and checks:
 
@@ -84,6 +85,23 @@ def redis_proxy_stall() -> Iterator[tuple[str, Callable[[], None], Callable[[], 
 
 
 @contextmanager
+def redis_cluster_all_stopped() -> Iterator[tuple[str, Callable[[], None], Callable[[], None]]]:
+    """A three-primary cluster the harness starts, every node SIGSTOPped at once."""
+    from tests.stores.redis_cluster import cluster_nodes
+
+    with cluster_nodes(3) as nodes:
+        def pause() -> None:
+            for node in nodes:
+                node.pause()
+
+        def go_on() -> None:
+            for node in nodes:
+                node.go_on()
+
+        yield f"redis+cluster://127.0.0.1:{nodes[0].port}", pause, go_on
+
+
+@contextmanager
 def postgres_proxy(fault: str) -> Iterator[tuple[str, Callable[[], None], Callable[[], None]]]:
     with FaultProxy(postgres_target()) as proxy:
         begin, end = {"stall": (proxy.stall, proxy.resume),
@@ -108,6 +126,7 @@ FAULTS: dict[str, Fault] = {
     "redis SIGSTOP": redis_sigstop,
     "redis proxy stall": redis_proxy_stall,
     "redis killed": redis_killed,
+    "redis cluster, every node SIGSTOPped": redis_cluster_all_stopped,
     "postgres proxy stall": lambda: postgres_proxy("stall"),
     "postgres proxy refuse": lambda: postgres_proxy("refuse"),
     "sqlite folder moved away": sqlite_folder_moved,

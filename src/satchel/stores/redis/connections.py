@@ -22,9 +22,11 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.connection import ConnectionPool
 from redis.exceptions import ConnectionError, ResponseError
+from redis.retry import Retry
 
 Arg = bytes | str | int | float  # what a command's arguments may be
 
@@ -264,8 +266,28 @@ class LazyCluster:
                 self._built = self._build()
             return self._built
 
+    def ping_first_node(self) -> None:
+        """PING the node the URL names, on a connection of its own, with the client's
+        bounds and no retry; raises the driver's error if it does not answer."""
+        kwargs = {name: value for name, value in self._kwargs.items()
+                  if name in _NODE_ARGUMENTS}
+        pool = ConnectionPool(**kwargs, retry=Retry(NoBackoff(), 0))
+        node = redis.Redis(connection_pool=pool)
+        try:
+            node.ping()
+        finally:
+            node.close()
+            pool.disconnect()
+
     def __repr__(self) -> str:
         return f"<LazyCluster {'built' if self._built is not None else 'not built'}>"
+
+
+# What of a cluster URL's arguments a plain client to one node takes.
+_NODE_ARGUMENTS = frozenset({
+    "host", "port", "username", "password", "socket_timeout", "socket_connect_timeout",
+    "ssl_keyfile", "ssl_certfile", "ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_data",
+    "ssl_check_hostname", "client_name", "connection_class"})
 
 
 class SharedClient:

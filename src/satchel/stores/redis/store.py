@@ -323,9 +323,15 @@ class RedisStore:
             self._kept.close()
 
     def _probe(self) -> None:
-        """The breaker's check that the server is back: a PING."""
+        """The breaker's check that the server is back: a PING (to the first node named in
+        the URL, for a cluster client not built yet: building it takes longer than a probe
+        may hold a request; the request that follows builds it)."""
+        client: Any = self.client
         try:
-            self._command("PING")
+            if isinstance(client, LazyCluster) and client.built is None:
+                client.ping_first_node()
+            else:
+                self._command("PING")
         except DRIVER_ERRORS as err:
             self._fail(err)
 
