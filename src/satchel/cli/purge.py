@@ -1,20 +1,19 @@
-"""``flask satchel ...``: admin commands."""
+"""``flask satchel purge``: delete expired sessions, in batches."""
 
 from __future__ import annotations
 
 import click
 from flask import current_app
-from flask.cli import AppGroup
+from flask.cli import with_appcontext
 
 from satchel.errors import StoreUnavailable
 from satchel.store import Purgeable
 
-satchel_cli = AppGroup("satchel", help="Manage satchel sessions.")
 
-
-@satchel_cli.command("purge")
+@click.command("purge")
 @click.option("--batch", default=1000, show_default=True, type=click.IntRange(min=1),
               help="Records deleted per transaction.")
+@with_appcontext
 def purge(batch: int) -> None:
     """Delete expired sessions, in batches. Exits with status 1 if the store is unavailable."""
     from satchel.cookie_mode import CookieEngine
