@@ -188,3 +188,17 @@ def test_a_fast_failure_while_down_says_why_the_store_fell() -> None:
         assert info.value.__cause__ is cause
     finally:
         release.set()
+
+
+def test_a_probe_whose_server_answered_is_waited_for_to_the_end() -> None:
+    """PostgreSQL back with its table still to create: the probe takes longer than a call's
+    patience, but the server answered, so the first call after it is back succeeds."""
+    breaker = Breaker("store", patience=0.01)
+    breaker.trip("down")
+
+    def answered_then_slow() -> None:
+        breaker.answered()
+        threading.Event().wait(0.2)  # creating the table
+
+    breaker.enter(answered_then_slow)
+    assert not breaker.down

@@ -57,3 +57,14 @@ def test_only_storage_keys_get_handles() -> None:
 def test_an_unusable_secret_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
         Handles("")
+
+
+def test_a_device_description_keeps_no_control_character_and_fits() -> None:
+    from satchel.store import DEVICE_MAX
+    from satchel.users import describe_device
+
+    assert describe_device("evil\x1b]0;owned\x07 agent\r\nX-Injected: 1", "203.0.113.9") == (
+        "evil ]0;owned agent X-Injected: 1 (203.0.113.9)")
+    long = describe_device("A" * 500, "2001:db8::1")
+    assert long is not None and len(long) == DEVICE_MAX and long.endswith(" (2001:db8::1)")
+    assert describe_device(None, None) is None and describe_device("", "") is None

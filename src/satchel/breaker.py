@@ -11,7 +11,10 @@ because the server cannot be reached (refused, reset, timed out), the store call
   breaker and the call goes on, so the first request after the store is back succeeds; one
   that fails (a refused connection fails in microseconds) gives this call its
   :class:`~satchel.errors.StoreUnavailable`; one still running (a stalled server) leaves the
-  call to fail at once while the probe goes on, and closes the breaker when it passes;
+  call to fail at once while the probe goes on, and closes the breaker when it passes. A probe
+  whose server has answered but that has more to do (PostgreSQL: create the table owed, check
+  the pool's idle connections) says so (:meth:`Breaker.answered`), and the call waits for
+  it to end;
 - while a probe runs, a call waits for it the same way (up to :attr:`Breaker.patience`) and
   goes on if it passes, so a store that comes back in the middle of a probe (a stalled server
   that answers again) serves the next request at once; otherwise it gets
@@ -39,12 +42,13 @@ from satchel.errors import StoreUnavailable
 class _Probe:
     """One run of a store's probe in a thread of its own, and how it ended."""
 
-    __slots__ = ("done", "error", "pid", "started")
+    __slots__ = ("answered", "done", "error", "pid", "started")
 
     def __init__(self) -> None:
         self.started = monotonic()
         self.pid = os.getpid()
         self.done = threading.Event()
+        self.answered = threading.Event()  # the server answered; the probe has more to do
         self.error: BaseException | None = None
 
 
@@ -112,7 +116,13 @@ class Breaker:
             if mine:
                 threading.Thread(target=self._run, args=(running, probe), daemon=True,
                                  name=f"satchel probe {self._name}").start()
-            if not running.done.wait(max(0.0, deadline - monotonic())):
+            finished = running.done.wait(max(0.0, deadline - monotonic()))
+            if not finished and running.answered.is_set():
+                # The server answered: what the probe still does (a table to create, idle
+                # connections to check) is bounded by the store's own timeout. Wait for it, so
+                # the first request after the store is back does not get a 503.
+                finished = running.done.wait(self._lease)
+            if not finished:
                 raise self._unavailable(monotonic())  # still running: it goes on without us
             if running.error is None:  # passed: _run closed the breaker
                 if self.down:  # another failure tripped it again since
@@ -123,6 +133,14 @@ class Breaker:
             if monotonic() >= deadline:
                 raise self._unavailable(monotonic())
             # another caller's probe failed, maybe just before the store came back: our own
+
+    def answered(self) -> None:
+        """Called by a probe once the server has answered, when it has more to do before it
+        passes (create a table, check idle connections): calls waiting for it then wait
+        until it ends (it is bounded by the store's timeout), not only their patience."""
+        running = self._probe
+        if running is not None:
+            running.answered.set()
 
     def _run(self, started: _Probe, probe: Callable[[], None]) -> None:
         try:

@@ -41,7 +41,9 @@ def describe_device(user_agent: str | None, address: str | None) -> str | None:
     """A short description of a browser for a session list: its user agent and address,
     at most :data:`~satchel.store.DEVICE_MAX` characters (the user agent is cut, never the
     address). None if neither is known."""
-    agent = " ".join((user_agent or "").split())  # no control characters, no line breaks
+    # Printable characters only: a user agent is the client's to choose, and a device is
+    # shown in pages, terminals (flask satchel list) and logs, where ESC or BEL would act.
+    agent = " ".join("".join(c if c.isprintable() else " " for c in user_agent or "").split())
     where = f" ({address})" if address else ""
     if not agent and not where:
         return None

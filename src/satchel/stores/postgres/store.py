@@ -199,6 +199,7 @@ class PostgresStore(LeaseRows):
         except psycopg.Error as err:
             self._raise(err)
         conn.close()
+        self._breaker.answered()  # up: what follows is bounded by the timeout
         if self._schema_owed:
             self._create_schema()
             self._schema_owed = False
