@@ -5,6 +5,9 @@ request; PostgreSQL reached through a :class:`~tests.faults.FaultProxy`."""
 from __future__ import annotations
 
 import http.client
+import logging
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,6 +65,23 @@ def serving(app: Flask) -> Iterator[int]:
         thread.join(10)
 
 
+@contextmanager
+def serving_apart(url: str, timeout: float | None) -> Iterator[int]:
+    """:func:`build_app` served by another process (``python -m tests.fault_apps``), so that
+    the clients measuring it do not share its interpreter lock; yields the port."""
+    args = [sys.executable, "-m", "tests.fault_apps", url, "" if timeout is None else str(timeout)]
+    server = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        if not line.startswith("port "):
+            raise RuntimeError(f"the app server did not start: {line!r}")
+        yield int(line.split()[1])
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
 def call(port: int, method: str, path: str, cookie: str | None) -> tuple[int, str | None]:
     """One request on a new connection: its status and the ``name=value`` of its Set-Cookie."""
     return fetch(port, method, path, cookie)[:2]  # type: ignore[return-value]
@@ -99,3 +119,19 @@ def proxied_postgres_url(port: int) -> str:
     params = conninfo_to_dict(POSTGRES_URL)
     params.update(host=LOOPBACK, port=str(port), application_name="satchel-faults")
     return "postgresql://?" + make_conninfo(**params).replace(" ", "&")
+
+
+def main() -> None:
+    """Serve :func:`build_app` for ``argv[1]`` (the URL) and ``argv[2]`` (the timeout, or
+    empty) on a free 127.0.0.1 port; print ``port N``; serve until terminated."""
+    for noisy in ("werkzeug", "satchel", "psycopg", "psycopg.pool"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    timeout = float(sys.argv[2]) if sys.argv[2] else None
+    app = build_app(sys.argv[1], timeout)
+    server = make_server(LOOPBACK, 0, app, threaded=True)
+    print(f"port {server.server_port}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

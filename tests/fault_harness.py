@@ -7,7 +7,8 @@ fault lasting ``--seconds`` (30): Redis SIGSTOPped, stalled by a proxy, killed; 
 stalled by a proxy, refusing connections; every node of a Redis Cluster SIGSTOPped;
 SQLite's folder moved away. Twelve clients, each
 logged in before the fault, keep sending requests that read and write their session. For each
-fault it prints, and checks:
+fault it prints, and checks (the app runs in a process of its own, a threaded werkzeug server,
+so the clients' timing is not the server's interpreter lock's):
 
 - every answer is 200 or 503 (never a 500), and none takes longer than the bound plus 1 s;
 - once a first request has failed, every 503 to a request sent after it comes back in under
@@ -45,7 +46,15 @@ from typing import Any
 
 from satchel import Satchel
 from satchel.urls import DEFAULT_STORE_TIMEOUT
-from tests.fault_apps import build_app, call, fetch, postgres_target, proxied_postgres_url, serving
+from tests.fault_apps import (
+    build_app,
+    call,
+    fetch,
+    postgres_target,
+    proxied_postgres_url,
+    serving,
+    serving_apart,
+)
 from tests.faults import FaultProxy, Load, OwnRedis
 
 CLIENTS = 12
@@ -152,28 +161,23 @@ class Figures:
 
 def run(name: str, fault: Fault, seconds: float, timeout: float | None) -> Figures:
     bound = timeout if timeout is not None else DEFAULT_STORE_TIMEOUT
-    with fault() as (url, begin, end):
-        app = build_app(url, timeout)
-        try:
-            with serving(app) as port:
-                cookies = []
-                for number in range(CLIENTS):
-                    status, cookie = call(port, "POST", f"/login/{number}", None)
-                    if status != 200 or not cookie:
-                        raise RuntimeError(f"{name}: login {number} got {status}")
-                    cookies.append(cookie)
-                load = Load(lambda n: call(port, "GET", f"/me/{n}", cookies[n])[0], CLIENTS)
-                with load.running():
-                    time.sleep(1.0)
-                    fault_start = time.monotonic()
-                    begin()
-                    time.sleep(seconds)
-                    fault_end = time.monotonic()
-                    end()
-                    time.sleep(bound + 2.0)  # what was in flight ends, then normal service
-                finals = [fetch(port, "GET", f"/hits/{n}", cookies[n]) for n in range(CLIENTS)]
-        finally:
-            Satchel.store_of(app).close()  # type: ignore[attr-defined]
+    with fault() as (url, begin, end), serving_apart(url, timeout) as port:
+        cookies = []
+        for number in range(CLIENTS):
+            status, cookie = call(port, "POST", f"/login/{number}", None)
+            if status != 200 or not cookie:
+                raise RuntimeError(f"{name}: login {number} got {status}")
+            cookies.append(cookie)
+        load = Load(lambda n: call(port, "GET", f"/me/{n}", cookies[n])[0], CLIENTS)
+        with load.running():
+            time.sleep(1.0)
+            fault_start = time.monotonic()
+            begin()
+            time.sleep(seconds)
+            fault_end = time.monotonic()
+            end()
+            time.sleep(bound + 2.0)  # what was in flight ends, then normal service
+        finals = [fetch(port, "GET", f"/hits/{n}", cookies[n]) for n in range(CLIENTS)]
     during = load.between(fault_start, fault_end)
     failed = [o for o in load.outcomes if o.started >= fault_start and o.status != 200]
     first_failure = min((o.started + o.seconds for o in failed), default=fault_end)

@@ -7,7 +7,7 @@ because the server cannot be reached (refused, reset, timed out), the store call
 
 - if no probe is running, it starts one in a thread of its own: the store's ``probe`` (a PING,
   a ``SELECT 1``, the schema creation still owed), bounded by the store's timeout, and waits
-  for it up to :attr:`Breaker.patience` (20 ms). A probe that passes in that time closes the
+  for it up to :attr:`Breaker.patience` (40 ms). A probe that passes in that time closes the
   breaker and the call goes on, so the first request after the store is back succeeds; one
   that fails (a refused connection fails in microseconds) gives this call its
   :class:`~satchel.errors.StoreUnavailable`; one still running (a stalled server) leaves the
@@ -65,7 +65,7 @@ class Breaker:
     __slots__ = ("_cause", "_lease", "_lock", "_name", "_probe", "_reason", "_since", "down",
                  "patience")
 
-    def __init__(self, name: str, *, lease: float = 60.0, patience: float = 0.02) -> None:
+    def __init__(self, name: str, *, lease: float = 60.0, patience: float = 0.04) -> None:
         self.down = False
         """True from a failure to reach the store until a probe passes. Read without a lock."""
         self.patience = patience
