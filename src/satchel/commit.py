@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from satchel import ids, signed_id, tombstone
 from satchel.codec import TaggedCodec
 from satchel.cookie_action import CookieAction, cookie_expiry
+from satchel.events import Events
 from satchel.lifetime import Clock
 from satchel.session import Changes, Session
 from satchel.store import Patch, Record, Store, Updated
@@ -44,6 +45,7 @@ class Committer:
     grace: float
     graveyard: tombstone.Graveyard
     users: UserRules
+    events: Events
 
     def sign(self, sid: str, permanent: bool, policy: Policy) -> str:
         """The cookie value for ``sid`` (see :func:`satchel.signed_id.sign`)."""
@@ -82,7 +84,9 @@ class Committer:
             if session.destroyed:
                 # A logout through an id a parallel request rotated: destroy() always wins, so
                 # the session it was rotated to ends too, and the browser forgets it.
-                self.graveyard.end(ids.storage_key(session.retired_sid or session.sid or ""))
+                ended = session.retired_sid or session.sid or ""
+                self.graveyard.end(ids.storage_key(ended))
+                self.events.destroyed(ended, "destroy")
                 return CookieAction(None)
             if session.modified or (session.may_have_changed
                                     and session.changes(self.codec.encode_field).any):
@@ -121,7 +125,19 @@ class Committer:
         if user is not None and user != was_user and session.sid is not None:  # a login
             self.users.evict_past_cap(self.store, user, storage_key_of(session, session.sid),
                                       self.graveyard.end)
+        self._report(session, retired)
         return action
+
+    def _report(self, session: Session, retired: str | None) -> None:
+        """Send the events of a commit that stored a new id or retired one."""
+        new = session.sid  # set here only by _create: a new id stored in this commit
+        if retired is not None and (session.destroyed or new is None):
+            self.events.destroyed(retired, "destroy" if session.destroyed else "emptied")
+        if new is not None:
+            if retired is not None and not session.destroyed:
+                self.events.rotated(retired, new, "regenerate")
+            else:
+                self.events.created(new)
 
     def _update(self, session: Session, sid: str, policy: Policy, refresh_each_request: bool,
                 permanent_lifetime: float | None, now: float) -> CookieAction | None:
@@ -157,6 +173,7 @@ class Committer:
         if not outcome:
             return self._gone(session, sid, changes, policy, now, permanent_lifetime)
         if outcome == Updated.EMPTIED:
+            self.events.destroyed(sid, "emptied")
             return CookieAction(None)
         if touch_due:
             session.last_seen = now
@@ -175,7 +192,9 @@ class Committer:
             log.info("session %s was emptied by a parallel request; this request's changes"
                      " start a new session", ids.fingerprint(sid))
             session.created_at = now
-            return self._create(session, dict(changes.set), policy, now, permanent_lifetime)
+            action = self._create(session, dict(changes.set), policy, now, permanent_lifetime)
+            self.events.created(session.sid or "")  # the id _create stored it under
+            return action
         log.info("session %s ended during the request (logged out, rotated or expired); "
                  "its changes were not saved", ids.fingerprint(sid))
         return None

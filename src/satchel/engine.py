@@ -17,8 +17,14 @@ from typing import Any
 from satchel import ids, signed_id, tombstone
 from satchel.codec import TaggedCodec, default_codec
 from satchel.commit import Committer, storage_key_of
-from satchel.errors import CodecError
-from satchel.foreign import ForeignReader, is_foreign_cookie, load_foreign
+from satchel.errors import CodecError, StoreUnavailable
+from satchel.events import Events
+from satchel.foreign import (
+    MAX_FOREIGN_COOKIE_LENGTH,
+    ForeignReader,
+    is_foreign_cookie,
+    load_foreign,
+)
 from satchel.keys import KeyRing, Secret
 from satchel.lifetime import Clock, Lifetime, system_clock
 from satchel.session import Session
@@ -26,7 +32,6 @@ from satchel.signed_id import Token
 from satchel.store import Prefetching, Store
 from satchel.users import UserRules
 
-security_log = logging.getLogger("satchel.security")
 log = logging.getLogger("satchel")
 
 _storage_key = storage_key_of
@@ -49,12 +54,14 @@ class Engine(Committer):
 
     def __init__(self, store: Store, *, codec: TaggedCodec = default_codec,
                  clock: Clock = system_clock, grace: float = tombstone.DEFAULT_GRACE,
-                 users: UserRules | None = None) -> None:
+                 users: UserRules | None = None, events: Events | None = None) -> None:
         """``grace``: seconds a rotated or emptied id is remembered (:mod:`satchel.tombstone`).
         ``users``: the user key and the cap on a user's sessions (default: Flask-Login's
-        ``_user_id``, no cap; see :mod:`satchel.users`)."""
+        ``_user_id``, no cap; see :mod:`satchel.users`). ``events``: what the lifecycle
+        events are sent and logged through (sender None if not given)."""
         self.users = UserRules() if users is None else users
         self.store = store
+        self.events = events if events is not None else Events()
         self.codec = codec
         self.clock = clock
         self.grace = grace
@@ -69,8 +76,12 @@ class Engine(Committer):
     # -- cookies -------------------------------------------------------------
 
     def verify(self, cookie: str | None, policy: Policy) -> Token | None:
-        """The token a cookie carries, or None (logged) if it is not one we signed."""
-        return signed_id.verify(cookie, policy.keys)
+        """The token a cookie carries, or None if it is not one we signed (then a
+        ``session_rejected`` event, unless the cookie is empty or missing)."""
+        token = signed_id.verify(cookie, policy.keys)
+        if token is None and cookie:
+            self.events.rejected(cookie[:signed_id.MAX_COOKIE_LENGTH], "bad-signature")
+        return token
 
     # -- open ------------------------------------------------------------------
 
@@ -109,13 +120,22 @@ class Engine(Committer):
     def _load(self, session: Session, cookie: str | None, policy: Policy,
               foreign: ForeignReader | None = None) -> None:
         if cookie and foreign is not None and is_foreign_cookie(cookie):
-            load_foreign(session, cookie, foreign)
+            if not load_foreign(session, cookie, foreign):
+                self.events.rejected(cookie[:MAX_FOREIGN_COOKIE_LENGTH], "bad-flask-cookie")
             return
         self._load_token(session, self.verify(cookie, policy), policy)
 
     def _load_token(self, session: Session, token: Token | None, policy: Policy) -> None:
         if token is None:
             return
+        try:
+            self._load_record(session, token, policy)
+        except StoreUnavailable as err:
+            self.events.store_error(err, "load", token.sid,
+                                    anonymous=session.empty_on_store_error)
+            raise
+
+    def _load_record(self, session: Session, token: Token, policy: Policy) -> None:
         session.cookie_key_index = token.key_index
         session.cookie_permanent = token.permanent
         key = _storage_key(session, token.sid)
@@ -134,9 +154,9 @@ class Engine(Committer):
         if record is None:
             self._load_missing(session, token.sid)
             return
-        if policy.lifetime.is_expired(record.created_at, record.last_seen, self.clock()):
-            security_log.info("session %s expired under the current timeouts",
-                              ids.fingerprint(token.sid))
+        expired = policy.lifetime.expired_by(record.created_at, record.last_seen, self.clock())
+        if expired is not None:
+            self.events.expired(token.sid, expired)
             self.store.delete(key)
             return
         session.adopt(token.sid, record.fields, self._decode(record.fields, token.sid),
@@ -162,8 +182,7 @@ class Engine(Committer):
                           last_seen=tomb.last_seen, permanent=tomb.permanent)
             session.read_only = True
             return
-        security_log.info("session %s not found or expired; starting a new one",
-                          ids.fingerprint(sid))
+        self.events.rejected(sid, "unknown")
 
     def _decode(self, raw: dict[str, bytes], sid: str) -> dict[str, Any]:
         data = {}
