@@ -3,6 +3,7 @@
 Each test subscribes to the signals of one app and checks what a receiver
 gets, and that neither a receiver nor a log line ever sees a session id, a
 storage key or a cookie value: sessions are named by ``ids.fingerprint``.
+The store's failures and failing receivers: tests/test_event_failures.py.
 """
 
 from __future__ import annotations
@@ -10,68 +11,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import ExitStack
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask, session
-from flask.testing import FlaskClient
+from flask import session
 
-from satchel import signals
-from satchel.errors import StoreUnavailable
-from satchel.ids import fingerprint, new_id, storage_key
+from satchel import Satchel
+from satchel.ids import fingerprint, new_id
+from satchel.lifetime import Lifetime
+from satchel.store import UserIndex
 from tests.clock import FakeClock
-from tests.modes import mode_app
-from tests.test_on_store_error import down_store
-
-NAMES = ("session_created", "session_rotated", "session_destroyed", "session_expired",
-         "session_rejected", "session_revoked", "store_error")
-HOUR = 3600.0
-
-
-class Heard(list[tuple[str, dict[str, Any]]]):
-    """What satchel's signals sent for one app, in order: (signal name, keyword arguments)."""
-
-    def names(self) -> list[str]:
-        return [name for name, _ in self]
-
-
-def add_routes(app: Flask) -> Flask:
-    @app.get("/set/<key>/<value>")
-    def set_value(key: str, value: str) -> str:
-        session[key] = value
-        return "ok"
-
-    @app.get("/get/<key>")
-    def get_value(key: str) -> str:
-        return str(session.get(key, "-"))
-
-    @app.get("/pop/<key>")
-    def pop(key: str) -> str:
-        session.pop(key, None)
-        return "ok"
-
-    @app.get("/regenerate")
-    def regenerate() -> str:
-        session.regenerate()  # type: ignore[attr-defined]
-        return "ok"
-
-    @app.get("/destroy")
-    def destroy() -> str:
-        session.destroy()  # type: ignore[attr-defined]
-        return "ok"
-
-    @app.get("/empty-and-regenerate")
-    def empty_and_regenerate() -> str:
-        session.clear()
-        session.regenerate()  # type: ignore[attr-defined]
-        return "ok"
-
-    @app.get("/nothing")
-    def nothing() -> str:
-        return "nothing"
-
-    return app
+from tests.event_apps import HOUR, assert_never_named, build, cookie_value, sid_of
 
 
 @pytest.fixture
@@ -90,43 +42,6 @@ def caplog_info(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     caplog.set_level(logging.INFO, logger="satchel")
     caplog.set_level(logging.INFO, logger="satchel.security")
     return caplog
-
-
-def listen(app: Flask, cleanup: ExitStack) -> Heard:
-    heard = Heard()
-    for name in NAMES:
-        def receive(sender: Any, _name: str = name, **kwargs: Any) -> None:
-            assert sender is app
-            heard.append((_name, kwargs))
-
-        cleanup.enter_context(getattr(signals, name).connected_to(receive, sender=app))
-    return heard
-
-
-def build(mode: str, clock: FakeClock, tmp_path: Path, cleanup: ExitStack,
-          **config: Any) -> tuple[Flask, Heard]:
-    app = add_routes(mode_app(mode, clock, tmp_path, cleanup, **config))
-    return app, listen(app, cleanup)
-
-
-def sid_of(client: FlaskClient) -> str:
-    cookie = client.get_cookie("session")
-    assert cookie is not None
-    return cookie.value.split(".")[0]
-
-
-def cookie_value(client: FlaskClient) -> str:
-    cookie = client.get_cookie("session")
-    assert cookie is not None
-    return cookie.value
-
-
-def assert_never_named(heard: Heard, caplog: pytest.LogCaptureFixture, *secrets: str) -> None:
-    """No id, storage key or cookie among the receivers' arguments or the log lines."""
-    seen = repr(list(heard)) + caplog.text + repr([r.args for r in caplog.records])
-    for secret in secrets:
-        for value in (secret, storage_key(secret.split(".")[0])):
-            assert value not in seen
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -304,75 +219,69 @@ def test_an_id_the_store_does_not_hold_is_rejected_unknown_but_a_rotated_one_is_
     assert_never_named(heard, caplog_info, never, old_cookie, new)
 
 
-def test_revoked_is_sent_by_the_engines_events(
-        clock: FakeClock, tmp_path: Path, cleanup: ExitStack,
+def test_a_change_of_user_sends_rotated_user_changed(
+        server: str, clock: FakeClock, tmp_path: Path, cleanup: ExitStack,
         caplog_info: pytest.LogCaptureFixture) -> None:
-    app, heard = build("memory", clock, tmp_path, cleanup)
-    events = app.session_interface.engine.events  # type: ignore[attr-defined]
-    events.revoked("h-1234", "revoke-user", "alice")
-    sid = new_id()
-    events.revoked("h-5678", "max-sessions", "bob", sid=sid)
-    assert heard == [
-        ("session_revoked", {"fingerprint": None, "handle": "h-1234", "reason": "revoke-user",
-                             "user": "alice"}),
-        ("session_revoked", {"fingerprint": fingerprint(sid), "handle": "h-5678",
-                             "reason": "max-sessions", "user": "bob"})]
-    lines = [r.getMessage() for r in caplog_info.records if r.name == "satchel.security"]
-    assert len(lines) == 2 and "h-1234" in lines[0] and fingerprint(sid) in lines[1]
-    assert_never_named(heard, caplog_info, sid)
-
-
-@pytest.mark.parametrize("on_error", ["fail", "anonymous"])
-def test_a_store_error_is_sent_once_with_the_operation(
-        on_error: str, tmp_path: Path, cleanup: ExitStack,
-        caplog_info: pytest.LogCaptureFixture) -> None:
-    from tests.test_on_store_error import build_app, signed_cookie
-
-    store = cleanup.enter_context(down_store("sqlite", tmp_path))
-    app = build_app(store, SATCHEL_ON_STORE_ERROR=on_error)
-    heard = listen(app, cleanup)
+    app, heard = build(server, clock, tmp_path, cleanup)
     client = app.test_client()
-    assert client.post("/set/x").status_code == (503 if on_error == "fail" else 200)
-    cookie = signed_cookie(app)
-    client.set_cookie("session", cookie)
-    assert client.get("/get").status_code == (503 if on_error == "fail" else 200)
-    assert [(name, kwargs["operation"], kwargs["fingerprint"]) for name, kwargs in heard] == [
-        ("store_error", "save", None),
-        ("store_error", "load", fingerprint(cookie.split(".")[0]))]
-    assert all(isinstance(kwargs["error"], StoreUnavailable) for _, kwargs in heard)
-    errors = [r for r in caplog_info.records if r.levelno >= logging.ERROR]
-    assert len(errors) == 2 and all(r.name == "satchel" for r in errors)  # one line each
-    assert_never_named(heard, caplog_info, cookie)
+    client.get("/set/cart/pencil")
+    ids = [sid_of(client)]
+    for route in ("/set/_user_id/7", "/set/_user_id/8", "/pop/_user_id"):  # in, switch, out
+        client.get(route)
+        ids.append(sid_of(client))
+    assert heard[1:] == [("session_rotated", {"fingerprint": fingerprint(new),
+                                              "old_fingerprint": fingerprint(old),
+                                              "reason": "user-changed"})
+                         for old, new in pairwise(ids)]
+    assert_never_named(heard, caplog_info, *ids)
 
 
-def test_a_store_error_from_the_app_is_sent_by_the_503_handler(
-        clock: FakeClock, tmp_path: Path, cleanup: ExitStack,
+def test_revoke_sends_revoked_with_the_handle(
+        server: str, clock: FakeClock, tmp_path: Path, cleanup: ExitStack,
         caplog_info: pytest.LogCaptureFixture) -> None:
-    app, heard = build("memory", clock, tmp_path, cleanup)
+    app, heard = build(server, clock, tmp_path, cleanup)
 
-    @app.get("/boom")
-    def boom() -> str:
-        raise StoreUnavailable("the session store at 127.0.0.1 is down")
+    @app.get("/handle")
+    def handle_view() -> str:
+        session.get("a")  # loaded first: the handle of a session not loaded yet is None
+        return str(session.handle)  # type: ignore[attr-defined]
 
-    assert app.test_client().get("/boom").status_code == 503
-    assert [(name, kwargs["operation"]) for name, kwargs in heard] == [("store_error", "request")]
-    assert len([r for r in caplog_info.records if r.levelno >= logging.ERROR]) == 1
+    client = app.test_client()
+    client.get("/set/a/1")
+    handle = client.get("/handle").text
+    heard.clear()
+    satchel: Satchel = app.extensions["satchel"]
+    assert satchel.revoke(handle, app=app)
+    assert not satchel.revoke(handle, app=app)  # ended already: nothing more is sent
+    assert heard == [("session_revoked", {"handle": handle, "reason": "revoke", "user": None})]
+    [line] = [r.getMessage() for r in caplog_info.records if "revoked" in r.getMessage()]
+    assert handle in line
+    assert client.get("/get/a").text == "-"
+    assert_never_named(heard, caplog_info, sid_of(client))
 
 
-def test_a_receiver_that_raises_fails_the_request_as_flasks_own_signals_do(
-        clock: FakeClock, tmp_path: Path, cleanup: ExitStack,
-        caplog: pytest.LogCaptureFixture) -> None:
-    app, _ = build("memory", clock, tmp_path, cleanup)
-    app.testing = False
-
-    def broken(sender: Flask, **kwargs: Any) -> None:
-        raise RuntimeError("receiver bug")
-
-    cleanup.enter_context(signals.session_created.connected_to(broken, sender=app))
-    with caplog.at_level(logging.ERROR):
-        response = app.test_client().get("/set/a/1")
-    assert response.status_code == 500
-    assert any(r.exc_info and "receiver bug" in str(r.exc_info[1]) for r in caplog.records)
+def test_revoke_user_and_the_cap_send_revoked_with_the_user(
+        server: str, clock: FakeClock, tmp_path: Path, cleanup: ExitStack,
+        caplog_info: pytest.LogCaptureFixture) -> None:
+    app, heard = build(server, clock, tmp_path, cleanup, SATCHEL_MAX_SESSIONS_PER_USER=2)
+    satchel: Satchel = app.extensions["satchel"]
+    if not isinstance(satchel.store_of(app), UserIndex):
+        pytest.skip(f"the {server} store has no user index yet (satchel.store.UserIndex)")
+    devices = [app.test_client() for _ in range(3)]
+    for device in devices:
+        clock.advance(1)
+        device.get("/set/_user_id/7")
+    with app.app_context():
+        handles = [listed.handle for listed in satchel.sessions_of(7)]
+    assert devices[0].get("/get/_user_id").text == "-"  # the oldest, past the cap
+    assert [kwargs["reason"] for name, kwargs in heard if name == "session_revoked"] == [
+        "max-sessions"]
+    heard.clear()
+    assert satchel.revoke_user(7, app=app) == 2
+    assert sorted(kwargs["handle"] for _, kwargs in heard) == sorted(handles)
+    assert {(name, kwargs["reason"], kwargs["user"]) for name, kwargs in heard} == {
+        ("session_revoked", "revoke-user", "7")}
+    assert_never_named(heard, caplog_info)
 
 
 @pytest.mark.parametrize(("created", "last_seen", "now", "which"), [
@@ -380,8 +289,6 @@ def test_a_receiver_that_raises_fails_the_request_as_flasks_own_signals_do(
     (0, 10, 200, "idle"), (0, 60, 200, "absolute"), (0, 40, 200, "absolute")])
 def test_expired_by_names_the_timeout_whose_deadline_came_first(
         created: float, last_seen: float, now: float, which: str | None) -> None:
-    from satchel.lifetime import Lifetime
-
     lifetime = Lifetime(idle=60, absolute=100)
     assert lifetime.expired_by(created, last_seen, now) == which
     assert lifetime.is_expired(created, last_seen, now) == (which is not None)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from satchel import ids, signed_id, tombstone
 from satchel.codec import TaggedCodec
 from satchel.cookie_action import CookieAction, cookie_expiry
-from satchel.events import Events
+from satchel.events import Events, RevokeReason, RotateReason
 from satchel.lifetime import Clock
 from satchel.session import Changes, Session
 from satchel.store import Patch, Record, Store, Updated
@@ -95,11 +95,13 @@ class Committer:
             return None
         now = self.clock()
         was_user = session.user
+        rotation: RotateReason = "regenerate"
         if session.sid is not None:
             if self.users.key is None or self.users.user_of(session) == was_user:
                 return self._update(session, session.sid, policy, refresh_each_request,
                                     permanent_lifetime, now)
             session.regenerate()  # a login, a logout or a switch of user: a new id
+            rotation = "user-changed"
         # (A session whose stored user differs only because it predates SATCHEL_USER_KEY
         # is rotated once too, and filed under its user.)
         # New, regenerated or destroyed: store the data under a new id first, so a failure
@@ -121,21 +123,30 @@ class Committer:
             unchanged = {name: value for name, value in old_fields.items()
                          if fields.get(name) == value}
             self._retire(session, retired, unchanged, now)
+        self._report(session, retired, rotation)
         user = session.user
         if user is not None and user != was_user and session.sid is not None:  # a login
             self.users.evict_past_cap(self.store, user, storage_key_of(session, session.sid),
-                                      self.graveyard.end)
-        self._report(session, retired)
+                                      lambda key: self.revoke(key, "max-sessions", user))
         return action
 
-    def _report(self, session: Session, retired: str | None) -> None:
+    def revoke(self, key: str, reason: RevokeReason, user: str | None = None) -> None:
+        """End the session stored under storage key ``key`` and any id it was rotated to
+        meanwhile (see :meth:`~satchel.tombstone.Graveyard.end`), and send ``session_revoked``.
+        """
+        self.graveyard.end(key)
+        self.store.delete(key)
+        self.events.revoked(key, reason, user)
+
+    def _report(self, session: Session, retired: str | None,
+                rotation: RotateReason = "regenerate") -> None:
         """Send the events of a commit that stored a new id or retired one."""
         new = session.sid  # set here only by _create: a new id stored in this commit
         if retired is not None and (session.destroyed or new is None):
             self.events.destroyed(retired, "destroy" if session.destroyed else "emptied")
         if new is not None:
             if retired is not None and not session.destroyed:
-                self.events.rotated(retired, new, "regenerate")
+                self.events.rotated(retired, new, rotation)
             else:
                 self.events.created(new)
 

@@ -24,6 +24,7 @@ cookie. This module imports no web framework.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Literal
 
 from blinker import Signal
@@ -74,15 +75,20 @@ def _wanted(signal: Signal, level: int, logger: logging.Logger = security_log) -
 class Events:
     """Sends satchel's lifecycle signals with ``sender`` (the Flask app), and logs them.
 
-    Every method takes the raw value that names the session (an id, or a
-    cookie in cookie mode: never logged or sent, only fingerprinted) and
-    returns None. Exceptions raised by receivers propagate (see the module).
+    ``handle_of`` turns a storage key into the session's public handle
+    (:mod:`satchel.handles`) for :meth:`revoked`; without it, revocations
+    carry no handle. Every method takes the raw value that names the session
+    (an id, a cookie in cookie mode, a storage key: never logged or sent, only
+    fingerprinted or made a handle) and returns None. Exceptions raised by
+    receivers propagate (see the module).
     """
 
-    __slots__ = ("sender",)
+    __slots__ = ("handle_of", "sender")
 
-    def __init__(self, sender: object = None) -> None:
+    def __init__(self, sender: object = None, *,
+                 handle_of: Callable[[str], str] | None = None) -> None:
         self.sender = sender
+        self.handle_of = handle_of
 
     def created(self, sid: str) -> None:
         """A new session was stored under ``sid`` (or sealed into cookie ``sid``)."""
@@ -126,19 +132,17 @@ class Events:
             security_log.log(level, message, tag)
             signal.send(self.sender, fingerprint=tag, reason=reason)
 
-    def revoked(self, handle: str, reason: RevokeReason, user: str | None = None, *,
-                sid: str | None = None) -> None:
-        """The session with public ``handle`` (of ``user``, if known) was revoked.
-
-        ``sid``: its id, when the caller knows it (the current request's
-        session), for the ``fingerprint``; otherwise the fingerprint is None.
-        """
+    def revoked(self, storage_key: str, reason: RevokeReason, user: str | None = None) -> None:
+        """The live session stored under ``storage_key`` (of ``user``, if known) was ended
+        by :meth:`Satchel.revoke` (``"revoke"``), ``revoke_user`` (``"revoke-user"``) or
+        the cap on a user's sessions (``"max-sessions"``). It is named by its public
+        handle (None without :attr:`handle_of`), never by the storage key."""
         signal = signals.session_revoked
         if _wanted(signal, _INFO):
-            tag = None if sid is None else fingerprint(sid)
-            security_log.info("session %s (handle %s, user %r) revoked (%s)",
-                              tag or "-", handle, user, reason)
-            signal.send(self.sender, fingerprint=tag, handle=handle, reason=reason, user=user)
+            handle = None if self.handle_of is None else self.handle_of(storage_key)
+            security_log.info("session with handle %s (user %r) revoked (%s)",
+                              handle or "-", user, reason)
+            signal.send(self.sender, handle=handle, reason=reason, user=user)
 
     def store_error(self, error: StoreUnavailable, operation: Operation,
                     sid: str | None = None, *, anonymous: bool = False) -> None:

@@ -3,8 +3,9 @@
 Connect with ``signal.connect(receiver, sender=app)``; each is sent with the
 Flask app as sender (``None`` for an engine used without Flask), and only
 keyword arguments. No signal carries a session id, a storage key or a cookie:
-a session is named by ``fingerprint``, the short hash satchel's log lines use
-(``satchel.ids.fingerprint`` of the id; in cookie mode, of the cookie value).
+a session is named by ``fingerprint`` (``handle`` for a revoked one), the short
+hash satchel's log lines use (``satchel.ids.fingerprint`` of the id; in cookie
+mode, of the cookie value).
 
 - :data:`session_created`: a new session was stored (``fingerprint``).
 - :data:`session_rotated`: a session's id was replaced and the old one ended
@@ -18,9 +19,11 @@ a session is named by ``fingerprint``, the short hash satchel's log lines use
 - :data:`session_rejected`: a cookie opened no session (``fingerprint``,
   ``reason``: ``"bad-signature"``, ``"unknown"``, ``"bad-seal"`` or
   ``"bad-flask-cookie"``).
-- :data:`session_revoked`: a session was ended by the revoking API
-  (``fingerprint`` or None, ``handle``, ``reason``: ``"revoke"``,
-  ``"revoke-user"`` or ``"max-sessions"``, ``user`` or None).
+- :data:`session_revoked`: a live session was ended by ``Satchel.revoke``,
+  ``revoke_user`` or the cap on a user's sessions (no ``fingerprint``: the
+  revoking code knows a session by its storage key only; ``handle``, its public
+  handle, ``reason``: ``"revoke"``, ``"revoke-user"`` or ``"max-sessions"``,
+  ``user`` or None).
 - :data:`store_error`: the store could not be reached (``fingerprint`` or
   None, ``error``: the :class:`~satchel.errors.StoreUnavailable`,
   ``operation``: ``"load"``, ``"save"`` or ``"request"``).

@@ -11,7 +11,7 @@ from satchel.cookie_mode import CookieEngine, SealedCookies
 from satchel.engine import Engine
 from satchel.errors import ConfigError, SessionLocked, StoreUnavailable
 from satchel.events import Events
-from satchel.flask.accounts import Accounts
+from satchel.flask.accounts import Accounts, handle_maker
 from satchel.flask.interface import SatchelSessionInterface, no_key
 from satchel.flask.lock import check_locked_views, release_at_teardown, session_locked
 from satchel.flask.responses import serialize_sessions, store_unavailable
@@ -134,7 +134,7 @@ class Satchel(Accounts):
         check_keys(app)  # before a store is opened for nothing
         store = self._resolve_store(app, store_timeout(app))
         engine: Engine | CookieEngine
-        events = Events(app)  # satchel.signals are sent with the app as sender
+        events = Events(app, handle_of=handle_maker(app))  # the app: the signals' sender
         if isinstance(store, SealedCookies):
             engine = CookieEngine(store, codec=self.codec, clock=self.clock, events=events)
         else:
