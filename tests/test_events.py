@@ -122,6 +122,40 @@ def test_a_logout_then_a_new_session_sends_destroyed_then_created(
                      ("session_created", {"fingerprint": fingerprint(sid_of(client))})]
 
 
+def test_a_logout_through_a_rotated_id_sends_destroyed(
+        server: str, clock: FakeClock, tmp_path: Path, cleanup: ExitStack) -> None:
+    app, heard = build(server, clock, tmp_path, cleanup)
+    client = app.test_client()
+    client.get("/set/a/1")
+    old_cookie = cookie_value(client)
+    client.get("/regenerate")
+    heard.clear()
+    late = app.test_client()  # within the grace period: opens read-only, and may log out
+    late.set_cookie("session", old_cookie)
+    late.get("/destroy")
+    assert heard == [("session_destroyed", {"fingerprint": fingerprint(old_cookie[:43]),
+                                            "reason": "destroy"})]
+    assert client.get("/get/a").text == "-"
+
+
+@pytest.mark.parametrize(("route", "reason"), [("/destroy", "destroy"), ("/pop/a", "emptied")])
+def test_sealed_sessions_send_created_and_destroyed(
+        route: str, reason: str, clock: FakeClock, tmp_path: Path, cleanup: ExitStack,
+        caplog_info: pytest.LogCaptureFixture) -> None:
+    app, heard = build("cookie", clock, tmp_path, cleanup)
+    client = app.test_client()
+    client.get("/set/a/1")
+    token = cookie_value(client)
+    client.get("/get/a")
+    client.get("/set/a/2")  # re-sealed: the same session, nothing sent
+    resealed = cookie_value(client)
+    client.get(route)
+    assert heard == [("session_created", {"fingerprint": fingerprint(token)}),
+                     ("session_destroyed", {"fingerprint": fingerprint(resealed),
+                                            "reason": reason})]
+    assert_never_named(heard, caplog_info, token, resealed)
+
+
 @pytest.mark.parametrize("mode", ["memory", "sqlite", "cookie"])
 @pytest.mark.parametrize(("setting", "reason"), [
     ("SATCHEL_IDLE_TIMEOUT", "idle"), ("SATCHEL_ABSOLUTE_TIMEOUT", "absolute")])
