@@ -156,8 +156,8 @@ class Engine(Committer):
             return
         expired = policy.lifetime.expired_by(record.created_at, record.last_seen, self.clock())
         if expired is not None:
-            self.events.expired(token.sid, expired)
             self.store.delete(key)
+            self.events.expired(token.sid, expired)
             return
         session.adopt(token.sid, record.fields, self._decode(record.fields, token.sid),
                       created_at=record.created_at, last_seen=record.last_seen,
