@@ -31,13 +31,18 @@ from satchel import ids
 from satchel.codec import TaggedCodec, default_codec
 from satchel.cookie_action import CookieAction, cookie_expiry
 from satchel.errors import CodecError
-from satchel.foreign import ForeignReader, is_foreign_cookie, load_foreign
+from satchel.events import Events
+from satchel.foreign import (
+    MAX_FOREIGN_COOKIE_LENGTH,
+    ForeignReader,
+    is_foreign_cookie,
+    load_foreign,
+)
 from satchel.keys import Secret
 from satchel.lifetime import Clock, Lifetime, system_clock
 from satchel.sealed import MAX_TOKEN_CHARS, Sealer, looks_permanent
 from satchel.session import Session
 
-security_log = logging.getLogger("satchel.security")
 log = logging.getLogger("satchel")
 
 PURPOSE = "satchel/v1/sealed-session"
@@ -69,10 +74,14 @@ class CookieEngine:
     """Opens and commits sessions sealed in the cookie itself."""
 
     def __init__(self, mode: SealedCookies | None = None, *,
-                 codec: TaggedCodec = default_codec, clock: Clock = system_clock) -> None:
+                 codec: TaggedCodec = default_codec, clock: Clock = system_clock,
+                 events: Events | None = None) -> None:
+        """``events``: what the lifecycle events are sent and logged through; they name a
+        session by the fingerprint of its cookie value (a sealed session has no id)."""
         self.mode = mode if mode is not None else SealedCookies()
         self.codec = codec
         self.clock = clock
+        self.events = events if events is not None else Events()
 
     def build_policy(self, secret: Secret, fallbacks: Sequence[Secret],
                      lifetime: Lifetime) -> SealedPolicy:
@@ -102,24 +111,23 @@ class CookieEngine:
         if not cookie:
             return
         if foreign is not None and is_foreign_cookie(cookie):
-            load_foreign(session, cookie, foreign)
+            if not load_foreign(session, cookie, foreign):
+                self.events.rejected(cookie[:MAX_FOREIGN_COOKIE_LENGTH], "bad-flask-cookie")
             return
         opened = policy.sealer.open(cookie, name=name)
-        if opened is None:
-            security_log.warning("rejected session cookie %s: not sealed for this cookie name"
-                                 " with the current or a fallback key",
-                                 ids.fingerprint(cookie[:MAX_TOKEN_CHARS]))
-            return
-        payload = _parse(opened.plaintext)
-        if payload is None:
-            security_log.warning("rejected session cookie %s: its sealed payload is malformed",
-                                 ids.fingerprint(cookie))
+        payload = None if opened is None else _parse(opened.plaintext)
+        if opened is None or payload is None:  # not sealed with our keys for this name
+            self.events.rejected(cookie[:MAX_TOKEN_CHARS], "bad-seal")
             return
         created_at, last_seen, expires_at, fields = payload
         now = self.clock()
-        if now >= expires_at or policy.lifetime.is_expired(created_at, last_seen, now):
-            security_log.info("session cookie %s is past its idle or absolute deadline",
-                              ids.fingerprint(cookie))
+        expired = policy.lifetime.expired_by(created_at, last_seen, now)
+        if expired is None and now >= expires_at:
+            # Only the deadline sealed under longer timeouts passed; the token does not say
+            # which of them set it: sliding sessions end by idleness far more often.
+            expired = "idle"
+        if expired is not None:
+            self.events.expired(cookie, expired)
             return
         data: dict[str, Any] = {}
         raw: dict[str, bytes] = {}
@@ -159,7 +167,11 @@ class CookieEngine:
             if not session.stored:
                 return None
         if session.empty:
-            return None if not session.stored else CookieAction(None)
+            if not session.stored:
+                return None
+            self.events.destroyed(session.request_cookie or "",
+                                  "destroy" if session.destroyed else "emptied")
+            return CookieAction(None)
         now = self.clock()
         permanent = session.is_permanent
         changed = (session.modified or session.regenerated or not session.stored
@@ -178,6 +190,10 @@ class CookieEngine:
         plaintext = orjson.dumps([_PAYLOAD_VERSION, created_at, now, expires_at, fields])
         token = policy.sealer.seal(plaintext, name=cookie_name, permanent=permanent)
         session.created_at, session.last_seen = created_at, now
+        if not session.stored or session.destroyed:
+            if session.destroyed:
+                self.events.destroyed(session.request_cookie or "", "destroy")
+            self.events.created(token)
         expires = cookie_expiry(permanent, created_at, policy.lifetime,
                                 permanent_lifetime, now)
         return CookieAction(token, expires)

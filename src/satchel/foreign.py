@@ -13,7 +13,6 @@ from typing import Any
 from satchel import ids
 from satchel.session import Session
 
-security_log = logging.getLogger("satchel.security")
 log = logging.getLogger("satchel")
 
 MAX_FOREIGN_COOKIE_LENGTH = 8192
@@ -30,16 +29,16 @@ def is_foreign_cookie(cookie: str) -> bool:
     return cookie.count(".") >= 2
 
 
-def load_foreign(session: Session, cookie: str, reader: ForeignReader) -> None:
-    """Fill ``session`` from a Flask session cookie, or log why not."""
+def load_foreign(session: Session, cookie: str, reader: ForeignReader) -> bool:
+    """Fill ``session`` from a Flask session cookie: True, or False if ``cookie`` is not a
+    valid one (the caller reports the rejection; see :mod:`satchel.events`)."""
     data = reader(cookie)
     if data is None:
-        security_log.warning("rejected session cookie %s: not a valid Flask session cookie",
-                             ids.fingerprint(cookie[:MAX_FOREIGN_COOKIE_LENGTH]))
-        return
+        return False
     permanent = bool(data.pop("_permanent", False))
     session.adopt_foreign(data, permanent=permanent)
     log.info("read Flask session cookie %s; re-issuing it in satchel's form",
              ids.fingerprint(cookie))
+    return True
 
 

@@ -13,11 +13,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Literal
 
 Clock = Callable[[], float]
 """Seconds since the epoch, as :func:`time.time` returns them."""
 
 MAX_TOUCH_INTERVAL = 300.0
+
+ExpiryReason = Literal["idle", "absolute"]
 
 
 def seconds(value: timedelta | float | int | None, *, name: str) -> float | None:
@@ -58,6 +61,18 @@ class Lifetime:
 
     def is_expired(self, created_at: float, last_seen: float, now: float) -> bool:
         return now >= self.expires_at(created_at, last_seen)
+
+    def expired_by(self, created_at: float, last_seen: float, now: float) -> ExpiryReason | None:
+        """Which timeout ended a session created then and last seen then, at ``now``:
+        ``"idle"``, ``"absolute"``, or None if it is live (:meth:`is_expired` is False).
+
+        If both have passed, the one whose deadline came first (``"absolute"`` on a tie).
+        """
+        idle_deadline = last_seen + self.idle
+        absolute = self.absolute
+        if absolute is not None and now >= created_at + absolute:
+            return "idle" if idle_deadline < created_at + absolute else "absolute"
+        return "idle" if now >= idle_deadline else None
 
     def touch_due(self, last_seen: float, now: float) -> bool:
         """True if the sliding expiry should be pushed forward on this request."""

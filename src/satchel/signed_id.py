@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import base64
 import hmac
-import logging
 from typing import NamedTuple
 
 from satchel import ids
 from satchel.keys import KeyRing
 
-security_log = logging.getLogger("satchel.security")
-
 COOKIE_PURPOSE = "satchel/v1/session-id-cookie"
-MAX_COOKIE_LENGTH = 128  # a well-formed value is 67 characters; longer ones are logged cut
+MAX_COOKIE_LENGTH = 128  # a well-formed value is 67 characters; longer ones are reported cut
 _MAC_CHARS = 22  # 16 bytes of HMAC-SHA256, unpadded base64
 _BODY_LENGTH = ids.ID_LENGTH + 2  # "<id>.<flag>"
 COOKIE_LENGTH = _BODY_LENGTH + _MAC_CHARS
@@ -48,18 +45,13 @@ def sign(sid: str, permanent: bool, keys: KeyRing) -> str:
 
 
 def verify(cookie: str | None, keys: KeyRing) -> Token | None:
-    """The token ``cookie`` carries, or None if it is not one ``keys`` signed.
+    """The token ``cookie`` carries, or None if it is not one ``keys`` signed (or is empty).
 
-    A rejected cookie is logged on ``satchel.security`` by a fingerprint,
-    never its value. An empty or missing cookie is None without a log line.
+    Logs nothing: the engine reports a rejected cookie (:mod:`satchel.events`).
     """
     if not cookie:
         return None
-    token = _parse(cookie, keys)
-    if token is None:
-        security_log.warning("rejected session cookie %s: bad shape or signature",
-                             ids.fingerprint(cookie[:MAX_COOKIE_LENGTH]))
-    return token
+    return _parse(cookie, keys)
 
 
 def _parse(cookie: str, keys: KeyRing) -> Token | None:

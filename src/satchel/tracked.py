@@ -13,7 +13,6 @@ fast path of ``json.dumps``) sees the data only once something has loaded it.
 from __future__ import annotations
 
 import copy
-import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
@@ -21,7 +20,6 @@ from satchel.errors import StoreUnavailable
 
 _MUTABLE = (list, dict, set, bytearray, tuple)  # a tuple may hold a list
 _MISSING: Any = object()
-log = logging.getLogger("satchel")
 
 
 class Changes(NamedTuple):
@@ -74,15 +72,12 @@ class TrackedDict(dict[str, Any]):
             self._loader = None
             try:
                 loader(self)
-            except StoreUnavailable as err:
+            except StoreUnavailable:
                 self.load_failed = True  # the commit must write nothing
                 if not self.empty_on_store_error:
                     raise
-                dict.clear(self)
+                dict.clear(self)  # the loader reported the error (satchel.events)
                 self._raw = {}
-                log.error("session store unavailable while loading; serving an empty session"
-                          " that will not be saved (SATCHEL_ON_STORE_ERROR='anonymous'): %s",
-                          err)
             except BaseException:
                 self.load_failed = True  # the commit must write nothing
                 raise

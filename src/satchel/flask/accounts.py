@@ -11,6 +11,7 @@ store (end them all by rotating ``SECRET_KEY``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -80,6 +81,8 @@ class Accounts:
         live = bool(engine.store.update(key, Patch()))  # an empty patch: a liveness check
         engine.graveyard.end(key)  # its rotations in flight end too
         engine.store.delete(key)
+        if live:
+            engine.events.revoked(key, "revoke")
         return live
 
     def revoke_user(self, user: object, *, keep_current: bool = False,
@@ -98,9 +101,11 @@ class Accounts:
                 raise RuntimeError("revoke_user(keep_current=True) needs a request: it spares"
                                    " the session of the request in context")
             keep = _current_key(app)
-        ended = index.delete_user(_name(user), keep)
+        name = _name(user)
+        ended = index.delete_user(name, keep)
         for key in ended:
             engine.graveyard.end(key)
+            engine.events.revoked(key, "revoke-user", name)
         return len(ended)
 
     def handle_of(self, session: Session, *, app: Flask | None = None) -> str | None:
@@ -142,6 +147,12 @@ def _indexed(app: Flask | None) -> tuple[Flask, Engine, UserIndex]:
 
 def _handles(app: Flask) -> Handles:
     return Handles(app.config["SECRET_KEY"], app.config.get("SECRET_KEY_FALLBACKS") or ())
+
+
+def handle_maker(app: Flask) -> Callable[[str], str]:
+    """Storage key -> handle, under ``app``'s keys as configured at each call (what
+    :class:`satchel.events.Events` names a revoked session by)."""
+    return lambda key: _handles(app).handle(key)
 
 
 def _current_key(app: Flask) -> str | None:

@@ -10,7 +10,8 @@ from satchel.codec import TaggedCodec, default_codec
 from satchel.cookie_mode import CookieEngine, SealedCookies
 from satchel.engine import Engine
 from satchel.errors import ConfigError, SessionLocked, StoreUnavailable
-from satchel.flask.accounts import Accounts
+from satchel.events import Events
+from satchel.flask.accounts import Accounts, handle_maker
 from satchel.flask.interface import SatchelSessionInterface, no_key
 from satchel.flask.lock import check_locked_views, release_at_teardown, session_locked
 from satchel.flask.responses import serialize_sessions, store_unavailable
@@ -133,12 +134,14 @@ class Satchel(Accounts):
         check_keys(app)  # before a store is opened for nothing
         store = self._resolve_store(app, store_timeout(app))
         engine: Engine | CookieEngine
+        events = Events(app, handle_of=handle_maker(app))  # the app: the signals' sender
         if isinstance(store, SealedCookies):
-            engine = CookieEngine(store, codec=self.codec, clock=self.clock)
+            engine = CookieEngine(store, codec=self.codec, clock=self.clock, events=events)
         else:
             grace = seconds(app.config.get("SATCHEL_GRACE_PERIOD"), name="SATCHEL_GRACE_PERIOD")
             engine = Engine(store, codec=self.codec, clock=self.clock,
-                            grace=DEFAULT_GRACE if grace is None else grace, users=users)
+                            grace=DEFAULT_GRACE if grace is None else grace, users=users,
+                            events=events)
         check_locked_views(app, engine)
         interface = SatchelSessionInterface(engine, on_store_error=store_error,
                                             record_device=devices)

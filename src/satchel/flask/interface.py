@@ -177,13 +177,11 @@ class SatchelSessionInterface(SessionInterface):
                 refresh_each_request=app.config["SESSION_REFRESH_EACH_REQUEST"],
                 permanent_lifetime=permanent_lifetime)
         except StoreUnavailable as err:
+            self.engine.events.store_error(err, "save", session.sid,
+                                           anonymous=self.anonymous_on_store_error)
             if not self.anonymous_on_store_error:
-                log.error("session store unavailable while saving; responding 503: %s", err)
                 become_unavailable(response)
                 return
-            log.error("session store unavailable while saving; the response goes out"
-                      " without the session cookie and the session's changes are lost"
-                      " (SATCHEL_ON_STORE_ERROR='anonymous'): %s", err)
             if not session.destroyed:
                 return
             action = CookieAction(None)  # a logout still logs the browser out

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-from flask import Flask, Response
+from flask import Flask, Response, current_app, has_request_context
+from flask.globals import request_ctx
 
 from satchel.errors import StoreUnavailable
+from satchel.events import Events
 from satchel.session import Session
 
 _UNAVAILABLE_BODY = b"Service Unavailable: the session store cannot be reached. Try again shortly."
 _RETRY_AFTER = "5"
-log = logging.getLogger("satchel")
 
 
 def become_unavailable(response: Response) -> None:
@@ -27,9 +27,15 @@ def become_unavailable(response: Response) -> None:
 def store_unavailable(error: StoreUnavailable) -> tuple[str, int, dict[str, str]]:
     """The default handler ``Satchel`` registers: HTTP 503, nothing written.
 
-    Register your own handler for ``StoreUnavailable`` to replace it.
+    Sends the ``store_error`` event (operation ``"request"``) for an error the
+    session's load has not reported already: one raised by the app's own
+    store calls. Register your own handler for ``StoreUnavailable`` to replace it.
     """
-    log.error("session store unavailable; responding 503: %s", error)
+    session = getattr(request_ctx, "_session", None) if has_request_context() else None
+    if not (isinstance(session, Session) and session.load_failed):  # reported by the load
+        events = getattr(getattr(current_app.session_interface, "engine", None), "events", None)
+        sid = session.sid if isinstance(session, Session) else None
+        (events if isinstance(events, Events) else Events()).store_error(error, "request", sid)
     return _UNAVAILABLE_BODY.decode(), 503, {"Retry-After": _RETRY_AFTER,
                                             "Content-Type": "text/plain; charset=utf-8"}
 
