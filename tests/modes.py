@@ -20,6 +20,31 @@ from tests.services import drop_keys, postgres_store, random_prefix, redis_clien
 
 SERVER_MODES = ("memory", "sqlite", "redis", "postgres")
 MODES = (*SERVER_MODES, "cookie")
+# The user index keeps a per-user set in another slot than the sessions on a Redis Cluster:
+# the tests of who is logged in where run there too, on one cluster per test process.
+USER_MODES = (*SERVER_MODES, "redis-cluster")
+
+_cluster: list[Any] = []  # [the ExitStack that stops it, its ports]
+
+
+def shared_cluster_ports() -> list[int]:
+    """The ports of a three-primary Redis Cluster on 127.0.0.1, started on first use and
+    stopped when the test process exits."""
+    if not _cluster:
+        import atexit
+
+        from tests.services import cannot_test
+        from tests.stores.redis_cluster import missing_binaries, redis_cluster
+
+        missing = missing_binaries()
+        if missing:
+            cannot_test(f"the Redis Cluster mode needs {' and '.join(missing)} on PATH")
+        stack = ExitStack()
+        ports = stack.enter_context(redis_cluster())
+        atexit.register(stack.close)
+        _cluster.extend([stack, ports])
+    ports: list[int] = _cluster[1]
+    return ports
 
 
 def make_store(mode: str, clock: FakeClock, folder: Path, cleanup: ExitStack) -> Any:
@@ -41,6 +66,15 @@ def make_store(mode: str, clock: FakeClock, folder: Path, cleanup: ExitStack) ->
         return store
     if mode == "postgres":
         return cleanup.enter_context(postgres_store(clock=clock))
+    if mode == "redis-cluster":
+        from satchel.stores.redis import RedisStore
+
+        prefix = random_prefix()
+        store = RedisStore.from_url(f"redis+cluster://127.0.0.1:{shared_cluster_ports()[0]}",
+                                    prefix=prefix, clock=clock)
+        cleanup.callback(store.close)
+        cleanup.callback(drop_keys, store.client, prefix)
+        return store
     raise ValueError(f"unknown mode {mode!r}")
 
 

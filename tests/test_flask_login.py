@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 
 from satchel import Satchel
 from tests.clock import FakeClock
-from tests.modes import SERVER_MODES, mode_app
+from tests.modes import USER_MODES, mode_app
 from tests.services import need_module
 
 flask_login = need_module("flask_login")  # in the test extras; missing under CI: a failure
@@ -25,7 +25,7 @@ class User(flask_login.UserMixin):  # type: ignore[misc, name-defined]
         self.id = user_id
 
 
-@pytest.fixture(params=SERVER_MODES)
+@pytest.fixture(params=USER_MODES)
 def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Flask]:
     with ExitStack() as cleanup:
         app = mode_app(request.param, FakeClock(), tmp_path, cleanup)

@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 
 from satchel import Satchel
 from tests.clock import FakeClock
-from tests.modes import SERVER_MODES, mode_app
+from tests.modes import USER_MODES, mode_app
 
 HOUR = 3600.0
 
@@ -61,7 +61,7 @@ def build(mode: str, clock: FakeClock, folder: Path, cleanup: ExitStack, **confi
     return app
 
 
-@pytest.fixture(params=SERVER_MODES)
+@pytest.fixture(params=USER_MODES)
 def app(request: pytest.FixtureRequest, clock: FakeClock, tmp_path: Path) -> Iterator[Flask]:
     with ExitStack() as cleanup:
         yield build(request.param, clock, tmp_path, cleanup)
@@ -158,7 +158,7 @@ def test_a_request_in_flight_during_a_revocation_does_not_bring_the_session_back
         assert app.extensions["satchel"].sessions_of("alice") == []
 
 
-@pytest.mark.parametrize("mode", SERVER_MODES)
+@pytest.mark.parametrize("mode", USER_MODES)
 def test_the_cap_ends_the_oldest_sessions_at_login(mode: str, clock: FakeClock,
                                                    tmp_path: Path) -> None:
     with ExitStack() as cleanup:

@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 
 from satchel import ConfigError, NotSupported, Satchel, ids
 from tests.clock import FakeClock
-from tests.modes import SERVER_MODES, mode_app
+from tests.modes import USER_MODES, mode_app
 
 COOKIE = "session"
 
@@ -55,7 +55,7 @@ def build(mode: str, clock: FakeClock, folder: Path, cleanup: ExitStack, **confi
     return app
 
 
-@pytest.fixture(params=SERVER_MODES)
+@pytest.fixture(params=USER_MODES)
 def app(request: pytest.FixtureRequest, clock: FakeClock, tmp_path: Path) -> Iterator[Flask]:
     with ExitStack() as cleanup:
         yield build(request.param, clock, tmp_path, cleanup)
@@ -138,7 +138,7 @@ def test_reading_a_logged_in_session_writes_nothing_and_sends_no_cookie(app: Fla
     assert "Set-Cookie" not in response.headers
 
 
-@pytest.mark.parametrize("mode", SERVER_MODES)
+@pytest.mark.parametrize("mode", USER_MODES)
 def test_a_tutorial_app_gets_the_rotation_with_its_own_user_key(
         mode: str, clock: FakeClock, tmp_path: Path) -> None:
     with ExitStack() as cleanup:
@@ -151,7 +151,7 @@ def test_a_tutorial_app_gets_the_rotation_with_its_own_user_key(
         assert stored_user(app, cookie_of(client)) == "alice"
 
 
-@pytest.mark.parametrize("mode", SERVER_MODES)
+@pytest.mark.parametrize("mode", USER_MODES)
 def test_no_user_key_no_rotation(mode: str, clock: FakeClock, tmp_path: Path) -> None:
     with ExitStack() as cleanup:
         app = build(mode, clock, tmp_path, cleanup, SATCHEL_USER_KEY=None)
@@ -172,7 +172,7 @@ def test_the_device_is_recorded_at_login(app: Flask) -> None:
     assert record.device == "Mozilla/5.0 (X11; Linux) Firefox/140 (192.0.2.7)"
 
 
-@pytest.mark.parametrize("mode", SERVER_MODES)
+@pytest.mark.parametrize("mode", USER_MODES)
 def test_no_device_is_recorded_when_turned_off(mode: str, clock: FakeClock,
                                                tmp_path: Path) -> None:
     with ExitStack() as cleanup:
