@@ -1,26 +1,4 @@
-"""SQLiteStore: the embedded default, on the standard library's ``sqlite3``.
-
-One file, WAL journal, safe across threads (a connection per thread) and
-across processes sharing the file. The schema is created idempotently; a
-session is a row in ``satchel_sessions`` plus a row per key in
-``satchel_fields``, so an update rewrites only the keys that changed. A
-session lock (``@session_lock``) is a lease row in ``satchel_locks``.
-
-A connection keeps writing into its file after the file has left the path
-(its folder removed or moved, the file replaced, its ``-wal`` or ``-shm``
-removed): SQLite notices that only in rollback-journal mode
-(SQLITE_READONLY_DBMOVED), not in WAL mode. So each connection records the
-(device, inode) of the three files when it opens, and a write commits only
-if they are still the files at the path (three ``stat`` calls per write; an
-inode is not reused while the connection holds it open). Otherwise the
-write is rolled back and retried once on a new connection to the file now
-at the path, whose schema is created if it is new; while the path cannot be
-opened, :class:`StoreUnavailable`. Reads check at most once a second per
-connection (a replaced file may be read for up to a second; nothing read
-there is written back).
-
-    store = SQLiteStore("/var/lib/myapp/sessions.sqlite3")
-"""
+"""SQLiteStore: sessions in one SQLite file (see :mod:`satchel.stores.sqlite`)."""
 
 from __future__ import annotations
 
@@ -37,116 +15,34 @@ from typing import TypeVar
 from satchel.errors import StoreUnavailable
 from satchel.lifetime import Clock, system_clock
 from satchel.store import Patch, Record, Updated
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS satchel_sessions (
-    key        TEXT PRIMARY KEY,
-    created_at REAL NOT NULL,
-    last_seen  REAL NOT NULL,
-    expires_at REAL NOT NULL,
-    permanent  INTEGER NOT NULL DEFAULT 0,
-    user       TEXT
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS satchel_sessions_expires_at ON satchel_sessions (expires_at);
-CREATE TABLE IF NOT EXISTS satchel_fields (
-    key   TEXT NOT NULL REFERENCES satchel_sessions (key) ON DELETE CASCADE,
-    name  TEXT NOT NULL,
-    value BLOB NOT NULL,
-    PRIMARY KEY (key, name)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS satchel_locks (
-    key        TEXT PRIMARY KEY,
-    token      TEXT NOT NULL,
-    expires_at REAL NOT NULL
-) WITHOUT ROWID;
-"""
-
-_LOAD = (
-    "SELECT s.created_at, s.last_seen, s.expires_at, s.permanent, s.user, f.name, f.value"
-    " FROM satchel_sessions AS s LEFT JOIN satchel_fields AS f ON f.key = s.key"
-    " WHERE s.key = ? AND s.expires_at > ?"
+from satchel.stores.sqlite.files import (
+    Closer,
+    Connection,
+    FileMoved,
+    file_identity,
 )
-_DELETE = "DELETE FROM satchel_sessions WHERE key = ?"
-_INSERT_META = (
-    "INSERT INTO satchel_sessions (key, created_at, last_seen, expires_at, permanent, user)"
-    " VALUES (?, ?, ?, ?, ?, ?)"
+from satchel.stores.sqlite.schema import (
+    ACQUIRE_LOCK,
+    CLEAR_FIELDS,
+    DELETE,
+    DELETE_FIELD,
+    HAS_FIELDS,
+    HAS_SCHEMA,
+    INSERT_META,
+    IS_LIVE,
+    LOAD,
+    PURGE,
+    PURGE_LOCKS,
+    RELEASE_LOCK,
+    SCHEMA,
+    UPDATE_META,
+    UPSERT_FIELD,
 )
-_UPDATE_META = (
-    "UPDATE satchel_sessions SET last_seen = coalesce(?, last_seen),"
-    " expires_at = coalesce(?, expires_at), permanent = coalesce(?, permanent),"
-    " user = CASE WHEN ? THEN nullif(?, '') ELSE user END"
-    " WHERE key = ? AND expires_at > ?"
-)
-_UPSERT_FIELD = "INSERT OR REPLACE INTO satchel_fields (key, name, value) VALUES (?, ?, ?)"
-_DELETE_FIELD = "DELETE FROM satchel_fields WHERE key = ? AND name = ?"
-_CLEAR_FIELDS = "DELETE FROM satchel_fields WHERE key = ?"
-_HAS_SCHEMA = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'satchel_fields'"
-_IS_LIVE = "SELECT 1 FROM satchel_sessions WHERE key = ? AND expires_at > ?"
-_NOTHING = Patch()
-_HAS_FIELDS = "SELECT 1 FROM satchel_fields WHERE key = ? LIMIT 1"
-# A lease row per held lock: taken if absent or past its lease, in one statement.
-_ACQUIRE_LOCK = (
-    "INSERT INTO satchel_locks (key, token, expires_at) VALUES (?, ?, ?)"
-    " ON CONFLICT (key) DO UPDATE SET token = excluded.token, expires_at = excluded.expires_at"
-    " WHERE satchel_locks.expires_at <= ?"
-)
-_RELEASE_LOCK = "DELETE FROM satchel_locks WHERE key = ? AND token = ?"
-_PURGE_LOCKS = "DELETE FROM satchel_locks WHERE expires_at <= ?"
-_PURGE = (
-    "DELETE FROM satchel_sessions WHERE key IN"
-    " (SELECT key FROM satchel_sessions WHERE expires_at <= ? LIMIT ?)"
-)
-
 
 _T = TypeVar("_T")
 _READ_CHECK_INTERVAL = 1.0  # seconds between a connection's file checks on reads
 log = logging.getLogger("satchel")
-
-FileIdentity = tuple[tuple[int, int] | None, ...]
-
-
-def file_identity(path: str) -> FileIdentity:
-    """(st_dev, st_ino) of the database file at ``path`` and of its -wal and -shm, None
-    for one that does not exist (or cannot be stat'ed: a folder without search permission)."""
-    return (_dev_ino(path), _dev_ino(path + "-wal"), _dev_ino(path + "-shm"))
-
-
-def _dev_ino(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-class _Connection(sqlite3.Connection):
-    """A connection a store can track weakly (the base class takes no weak references),
-    with the identity of the files it opened and when reads last checked it."""
-
-    identity: FileIdentity = ()
-    checked_at = 0.0
-
-
-class _FileMoved(Exception):
-    """The connection's files are no longer the ones at the store's path."""
-
-
-class _Closer:
-    """Closes a connection when dropped: kept in the connection's thread-local slot, it goes
-    when the thread ends or the store does. A connection is in a reference cycle (its
-    statement cache holds it, Python 3.11+), so without this it would stay open until a
-    garbage collection, and Python 3.13 then warns (ResourceWarning: unclosed database)."""
-
-    __slots__ = ("conn",)
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def __del__(self) -> None:
-        try:
-            self.conn.close()
-        except sqlite3.Error:  # pragma: no cover - nothing to report to at that moment
-            pass
+_NOTHING = Patch()
 
 
 class SQLiteStore:
@@ -164,14 +60,14 @@ class SQLiteStore:
         self._clock = clock
         self._busy_timeout = busy_timeout
         self._local = threading.local()
-        self._opened: weakref.WeakSet[_Connection] = weakref.WeakSet()  # every thread's
+        self._opened: weakref.WeakSet[Connection] = weakref.WeakSet()  # every thread's
         self._opened_lock = threading.Lock()
         with self._errors():
             self._connect()
 
-    def _connect(self, *, check: bool = True) -> _Connection:
+    def _connect(self, *, check: bool = True) -> Connection:
         """This thread's connection, reopened if its files have left the path."""
-        conn: _Connection | None = getattr(self._local, "conn", None)
+        conn: Connection | None = getattr(self._local, "conn", None)
         if conn is not None:
             if not check:
                 return conn
@@ -184,14 +80,14 @@ class SQLiteStore:
             self._drop(conn)
         return self._open()
 
-    def _open(self) -> _Connection:
-        new = sqlite3.connect(self.path, timeout=self._busy_timeout, factory=_Connection,
+    def _open(self) -> Connection:
+        new = sqlite3.connect(self.path, timeout=self._busy_timeout, factory=Connection,
                               isolation_level=None, check_same_thread=False)
-        closer = _Closer(new)  # closes it if a PRAGMA fails, too
+        closer = Closer(new)  # closes it if a PRAGMA fails, too
         new.execute("PRAGMA journal_mode=WAL")
         new.execute("PRAGMA synchronous=NORMAL")
         new.execute("PRAGMA foreign_keys=ON")
-        if new.execute(_HAS_SCHEMA).fetchone() is None:  # a new file (inodes are reused)
+        if new.execute(HAS_SCHEMA).fetchone() is None:  # a new file (inodes are reused)
             new.executescript(SCHEMA)
         new.identity, new.checked_at = file_identity(self.path), time.monotonic()
         with self._opened_lock:
@@ -200,7 +96,7 @@ class SQLiteStore:
         local.conn, local.closer = new, closer
         return new
 
-    def _drop(self, conn: _Connection) -> None:
+    def _drop(self, conn: Connection) -> None:
         """Close this thread's connection, whose files are no longer the ones at the path."""
         log.warning("SQLite store %r: the database file, or its -wal or -shm, is no longer the"
                     " one at the path (folder removed or moved, file replaced); reopening",
@@ -243,8 +139,8 @@ class SQLiteStore:
                 try:
                     result = work(conn)
                     if file_identity(self.path) != conn.identity:
-                        raise _FileMoved
-                except _FileMoved:
+                        raise FileMoved
+                except FileMoved:
                     conn.execute("ROLLBACK")
                     self._drop(conn)
                     continue
@@ -259,7 +155,7 @@ class SQLiteStore:
 
     def load(self, key: str) -> Record | None:
         with self._errors():
-            rows = self._connect().execute(_LOAD, (key, self._clock())).fetchall()
+            rows = self._connect().execute(LOAD, (key, self._clock())).fetchall()
         if not rows:
             return None
         created_at, last_seen, expires_at, permanent, user = rows[0][:5]
@@ -271,18 +167,18 @@ class SQLiteStore:
             conn.execute("DELETE FROM satchel_sessions WHERE key = ? AND expires_at <= ?",
                          (key, self._clock()))
             try:
-                conn.execute(_INSERT_META, (key, record.created_at, record.last_seen,
+                conn.execute(INSERT_META, (key, record.created_at, record.last_seen,
                                             record.expires_at, int(record.permanent), record.user))
             except sqlite3.IntegrityError as err:
                 raise KeyError("a session with this key exists") from err
-            conn.executemany(_UPSERT_FIELD, [(key, n, v) for n, v in record.fields.items()])
+            conn.executemany(UPSERT_FIELD, [(key, n, v) for n, v in record.fields.items()])
 
         self._write(work)
 
     def update(self, key: str, patch: Patch) -> Updated:
         if patch == _NOTHING:  # only "is it live?": a read, no write transaction
             with self._errors():
-                live = self._connect().execute(_IS_LIVE, (key, self._clock())).fetchone()
+                live = self._connect().execute(IS_LIVE, (key, self._clock())).fetchone()
             return Updated.GONE if live is None else Updated.KEPT
         permanent = None if patch.permanent is None else int(patch.permanent)
         params = (patch.last_seen, patch.expires_at, permanent, patch.user is not None,
@@ -290,41 +186,41 @@ class SQLiteStore:
 
         def work(conn: sqlite3.Connection) -> Updated:
             # BEGIN IMMEDIATE: the emptiness check sees the patch alone
-            if conn.execute(_UPDATE_META, params).rowcount == 0:
+            if conn.execute(UPDATE_META, params).rowcount == 0:
                 return Updated.GONE
             if patch.clear:
-                conn.execute(_CLEAR_FIELDS, (key,))
+                conn.execute(CLEAR_FIELDS, (key,))
             elif patch.delete:
-                conn.executemany(_DELETE_FIELD, [(key, name) for name in patch.delete])
+                conn.executemany(DELETE_FIELD, [(key, name) for name in patch.delete])
             if patch.set:
-                conn.executemany(_UPSERT_FIELD, [(key, n, v) for n, v in patch.set.items()])
-            elif patch.delete_if_empty and conn.execute(_HAS_FIELDS, (key,)).fetchone() is None:
-                conn.execute(_DELETE, (key,))
+                conn.executemany(UPSERT_FIELD, [(key, n, v) for n, v in patch.set.items()])
+            elif patch.delete_if_empty and conn.execute(HAS_FIELDS, (key,)).fetchone() is None:
+                conn.execute(DELETE, (key,))
                 return Updated.EMPTIED
             return Updated.KEPT
 
         return self._write(work)
 
     def delete(self, key: str) -> None:
-        self._write(lambda conn: conn.execute(_DELETE, (key,)))
+        self._write(lambda conn: conn.execute(DELETE, (key,)))
 
     def acquire_lock(self, key: str, token: str, lease: float) -> bool:
         now = self._clock()
         with self._errors():
-            cursor = self._connect().execute(_ACQUIRE_LOCK, (key, token, now + lease, now))
+            cursor = self._connect().execute(ACQUIRE_LOCK, (key, token, now + lease, now))
         return cursor.rowcount == 1
 
     def release_lock(self, key: str, token: str) -> bool:
         with self._errors():
-            return self._connect().execute(_RELEASE_LOCK, (key, token)).rowcount == 1
+            return self._connect().execute(RELEASE_LOCK, (key, token)).rowcount == 1
 
     def purge_expired(self, batch: int = 1000) -> int:
         """Delete up to ``batch`` expired sessions (and every lock past its lease)."""
 
         def purge(conn: sqlite3.Connection) -> int:
             now = self._clock()
-            conn.execute(_PURGE_LOCKS, (now,))
-            return int(conn.execute(_PURGE, (now, batch)).rowcount)
+            conn.execute(PURGE_LOCKS, (now,))
+            return int(conn.execute(PURGE, (now, batch)).rowcount)
 
         return self._write(purge)
 
