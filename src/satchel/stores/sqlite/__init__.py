@@ -3,7 +3,10 @@
 One file, WAL journal, safe across threads (a connection per thread) and
 across processes sharing the file. The schema is created idempotently; a
 session is a row in ``satchel_sessions`` plus a row per key in
-``satchel_fields``, so an update rewrites only the keys that changed. A
+``satchel_fields``, so an update rewrites only the keys that changed. The
+session row holds its user and device; an index on the user lists one user's
+sessions (:mod:`~satchel.stores.sqlite.users`). A file made by an older
+version gets the columns and indexes it lacks when the store opens it. A
 session lock (``@session_lock``) is a lease row in ``satchel_locks``.
 
 A connection keeps writing into its file after the file has left the path
@@ -22,7 +25,8 @@ there is written back).
     store = SQLiteStore("/var/lib/myapp/sessions.sqlite3")
 
 The package: :mod:`~satchel.stores.sqlite.store` (the store),
-:mod:`~satchel.stores.sqlite.schema` (the schema and its statements),
+:mod:`~satchel.stores.sqlite.schema` (the schema, its statements, its upgrade),
+:mod:`~satchel.stores.sqlite.users` (a user's sessions, every session),
 :mod:`~satchel.stores.sqlite.files` (telling whether a connection's files are
 still the ones at the path).
 """

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from satchel.errors import StoreUnavailable
 from satchel.lifetime import Clock, system_clock
-from satchel.store import Patch, Record, Updated
+from satchel.store import DEVICE_MAX, Patch, Record, Updated
 from satchel.stores.sqlite.files import (
     Closer,
     Connection,
@@ -27,17 +27,17 @@ from satchel.stores.sqlite.schema import (
     DELETE,
     DELETE_FIELD,
     HAS_FIELDS,
-    HAS_SCHEMA,
     INSERT_META,
     IS_LIVE,
     LOAD,
     PURGE,
     PURGE_LOCKS,
     RELEASE_LOCK,
-    SCHEMA,
     UPDATE_META,
     UPSERT_FIELD,
+    prepare,
 )
+from satchel.stores.sqlite.users import UserRows
 
 _T = TypeVar("_T")
 _READ_CHECK_INTERVAL = 1.0  # seconds between a connection's file checks on reads
@@ -45,7 +45,7 @@ log = logging.getLogger("satchel")
 _NOTHING = Patch()
 
 
-class SQLiteStore:
+class SQLiteStore(UserRows):
     """Sessions in an SQLite file. ``path`` is created with its schema if absent.
 
     Each thread that uses the store gets its own connection, closed when that
@@ -87,8 +87,7 @@ class SQLiteStore:
         new.execute("PRAGMA journal_mode=WAL")
         new.execute("PRAGMA synchronous=NORMAL")
         new.execute("PRAGMA foreign_keys=ON")
-        if new.execute(HAS_SCHEMA).fetchone() is None:  # a new file (inodes are reused)
-            new.executescript(SCHEMA)
+        prepare(new)
         new.identity, new.checked_at = file_identity(self.path), time.monotonic()
         with self._opened_lock:
             self._opened.add(new)
@@ -158,17 +157,20 @@ class SQLiteStore:
             rows = self._connect().execute(LOAD, (key, self._clock())).fetchall()
         if not rows:
             return None
-        created_at, last_seen, expires_at, permanent, user = rows[0][:5]
-        fields = {row[5]: row[6] for row in rows if row[5] is not None}
-        return Record(fields, created_at, last_seen, expires_at, bool(permanent), user)
+        created_at, last_seen, expires_at, permanent, user, device = rows[0][:6]
+        fields = {row[6]: row[7] for row in rows if row[6] is not None}
+        return Record(fields, created_at, last_seen, expires_at, bool(permanent), user, device)
 
     def create(self, key: str, record: Record) -> None:
+        device = None if record.device is None else record.device[:DEVICE_MAX]
+
         def work(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM satchel_sessions WHERE key = ? AND expires_at <= ?",
                          (key, self._clock()))
             try:
                 conn.execute(INSERT_META, (key, record.created_at, record.last_seen,
-                                            record.expires_at, int(record.permanent), record.user))
+                                            record.expires_at, int(record.permanent), record.user,
+                                           device))
             except sqlite3.IntegrityError as err:
                 raise KeyError("a session with this key exists") from err
             conn.executemany(UPSERT_FIELD, [(key, n, v) for n, v in record.fields.items()])
