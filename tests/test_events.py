@@ -277,8 +277,7 @@ def test_revoke_sends_revoked_with_the_handle(
 
     @app.get("/handle")
     def handle_view() -> str:
-        session.get("a")  # loaded first: the handle of a session not loaded yet is None
-        return str(session.handle)  # type: ignore[attr-defined]
+        return str(session.handle)  # the first use of the session: it loads it  # type: ignore[attr-defined]
 
     client = app.test_client()
     client.get("/set/a/1")

@@ -8,12 +8,13 @@ mode. Short keys and a missing ``SECRET_KEY`` are logged, once.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import secrets
 from typing import Any
 
 import pytest
-from flask import Flask, session
+from flask import Flask, has_request_context, session
 from flask.testing import FlaskClient
 
 from satchel import ConfigError, MemoryStore, Satchel, SealedCookies
@@ -122,9 +123,16 @@ def test_unsafe_key_is_a_500_outside_testing(store: str) -> None:
 def test_session_transaction_refuses_unsafe_keys(store: str) -> None:
     app = make_app(store)
     app.config["SECRET_KEY"] = True
-    with pytest.raises(ConfigError, match="SECRET_KEY"), \
-            app.test_client().session_transaction() as sess:
-        sess["user"] = "mallory"
+
+    def transaction() -> None:
+        with app.test_client().session_transaction() as sess:
+            sess["user"] = "mallory"
+
+    # In a copy of the context: Flask's push, which opens the session, left the request
+    # context pushed when that raised (wsgi_app pops it; session_transaction does not).
+    with pytest.raises(ConfigError, match="SECRET_KEY"):
+        contextvars.copy_context().run(transaction)
+    assert not has_request_context()
 
 
 @pytest.mark.parametrize("store", MODES)

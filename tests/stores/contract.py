@@ -1,7 +1,8 @@
 """The store contract suite: every store subclasses ``StoreContract``.
 
 A subclass provides the ``store`` fixture, built with the ``clock`` fixture
-so expiry is tested without sleeping.
+so expiry is tested without sleeping. The user index part of the contract is
+in :mod:`tests.stores.contract_users`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 from satchel.locking import lock_key
 from satchel.store import Lockable, Patch, Prefetching, Purgeable, Record, Store, Updated
 from tests.clock import FakeClock
+from tests.stores.contract_users import UserIndexContract
 
 HOUR = 3600.0
 
@@ -24,7 +26,7 @@ def make_record(clock: FakeClock, ttl: float = HOUR, **fields: bytes) -> Record:
     return Record(dict(fields), clock.now, clock.now, clock.now + ttl)
 
 
-class StoreContract:
+class StoreContract(UserIndexContract):
     @pytest.fixture
     def clock(self) -> FakeClock:
         return FakeClock()

@@ -28,6 +28,7 @@ from satchel.stores.redis import RedisStore
 from tests.clock import FakeClock
 from tests.stores.contract import HOUR, PrefetchContract, StoreContract, make_record
 from tests.stores.redis_cluster import HOST, redis_server
+from tests.stores.redis_users import RedisUserSetContract
 
 # A storage key as the engine makes them: it must never show in an error message.
 KEY = hashlib.sha256(b"a session id that must never be shown").hexdigest()
@@ -38,7 +39,7 @@ OTHER = hashlib.sha256(b"another session id").hexdigest()
 STORE_PATHS = ["kept-resp3", "kept-resp2", "through-client"]
 
 
-class RedisProtocolContract(StoreContract, PrefetchContract):
+class RedisProtocolContract(StoreContract, PrefetchContract, RedisUserSetContract):
     """The store contract, and what RedisStore adds to it, on one server, by each of
     ``STORE_PATHS``. The subclass's module provides two fixtures:
 

@@ -37,6 +37,7 @@ from tests.stores.contract import HOUR, PrefetchContract, StoreContract, make_re
 from tests.stores.redis_cluster import HOST, free_ports, missing_binaries, redis_cluster
 from tests.stores.redis_shared import KEY as SECRET_KEY
 from tests.stores.redis_shared import RedisProtocolContract
+from tests.stores.redis_users import RedisUserSetContract
 
 
 @pytest.fixture(scope="module")
@@ -271,7 +272,7 @@ def cluster_client(cluster_ports: list[int]) -> Iterator[RedisCluster]:
     client.close()
 
 
-class TestRedisClusterStore(StoreContract, PrefetchContract):
+class TestRedisClusterStore(StoreContract, PrefetchContract, RedisUserSetContract):
     @pytest.fixture
     def store(self, clock: FakeClock, cluster_client: RedisCluster) -> Iterator[RedisStore]:
         prefix = random_prefix()

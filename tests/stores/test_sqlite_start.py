@@ -4,6 +4,8 @@ An app whose SQLite folder does not exist yet (a volume not mounted yet) starts:
 line names the path, session routes answer 503, and once the folder is there the next
 request succeeds on a file created with its schema. A path that waiting will not fix (a
 folder, a file as a folder, a file that is not a database, a read-only file) fails at start.
+A file of the previous schema (no device column, no user index) is upgraded whenever the
+store first opens it: at start, or once its folder appears or a lock held at start goes.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ from flask import Flask, session
 from satchel import ConfigError, Satchel, SQLiteStore
 from satchel.errors import StoreUnavailable
 from satchel.store import Record
+from tests.clock import FakeClock
 from tests.services import closed_port, need_module
+from tests.stores.contract_users import keys, login
+from tests.stores.test_sqlite import old_file
 
 FOREVER = 9e12
 TABLES = {"satchel_sessions", "satchel_fields", "satchel_locks"}
@@ -231,3 +236,56 @@ def test_purge_while_postgres_is_down_is_a_clear_error() -> None:
     assert code != 0
     assert not isinstance(exception, StoreUnavailable)
     assert output.startswith("Error: ") and "unavailable" in output
+
+
+def test_a_volume_mounted_later_with_a_file_of_the_previous_schema_is_upgraded_when_opened(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder = tmp_path / "volume"
+    clock = FakeClock()
+    with caplog.at_level(logging.WARNING, logger="satchel"):
+        store = SQLiteStore(folder / "sessions.sqlite3", clock=clock)
+        for call in (lambda: store.sessions_of("alice"), store.stats,
+                     lambda: list(store.all_sessions()), lambda: store.delete_user("alice")):
+            with pytest.raises(StoreUnavailable, match="does not exist"):
+                call()
+        folder.mkdir()  # the volume, with the sessions of the previous version
+        old_file(folder / "sessions.sqlite3", clock)
+        assert keys(store.sessions_of("alice")) == ["old"]
+        login(store, clock, "new", "alice", device="Firefox")
+        assert [info.device for info in store.sessions_of("alice")] == [None, "Firefox"]
+        assert store.stats().sessions == 2
+    assert len(warnings(caplog)) == 1
+    assert "satchel_sessions_user" in tables(folder / "sessions.sqlite3")
+    store.close()
+
+
+def test_a_file_of_the_previous_schema_locked_at_start_is_upgraded_once_the_lock_goes(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path, clock = tmp_path / "sessions.sqlite3", FakeClock()
+    old_file(path, clock)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with caplog.at_level(logging.WARNING, logger="satchel"):
+            store = SQLiteStore(path, clock=clock, busy_timeout=0.01)
+        assert len(warnings(caplog)) == 1 and "locked" in warnings(caplog)[0]
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert keys(store.sessions_of("alice")) == ["old"]
+    loaded = store.load("old")
+    assert loaded is not None and loaded.device is None and loaded.fields == {"a": b"1"}
+    store.close()
+
+
+def test_a_read_only_file_of_the_previous_schema_is_a_config_error_at_start(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "sessions.sqlite3"
+    old_file(path, FakeClock())
+    data = bytearray(path.read_bytes())
+    data[18] = 3  # read-only to SQLite (see read_only_header): the upgrade cannot be written
+    path.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="satchel"):
+        with pytest.raises(ConfigError, match="cannot be written"):
+            SQLiteStore(path)
+    assert warnings(caplog) == []

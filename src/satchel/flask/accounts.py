@@ -109,7 +109,10 @@ class Accounts:
         return len(ended)
 
     def handle_of(self, session: Session, *, app: Flask | None = None) -> str | None:
-        """The handle of ``session`` as stored now; None for a session not stored yet."""
+        """The handle of ``session`` as stored now; None for a session not stored yet (a new
+        one, or one given a new id in this request, until the response is sent). Loads a
+        session the request has not used yet (its id is known only once loaded)."""
+        len(session)  # loads it, if the request has not yet (a lazy session has no id before)
         sid = session.sid
         if sid is None:
             return None

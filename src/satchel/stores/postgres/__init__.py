@@ -7,6 +7,9 @@ never touches a missing or expired row. A session lock (``@session_lock``) is
 a lease row in an UNLOGGED table beside it (``<table>_locks``, see
 :data:`LOCK_SCHEMA`), created on first use. Expired rows stay until
 :meth:`~PostgresStore.purge_expired` deletes them (e.g. from a cron job).
+A row holds its session's user (``user_id``, with an index: a user's sessions
+are listed and deleted without a scan) and device. A table made by an older
+version gets the column it lacks (``device``) when the store checks its schema.
 
     pool = ConnectionPool("postgresql://app@db.internal/app", open=True,
                           kwargs={"autocommit": True})
@@ -19,9 +22,12 @@ too; its connection is switched to autocommit for the call and back.
 
 The package: :mod:`~satchel.stores.postgres.store` (the store),
 :mod:`~satchel.stores.postgres.statements` (the schema, its SQL, the ``data``
-column's format), :mod:`~satchel.stores.postgres.pools` (pools built from URLs,
-and what messages may say of them), :mod:`~satchel.stores.postgres.sent` (a
-statement sent now, read later: prefetch).
+column's format), :mod:`~satchel.stores.postgres.schema` (creating and
+upgrading the table), :mod:`~satchel.stores.postgres.users` (a user's
+sessions, every session), :mod:`~satchel.stores.postgres.pools` (pools built
+from URLs, and what messages may say of them),
+:mod:`~satchel.stores.postgres.sent` (a statement sent now, read later:
+prefetch).
 """
 
 try:

@@ -14,6 +14,9 @@ from satchel.store import Patch
 
 # ``data`` maps field name -> value. A value that is UTF-8 text without NUL (what satchel's
 # codec writes) is a JSON string of that text; any other bytes are {"b64": "<base64>"}.
+# ``user_id`` is who is logged in (NULL: anonymous), found through {user_index};
+# ``device`` describes the browser. A table made before ``device`` existed gets it when the
+# store checks its schema (ADD_DEVICE; see satchel.stores.postgres.schema).
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS {table} (
     key        text PRIMARY KEY,
@@ -22,7 +25,8 @@ CREATE TABLE IF NOT EXISTS {table} (
     last_seen  double precision NOT NULL,
     expires_at double precision NOT NULL,
     permanent  boolean NOT NULL DEFAULT false,
-    user_id    text
+    user_id    text,
+    device     text
 );
 CREATE INDEX IF NOT EXISTS {expires_index} ON {table} (expires_at);
 CREATE INDEX IF NOT EXISTS {user_index} ON {table} (user_id) WHERE user_id IS NOT NULL;
@@ -48,7 +52,13 @@ RELEASE_LOCK = "DELETE FROM {locks} WHERE key = %s AND token = %s"
 
 SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('satchel:' || %s))"
 EXISTS = "SELECT to_regclass(%s)"
-LOAD_COLUMNS = "SELECT data::text, created_at, last_seen, expires_at, permanent, user_id"
+# (has the device column, has the user index) of an existing table
+HAS_UPGRADES = ("SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s)"
+                " AND attname = 'device' AND NOT attisdropped), to_regclass(%s) IS NOT NULL")
+ADD_DEVICE = "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS device text"
+USER_INDEX = ("CREATE INDEX IF NOT EXISTS {user_index} ON {table} (user_id)"
+              " WHERE user_id IS NOT NULL")
+LOAD_COLUMNS = "SELECT data::text, created_at, last_seen, expires_at, permanent, user_id, device"
 LOAD = LOAD_COLUMNS + " FROM {table} WHERE key = %s AND expires_at > %s"
 PREFETCH = LOAD_COLUMNS + " FROM {table} WHERE key = $1 AND expires_at > $2"  # text params
 TEXT_OID, FLOAT8_OID = 25, 701
@@ -56,11 +66,12 @@ TEXT_OID, FLOAT8_OID = 25, 701
 # set_config(..., true) is SET LOCAL, for the statement's own transaction only.
 ASYNC_COMMIT = " FROM (SELECT set_config('synchronous_commit', 'off', true)) AS commit_mode"
 CREATE = (
-    "INSERT INTO {table} AS t (key, data, created_at, last_seen, expires_at, permanent, user_id)"
-    " SELECT %s, %s::jsonb, %s, %s, %s, %s, %s{commit_mode}"
+    "INSERT INTO {table} AS t"
+    " (key, data, created_at, last_seen, expires_at, permanent, user_id, device)"
+    " SELECT %s, %s::jsonb, %s, %s, %s, %s, %s, %s{commit_mode}"
     " ON CONFLICT (key) DO UPDATE SET data = excluded.data, created_at = excluded.created_at,"
     " last_seen = excluded.last_seen, expires_at = excluded.expires_at,"
-    " permanent = excluded.permanent, user_id = excluded.user_id"
+    " permanent = excluded.permanent, user_id = excluded.user_id, device = excluded.device"
     " WHERE t.expires_at <= %s"
 )
 # update: one statement per shape of patch (which parts it has), built on first use.

@@ -18,7 +18,7 @@ from satchel.errors import ConfigError, StoreUnavailable
 from satchel.lifetime import Clock, system_clock
 from satchel.redact import chainable, scrub
 from satchel.resources import Lease, shared
-from satchel.store import Patch, PendingLoad, Record, Updated
+from satchel.store import DEVICE_MAX, Patch, PendingLoad, Record, Updated
 from satchel.stores.postgres.locks import LeaseRows
 from satchel.stores.postgres.pools import (
     close_pool,
@@ -27,6 +27,7 @@ from satchel.stores.postgres.pools import (
     pool_secrets,
     where,
 )
+from satchel.stores.postgres.schema import SchemaSetup
 from satchel.stores.postgres.sent import Sent, Statement
 from satchel.stores.postgres.statements import (
     ACQUIRE_LOCK,
@@ -34,15 +35,12 @@ from satchel.stores.postgres.statements import (
     COUNT_EXPIRED,
     CREATE,
     DELETE,
-    EXISTS,
     FLOAT8_OID,
     LOAD,
     LOCK_TABLE_SUFFIX,
     PREFETCH,
     PURGE,
     RELEASE_LOCK,
-    SCHEMA,
-    SCHEMA_LOCK,
     TABLE_NAME,
     TEXT_OID,
     decode_fields,
@@ -51,6 +49,7 @@ from satchel.stores.postgres.statements import (
     update_sql,
 )
 from satchel.stores.postgres.timed import WaitTimeout, pool_kwargs, timed_connection
+from satchel.stores.postgres.users import UserRows
 
 _IDLE = TransactionStatus.IDLE
 DEFAULT_TIMEOUT = 3.0
@@ -75,17 +74,18 @@ class _PendingLoad:
             return self._store.load(self._key)
         if rows.ntuples == 0:
             return None
-        value = rows.get_value  # text format: the columns of LOAD_COLUMNS, NOT NULL but user
-        user = value(0, 5)
+        value = rows.get_value  # text format: LOAD_COLUMNS; only user and device may be NULL
+        user, device = value(0, 5), value(0, 6)
         return Record(decode_fields(value(0, 0)), float(value(0, 1)), float(value(0, 2)),  # type: ignore[arg-type]
                       float(value(0, 3)), value(0, 4) == b"t",  # type: ignore[arg-type]
-                      None if user is None else user.decode())
+                      None if user is None else user.decode(),
+                      None if device is None else device.decode())
 
     def cancel(self) -> None:
         self._sent.cancel()
 
 
-class PostgresStore(LeaseRows):
+class PostgresStore(SchemaSetup, UserRows, LeaseRows):
     """Sessions in the PostgreSQL table ``table``, through ``pool``.
 
     ``table`` is a plain identifier, optionally schema-qualified
@@ -167,25 +167,6 @@ class PostgresStore(LeaseRows):
                 self._schema_owed = True
                 log.warning("%r: cannot reach the server at start; session requests get 503"
                             " until it is back, and the table is created then (%s)", self, err)
-
-    def _create_schema(self) -> None:
-        """Create the table and its indexes if absent, under a lock (several processes start)."""
-        name = self.table.rsplit(".", 1)[-1]
-        ddl = sql.SQL(SCHEMA).format(
-            table=self._ident, expires_index=sql.Identifier(f"{name}_expires_at"),
-            user_index=sql.Identifier(f"{name}_user_id"))
-        try:
-            with self._errors() as conn, conn.transaction():
-                cursor = psycopg.Cursor(conn, row_factory=tuple_row)
-                cursor.execute(SCHEMA_LOCK, (self.table,))
-                # An existing table is left alone: a user without CREATE rights can use it.
-                if cursor.execute(EXISTS, (self._ident.as_string(),)).fetchone() == (None,):
-                    cursor.execute(ddl)
-        except psycopg.errors.InsufficientPrivilege as err:
-            why = err.diag.message_primary
-            raise ConfigError(f"PostgresStore table {self.table!r}: cannot create it ({why});"
-                              " create it as its owner (see satchel.stores.postgres.SCHEMA) and"
-                              " pass create_schema=False") from err
 
     def _probe(self) -> None:
         """The breaker's check that the server is back: a connection of its own (a pool whose
@@ -323,10 +304,16 @@ class PostgresStore(LeaseRows):
         return cursor
 
     def _raise(self, err: psycopg.Error) -> NoReturn:
-        """StoreUnavailable for a missing table or a connection failure; ``err`` itself else."""
+        """StoreUnavailable for a missing table or column, or a connection failure; ``err``
+        itself else."""
         if isinstance(err, psycopg.errors.UndefinedTable):
             why = (f"table {self.table!r} does not exist; create it (see"
                    " satchel.stores.postgres.SCHEMA) or pass create_schema=True")
+        elif isinstance(err, psycopg.errors.UndefinedColumn):  # a table of an older schema
+            why = (f"table {self.table!r} lacks a column ({err.diag.message_primary}); as its"
+                   f" owner, run: ALTER TABLE {self._ident.as_string()} ADD COLUMN IF NOT"
+                   " EXISTS device text (see satchel.stores.postgres.SCHEMA), or pass"
+                   " create_schema=True")
         elif isinstance(err, psycopg.OperationalError):  # includes psycopg_pool's PoolTimeout
             why = f"{type(err).__name__}: {err}"
         else:
@@ -342,8 +329,9 @@ class PostgresStore(LeaseRows):
         row = self._run(self._load, (key, self._clock()), True)
         if row is None:
             return None
-        data, created_at, last_seen, expires_at, permanent, user = row
-        return Record(decode_fields(data), created_at, last_seen, expires_at, permanent, user)
+        data, created_at, last_seen, expires_at, permanent, user, device = row
+        return Record(decode_fields(data), created_at, last_seen, expires_at, permanent, user,
+                      device)
 
     def prefetch(self, key: str) -> PendingLoad | None:
         """Send ``load(key)``'s SELECT now, on a connection held until it is read."""
@@ -355,8 +343,9 @@ class PostgresStore(LeaseRows):
         return _PendingLoad(self, sent, key)
 
     def create(self, key: str, record: Record) -> None:
+        device = None if record.device is None else record.device[:DEVICE_MAX]
         params = (key, encode_fields(record.fields), record.created_at, record.last_seen,
-                  record.expires_at, record.permanent, record.user, self._clock())
+                  record.expires_at, record.permanent, record.user, device, self._clock())
         if self._run(self._create, params, False) != 1:
             raise KeyError("a session with this key exists")
 

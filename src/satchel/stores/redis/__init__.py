@@ -4,13 +4,20 @@ Works with ``redis.Redis`` and ``redis.cluster.RedisCluster``. Each operation
 is one round trip; ``create`` and ``update`` are server-side Lua scripts, so
 they are atomic and an update never resurrects a deleted or expired session.
 Redis expires keys itself (a ``PEXPIRE`` derived from the store's clock), so
-there is nothing to purge.
+there is nothing to purge. Each user has a set of its sessions' keys, kept by
+the same scripts (on a cluster, by a script on the set's slot first: one more
+round trip for a login), which lists and ends a user's sessions without a scan;
+a touch of a logged-in session takes two more round trips about once per
+session lifetime, to keep the set alive (see
+:mod:`~satchel.stores.redis.users`).
 
     store = RedisStore(redis.Redis(host="cache.internal", port=6379))
     store = RedisStore.from_url("redis+cluster://10.0.0.5:7000", prefix="shop:")
 
 The package: :mod:`~satchel.stores.redis.store` (the store),
 :mod:`~satchel.stores.redis.scripts` (the key layout and the Lua scripts),
+:mod:`~satchel.stores.redis.users` and :mod:`~satchel.stores.redis.user_scripts`
+(the per-user sets: a user's sessions, every session),
 :mod:`~satchel.stores.redis.errors` (which driver errors mean "unavailable"),
 :mod:`~satchel.stores.redis.connections` (connections kept between commands).
 """

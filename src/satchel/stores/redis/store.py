@@ -17,11 +17,10 @@ from satchel.ids import fingerprint
 from satchel.lifetime import Clock, system_clock
 from satchel.redact import chainable, scrub
 from satchel.resources import Lease, shared
-from satchel.store import Patch, PendingLoad, Record, Updated
+from satchel.store import DEVICE_MAX, Patch, PendingLoad, Record, Updated
 from satchel.stores.redis.connections import (
     KeptConnections,
     LazyCluster,
-    PendingReply,
     SharedClient,
     retries_of,
 )
@@ -31,23 +30,27 @@ from satchel.stores.redis.errors import (
     is_unavailable,
     is_unreachable,
 )
+from satchel.stores.redis.loads import FailedLoad, PendingHashLoad, parse_record
 from satchel.stores.redis.scripts import (
     CREATE,
     CREATE_SHA,
     CREATED,
+    DEVICE,
     EXPIRES,
     FIELD,
     FLAGS,
-    MAX_TTL_MS,
     PERM,
     RELEASE_LOCK,
     RELEASE_LOCK_SHA,
     SEEN,
+    ULIVE,
     UPDATE,
     UPDATE_SHA,
     USER,
 )
 from satchel.stores.redis.urls import client_builder
+from satchel.stores.redis.user_scripts import MAX_TTL_MS
+from satchel.stores.redis.users import UserSets, set_until
 
 security_log = logging.getLogger("satchel.security")
 log = logging.getLogger("satchel")
@@ -55,7 +58,7 @@ DEFAULT_TIMEOUT = 3.0
 """Seconds :meth:`RedisStore.from_url` bounds connecting and each command by."""
 
 
-class RedisStore:
+class RedisStore(UserSets):
     """Sessions in Redis or Redis Cluster, through ``client``.
 
     ``client`` must return bytes (``decode_responses=False``, the default).
@@ -193,45 +196,41 @@ class RedisStore:
             try:
                 self._fail(err)  # trips the breaker now if the server is unreachable
             except Exception as failed:  # kept, to raise from result()
-                return _FailedLoad(failed)
-        return None if reply is None else _PendingLoad(self, reply, key)
+                return FailedLoad(failed)
+        return None if reply is None else PendingHashLoad(self, reply, key)
 
     def _record(self, data: Any, key: str) -> Record | None:
         """The record an HGETALL reply holds; None for a missing, expired or malformed one."""
-        if not data:
+        record = parse_record(data, self._clock())
+        if isinstance(record, str):
+            security_log.warning("%r: the session hash with storage key fingerprint %s is"
+                                 " malformed (%s); treated as missing", self, fingerprint(key),
+                                 record)
             return None
-        if isinstance(data, list):  # RESP2 without redis-py's callback: name, value, ...
-            data = dict(zip(data[::2], data[1::2], strict=True))
-        try:
-            expires = float(data[EXPIRES])
-            if expires <= self._clock():
-                return None
-            fields = {}
-            for name, value in data.items():  # f:<name>; m:* and anything else is not a field
-                if (field := name.removeprefix(FIELD)) != name:
-                    fields[field.decode()] = value
-            user = data.get(USER)
-            return Record(fields, float(data[CREATED]), float(data[SEEN]), expires,
-                          data.get(PERM) == b"1", None if user is None else user.decode())
-        except KeyError as err:
-            problem = f"it has no {err.args[0].decode()}"
-        except ValueError:
-            problem = "a timestamp is not a number, or a field name or the user is not UTF-8"
-        security_log.warning("%r: the session hash with storage key fingerprint %s is malformed"
-                             " (%s); treated as missing", self, fingerprint(key), problem)
-        return None
+        return record
 
     def create(self, key: str, record: Record) -> None:
+        """One script; with a user, it adds the session to the user's set too (on a cluster,
+        a script on the set's slot does, first: see :mod:`~satchel.stores.redis.users`)."""
         now = self._clock()
-        args = ["EVALSHA", CREATE_SHA, 1, self._name(key),
-                now, self._ttl(record.expires_at, now),
-                CREATED, record.created_at, SEEN, record.last_seen,
+        names: list[bytes] = [self._name(key)]
+        set_ttl: bytes | int = b""
+        args = [CREATED, record.created_at, SEEN, record.last_seen,
                 EXPIRES, record.expires_at, PERM, b"1" if record.permanent else b"0"]
         if record.user is not None:
-            args += (USER, record.user.encode())
+            until = set_until(record.expires_at, now)
+            args += (USER, record.user.encode(), ULIVE, until)
+            if self._cluster:
+                self._add(record.user, key, now, until)
+            else:
+                names.append(self._users(record.user))
+                set_ttl = self._ttl(until, now)
+        if record.device is not None:
+            args += (DEVICE, record.device[:DEVICE_MAX].encode())
         for name, value in record.fields.items():
             args += (FIELD + name.encode(), value)
-        if not self._eval(CREATE, args):
+        if not self._eval(CREATE, ["EVALSHA", CREATE_SHA, len(names), *names, now,
+                                   self._ttl(record.expires_at, now), set_ttl, key, *args]):
             raise KeyError("a session with this key exists")
 
     def update(self, key: str, patch: Patch) -> Updated:
@@ -241,10 +240,19 @@ class RedisStore:
         if user == "":
             deletes.append(USER)
         expires = patch.expires_at
-        args = ["EVALSHA", UPDATE_SHA, 1, self._name(key),
+        names, moved = [self._name(key)], b""
+        if user:  # the session goes to (or stays in) the user's set
+            if not self._cluster:
+                names.append(self._users(user))
+                moved = b"*"
+            elif (until := self._add_moved(key, user, expires, now)) is None:
+                return Updated.GONE
+            else:
+                moved = repr(until).encode()
+        args = ["EVALSHA", UPDATE_SHA, len(names), *names,
                 now, FLAGS[patch.clear, patch.delete_if_empty],
-                b"" if expires is None else self._ttl(
-                    expires, now), len(deletes), *deletes]
+                b"" if expires is None else self._ttl(expires, now), moved, key,
+                len(deletes), *deletes]
         for name, value in patch.set.items():
             args += (FIELD + name.encode(), value)
         if patch.last_seen is not None:
@@ -255,7 +263,11 @@ class RedisStore:
             args += (PERM, b"1" if patch.permanent else b"0")
         if user:
             args += (USER, user.encode())
-        return Updated(self._eval(UPDATE, args))
+        reply = self._eval(UPDATE, args)
+        if isinstance(reply, list):  # the user's set must live longer first
+            self._extend(key, reply[1].decode(), float(reply[2]))
+            return Updated.KEPT
+        return Updated(reply)
 
     def delete(self, key: str) -> None:
         if self._breaker.down:
@@ -363,37 +375,3 @@ class RedisStore:
             else:
                 where = f"{conn.get('host')}:{conn.get('port')}/{conn.get('db', 0)}"
         return f"<RedisStore {where} prefix={self.prefix!r}>"
-
-
-class _PendingLoad:
-    """A prefetched ``RedisStore.load``: the HGETALL is on its way."""
-
-    __slots__ = ("_key", "_reply", "_store")
-
-    def __init__(self, store: RedisStore, reply: PendingReply, key: str) -> None:
-        self._store, self._reply, self._key = store, reply, key
-
-    def result(self) -> Record | None:
-        try:
-            data = self._reply.wait()
-        except DRIVER_ERRORS as err:
-            self._store._fail(err)
-        return self._store._record(data, self._key)
-
-    def cancel(self) -> None:
-        self._reply.cancel()
-
-
-class _FailedLoad:
-    """A prefetched ``RedisStore.load`` that failed before it was sent: ``result`` raises."""
-
-    __slots__ = ("_error",)
-
-    def __init__(self, error: Exception) -> None:
-        self._error = error
-
-    def result(self) -> Record | None:
-        raise self._error
-
-    def cancel(self) -> None:
-        pass

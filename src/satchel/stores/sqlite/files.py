@@ -1,10 +1,12 @@
-"""The files at an :class:`~satchel.stores.sqlite.SQLiteStore`'s path.
+"""The files at an SQLite store's path: whether a connection's files are still the ones
+there, and, when the path cannot be opened, which of two cases it is.
 
-Their identity (to notice a file that left the path) and, when the path cannot be
-opened, which of two cases it is: its folder is missing (not created, or a volume
-not mounted, yet: the store is down until it appears) or the path cannot work as
-configured (a folder, a file that is not a database, a file or folder this process
-may not write: an error to fix, which waiting does not).
+A connection keeps writing into its file after the file has left the path; see
+:mod:`satchel.stores.sqlite` for how the store uses these. A path that cannot be opened
+is either "down" (its folder is missing: not created, or a volume not mounted, yet; the
+store waits for it) or cannot work as configured (a folder, a file that is not a
+database, a file or folder this process may not write: an error to fix, which waiting
+does not).
 """
 
 from __future__ import annotations
@@ -28,6 +30,36 @@ def _dev_ino(path: str) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino
+
+
+class Connection(sqlite3.Connection):
+    """A connection a store can track weakly (the base class takes no weak references),
+    with the identity of the files it opened and when reads last checked it."""
+
+    identity: FileIdentity = ()
+    checked_at = 0.0
+
+
+class FileMoved(Exception):
+    """The connection's files are no longer the ones at the store's path."""
+
+
+class Closer:
+    """Closes a connection when dropped: kept in the connection's thread-local slot, it goes
+    when the thread ends or the store does. A connection is in a reference cycle (its
+    statement cache holds it, Python 3.11+), so without this it would stay open until a
+    garbage collection, and Python 3.13 then warns (ResourceWarning: unclosed database)."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __del__(self) -> None:
+        try:
+            self.conn.close()
+        except sqlite3.Error:  # pragma: no cover - nothing to report to at that moment
+            pass
 
 
 def missing_folder(path: str) -> str | None:

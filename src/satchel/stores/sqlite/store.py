@@ -1,28 +1,4 @@
-"""SQLiteStore: the embedded default, on the standard library's ``sqlite3``.
-
-One file, WAL journal, safe across threads (a connection per thread) and
-across processes sharing the file. The schema is created idempotently; a
-session is a row in ``satchel_sessions`` plus a row per key in
-``satchel_fields``, so an update rewrites only the keys that changed. A
-session lock (``@session_lock``) is a lease row in ``satchel_locks``.
-
-A connection keeps writing into its file after the file has left the path
-(its folder removed or moved, the file replaced, its ``-wal`` or ``-shm``
-removed): SQLite notices that only in rollback-journal mode
-(SQLITE_READONLY_DBMOVED), not in WAL mode. So each connection records the
-(device, inode) of the three files when it opens, and a write commits only
-if they are still the files at the path (three ``stat`` calls per write; an
-inode is not reused while the connection holds it open). Otherwise the
-write is rolled back and retried once on a new connection to the file now
-at the path, whose schema is created if it is new; while the path cannot be
-opened, :class:`StoreUnavailable`. Reads check at most once a second per
-connection (a replaced file may be read for up to a second; nothing read
-there is written back). A store built while its folder does not exist (a
-volume not mounted yet) is in that state from the start: it logs one line
-and opens the file, with its schema, once the folder is there.
-
-    store = SQLiteStore("/var/lib/myapp/sessions.sqlite3")
-"""
+"""SQLiteStore: sessions in one SQLite file (see :mod:`satchel.stores.sqlite`)."""
 
 from __future__ import annotations
 
@@ -38,70 +14,41 @@ from typing import TypeVar
 
 from satchel.errors import ConfigError, StoreUnavailable
 from satchel.lifetime import Clock, system_clock
-from satchel.store import Patch, Record, Updated
-from satchel.stores.sqlite_files import (
-    FileIdentity,
+from satchel.store import DEVICE_MAX, Patch, Record, Updated
+from satchel.stores.sqlite.files import (
+    Closer,
+    Connection,
+    FileMoved,
     file_identity,
     try_write,
     unusable,
     why_unavailable,
 )
-from satchel.stores.sqlite_statements import (
+from satchel.stores.sqlite.schema import (
     ACQUIRE_LOCK,
     CLEAR_FIELDS,
     DELETE,
     DELETE_FIELD,
     HAS_FIELDS,
-    HAS_SCHEMA,
     INSERT_META,
     IS_LIVE,
     LOAD,
     PURGE,
     PURGE_LOCKS,
     RELEASE_LOCK,
-    SCHEMA,
     UPDATE_META,
     UPSERT_FIELD,
+    prepare,
 )
-
-_NOTHING = Patch()
+from satchel.stores.sqlite.users import UserRows
 
 _T = TypeVar("_T")
 _READ_CHECK_INTERVAL = 1.0  # seconds between a connection's file checks on reads
 log = logging.getLogger("satchel")
+_NOTHING = Patch()
 
 
-class _Connection(sqlite3.Connection):
-    """A connection a store can track weakly (the base class takes no weak references),
-    with the identity of the files it opened and when reads last checked it."""
-
-    identity: FileIdentity = ()
-    checked_at = 0.0
-
-
-class _FileMoved(Exception):
-    """The connection's files are no longer the ones at the store's path."""
-
-
-class _Closer:
-    """Closes a connection when dropped: kept in the connection's thread-local slot, it goes
-    when the thread ends or the store does. A connection is in a reference cycle (its
-    statement cache holds it, Python 3.11+), so without this it would stay open until a
-    garbage collection, and Python 3.13 then warns (ResourceWarning: unclosed database)."""
-
-    __slots__ = ("conn",)
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def __del__(self) -> None:
-        try:
-            self.conn.close()
-        except sqlite3.Error:  # pragma: no cover - nothing to report to at that moment
-            pass
-
-
-class SQLiteStore:
+class SQLiteStore(UserRows):
     """Sessions in an SQLite file. ``path`` is created with its schema if absent.
 
     Each thread that uses the store gets its own connection, closed when that
@@ -110,15 +57,15 @@ class SQLiteStore:
     written (a missing folder, a read-only disk, a lock held longer than
     ``busy_timeout`` seconds).
 
-    The constructor opens the file and tries a write (rolled back). If the
-    folder does not exist (not created, or a volume not mounted, yet) or
-    the file cannot be used for a reason that may pass (a lock held too
-    long), the store is built all the same: it logs one line on ``satchel``,
-    its calls raise :class:`StoreUnavailable` (503) until the file can be
-    opened, and the schema is created then. A path that cannot work as
-    configured raises :class:`ConfigError`: a folder, a part of the folder
-    that is a file, a file that is not an SQLite database, a file or folder
-    this process may not write. The folder is never created.
+    The constructor opens the file (creating or upgrading its schema) and tries
+    a write (rolled back). If the folder does not exist (not created, or a
+    volume not mounted, yet) or the file cannot be used for a reason that may
+    pass (a lock held too long), the store is built all the same: it logs one
+    line on ``satchel``, its calls raise :class:`StoreUnavailable` (503) until
+    the file can be opened, and the schema is created (or upgraded) then. A
+    path that cannot work as configured raises :class:`ConfigError`: a folder,
+    a part of the folder that is a file, a file that is not an SQLite database,
+    a file or folder this process may not write. The folder is never created.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, clock: Clock = system_clock,
@@ -127,7 +74,7 @@ class SQLiteStore:
         self._clock = clock
         self._busy_timeout = busy_timeout
         self._local = threading.local()
-        self._opened: weakref.WeakSet[_Connection] = weakref.WeakSet()  # every thread's
+        self._opened: weakref.WeakSet[Connection] = weakref.WeakSet()  # every thread's
         self._opened_lock = threading.Lock()
         try:
             with self._errors():
@@ -142,9 +89,9 @@ class SQLiteStore:
                         " until it can be opened, and its tables are created then", self,
                         why_unavailable(self.path, err.__cause__))
 
-    def _connect(self, *, check: bool = True) -> _Connection:
+    def _connect(self, *, check: bool = True) -> Connection:
         """This thread's connection, reopened if its files have left the path."""
-        conn: _Connection | None = getattr(self._local, "conn", None)
+        conn: Connection | None = getattr(self._local, "conn", None)
         if conn is not None:
             if not check:
                 return conn
@@ -157,16 +104,15 @@ class SQLiteStore:
             self._drop(conn)
         return self._open()
 
-    def _open(self) -> _Connection:
+    def _open(self) -> Connection:
         try:
-            new = sqlite3.connect(self.path, timeout=self._busy_timeout, factory=_Connection,
+            new = sqlite3.connect(self.path, timeout=self._busy_timeout, factory=Connection,
                                   isolation_level=None, check_same_thread=False)
-            closer = _Closer(new)  # closes it if a PRAGMA fails, too
+            closer = Closer(new)  # closes it if a PRAGMA or the schema's upgrade fails, too
             new.execute("PRAGMA journal_mode=WAL")
             new.execute("PRAGMA synchronous=NORMAL")
             new.execute("PRAGMA foreign_keys=ON")
-            if new.execute(HAS_SCHEMA).fetchone() is None:  # a new file (inodes are reused)
-                new.executescript(SCHEMA)
+            prepare(new)
         except sqlite3.DatabaseError as err:
             why = why_unavailable(self.path, err)
             raise StoreUnavailable(f"SQLite store {self.path!r}: {why}") from err
@@ -177,7 +123,7 @@ class SQLiteStore:
         local.conn, local.closer = new, closer
         return new
 
-    def _drop(self, conn: _Connection) -> None:
+    def _drop(self, conn: Connection) -> None:
         """Close this thread's connection, whose files are no longer the ones at the path."""
         log.warning("SQLite store %r: the database file, or its -wal or -shm, is no longer the"
                     " one at the path (folder removed or moved, file replaced); reopening",
@@ -220,8 +166,8 @@ class SQLiteStore:
                 try:
                     result = work(conn)
                     if file_identity(self.path) != conn.identity:
-                        raise _FileMoved
-                except _FileMoved:
+                        raise FileMoved
+                except FileMoved:
                     conn.execute("ROLLBACK")
                     self._drop(conn)
                     continue
@@ -239,17 +185,20 @@ class SQLiteStore:
             rows = self._connect().execute(LOAD, (key, self._clock())).fetchall()
         if not rows:
             return None
-        created_at, last_seen, expires_at, permanent, user = rows[0][:5]
-        fields = {row[5]: row[6] for row in rows if row[5] is not None}
-        return Record(fields, created_at, last_seen, expires_at, bool(permanent), user)
+        created_at, last_seen, expires_at, permanent, user, device = rows[0][:6]
+        fields = {row[6]: row[7] for row in rows if row[6] is not None}
+        return Record(fields, created_at, last_seen, expires_at, bool(permanent), user, device)
 
     def create(self, key: str, record: Record) -> None:
+        device = None if record.device is None else record.device[:DEVICE_MAX]
+
         def work(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM satchel_sessions WHERE key = ? AND expires_at <= ?",
                          (key, self._clock()))
             try:
                 conn.execute(INSERT_META, (key, record.created_at, record.last_seen,
-                                            record.expires_at, int(record.permanent), record.user))
+                                            record.expires_at, int(record.permanent), record.user,
+                                           device))
             except sqlite3.IntegrityError as err:
                 raise KeyError("a session with this key exists") from err
             conn.executemany(UPSERT_FIELD, [(key, n, v) for n, v in record.fields.items()])

@@ -1,0 +1,73 @@
+"""What a RedisStore load reads: a session hash as a :class:`~satchel.store.Record`, and a
+load sent ahead of time (prefetch)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from satchel.store import Record
+from satchel.stores.redis.errors import DRIVER_ERRORS
+from satchel.stores.redis.scripts import CREATED, DEVICE, EXPIRES, FIELD, PERM, SEEN, USER
+
+if TYPE_CHECKING:
+    from satchel.stores.redis.connections import PendingReply
+    from satchel.stores.redis.store import RedisStore
+
+
+def parse_record(data: Any, now: float) -> Record | str | None:
+    """The record an HGETALL reply holds (a dict, or RESP2's flat list); None for a missing
+    or expired one (``m:expires`` <= ``now``); for a malformed one, what is wrong with it."""
+    if not data:
+        return None
+    if isinstance(data, list):  # RESP2 without redis-py's callback: name, value, ...
+        data = dict(zip(data[::2], data[1::2], strict=True))
+    try:
+        expires = float(data[EXPIRES])
+        if expires <= now:
+            return None
+        fields = {}
+        for name, value in data.items():  # f:<name>; m:* and anything else is not a field
+            if (field := name.removeprefix(FIELD)) != name:
+                fields[field.decode()] = value
+        user, device = data.get(USER), data.get(DEVICE)
+        return Record(fields, float(data[CREATED]), float(data[SEEN]), expires,
+                      data.get(PERM) == b"1", None if user is None else user.decode(),
+                      None if device is None else device.decode())
+    except KeyError as err:
+        return f"it has no {err.args[0].decode()}"
+    except ValueError:
+        return "a timestamp is not a number, or a name, the user or device is not UTF-8"
+
+
+class PendingHashLoad:
+    """A prefetched ``RedisStore.load``: the HGETALL is on its way."""
+
+    __slots__ = ("_key", "_reply", "_store")
+
+    def __init__(self, store: RedisStore, reply: PendingReply, key: str) -> None:
+        self._store, self._reply, self._key = store, reply, key
+
+    def result(self) -> Record | None:
+        try:
+            data = self._reply.wait()
+        except DRIVER_ERRORS as err:
+            self._store._fail(err)
+        return self._store._record(data, self._key)
+
+    def cancel(self) -> None:
+        self._reply.cancel()
+
+
+class FailedLoad:
+    """A prefetched ``RedisStore.load`` that failed before it was sent: ``result`` raises."""
+
+    __slots__ = ("_error",)
+
+    def __init__(self, error: Exception) -> None:
+        self._error = error
+
+    def result(self) -> Record | None:
+        raise self._error
+
+    def cancel(self) -> None:
+        pass

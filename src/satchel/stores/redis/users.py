@@ -1,0 +1,299 @@
+"""Who is logged in where, in Redis: the ``UserIndex`` and ``Inventory`` abilities of
+:class:`~satchel.stores.redis.RedisStore`.
+
+Each user has a sorted set of the storage keys of its sessions (``users`` in
+:data:`~satchel.stores.redis.SCHEMA`), each scored by when it was added (store
+clock). How the sets stay correct:
+
+- **A live session of a user is always in that user's set.** On a single server
+  the key is added by the script that creates the session, or that moves it to
+  the user (``update(Patch(user=...))``). On a Redis Cluster the set and the
+  session live in different slots, and no script may write both: the key is added
+  to the set first (``ADD``) and the session written after. A failure in between
+  leaves a member without its session, which listings skip and later remove;
+  never a session missing from its set.
+- **A set lives at least as long as each of its live members.** Each session of a
+  user notes in ``m:ulive`` a time its set is known to live until (the set's TTL
+  was raised to it first), and its own TTL never runs past ``m:ulive``. An update
+  that would extend the session past it (a touch) keeps the TTL at ``m:ulive``
+  and says so; the store then raises the set's TTL, to twice the session's
+  remaining life (so this happens about once per lifetime, not once per touch),
+  and gives the session its whole TTL (``EXTEND``). If that second step fails,
+  the session ends at ``m:ulive``, early, but does not outlive its set. A set's
+  TTL is only ever raised (Redis 6 has no ``EXPIRE GT``: the scripts compare
+  ``PTTL`` first).
+- **A listing never returns a member whose session is gone, expired or now
+  another user's**: each member is checked by reading its session. On a single
+  server that check and the removal of such members are one script (``LIST``),
+  so nothing changes between them. On a cluster they cannot be: the members'
+  hashes are read with one pipeline (a batch per node), and a member that does
+  not match is removed only once it has been in the set for :data:`GRACE`
+  seconds (a create or a move to the user in flight adds its key a round trip
+  before it writes the session), and only if its score is still the one read
+  (``PRUNE``): a member added again since (a session moved back to the user)
+  keeps its place.
+- ``delete_user`` on a single server is one script (``DELETE_USER``). On a
+  cluster each member is deleted by a script of its own, in its slot, which
+  checks that the session is live and still the user's (``DELETE_IF_USER``); the
+  set is then pruned as by a listing. Sessions created while it runs may stay.
+- A session written before the sets existed has ``m:user`` but no ``m:ulive``:
+  its next update adds it to its set, as for an extension.
+
+``sessions_of`` and ``delete_user`` cost O(that user's members): a ``ZRANGE``,
+then one read per member. ``stats`` and ``all_sessions`` walk the whole store:
+``SCAN`` under the store's prefix (on a cluster, on every primary), reading the
+metadata of each batch of keys with a pipeline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, NoReturn
+
+import redis
+from redis.cluster import RedisCluster
+
+from satchel.breaker import Breaker
+from satchel.store import SessionInfo, StoreStats
+from satchel.stores.redis.connections import LazyCluster
+from satchel.stores.redis.errors import DRIVER_ERRORS
+from satchel.stores.redis.scripts import CREATED, DEVICE, EXPIRES, PERM, SEEN, USER
+from satchel.stores.redis.user_scripts import (
+    ADD,
+    ADD_SHA,
+    DELETE_IF_USER,
+    DELETE_IF_USER_SHA,
+    DELETE_USER,
+    DELETE_USER_SHA,
+    EXTEND,
+    EXTEND_SHA,
+    LIST,
+    LIST_SHA,
+    PRUNE,
+    PRUNE_SHA,
+)
+
+GRACE = 300.0
+"""Seconds a cluster's set keeps a member whose session is missing or another user's (its
+session may still be on its way), before a listing or ``delete_user`` removes it."""
+INFO_FIELDS = (CREATED, SEEN, EXPIRES, USER, DEVICE, PERM)
+BATCH = 1000  # keys per SCAN and per pipeline of all_sessions
+
+
+def set_until(expires_at: float, now: float) -> float:
+    """The time a user's set is made to live until for a session expiring at ``expires_at``:
+    twice the session's remaining life, so a touch seldom has to raise it."""
+    return expires_at + max(expires_at - now, 0.0)
+
+
+class UserSets:
+    """``sessions_of``, ``delete_user``, ``stats`` and ``all_sessions`` of ``RedisStore``,
+    and the steps its ``create`` and ``update`` take for the sets on a cluster."""
+
+    prefix: str
+    client: redis.Redis | RedisCluster
+    _open: bytes
+    _clock: Callable[[], float]
+    _breaker: Breaker
+    _command: Callable[..., Any]
+
+    def _eval(self, script: str, command: list[Any]) -> Any:
+        raise NotImplementedError
+
+    def _fail(self, err: Exception) -> NoReturn:
+        raise NotImplementedError
+
+    def _probe(self) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def _ttl(expires_at: float, now: float) -> int:
+        raise NotImplementedError
+
+    @property
+    def _cluster(self) -> bool:
+        return isinstance(self.client, RedisCluster | LazyCluster)
+
+    def _users(self, user: str) -> bytes:
+        """The Redis key of ``user``'s set."""
+        digest = hashlib.sha256(user.encode()).hexdigest().encode()
+        return self.prefix.encode() + b"user:{" + digest + b"}"
+
+    def _member_name(self, member: bytes) -> bytes:
+        """The Redis key of the session a set's member (a storage key) names."""
+        return self._open + member + b"}"
+
+    def _call(self, *args: Any) -> Any:
+        if self._breaker.down:
+            self._breaker.enter(self._probe)
+        try:
+            return self._command(*args)
+        except DRIVER_ERRORS as err:
+            self._fail(err)
+
+    def _add(self, user: str, key: str, now: float, until: float) -> None:
+        """Add ``key`` to ``user``'s set, made to live until ``until`` at least: on a cluster,
+        before the session is written with that user."""
+        self._eval(ADD, ["EVALSHA", ADD_SHA, 1, self._users(user), now, self._ttl(until, now),
+                         key])
+
+    def _add_moved(self, key: str, user: str, expires_at: float | None,
+                   now: float) -> float | None:
+        """On a cluster, before an update moves session ``key`` to ``user``: add it to the
+        user's set; return the time the set lives until. None if the session is gone."""
+        if expires_at is None:
+            current = self._call("HGET", self._member_name(key.encode()), EXPIRES)
+            try:
+                expires_at = float(current)
+            except (TypeError, ValueError):
+                return None  # missing or malformed: the update finds it gone
+        until = set_until(expires_at, now)
+        self._add(user, key, now, until)
+        return until
+
+    def _extend(self, key: str, user: str, expires_at: float) -> None:
+        """Raise ``user``'s set's TTL for session ``key``, expiring at ``expires_at``, then
+        give the session its whole TTL (an update kept it at ``m:ulive``)."""
+        now = self._clock()
+        until = set_until(expires_at, now)
+        name = self._member_name(key.encode())
+        if self._cluster:
+            self._add(user, key, now, until)
+            self._eval(EXTEND, ["EVALSHA", EXTEND_SHA, 1, name, now, user, until])
+        else:
+            self._eval(EXTEND, ["EVALSHA", EXTEND_SHA, 2, name, self._users(user), now, user,
+                                until, self._ttl(until, now), key])
+
+    def sessions_of(self, user: str) -> list[SessionInfo]:
+        now = self._clock()
+        name = self._users(user)
+        if self._cluster:
+            scored = self._scored(name)
+            found: list[SessionInfo] = []
+            stale: list[Any] = []
+            for (member, score), meta in zip(scored, self._read(m for m, _ in scored),
+                                             strict=True):
+                info = _info(member, meta, now)
+                if info is not None and info.user == user:
+                    found.append(info)
+                elif now - score > GRACE:
+                    stale += (member, score)
+            self._prune(name, stale)
+        else:
+            members = self._call("ZRANGE", name, 0, -1)
+            if not members:
+                return []
+            rows = self._eval(LIST, ["EVALSHA", LIST_SHA, 1 + len(members), name,
+                                     *map(self._member_name, members), now, user, *members])
+            found = [info for row in rows
+                     if (info := _info(row[0], [*row[1:4], user.encode(), *row[4:]], now))]
+        return sorted(found, key=lambda info: (info.created_at, info.key))
+
+    def delete_user(self, user: str, keep: str | None = None) -> list[str]:
+        now = self._clock()
+        name = self._users(user)
+        if not self._cluster:
+            members = self._call("ZRANGE", name, 0, -1)
+            if not members:
+                return []
+            deleted = self._eval(DELETE_USER, [
+                "EVALSHA", DELETE_USER_SHA, 1 + len(members), name,
+                *map(self._member_name, members), now, user, keep or "", *members])
+            return [member.decode() for member in deleted]
+        done: list[str] = []
+        stale: list[Any] = []
+        for member, score in self._scored(name):
+            if member.decode() == keep:
+                continue
+            outcome = self._eval(DELETE_IF_USER, ["EVALSHA", DELETE_IF_USER_SHA, 1,
+                                                  self._member_name(member), now, user])
+            if outcome == 1:
+                done.append(member.decode())
+            if outcome == 1 or now - score > GRACE:
+                stale += (member, score)
+        self._prune(name, stale)
+        return done
+
+    def _scored(self, name: bytes) -> list[tuple[bytes, float]]:
+        """The members of set ``name`` with their scores (RESP2 or RESP3 replies)."""
+        reply = self._call("ZRANGE", name, 0, -1, "WITHSCORES")
+        if reply and not isinstance(reply[0], list | tuple):  # RESP2: member, score, ...
+            reply = list(zip(reply[::2], reply[1::2], strict=True))
+        return [(member, float(score)) for member, score in reply]
+
+    def _prune(self, name: bytes, stale: list[Any]) -> None:
+        if stale:
+            self._eval(PRUNE, ["EVALSHA", PRUNE_SHA, 1, name, *stale])
+
+    def _read(self, members: Iterable[bytes]) -> list[Any]:
+        """The metadata (``INFO_FIELDS``) of the members' sessions, through one pipeline (a
+        cluster's sends a batch to each node)."""
+        if self._breaker.down:
+            self._breaker.enter(self._probe)
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for member in members:
+                pipe.hmget(self._member_name(member), INFO_FIELDS)
+            return list(pipe.execute())
+        except DRIVER_ERRORS as err:
+            self._fail(err)
+
+    def stats(self) -> StoreStats:
+        """Live sessions and distinct users: walks the store (see :meth:`all_sessions`)."""
+        sessions, users = 0, set()
+        for info in self.all_sessions():
+            sessions += 1
+            users.add(info.user)
+        users.discard(None)
+        return StoreStats(sessions, len(users))
+
+    def all_sessions(self) -> Iterator[SessionInfo]:
+        """Every live session: ``SCAN`` for the store's session keys (on a cluster, on every
+        primary), 1,000 at a time, each batch's metadata read through one pipeline. Walks
+        the whole database; a session created or deleted meanwhile may or may not be seen."""
+        if isinstance(self.client, LazyCluster):
+            self._call("PING")  # builds the cluster client, or fails as a command would
+        if self._breaker.down:
+            self._breaker.enter(self._probe)
+        skip = len(self._open)
+        try:
+            names = self.client.scan_iter(match=_glob_escape(self.prefix) + "{*", count=BATCH,
+                                          _type="hash")
+            for batch in _batches(names, BATCH):
+                now = self._clock()
+                for name, meta in zip(batch, self._read(n[skip:-1] for n in batch), strict=True):
+                    if (info := _info(name[skip:-1], meta, now)) is not None:
+                        yield info
+        except DRIVER_ERRORS as err:
+            self._fail(err)
+
+
+def _info(member: bytes, meta: Sequence[bytes | None], now: float) -> SessionInfo | None:
+    """A session's metadata from its ``INFO_FIELDS``; None if it is gone, expired or
+    malformed."""
+    created, seen, expires, user, device, perm = meta
+    try:
+        if expires is None or float(expires) <= now or created is None or seen is None:
+            return None
+        return SessionInfo(member.decode(), float(created), float(seen), float(expires),
+                           None if user is None else user.decode(),
+                           None if device is None else device.decode(), perm == b"1")
+    except ValueError:  # not a number, or not UTF-8
+        return None
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally by a Redis glob pattern (MATCH)."""
+    return "".join("\\" + c if c in "\\*?[]" else c for c in text)
+
+
+def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
