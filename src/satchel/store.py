@@ -37,6 +37,12 @@ class Record:
 DEVICE_MAX = 200
 """The most characters of :attr:`Record.device` a store must keep (longer ones are cut)."""
 
+BOOKKEEPING = "\x01satchel-bookkeeping"
+"""The :attr:`Record.device` of a record that is not a session but the engine's bookkeeping
+(the short-lived tombstone of a rotated or emptied id, :mod:`satchel.tombstone`): an
+:class:`Inventory` neither counts nor lists it. A recorded device never has a control
+character, so never this value."""
+
 
 class SessionInfo(NamedTuple):
     """A session's metadata, without its data: what listing a user's sessions returns."""
@@ -199,7 +205,8 @@ class StoreStats(NamedTuple):
 class Inventory(Protocol):
     """A store an administrator can survey: counts, and every live session's metadata.
 
-    Both walk the whole store (an admin command's cost, never a request's).
+    Both walk the whole store (an admin command's cost, never a request's). Neither counts
+    nor lists a record whose ``device`` is :data:`BOOKKEEPING` (not a session).
     """
 
     def stats(self) -> StoreStats:

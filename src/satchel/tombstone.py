@@ -34,7 +34,7 @@ import hashlib
 from collections.abc import Mapping
 from typing import Literal
 
-from satchel.store import Patch, Record, Store
+from satchel.store import BOOKKEEPING, Patch, Record, Store
 
 Kind = Literal["rotated", "emptied"]
 DEFAULT_GRACE = 60.0  # seconds; SATCHEL_GRACE_PERIOD
@@ -62,7 +62,7 @@ def record(kind: Kind, now: float, grace: float, *, permanent: bool = False,
         kept[_NEXT] = successor.encode("ascii")
     if fields:
         kept.update({_FIELD + name: value for name, value in fields.items()})
-    return Record(kept, now, now, now + grace, permanent=permanent)
+    return Record(kept, now, now, now + grace, permanent=permanent, device=BOOKKEEPING)
 
 
 def successor_of(stored: Record) -> str | None:

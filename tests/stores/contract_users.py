@@ -170,3 +170,16 @@ class UserIndexContract:
         clock.advance(10)
         assert store.stats() == StoreStats(sessions=4, users=2)
         assert sorted(store.all_sessions()) == sorted(made)
+
+    def test_the_engines_bookkeeping_is_neither_counted_nor_listed(
+            self, store: Any, clock: FakeClock) -> None:
+        """A tombstone (what a rotation leaves for requests in flight) is a record, not a
+        session: an admin's count and listing leave it out."""
+        from satchel import tombstone
+
+        made = login(store, clock, "s1", "alice")
+        store.create(tombstone.key("s0"), tombstone.record("rotated", clock.now, 60.0,
+                                                          successor="s1"))
+        assert store.load(tombstone.key("s0")) is not None
+        assert store.stats() == StoreStats(sessions=1, users=1)
+        assert list(store.all_sessions()) == [made]

@@ -31,10 +31,6 @@ from satchel.store import Inventory, SessionInfo, Store
 P = ParamSpec("P")
 R = TypeVar("R")
 
-RECORDS_NOTE = ("Counts are of stored records: for SATCHEL_GRACE_PERIOD (60 s by default) after"
-                " a login or another change of session id, the old id's bookkeeping record"
-                " counts as an anonymous session.")
-
 
 def reported(command: Callable[P, R]) -> Callable[P, R]:
     """``command``, with satchel's errors (the store unreachable, the mode or store unable,
@@ -58,7 +54,6 @@ def stats() -> None:
     store = _inventory()
     counted = store.stats()
     click.echo(f"Store: {store!r}\nLive sessions: {counted.sessions}\nUsers: {counted.users}")
-    click.echo(RECORDS_NOTE)
 
 
 @click.command("list")
@@ -71,9 +66,7 @@ def stats() -> None:
 def list_sessions(user: str | None, as_json: bool) -> None:
     """List live sessions: handle, user, created, last seen (UTC), device.
 
-    Oldest first. Handles are what `revoke --handle` takes; they are not cookies. Without
-    --user, bookkeeping records of recently changed session ids are listed too, as
-    anonymous sessions.
+    Oldest first. Handles are what `revoke --handle` takes; they are not cookies.
     """
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
     _require_key(app)

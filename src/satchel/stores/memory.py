@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 from satchel.lifetime import Clock, system_clock
 from satchel.store import (
+    BOOKKEEPING,
     DEVICE_MAX,
     Patch,
     Record,
@@ -143,7 +144,8 @@ class MemoryStore:
     def stats(self) -> StoreStats:
         with self._lock:
             now = self._clock()
-            live = [record for record in self._records.values() if record.expires_at > now]
+            live = [record for record in self._records.values()
+                    if record.expires_at > now and record.device != BOOKKEEPING]
         return StoreStats(len(live), len({r.user for r in live if r.user is not None}))
 
     def all_sessions(self) -> Iterator[SessionInfo]:
@@ -151,7 +153,7 @@ class MemoryStore:
         with self._lock:
             now = self._clock()
             infos = [_info(key, record) for key, record in self._records.items()
-                     if record.expires_at > now]
+                     if record.expires_at > now and record.device != BOOKKEEPING]
         return iter(infos)
 
     def __len__(self) -> int:

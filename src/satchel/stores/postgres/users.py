@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import tuple_row
 
-from satchel.store import SessionInfo, StoreStats
+from satchel.store import BOOKKEEPING, SessionInfo, StoreStats
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -29,9 +29,11 @@ _INFO = "SELECT key, created_at, last_seen, expires_at, user_id, device, permane
 SESSIONS_OF = _INFO + " WHERE user_id = %s AND expires_at > %s ORDER BY created_at, key"
 DELETE_USER = ("DELETE FROM {table} WHERE user_id = %s AND expires_at > %s"
                " AND key IS DISTINCT FROM %s RETURNING key")
-STATS = "SELECT count(*), count(DISTINCT user_id) FROM {table} WHERE expires_at > %s"
-FIRST_PAGE = _INFO + " WHERE expires_at > %s ORDER BY key LIMIT %s"
-PAGE = _INFO + " WHERE key > %s AND expires_at > %s ORDER BY key LIMIT %s"
+# Sessions only: not the engine's bookkeeping records (satchel.store.BOOKKEEPING).
+_SESSIONS = " WHERE expires_at > %s AND device IS DISTINCT FROM %s"
+STATS = "SELECT count(*), count(DISTINCT user_id) FROM {table}" + _SESSIONS  # noqa: S608
+FIRST_PAGE = _INFO + _SESSIONS + " ORDER BY key LIMIT %s"
+PAGE = _INFO + _SESSIONS + " AND key > %s ORDER BY key LIMIT %s"
 PAGE_SIZE = 1000
 
 
@@ -67,7 +69,7 @@ class UserRows:
 
     def stats(self) -> StoreStats:
         """Live sessions and distinct users: one read of the whole table."""
-        [(sessions, users)] = self._rows(STATS, (self._clock(),))
+        [(sessions, users)] = self._rows(STATS, (self._clock(), BOOKKEEPING))
         return StoreStats(int(sessions), int(users))
 
     def all_sessions(self) -> Iterator[SessionInfo]:
@@ -76,8 +78,8 @@ class UserRows:
         after: str | None = None  # the last key read
         while True:
             now = self._clock()
-            rows = (self._rows(FIRST_PAGE, (now, PAGE_SIZE)) if after is None
-                    else self._rows(PAGE, (after, now, PAGE_SIZE)))
+            rows = (self._rows(FIRST_PAGE, (now, BOOKKEEPING, PAGE_SIZE)) if after is None
+                    else self._rows(PAGE, (now, BOOKKEEPING, after, PAGE_SIZE)))
             yield from (_info(row) for row in rows)
             if len(rows) < PAGE_SIZE:
                 return

@@ -55,7 +55,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from satchel.breaker import Breaker
-from satchel.store import SessionInfo, StoreStats
+from satchel.store import BOOKKEEPING, SessionInfo, StoreStats
 from satchel.stores.redis.connections import LazyCluster
 from satchel.stores.redis.errors import DRIVER_ERRORS
 from satchel.stores.redis.scripts import CREATED, DEVICE, EXPIRES, PERM, SEEN, USER
@@ -269,12 +269,16 @@ class UserSets:
             self._fail(err)
 
 
+_BOOKKEEPING = BOOKKEEPING.encode()
+
+
 def _info(member: bytes, meta: Sequence[bytes | None], now: float) -> SessionInfo | None:
     """A session's metadata from its ``INFO_FIELDS``; None if it is gone, expired or
     malformed."""
     created, seen, expires, user, device, perm = meta
     try:
-        if expires is None or float(expires) <= now or created is None or seen is None:
+        if (expires is None or float(expires) <= now or created is None or seen is None
+                or device == _BOOKKEEPING):
             return None
         return SessionInfo(member.decode(), float(created), float(seen), float(expires),
                            None if user is None else user.decode(),

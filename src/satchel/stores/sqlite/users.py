@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from satchel.store import SessionInfo, StoreStats
+from satchel.store import BOOKKEEPING, SessionInfo, StoreStats
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -25,9 +25,11 @@ SESSIONS_OF = (_INFO + " FROM satchel_sessions WHERE user = ? AND expires_at > ?
                " ORDER BY created_at, key")
 USER_KEYS = "SELECT key FROM satchel_sessions WHERE user = ? AND expires_at > ? AND key IS NOT ?"
 DELETE = "DELETE FROM satchel_sessions WHERE key = ?"
-STATS = "SELECT count(*), count(DISTINCT user) FROM satchel_sessions WHERE expires_at > ?"
-FIRST_PAGE = _INFO + " FROM satchel_sessions WHERE expires_at > ? ORDER BY key LIMIT ?"
-PAGE = _INFO + " FROM satchel_sessions WHERE key > ? AND expires_at > ? ORDER BY key LIMIT ?"
+# Sessions only: not the engine's bookkeeping records (satchel.store.BOOKKEEPING).
+_SESSIONS = " FROM satchel_sessions WHERE expires_at > ? AND device IS NOT ?"
+STATS = "SELECT count(*), count(DISTINCT user)" + _SESSIONS
+FIRST_PAGE = _INFO + _SESSIONS + " ORDER BY key LIMIT ?"
+PAGE = _INFO + _SESSIONS + " AND key > ? ORDER BY key LIMIT ?"
 PAGE_SIZE = 500
 
 
@@ -65,7 +67,8 @@ class UserRows:
     def stats(self) -> StoreStats:
         """Live sessions and distinct users: one read of the whole table."""
         with self._errors():
-            sessions, users = self._connect().execute(STATS, (self._clock(),)).fetchone()
+            sessions, users = self._connect().execute(
+                STATS, (self._clock(), BOOKKEEPING)).fetchone()
         return StoreStats(int(sessions), int(users))
 
     def all_sessions(self) -> Iterator[SessionInfo]:
@@ -74,8 +77,8 @@ class UserRows:
         after: str | None = None  # the last key read
         while True:
             now = self._clock()
-            query, params = ((FIRST_PAGE, (now, PAGE_SIZE)) if after is None
-                             else (PAGE, (after, now, PAGE_SIZE)))
+            query, params = ((FIRST_PAGE, (now, BOOKKEEPING, PAGE_SIZE)) if after is None
+                             else (PAGE, (now, BOOKKEEPING, after, PAGE_SIZE)))
             with self._errors():
                 rows = self._connect().execute(query, params).fetchall()
             yield from (_info(row) for row in rows)
