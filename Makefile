@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SHARED ?= ../shared
 
-.PHONY: demo test lint compat bench fuzz faults clean
+.PHONY: demo test lint docs compat bench fuzz faults clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,16 @@ lint: $(VENV)/.installed
 	$(PY) -m ruff check src tests examples bench
 	$(PY) -m mypy
 
+# The documentation (Sphinx), warnings as errors: open docs/_build/html/index.html.
+$(VENV)/.docs-installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[docs]"
+	touch $@
+
+docs: $(VENV)/.docs-installed
+	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
+
 # Flask's own 45 session tests against satchel, in every mode (needs ../shared).
 compat: $(VENV)/.installed
 	PYTHON=$(abspath $(PY)) scripts/flask-compat.sh $(SHARED)/flask-compat
@@ -40,4 +50,4 @@ faults: $(VENV)/.installed
 	$(PY) -m tests.fault_harness
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) docs/_build build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
