@@ -122,10 +122,8 @@ class CookieEngine:
         created_at, last_seen, expires_at, fields = payload
         now = self.clock()
         expired = policy.lifetime.expired_by(created_at, last_seen, now)
-        if expired is None and now >= expires_at:
-            # Only the deadline sealed under longer timeouts passed; the token does not say
-            # which of them set it: sliding sessions end by idleness far more often.
-            expired = "idle"
+        if expired is None and now >= expires_at:  # sealed under timeouts raised since
+            expired = policy.lifetime.set_by(created_at, last_seen, expires_at)
         if expired is not None:
             self.events.expired(cookie, expired)
             return

@@ -29,7 +29,7 @@ from satchel.keys import KeyRing, Secret
 from satchel.lifetime import Clock, Lifetime, system_clock
 from satchel.session import Session
 from satchel.signed_id import Token
-from satchel.store import Prefetching, Store
+from satchel.store import ExpiredLookup, Prefetching, Store
 from satchel.users import UserRules
 
 log = logging.getLogger("satchel")
@@ -67,6 +67,7 @@ class Engine(Committer):
         self.grace = grace
         self.graveyard = tombstone.Graveyard(store, grace)
         self._prefetch = store.prefetch if isinstance(store, Prefetching) else None
+        self._expired = store.expired if isinstance(store, ExpiredLookup) else None
 
     @property
     def can_prefetch(self) -> bool:
@@ -152,7 +153,7 @@ class Engine(Committer):
         else:
             record = self.store.load(key)
         if record is None:
-            self._load_missing(session, token.sid)
+            self._load_missing(session, token.sid, policy)
             return
         expired = policy.lifetime.expired_by(record.created_at, record.last_seen, self.clock())
         if expired is not None:
@@ -164,14 +165,16 @@ class Engine(Committer):
                       permanent=record.permanent)
         session.user = record.user
 
-    def _load_missing(self, session: Session, sid: str) -> None:
+    def _load_missing(self, session: Session, sid: str, policy: Policy) -> None:
         """An id we signed that the store does not hold: rotated by a parallel request, or dead.
 
         A rotated id whose new id is live opens read-only, with what the rotation
         left unchanged (see :mod:`satchel.tombstone`); any other opens a new,
-        empty session.
+        empty session. A dead one is ``session_expired`` if the store still holds it
+        expired (:class:`~satchel.store.ExpiredLookup`; it is deleted), else unknown.
         """
-        view = self.graveyard.rotated_view(_storage_key(session, sid))
+        key = _storage_key(session, sid)
+        view = self.graveyard.rotated_view(key)
         if view is not None:
             tomb, _ = view
             fields = tombstone.fields_of(tomb)
@@ -182,7 +185,14 @@ class Engine(Committer):
                           last_seen=tomb.last_seen, permanent=tomb.permanent)
             session.read_only = True
             return
-        self.events.rejected(sid, "unknown")
+        found = None if self._expired is None else self._expired(key)
+        if found is None:
+            self.events.rejected(sid, "unknown")
+            return
+        self.store.delete(key)
+        lifetime, created, seen = policy.lifetime, found.created_at, found.last_seen
+        self.events.expired(sid, lifetime.expired_by(created, seen, self.clock())
+                            or lifetime.set_by(created, seen, found.expires_at))
 
     def _decode(self, raw: dict[str, bytes], sid: str) -> dict[str, Any]:
         data = {}

@@ -9,6 +9,7 @@ nothing.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,6 +74,27 @@ class Lifetime:
         if absolute is not None and now >= created_at + absolute:
             return "idle" if idle_deadline < created_at + absolute else "absolute"
         return "idle" if now >= idle_deadline else None
+
+    def set_by(self, created_at: float, last_seen: float, expires_at: float) -> ExpiryReason:
+        """Which timeout most likely set ``expires_at``, a stored deadline that has passed
+        although these timeouts would keep the session (they were raised since it was set).
+
+        A deadline is ``last_seen`` + the idle timeout then in force, or ``created_at`` + the
+        absolute one. The answer is the timeout that must have changed least, as a ratio, to
+        give it: ``expires_at - last_seen`` against :attr:`idle`, ``expires_at - created_at``
+        against :attr:`absolute` (``"absolute"`` on a tie). Without an absolute timeout
+        now, ``"idle"``; a deadline not after ``last_seen`` is no idle deadline:
+        ``"absolute"``.
+        """
+        if self.absolute is None:
+            return "idle"
+        as_idle = expires_at - last_seen
+        if as_idle <= 0:
+            return "absolute"
+        idle_change = abs(math.log(as_idle / self.idle))
+        as_absolute = max(expires_at - created_at, as_idle)  # created_at <= last_seen
+        absolute_change = abs(math.log(as_absolute / self.absolute))
+        return "idle" if idle_change < absolute_change else "absolute"
 
     def touch_due(self, last_seen: float, now: float) -> bool:
         """True if the sliding expiry should be pushed forward on this request."""

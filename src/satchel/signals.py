@@ -15,7 +15,9 @@ mode, of the cookie value).
   ``reason``: ``"destroy"`` for ``session.destroy()``, ``"emptied"`` for one
   whose last key was removed).
 - :data:`session_expired`: a session was found past a timeout (``fingerprint``,
-  ``reason``: ``"idle"`` or ``"absolute"``).
+  ``reason``: ``"idle"`` or ``"absolute"``); server-side, only by a store that keeps
+  expired records (:class:`~satchel.store.ExpiredLookup`: not Redis) or past timeouts
+  lowered since it was stored.
 - :data:`session_rejected`: a cookie opened no session (``fingerprint``,
   ``reason``: ``"bad-signature"``, ``"unknown"``, ``"bad-seal"`` or
   ``"bad-flask-cookie"``).

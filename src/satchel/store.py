@@ -146,6 +146,24 @@ class Purgeable(Protocol):
 
 
 @runtime_checkable
+class ExpiredLookup(Protocol):
+    """A store that keeps an expired record until it is purged or deleted, and can tell it
+    from a missing one.
+
+    The engine asks only when a cookie it signed finds no record (``load`` gave None, never
+    on a hit): a record found expired is reported as ``session_expired`` with the timeout
+    that ended it, then deleted; otherwise the id is unknown (a logout, a revocation). A
+    store that drops records at their deadline (Redis, by TTL) cannot be one.
+    """
+
+    def expired(self, key: str) -> SessionInfo | None:
+        """The metadata of the record under ``key`` if it is there but expired
+        (``expires_at`` <= now); None if it is missing or live. Only reads (one lookup by
+        key): the record stays until something deletes it."""
+        ...
+
+
+@runtime_checkable
 class Lockable(Protocol):
     """A store that can hold a session lock: a lease on a lock key, taken by a token.
 

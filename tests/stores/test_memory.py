@@ -5,9 +5,10 @@ import pytest
 from satchel.stores.memory import MemoryStore
 from tests.clock import FakeClock
 from tests.stores.contract import StoreContract
+from tests.stores.contract_expired import ExpiredLookupContract
 
 
-class TestMemoryStore(StoreContract):
+class TestMemoryStore(StoreContract, ExpiredLookupContract):
     @pytest.fixture
     def store(self, clock: FakeClock) -> MemoryStore:
         return MemoryStore(clock=clock)

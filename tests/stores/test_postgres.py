@@ -37,6 +37,7 @@ from satchel.store import Patch, Purgeable, Record, apply_patch
 from satchel.stores.postgres import PostgresStore
 from tests.clock import FakeClock
 from tests.stores.contract import HOUR, PrefetchContract, StoreContract, make_record
+from tests.stores.contract_expired import ExpiredLookupContract
 
 DEFAULT_URLS = ("postgresql://postgres@127.0.0.1:5432/test", "postgresql://127.0.0.1:5432/test")
 ENV_URL = os.environ.get("SATCHEL_TEST_POSTGRES_URL")
@@ -83,7 +84,7 @@ def table(pool: ConnectionPool[Any]) -> Iterator[str]:
     _drop(pool, name)
 
 
-class TestPostgresStore(StoreContract, PrefetchContract):
+class TestPostgresStore(StoreContract, PrefetchContract, ExpiredLookupContract):
     @pytest.fixture
     def store(self, clock: FakeClock, pool: ConnectionPool[Any], table: str) -> PostgresStore:
         return PostgresStore(pool, table=table, clock=clock)

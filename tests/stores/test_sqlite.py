@@ -14,6 +14,7 @@ from satchel.stores.sqlite import SQLiteStore
 from satchel.stores.sqlite.users import SESSIONS_OF
 from tests.clock import FakeClock
 from tests.stores.contract import StoreContract, make_record
+from tests.stores.contract_expired import ExpiredLookupContract
 from tests.stores.contract_users import keys, login
 
 # The schema files were made with before sessions had a device and an index by user.
@@ -51,7 +52,7 @@ def old_file(path: Path, clock: FakeClock) -> None:
         conn.commit()
 
 
-class TestSQLiteStore(StoreContract):
+class TestSQLiteStore(StoreContract, ExpiredLookupContract):
     @pytest.fixture
     def store(self, clock: FakeClock, tmp_path: Path) -> SQLiteStore:
         return SQLiteStore(tmp_path / "sessions.sqlite3", clock=clock)

@@ -1,7 +1,10 @@
 """MemoryStore: records in a dict, for tests and single-process development.
 
 Everything is lost when the process ends, and processes do not share it.
-Expired records are dropped when read, or by :meth:`purge_expired`. A dict
+An expired record reads as missing but stays, so that :meth:`~MemoryStore.expired` can
+tell it from one that never was (:class:`~satchel.store.ExpiredLookup`), until it is
+deleted (the engine deletes one it finds), replaced by a create under its key, or purged
+(:meth:`~MemoryStore.purge_expired`). A dict
 user -> set of storage keys, kept under the same lock as the records, finds a
 user's sessions (:class:`~satchel.store.UserIndex`).
 """
@@ -40,11 +43,9 @@ class MemoryStore:
         self._clock = clock
 
     def _live(self, key: str) -> Record | None:
+        """The record under ``key`` if it is live (an expired one stays: see the module)."""
         record = self._records.get(key)
-        if record is not None and record.expires_at <= self._clock():
-            self._drop(key)
-            return None
-        return record
+        return record if record is not None and record.expires_at > self._clock() else None
 
     def _drop(self, key: str) -> None:
         """Remove the record under ``key`` (present) and its index entry."""
@@ -65,8 +66,10 @@ class MemoryStore:
 
     def create(self, key: str, record: Record) -> None:
         with self._lock:
-            if self._live(key) is not None:
-                raise KeyError("a session with this key exists")
+            if key in self._records:
+                if self._live(key) is not None:
+                    raise KeyError("a session with this key exists")
+                self._drop(key)  # expired: replaced
             self._records[key] = stored = _copy(record)
             if stored.device is not None:
                 stored.device = stored.device[:DEVICE_MAX]
@@ -93,6 +96,13 @@ class MemoryStore:
         with self._lock:
             if key in self._records:
                 self._drop(key)
+
+    def expired(self, key: str) -> SessionInfo | None:
+        with self._lock:
+            record = self._records.get(key)
+            if record is None or record.expires_at > self._clock():
+                return None
+            return _info(key, record)
 
     def acquire_lock(self, key: str, token: str, lease: float) -> bool:
         with self._lock:

@@ -1,5 +1,6 @@
 """Who is logged in where, in PostgreSQL: the ``UserIndex`` and ``Inventory`` abilities of
-:class:`~satchel.stores.postgres.PostgresStore`.
+:class:`~satchel.stores.postgres.PostgresStore`, and its other read of a session's metadata,
+``ExpiredLookup``.
 
 A user's sessions are the rows with that ``user_id``, found through the partial
 index on it (see :data:`~satchel.stores.postgres.SCHEMA`): the column is the
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 _INFO = "SELECT key, created_at, last_seen, expires_at, user_id, device, permanent FROM {table}"
 SESSIONS_OF = _INFO + " WHERE user_id = %s AND expires_at > %s ORDER BY created_at, key"
+EXPIRED = _INFO + " WHERE key = %s AND expires_at <= %s"
 DELETE_USER = ("DELETE FROM {table} WHERE user_id = %s AND expires_at > %s"
                " AND key IS DISTINCT FROM %s RETURNING key")
 # Sessions only: not the engine's bookkeeping records (satchel.store.BOOKKEEPING).
@@ -38,7 +40,8 @@ PAGE_SIZE = 1000
 
 
 class UserRows:
-    """``sessions_of``, ``delete_user``, ``stats`` and ``all_sessions`` of ``PostgresStore``."""
+    """``sessions_of``, ``delete_user``, ``stats``, ``all_sessions`` and ``expired`` of
+    ``PostgresStore``."""
 
     _ident: sql.Identifier
     _breaker: Breaker
@@ -66,6 +69,12 @@ class UserRows:
     def delete_user(self, user: str, keep: str | None = None) -> list[str]:
         """Delete the user's live sessions but ``keep`` in one statement; their keys."""
         return [row[0] for row in self._rows(DELETE_USER, (user, self._clock(), keep))]
+
+    def expired(self, key: str) -> SessionInfo | None:
+        """The metadata of the session under ``key`` if it is there but expired (a read by
+        primary key); None if it is missing or live. Expired rows stay until purged."""
+        rows = self._rows(EXPIRED, (key, self._clock()))
+        return _info(rows[0]) if rows else None
 
     def stats(self) -> StoreStats:
         """Live sessions and distinct users: one read of the whole table."""

@@ -1,5 +1,6 @@
 """Who is logged in where, in an SQLite file: the ``UserIndex`` and ``Inventory`` abilities
-of :class:`~satchel.stores.sqlite.SQLiteStore`.
+of :class:`~satchel.stores.sqlite.SQLiteStore`, and its other read of a session's metadata,
+``ExpiredLookup``.
 
 A user's sessions are the rows with that ``user``, found through the
 ``satchel_sessions_user`` index (see :data:`~satchel.stores.sqlite.SCHEMA`): the
@@ -25,6 +26,7 @@ SESSIONS_OF = (_INFO + " FROM satchel_sessions WHERE user = ? AND expires_at > ?
                " ORDER BY created_at, key")
 USER_KEYS = "SELECT key FROM satchel_sessions WHERE user = ? AND expires_at > ? AND key IS NOT ?"
 DELETE = "DELETE FROM satchel_sessions WHERE key = ?"
+EXPIRED = _INFO + " FROM satchel_sessions WHERE key = ? AND expires_at <= ?"
 # Sessions only: not the engine's bookkeeping records (satchel.store.BOOKKEEPING).
 _SESSIONS = " FROM satchel_sessions WHERE expires_at > ? AND device IS NOT ?"
 STATS = "SELECT count(*), count(DISTINCT user)" + _SESSIONS
@@ -34,7 +36,8 @@ PAGE_SIZE = 500
 
 
 class UserRows:
-    """``sessions_of``, ``delete_user``, ``stats`` and ``all_sessions`` of ``SQLiteStore``."""
+    """``sessions_of``, ``delete_user``, ``stats``, ``all_sessions`` and ``expired`` of
+    ``SQLiteStore``."""
 
     _clock: Any
 
@@ -63,6 +66,13 @@ class UserRows:
             return keys
 
         return self._write(work)
+
+    def expired(self, key: str) -> SessionInfo | None:
+        """The metadata of the session under ``key`` if it is there but expired (a read by
+        primary key); None if it is missing or live. Expired rows stay until purged."""
+        with self._errors():
+            row = self._connect().execute(EXPIRED, (key, self._clock())).fetchone()
+        return None if row is None else _info(row)
 
     def stats(self) -> StoreStats:
         """Live sessions and distinct users: one read of the whole table."""
