@@ -84,6 +84,65 @@ def test_every_node_hung_one_call_waits_one_timeout() -> None:
             store.close()
 
 
+def test_every_node_hung_under_load_each_call_waits_one_timeout() -> None:
+    """Twelve threads keep loading and updating while every node hangs for a while: no call
+    takes much more than the timeout. (A call whose command failed waited on redis-py's
+    slot-map refresh lock while the breaker's probe refreshed under its own deadline: 2 and
+    3 timeouts.)"""
+    import threading
+
+    from satchel.errors import StoreUnavailable
+    from satchel.store import Patch
+    from satchel.stores.redis import RedisStore
+
+    clock = FakeClock()
+    with own_cluster() as nodes:
+        store = RedisStore.from_url(f"redis+cluster://{HOST}:{nodes[0].port}",
+                                    timeout=TIMEOUT, clock=clock)
+        keys = [f"{n:064x}" for n in range(12)]
+        stop = threading.Event()
+        took: list[float] = []
+
+        def work(key: str) -> None:
+            while not stop.is_set():
+                for call in (lambda: store.load(key),
+                             lambda: store.update(key, Patch(set={"b": b"2"}))):
+                    started = time.monotonic()
+                    try:
+                        call()
+                    except StoreUnavailable:
+                        pass
+                    took.append(time.monotonic() - started)
+                time.sleep(0.01)
+
+        try:
+            for key in keys:
+                store.create(key, make_record(clock, a=b"1"))
+            threads = [threading.Thread(target=work, args=(key,)) for key in keys]
+            for thread in threads:
+                thread.start()
+            time.sleep(0.5)
+            for node in nodes:
+                node.pause()
+            try:
+                time.sleep(5 * TIMEOUT)
+            finally:
+                for node in nodes:
+                    node.go_on()
+            time.sleep(2 * TIMEOUT)
+            stop.set()
+            for thread in threads:
+                thread.join(30)
+            print(f"\n{len(took)} calls, every node hung for a while: slowest {max(took):.3f} s")
+            assert max(took) < 1.8 * TIMEOUT, sorted(took)[-5:]  # generous; it was 2 and 3 x
+            for key in keys:  # the nodes are back: every session is there
+                loaded = store.load(key)
+                assert loaded is not None and loaded.fields["a"] == b"1"
+        finally:
+            stop.set()
+            store.close()
+
+
 def _cli(port: int, *args: str) -> str:
     return subprocess.run(["redis-cli", "-h", HOST, "-p", str(port), *args], capture_output=True,
                           text=True, timeout=10, check=True).stdout.strip()

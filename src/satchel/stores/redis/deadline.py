@@ -19,6 +19,7 @@ rebuilt, after a failover say.
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -27,6 +28,7 @@ from typing import Any
 
 from redis.cluster import RedisCluster
 from redis.connection import Connection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 _deadline: ContextVar[float | None] = ContextVar("satchel_redis_deadline", default=None)
@@ -131,14 +133,43 @@ class BoundedCluster(RedisCluster):
             super().__init__(*args, connection_class=DeadlineConnection, **kwargs)
         manager = self.nodes_manager
         initialize = manager.initialize
+        # One refresh at a time, and a command waits for another's only while its own
+        # deadline allows: redis-py's own lock (6+) would make each waiting command wait out
+        # the running refresh's deadline, then its own (commands in flight when every node
+        # hung took 2 or 3 bounds).
+        refreshing = threading.Lock()
 
         def refresh(*args: Any, **kwargs: Any) -> None:
+            left = _left()
+            if not refreshing.acquire(timeout=-1 if left is None else max(0.0, left)):
+                self._owed = (args, kwargs)
+                raise RedisTimeoutError("the cluster's slot map is being refreshed by another"
+                                        " command, past this call's time")
             try:
+                if not manager.startup_nodes:
+                    # redis-py 5 drops each node that fails from the nodes it refreshes from
+                    # (and from its nodes cache, the same dict); with all of them gone, no
+                    # refresh could ever pass again: start from the nodes the slot map names.
+                    # Under the lock: another command's refresh would change the map as it is
+                    # read ("dictionary changed size during iteration").
+                    manager.startup_nodes = {node.name: node
+                                             for nodes in list(manager.slots_cache.values())
+                                             for node in nodes}
                 initialize(*args, **kwargs)
+            except RuntimeError as err:
+                # redis-py 5 removes a failed node from the startup nodes while another
+                # thread's refresh iterates them ("dictionary changed size during iteration"):
+                # a failed refresh, reported as the driver's error (a 503), not a 500.
+                self._owed = (args, kwargs)
+                raise RedisConnectionError(f"the cluster's slot map could not be refreshed:"
+                                           f" {err}") from err
             except BaseException:
                 self._owed = (args, kwargs)  # as redis-py asked: its failed node goes last
                 raise
-            self._owed = None
+            else:
+                self._owed = None
+            finally:
+                refreshing.release()
 
         manager.initialize = refresh  # type: ignore[method-assign]
 
@@ -155,12 +186,6 @@ class BoundedCluster(RedisCluster):
         if owed is None:
             return
         manager = self.nodes_manager
-        if not manager.startup_nodes:
-            # redis-py 5 drops each node that fails from the nodes it refreshes from (and
-            # from its nodes cache, the same dict); with all of them gone, no refresh could
-            # ever pass again: start from the nodes the slot map still names.
-            manager.startup_nodes = {node.name: node for nodes in manager.slots_cache.values()
-                                     for node in nodes}
         try:
             manager.initialize(*owed[0], **owed[1])
         except Exception:  # noqa: S110 - kept owed; the command reports the cluster's state
