@@ -6,15 +6,23 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SHARED ?= ../shared
 
-.PHONY: demo test lint compat bench fuzz faults clean
+.PHONY: demo test lint compat compat-source bench fuzz faults clean
 
-$(VENV)/.installed: pyproject.toml
+$(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev,bench]"
+
+# What the demo needs: satchel and the drivers of its stores (not the test, lint and bench tools).
+$(VENV)/.demo: pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e ".[redis,postgres]"
 	touch $@
 
-demo: $(VENV)/.installed
+# Everything: the demo's packages, the test and lint tools, the bench's contenders.
+$(VENV)/.installed: pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e ".[dev,bench]"
+	touch $@ $(VENV)/.demo
+
+demo: $(VENV)/.demo
 	$(PY) -m flask --app examples/shop/app.py run --host 127.0.0.1 --port 5000
 
 test: $(VENV)/.installed
@@ -24,9 +32,16 @@ lint: $(VENV)/.installed
 	$(PY) -m ruff check src tests examples bench
 	$(PY) -m mypy
 
-# Flask's own 45 session tests against satchel, in every mode (needs ../shared).
-compat: $(VENV)/.installed
+# Flask's own 45 session tests against satchel, in every mode (needs $(SHARED)/flask-compat).
+compat: compat-source $(VENV)/.installed
 	PYTHON=$(abspath $(PY)) scripts/flask-compat.sh $(SHARED)/flask-compat
+
+compat-source:
+	@test -d "$(SHARED)/flask-compat" || { \
+	  echo "make compat: $(SHARED)/flask-compat not found. It runs Flask's own session tests," \
+	       "kept outside this repository; point SHARED at the folder that holds flask-compat" \
+	       "(make compat SHARED=path). Without it, make test runs tests/test_flask_compat.py," \
+	       "which checks the same behaviour in the same modes." >&2; exit 1; }
 
 bench: $(VENV)/.installed
 	$(PY) bench/overhead.py
