@@ -6,15 +6,23 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SHARED ?= ../shared
 
-.PHONY: demo test lint docs compat bench fuzz faults clean
+.PHONY: demo test lint docs compat compat-source bench fuzz faults clean
 
-$(VENV)/.installed: pyproject.toml
+$(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev,bench]"
+
+# What the demo needs: satchel and the drivers of its stores (not the test, lint and bench tools).
+$(VENV)/.demo: pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e ".[redis,postgres]"
 	touch $@
 
-demo: $(VENV)/.installed
+# Everything: the demo's packages, the test and lint tools, the bench's contenders.
+$(VENV)/.installed: pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e ".[dev,bench]"
+	touch $@ $(VENV)/.demo
+
+demo: $(VENV)/.demo
 	$(PY) -m flask --app examples/shop/app.py run --host 127.0.0.1 --port 5000
 
 test: $(VENV)/.installed
@@ -25,18 +33,23 @@ lint: $(VENV)/.installed
 	$(PY) -m mypy
 
 # The documentation (Sphinx), warnings as errors: open docs/_build/html/index.html.
-$(VENV)/.docs-installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+$(VENV)/.docs-installed: pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e ".[docs]"
 	touch $@
 
 docs: $(VENV)/.docs-installed
 	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
 
-# Flask's own 45 session tests against satchel, in every mode (needs ../shared).
-compat: $(VENV)/.installed
+# Flask's own 45 session tests against satchel, in every mode (needs $(SHARED)/flask-compat).
+compat: compat-source $(VENV)/.installed
 	PYTHON=$(abspath $(PY)) scripts/flask-compat.sh $(SHARED)/flask-compat
+
+compat-source:
+	@test -d "$(SHARED)/flask-compat" || { \
+	  echo "make compat: $(SHARED)/flask-compat not found. It runs Flask's own session tests," \
+	       "kept outside this repository; point SHARED at the folder that holds flask-compat" \
+	       "(make compat SHARED=path). Without it, make test runs tests/test_flask_compat.py," \
+	       "which checks the same behaviour in the same modes." >&2; exit 1; }
 
 bench: $(VENV)/.installed
 	$(PY) bench/overhead.py

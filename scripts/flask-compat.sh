@@ -2,6 +2,11 @@
 # Run Flask's own session tests (from ../shared/flask-compat) against satchel in every mode.
 # Usage: scripts/flask-compat.sh PATH/TO/flask-compat
 set -euo pipefail
+if [ $# -ne 1 ] || [ ! -d "$1" ]; then
+  echo "usage: scripts/flask-compat.sh PATH/TO/flask-compat (Flask's session tests, kept outside" \
+       "this repository; '${1:-}' is not a folder)" >&2
+  exit 1
+fi
 src="$(cd "$1" && pwd)"
 here="$(cd "$(dirname "$0")/.." && pwd)"
 PY="${PYTHON:-python}"

@@ -2,6 +2,24 @@
 
 from __future__ import annotations
 
+# The requirements of each extra in pyproject.toml (tests/test_package.py keeps them equal).
+# satchel is not on PyPI, so ``pip install`` of 'satchel[redis]' would not resolve: a hint names
+# the drivers themselves, and the extra as installed from a checkout.
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "redis": ("redis[hiredis]>=5.3",),
+    "postgres": ("psycopg[binary]>=3.2", "psycopg-pool>=3.2"),
+}
+
+
+def install_hint(extra: str) -> str:
+    """The commands that install ``extra`` (``"redis"`` or ``"postgres"``), for a message.
+
+    Raises KeyError for an extra satchel does not have.
+    """
+    drivers = " ".join(f"'{requirement}'" for requirement in EXTRAS[extra])
+    return (f"pip install {drivers} (or, in a satchel checkout, pip install -e '.[{extra}]';"
+            " see the README's Installation)")
+
 
 class SatchelError(Exception):
     """Base class of every exception satchel raises on purpose."""

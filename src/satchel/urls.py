@@ -15,7 +15,7 @@ import os
 from urllib.parse import urlsplit
 
 from satchel.cookie_mode import SealedCookies
-from satchel.errors import ConfigError
+from satchel.errors import ConfigError, install_hint
 from satchel.lifetime import Clock, system_clock
 from satchel.redact import redact_url
 from satchel.store import Store
@@ -66,15 +66,15 @@ def store_from_url(url: str, *, base_dir: str, clock: Clock = system_clock,
         try:
             from satchel.stores.redis import RedisStore
         except ImportError as err:
-            raise ConfigError("SATCHEL_STORE: the Redis store needs redis-py;"
-                              " pip install 'satchel[redis]'") from err
+            raise ConfigError("SATCHEL_STORE: the Redis store needs redis-py: "
+                              + install_hint("redis")) from err
         return RedisStore.from_url(url, clock=clock, timeout=timeout)
     if scheme in ("postgresql", "postgres"):
         try:
             from satchel.stores.postgres import PostgresStore
         except ImportError as err:
-            raise ConfigError("SATCHEL_STORE: the PostgreSQL store needs psycopg;"
-                              " pip install 'satchel[postgres]'") from err
+            raise ConfigError("SATCHEL_STORE: the PostgreSQL store needs psycopg: "
+                              + install_hint("postgres")) from err
         return PostgresStore.from_url(url, clock=clock, timeout=timeout)
     raise ConfigError(f"SATCHEL_STORE {shown!r}: unknown scheme {scheme!r}; expected one of "
                       + ", ".join(KNOWN_SCHEMES))

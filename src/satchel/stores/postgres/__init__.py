@@ -30,12 +30,14 @@ from URLs, and what messages may say of them),
 prefetch).
 """
 
+from satchel.errors import install_hint
+
 try:
     import psycopg  # noqa: F401
     import psycopg_pool  # noqa: F401
-except ImportError as err:  # pragma: no cover - depends on the environment
+except ImportError as err:
     raise ImportError("PostgresStore needs psycopg 3 and psycopg_pool:"
-                      " pip install 'satchel[postgres]'") from err
+                      f" {install_hint('postgres')}") from err
 
 from satchel.stores.postgres.statements import LOCK_SCHEMA, SCHEMA
 from satchel.stores.postgres.store import PostgresStore

@@ -22,10 +22,12 @@ The package: :mod:`~satchel.stores.redis.store` (the store),
 :mod:`~satchel.stores.redis.connections` (connections kept between commands).
 """
 
+from satchel.errors import install_hint
+
 try:
     import redis  # noqa: F401
-except ImportError as err:  # pragma: no cover - depends on the environment
-    raise ImportError("RedisStore needs redis-py: pip install 'satchel[redis]'") from err
+except ImportError as err:
+    raise ImportError(f"RedisStore needs redis-py: {install_hint('redis')}") from err
 
 from satchel.stores.redis.scripts import SCHEMA
 from satchel.stores.redis.store import RedisStore
