@@ -141,7 +141,7 @@ def test_sessions_page_in_cookie_mode_explains_and_signs_nothing_out() -> None:
     ("memory://", "server-side: the cookie holds only a signed random id; data in memory"),
     ("sqlite:///{tmp}/s.sqlite3", "server-side: the cookie holds only a signed random id; data"
                                   " in SQLite (s.sqlite3)"),
-    ("cookie://", "cookie: the whole session is sealed in the cookie"),
+    ("cookie://", "client-side: the whole session is sealed in the cookie"),
 ])
 def test_footer_and_start_up_log_name_the_mode_and_store(
     store: str, says: str, tmp_path: Path, caplog: pytest.LogCaptureFixture

@@ -98,12 +98,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
 
 def describe_mode(app: Flask) -> dict[str, str]:
-    """What serves this app's sessions: ``mode`` ("server-side" or "cookie") and a
+    """What serves this app's sessions: ``mode`` ("server-side" or "client-side") and a
     ``footer`` sentence that says where the data is."""
     try:
         store = Satchel.store_of(app)
     except RuntimeError:  # sealed cookies: there is no store
-        return {"mode": "cookie", "footer": "the whole session is sealed in the cookie"
+        return {"mode": "client-side", "footer": "the whole session is sealed in the cookie"
                 " (encrypted and signed); no server keeps it"}
     kind = STORE_KINDS.get(type(store).__name__, type(store).__name__)
     if kind == "Redis" and "cluster" in repr(store):
