@@ -68,6 +68,7 @@ STORE_KINDS = {"SQLiteStore": "SQLite", "RedisStore": "Redis", "PostgresStore": 
                "MemoryStore": "memory (this process only)"}
 
 F = TypeVar("F", bound=Callable[..., Any])
+CartView = Callable[..., Response]
 
 satchel = Satchel()  # one extension object; init_app gives each app its own store
 
@@ -271,7 +272,8 @@ def register_views(app: Flask) -> None:
     # back would keep only one of the items. Under @session_lock the requests of one session
     # to these views run one at a time, so every parallel add is counted. Sealed cookies have
     # no server to lock (session_lock there is a ConfigError): in that mode they run unlocked.
-    cart_view = session_lock if describe_mode(app)["mode"] == "server-side" else _same
+    cart_view: Callable[[CartView], CartView] = (
+        session_lock if describe_mode(app)["mode"] == "server-side" else _same)
 
     @app.post("/cart/add/<product_id>")
     @cart_view
