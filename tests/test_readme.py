@@ -84,6 +84,9 @@ SHELL: dict[str, str] = {
     "flask satchel revoke --user U": "tests/test_cli_sessions.py",
     "flask satchel purge [--batch N]": "tests/test_cli.py",
     "flask satchel check": "tests/test_cli_check.py",
+    "flask satchel purge": "tests/test_cli.py",
+    "make docs": CI,
+    ".venv/bin/python -m tests.demo_screenshots": CI,
 }
 
 
