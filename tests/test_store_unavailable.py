@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import flask
@@ -135,3 +136,34 @@ def test_the_app_may_handle_outages_itself(app: flask.Flask, client: FlaskClient
     response = client.get("/get")
     assert (response.status_code, response.text) == (200, "degraded mode")
     assert session_set_cookies(response) == []
+
+
+def test_a_failed_save_answers_with_the_apps_own_503_page(tmp_path: Path) -> None:
+    """The store fails when the response is saved (a first visit's new session): the 503
+    is the app's own StoreUnavailable handler's page, as for a failed load, not satchel's
+    plain text; no cookie goes out."""
+    from flask import Flask, session
+
+    from satchel import Satchel, StoreUnavailable
+
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="k" * 32,
+                      SATCHEL_STORE=f"sqlite:///{tmp_path}/not-mounted/sessions.sqlite3")
+
+    @app.errorhandler(StoreUnavailable)
+    def down(error: StoreUnavailable) -> tuple[str, int, dict[str, str]]:
+        return "<h1>We will be right back</h1>", 503, {"Content-Type": "text/html"}
+
+    Satchel(app)
+
+    @app.post("/cart")
+    def add() -> str:
+        session["cart"] = ["book"]  # no cookie yet: nothing is loaded, the save creates
+        return "added"
+
+    response = app.test_client().post("/cart")
+    assert response.status_code == 503
+    assert response.get_data(as_text=True) == "<h1>We will be right back</h1>"
+    assert response.headers["Content-Type"] == "text/html"
+    assert response.headers["Retry-After"] == "5"
+    assert "Set-Cookie" not in response.headers

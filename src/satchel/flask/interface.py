@@ -180,7 +180,7 @@ class SatchelSessionInterface(SessionInterface):
             self.engine.events.store_error(err, "save", session.sid,
                                            anonymous=self.anonymous_on_store_error)
             if not self.anonymous_on_store_error:
-                become_unavailable(response)
+                become_unavailable(response, app, err)
                 return
             if not session.destroyed:
                 return

@@ -15,8 +15,25 @@ _UNAVAILABLE_BODY = b"Service Unavailable: the session store cannot be reached. 
 _RETRY_AFTER = "5"
 
 
-def become_unavailable(response: Response) -> None:
-    """Turn ``response`` into a 503: the session change it reports was not saved."""
+def become_unavailable(response: Response, app: Flask | None = None,
+                       error: StoreUnavailable | None = None) -> None:
+    """Turn ``response`` into a 503: the session change it reports was not saved.
+
+    If ``app`` has its own handler for StoreUnavailable (a styled error page), the 503 is
+    what that handler makes of ``error``: status, body and headers (the response's cookies
+    are dropped, none of them was meant for this answer); else satchel's plain-text 503.
+    """
+    handler = None if app is None else app.error_handler_spec.get(None, {}).get(
+        None, {}).get(StoreUnavailable)
+    if handler is not None and handler is not store_unavailable and error is not None:
+        own = app.make_response(handler(error))  # type: ignore[union-attr,arg-type]
+        response.status_code = 503 if own.status_code < 500 else own.status_code
+        response.set_data(own.get_data())
+        response.headers.clear()
+        response.headers.extend(own.headers)
+        response.headers.setdefault("Retry-After", _RETRY_AFTER)
+        response.headers.pop("Set-Cookie", None)
+        return
     response.status_code = 503
     response.set_data(_UNAVAILABLE_BODY)
     response.mimetype = "text/plain"
