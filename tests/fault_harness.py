@@ -174,8 +174,8 @@ def run(name: str, fault: Fault, seconds: float, timeout: float | None) -> Figur
             fault_start = time.monotonic()
             begin()
             time.sleep(seconds)
+            end()  # returns once the store is back (a restarted Redis answers PING)
             fault_end = time.monotonic()
-            end()
             time.sleep(bound + 2.0)  # what was in flight ends, then normal service
         finals = [fetch(port, "GET", f"/hits/{n}", cookies[n]) for n in range(CLIENTS)]
     during = load.between(fault_start, fault_end)
