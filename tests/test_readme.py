@@ -120,11 +120,17 @@ def test_what_ci_runs_is_in_ci() -> None:
             assert name in globals(), where
 
 
+# Set when the tests run under make (make test, .ci/run): a make they start would then print
+# "make[1]: Entering directory" lines and share the outer one's flags.
+_OUTER_MAKE = ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES")
+
+
 def run(command: list[str] | str, *, env: dict[str, str] | None = None, cwd: Path = ROOT,
         timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    outer = {name: value for name, value in os.environ.items() if name not in _OUTER_MAKE}
     return subprocess.run(command, shell=isinstance(command, str), capture_output=True,
                           text=True, cwd=cwd, timeout=timeout,
-                          env={**os.environ, "PYTHONPATH": str(ROOT / "src"), **(env or {})})
+                          env={**outer, "PYTHONPATH": str(ROOT / "src"), **(env or {})})
 
 
 def venv_python(command: str) -> str:
