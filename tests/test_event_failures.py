@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -17,24 +16,6 @@ from satchel.ids import fingerprint
 from tests.clock import FakeClock
 from tests.event_apps import assert_never_named, build, listen
 from tests.test_on_store_error import build_app, down_store, signed_cookie
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def cleanup() -> Iterator[ExitStack]:
-    with ExitStack() as stack:
-        yield stack
-
-
-@pytest.fixture
-def caplog_info(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.INFO, logger="satchel")
-    caplog.set_level(logging.INFO, logger="satchel.security")
-    return caplog
 
 
 @pytest.mark.parametrize("on_error", ["fail", "anonymous"])

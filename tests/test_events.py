@@ -9,7 +9,6 @@ The store's failures and failing receivers: tests/test_event_failures.py.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from contextlib import ExitStack
 from itertools import pairwise
 from pathlib import Path
@@ -23,25 +22,13 @@ from satchel.ids import fingerprint, new_id
 from satchel.lifetime import Lifetime
 from satchel.store import UserIndex
 from tests.clock import FakeClock
-from tests.event_apps import HOUR, assert_never_named, build, cookie_value, sid_of
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def cleanup() -> Iterator[ExitStack]:
-    with ExitStack() as stack:
-        yield stack
-
-
-@pytest.fixture
-def caplog_info(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.INFO, logger="satchel")
-    caplog.set_level(logging.INFO, logger="satchel.security")
-    return caplog
+from tests.event_apps import (
+    HOUR,
+    assert_never_named,
+    build,
+    cookie_value,
+    sid_of,
+)
 
 
 @pytest.fixture(params=["memory", "sqlite"])

@@ -10,7 +10,6 @@ is still unknown. Redis drops a key at its TTL and cannot tell (README, Signals)
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -35,23 +34,6 @@ from tests.event_apps import (
 from tests.spy import SpyStore
 
 STORES = ("memory", "sqlite", "postgres")
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def cleanup() -> Iterator[ExitStack]:
-    with ExitStack() as stack:
-        yield stack
-
-
-@pytest.fixture
-def caplog_info(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.INFO, logger="satchel.security")
-    return caplog
 
 
 @pytest.fixture(params=STORES)
