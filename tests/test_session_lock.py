@@ -191,6 +191,33 @@ def test_the_lock_is_released_when_the_view_raises(make: Callable[..., Harness])
     assert harness.refused.is_set() is False
 
 
+def test_the_lock_is_released_when_save_session_never_runs(
+        make: Callable[..., Harness]) -> None:
+    harness = make()
+    app = harness.app
+    broken: dict[str, bool] = {}
+
+    @app.after_request
+    def fail_once(response: Any) -> Any:  # Flask then never calls save_session
+        if broken.get("after_request"):  # the 500 page's response too
+            raise RuntimeError("after_request failed")
+        return response
+
+    @app.get("/quick")
+    @session_lock(wait=0)
+    def quick() -> str:
+        return str(session.get("count"))
+
+    cookie = harness.start()
+    broken["after_request"] = True
+    app.config.update(TESTING=False, PROPAGATE_EXCEPTIONS=False)  # a 500, as in production
+    assert harness.get("/quick", cookie).status_code == 500
+    assert harness.acquires == 1
+    broken["after_request"] = False
+    assert harness.get("/quick", cookie).status_code == 200  # the teardown released it
+    assert harness.refused.is_set() is False
+
+
 def test_a_request_without_a_session_takes_no_lock(make: Callable[..., Harness]) -> None:
     harness = make()
     app = harness.app

@@ -191,7 +191,11 @@ class Committer:
         if empty or not must_set:  # empty here: a parallel request's keys keep it alive
             return None
         expires = self._cookie_expiry(session, policy, permanent_lifetime, now)
-        return CookieAction(self.sign(sid, session.is_permanent, policy), expires)
+        value = session.request_cookie
+        if not (session.cookie_key_index == 0
+                and signed_id.carries(value, sid, session.is_permanent)):
+            value = self.sign(sid, session.is_permanent, policy)
+        return CookieAction(value, expires)
 
     def _gone(self, session: Session, sid: str, changes: Changes, policy: Policy, now: float,
               permanent_lifetime: float | None) -> CookieAction | None:

@@ -69,6 +69,14 @@ def _parse(cookie: str, keys: KeyRing) -> Token | None:
     return None
 
 
+def carries(cookie: str | None, sid: str, permanent: bool) -> bool:
+    """True if ``cookie``, already verified under the current key, is what :func:`sign`
+    gives for ``sid`` and ``permanent``: signing is deterministic, so it can be sent again
+    as it is (an HMAC saved per write)."""
+    return (cookie is not None and len(cookie) == COOKIE_LENGTH and cookie.startswith(sid)
+            and cookie[_BODY_LENGTH - 1] == ("p" if permanent else "b"))
+
+
 def looks_permanent(cookie: str | None) -> bool:
     """True if ``cookie`` is shaped like a permanent session's (unverified: a cheap test)."""
     return cookie is not None and len(cookie) == COOKIE_LENGTH and cookie[ids.ID_LENGTH + 1] == "p"

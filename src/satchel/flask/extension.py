@@ -13,7 +13,7 @@ from satchel.errors import ConfigError, SessionLocked, StoreUnavailable
 from satchel.events import Events
 from satchel.flask.accounts import Accounts, handle_maker
 from satchel.flask.interface import SatchelSessionInterface, no_key
-from satchel.flask.lock import check_locked_views, release_at_teardown, session_locked
+from satchel.flask.lock import check_locked_views, session_locked
 from satchel.flask.responses import serialize_sessions, store_unavailable
 from satchel.keys import as_bytes, fallback_bytes
 from satchel.lifetime import Clock, seconds, system_clock
@@ -154,8 +154,6 @@ class Satchel(Accounts):
             app.register_error_handler(StoreUnavailable, store_unavailable)
         if SessionLocked not in handlers:
             app.register_error_handler(SessionLocked, session_locked)
-        if release_at_teardown not in app.teardown_request_funcs.setdefault(None, []):
-            app.teardown_request(release_at_teardown)
         from satchel.cli import satchel_cli
 
         if "satchel" not in app.cli.commands:

@@ -13,12 +13,14 @@ too.
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
 from flask import Flask, current_app, has_request_context, request
 from flask import session as session_proxy
 from flask.globals import request_ctx
+from flask.signals import request_tearing_down
 
 from satchel import signals
 from satchel.cookie_mode import CookieEngine
@@ -86,25 +88,31 @@ def _lock_for(spec: LockSpec, view: Callable[..., Any]) -> None:
 
 def locked_view_gate(store: object, storage_key: str, tag: str) -> HeldLock | None:
     """The lock gate of a Flask session: the lock, if the request's view wants one."""
-    if not has_request_context():  # client.session_transaction(): no view, no lock
+    try:
+        ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
+    except RuntimeError:  # client.session_transaction(): no view, no lock
         return None
-    endpoint = request.endpoint
-    if endpoint is None:
+    rule = ctx.request.url_rule
+    if rule is None:
         return None
-    spec = getattr(current_app.view_functions.get(endpoint), "satchel_lock", None)
+    spec = getattr(ctx.app.view_functions.get(rule.endpoint), "satchel_lock", None)
     if type(spec) is not LockSpec:
         return None
     return _take(spec, store, storage_key, tag)
 
 
 def _take(spec: LockSpec, store: object, storage_key: str, tag: str) -> HeldLock:
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
     try:
-        return acquire(store, storage_key, spec, tag=tag)
+        held = acquire(store, storage_key, spec, tag=tag)
     except SessionLocked:
-        signals.session_lock_timeout.send(current_app._get_current_object(),  # type: ignore[attr-defined]
-                                          fingerprint=tag, waited=spec.wait,
+        signals.session_lock_timeout.send(app, fingerprint=tag, waited=spec.wait,
                                           endpoint=request.endpoint)
         raise
+    if app not in _released_at_teardown:
+        _released_at_teardown.add(app)
+        request_tearing_down.connect(_release_at_teardown, app, weak=False)
+    return held
 
 
 def release_held_lock(session: object) -> None:
@@ -115,8 +123,15 @@ def release_held_lock(session: object) -> None:
         held.release()
 
 
-def release_at_teardown(error: BaseException | None = None) -> None:
-    """A lock still held when the request ends (``save_session`` never ran) is released."""
+# The apps whose requests have taken a lock: only those pay for the teardown hook (a
+# teardown_request function costs every request of the app about 2 µs, even when unused).
+_released_at_teardown: weakref.WeakSet[Flask] = weakref.WeakSet()
+
+
+def _release_at_teardown(sender: Flask, **extra: object) -> None:
+    """A lock still held when the request ends (``save_session`` never ran) is released:
+    a receiver of Flask's ``request_tearing_down``, connected for an app when one of its
+    requests first takes a lock."""
     if has_request_context():  # _session: the session property would open one
         release_held_lock(getattr(request_ctx, "_session", None))
 
