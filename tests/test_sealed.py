@@ -158,3 +158,32 @@ def test_no_mutated_token_opens(token: str) -> None:
 def test_no_token_opens_under_another_name(token: str, name: str) -> None:
     if name != "session":
         assert RING.open(token, name=name) is None
+
+
+def test_a_token_opened_again_gives_the_same_answer_and_only_for_its_cookie_name() -> None:
+    ring = sealer()
+    token = ring.seal(PLAIN, name="session", permanent=True)
+    first = ring.open(token, name="session")
+    assert first is not None and ring.open(token, name="session") == first
+    assert ring.open(token, name="other") is None  # bound to the name, remembered or not
+    tampered = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
+    assert ring.open(tampered, name="session") is None
+    assert ring.open(tampered, name="session") is None  # a failure is never remembered
+    rotated = sealer("new secret", "current secret")  # a new key ring forgets nothing wrongly
+    opened = rotated.open(token, name="session")
+    assert opened is not None and opened.key_index == 1
+    assert sealer("unrelated secret").open(token, name="session") is None
+
+
+def test_the_tokens_remembered_are_bounded() -> None:
+    from satchel.sealed import OPENED_CACHE_SIZE
+
+    ring = sealer()
+    tokens = [ring.seal(PLAIN, name="session") for _ in range(OPENED_CACHE_SIZE + 10)]
+    for token in tokens:
+        opened = ring.open(token, name="session")
+        assert opened is not None and opened.plaintext == PLAIN
+    assert len(ring._opened) <= OPENED_CACHE_SIZE
+    big = ring.seal(b"x" * 10_000, name="session")
+    assert ring.open(big, name="session") is not None
+    assert ("session", big) not in ring._opened  # too big to keep

@@ -58,6 +58,10 @@ _NONCE_END = _SALT_END + NONCE_BYTES
 COMPRESS_MIN = 128
 MAX_TOKEN_CHARS = 8192  # far above any cookie a browser keeps
 MAX_PLAINTEXT_BYTES = 1 << 20  # a bound on decompression, whatever the token says
+OPENED_CACHE_SIZE = 512
+"""Tokens a :class:`Sealer` remembers the plaintext of (cleared when full)."""
+OPENED_CACHE_MAX_BYTES = 8192
+"""The largest plaintext, in bytes, a :class:`Sealer` remembers."""
 
 _TOKEN_KEY_PERSON = b"satchtk1"  # BLAKE2s personalisation: domain separation
 _KEY_ID_INFO = b"satchel/v1/key-id"
@@ -84,9 +88,16 @@ class Sealer:
 
     ``open`` reports the index of the key that opened a token (0 = current),
     so a caller can re-seal a token opened with a fallback key.
+
+    ``open`` remembers what the last :data:`OPENED_CACHE_SIZE` tokens it opened
+    hold (those of at most :data:`OPENED_CACHE_MAX_BYTES` plaintext bytes): a
+    browser sends the same token until the session changes, and opening one
+    again gives the same answer (the token is authenticated and the key ring of
+    a ``Sealer`` never changes), so a repeat skips the key derivation and the
+    decryption. Tokens that do not open are never remembered.
     """
 
-    __slots__ = ("_aad_prefix", "_compress", "_keys")
+    __slots__ = ("_aad_prefix", "_compress", "_keys", "_opened")
 
     def __init__(self, secret: Secret, fallbacks: Sequence[Secret] = (), *, purpose: str,
                  compress: bool = True) -> None:
@@ -98,6 +109,7 @@ class Sealer:
         self._keys = tuple(keys)
         self._compress = compress
         self._aad_prefix = purpose.encode("utf-8") + b"\x00"
+        self._opened: dict[tuple[str, str], Opened] = {}
 
     def seal(self, plaintext: bytes, *, name: str, permanent: bool = False) -> str:
         """The token for ``plaintext``, bound to cookie ``name``."""
@@ -115,6 +127,17 @@ class Sealer:
 
     def open(self, token: str, *, name: str) -> Opened | None:
         """The plaintext sealed in ``token`` for cookie ``name``, or None."""
+        cache_key = (name, token)
+        opened = self._opened.get(cache_key)
+        if opened is None:
+            opened = self._open(token, name)
+            if opened is not None and len(opened.plaintext) <= OPENED_CACHE_MAX_BYTES:
+                if len(self._opened) >= OPENED_CACHE_SIZE:
+                    self._opened.clear()
+                self._opened[cache_key] = opened
+        return opened
+
+    def _open(self, token: str, name: str) -> Opened | None:
         raw = _decode(token)
         if (raw is None or len(raw) < OVERHEAD_BYTES or raw[0] != VERSION
                 or raw[1] & ~_KNOWN_FLAGS):
