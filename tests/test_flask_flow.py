@@ -321,6 +321,9 @@ def test_fallback_key_keeps_session_and_cookie_is_re_signed(
     assert new_cookie.split(".")[0] == old_cookie.split(".")[0]  # type: ignore[union-attr]
     app.config["SECRET_KEY_FALLBACKS"] = []
     assert client.get("/dump").json == {"a": "1"}
+    # The old cookie, verified (and remembered) under the fallback, no longer is.
+    fresh = app.test_client(use_cookies=False)
+    assert fresh.get("/dump", headers={"Cookie": f"session={old_cookie}"}).json == {}
 
 
 def test_no_secret_key_gives_flask_null_session(app: Flask) -> None:
