@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         store.create(key, Record(dict(FIELDS), now, now, now + 3600, permanent=True, user="42"))
         patch = Patch(set={"cart": b"[101,205,333,412]"}, last_seen=now,
                       expires_at=now + 3600)
+        via_client.update(key, patch)  # loads the script: the captured call is one EVALSHA
         evalsha = _capture_evalsha(client, lambda: via_client.update(key, patch))
         raw_key = prefix + "raw"
         client.set(raw_key, b"x" * 64)

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import ResponseError
 
 from satchel.store import Record
-from satchel.stores.redis.record import decode
 from satchel.stores.redis.errors import DRIVER_ERRORS
+from satchel.stores.redis.record import decode
 from satchel.stores.redis.scripts import CREATED, DEVICE, EXPIRES, FIELD, PERM, SEEN, USER
 
 if TYPE_CHECKING:

@@ -44,7 +44,8 @@ def length(n: int) -> bytes:
 def field(name: bytes, value: bytes) -> bytes:
     """Field ``name`` holding ``value``, encoded (deflated, if that pays)."""
     if len(value) >= DEFLATE_MIN:
-        packed = zlib.compress(value, 6, -15)
+        deflate = zlib.compressobj(6, zlib.DEFLATED, -15)  # raw: no header, no checksum
+        packed = deflate.compress(value) + deflate.flush()
         if len(packed) < len(value):
             return length(len(name)) + name + length(2 * len(packed) + 1) + packed
     return length(len(name)) + name + length(2 * len(value)) + value

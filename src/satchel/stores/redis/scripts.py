@@ -60,11 +60,12 @@ return 1
 # doubles, "" to keep), permanent ("1", "0", "" to keep), the user ("" keeps it, "-" removes
 # it, "=" + user sets it), the number of deletes, the names to delete, then name/encoded field
 # pairs to set (satchel.stores.redis.record.field).
-# Returns 0, changing nothing, if the record is missing, expired or cannot be read; 2 if it was left without a
-# field and deleted (flag 2); else 1, or {1, user, expires} if the user's set must first be
-# made to live longer (or the session added to it: one from before the sets), for which the
-# session's TTL stays at ulive meanwhile (see satchel.stores.redis.users). The session is
-# written by one SET, the first write (see CREATE), whole: the per-key merge happens here.
+# Returns 0, changing nothing, if the record is missing, expired or cannot be read; 2 if it
+# was left without a field and deleted (flag 2); else 1, or {1, user, expires} if the user's
+# set must first be made to live longer (or the session added to it: one from before the
+# sets), for which the session's TTL stays at ulive meanwhile (see satchel.stores.redis.users).
+# The session is written by one SET, the first write (see CREATE), whole: the per-key merge
+# happens here.
 UPDATE = INDEX + LUA + """
 local key = KEYS[1]
 local now = tonumber(ARGV[1])
