@@ -84,18 +84,18 @@ def fill_sqlite(store: Any, numbers: range) -> None:
 
 
 def fill_redis(store: Any, numbers: range) -> None:
+    from satchel.store import Record
+    from satchel.stores.redis.record import encode
     from satchel.stores.redis.scripts import CREATE_SHA
     from satchel.stores.redis.users import set_until
 
     until = set_until(EXPIRES, NOW)
     ttl, set_ttl = store._ttl(EXPIRES, NOW), store._ttl(until, NOW)
-    fields = [item for name, value in FIELDS.items() for item in (b"f:" + name.encode(), value)]
     pipe = store.client.pipeline(transaction=False)
     for n in numbers:  # the store's own create script, as store.create sends it
         key, user = key_of(n), f"other-{n}"
         pipe.evalsha(CREATE_SHA, 2, store._name(key), store._users(user), NOW, ttl, set_ttl,
-                     key, b"m:created", NOW, b"m:seen", NOW, b"m:expires", EXPIRES,
-                     b"m:perm", b"0", b"m:user", user, b"m:ulive", until, *fields)
+                     key, encode(Record(dict(FIELDS), NOW, NOW, EXPIRES, user=user), until, None))
         if len(pipe) >= 2000:
             pipe.execute()
     pipe.execute()

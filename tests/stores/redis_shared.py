@@ -8,6 +8,7 @@ pytest collects neither on its own: each server's module subclasses the contract
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from collections.abc import Callable, Iterator
@@ -25,10 +26,11 @@ except ImportError:
 from satchel.errors import StoreUnavailable
 from satchel.store import Patch, Record
 from satchel.stores.redis import RedisStore
+from satchel.stores.redis.record import decode
 from tests.clock import FakeClock
 from tests.stores.contract import HOUR, PrefetchContract, StoreContract, make_record
 from tests.stores.redis_cluster import HOST, redis_server
-from tests.stores.redis_users import RedisUserSetContract
+from tests.stores.redis_users import RedisUserSetContract, write_earlier_layout
 
 # A storage key as the engine makes them: it must never show in an error message.
 KEY = hashlib.sha256(b"a session id that must never be shown").hexdigest()
@@ -74,8 +76,10 @@ class RedisProtocolContract(StoreContract, PrefetchContract, RedisUserSetContrac
         name = f"{store.prefix}{{k1}}"
         store.create("k1", make_record(clock, ttl=100, a=b"1"))
         assert 0 < store.client.pttl(name) <= 100_000
-        assert store.client.hget(name, "f:a") == b"1"
-        assert store.client.hget(name, "m:expires") == repr(clock.now + 100).encode()
+        assert store.client.type(name) == b"string"
+        stored = decode(store.client.get(name), clock.now)
+        assert isinstance(stored, Record) and stored.fields == {"a": b"1"}
+        assert stored.expires_at == clock.now + 100
         clock.advance(60)
         assert store.update("k1", Patch(expires_at=clock.now + 10))
         assert 0 < store.client.pttl(name) <= 10_000
@@ -91,6 +95,53 @@ class RedisProtocolContract(StoreContract, PrefetchContract, RedisUserSetContrac
         assert store.update("k1", Patch(set={"b": b"2"}, expires_at=clock.now + HOUR))
         loaded = store.load("k1")
         assert loaded is not None and loaded.fields == {"a": b"1", "b": b"2"}
+
+    def test_a_session_of_the_earlier_layout_is_read_then_rewritten_by_its_update(
+            self, store: RedisStore, clock: FakeClock) -> None:
+        record = Record({"a": b"1", "b": b"x" * 100}, clock.now - 5, clock.now - 1,
+                        clock.now + HOUR, permanent=True, device="Firefox (192.0.2.1)")
+        name = write_earlier_layout(store, "k1", record)
+        assert store.load("k1") == record
+        pending = store.prefetch("k1")
+        assert pending is None or pending.result() == record
+        assert store.update("k1", Patch(set={"c": b"3"}, delete=frozenset({"a"}),
+                                        last_seen=clock.now))
+        assert store.client.type(name) == b"string"
+        assert 0 < store.client.pttl(name) <= HOUR * 1000  # the hash's TTL, kept
+        assert store.load("k1") == dataclasses.replace(record, fields={"b": b"x" * 100, "c": b"3"},
+                                                   last_seen=clock.now)
+
+    def test_an_expired_session_of_the_earlier_layout_is_not_brought_back(
+            self, store: RedisStore, clock: FakeClock) -> None:
+        write_earlier_layout(store, "k1", make_record(clock, ttl=10, a=b"1"))
+        clock.advance(10)
+        assert store.load("k1") is None
+        assert store.update("k1", Patch(set={"b": b"2"}, expires_at=clock.now + HOUR)) == 0
+        store.create("k1", make_record(clock, c=b"3"))  # dead: a create may take its place
+        loaded = store.load("k1")
+        assert loaded is not None and loaded.fields == {"c": b"3"}
+
+    @pytest.mark.parametrize("size", [0, 1, 63, 64, 65, 126, 127, 128, 254, 255, 256, 70_000])
+    def test_values_and_names_of_every_length_round_trip(
+            self, store: RedisStore, clock: FakeClock, size: int) -> None:
+        text = (b'{"sku":"SKU-000001","qty":1},' * (size // 29 + 1))[:size]  # deflates
+        noise = hashlib.shake_256(str(size).encode()).digest(size) if size else b""  # does not
+        name = "n" * size or "x"
+        record = make_record(clock, text=text, noise=noise, **{name: b"v" * size})
+        store.create("k1", record)
+        assert store.load("k1") == record
+        patch = Patch(set={"text": noise, "noise": text, "more": text + b"!"},
+                      delete=frozenset({name}))
+        assert store.update("k1", patch)
+        loaded = store.load("k1")
+        assert loaded is not None
+        assert loaded.fields == {"text": noise, "noise": text, "more": text + b"!"}
+
+    def test_a_compressible_value_takes_less_room_than_its_bytes(
+            self, store: RedisStore, clock: FakeClock) -> None:
+        value = b'[' + b'{"sku":"SKU-000001","qty":1},' * 100 + b']'
+        store.create("k1", make_record(clock, cart=value))
+        assert store.client.strlen(f"{store.prefix}{{k1}}") < len(value) // 4
 
 
 # -- helpers of the tests where the server answers but refuses ------------------------------

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from satchel.errors import StoreUnavailable
-from satchel.store import Patch
+from satchel.store import Patch, Record
 from satchel.stores.redis import RedisStore
 from satchel.stores.redis.users import GRACE
 from tests.clock import FakeClock
@@ -29,6 +29,26 @@ def pttl(store: RedisStore, name: bytes | str) -> int:
 
 def session_name(store: RedisStore, key: str) -> str:
     return f"{store.prefix}{{{key}}}"
+
+
+def write_earlier_layout(store: RedisStore, key: str, record: Record,
+                         ulive: float | None = None) -> str:
+    """Store ``record`` at ``key`` as satchel did before sessions were strings: a hash of
+    f:<name> fields and m:* metadata, with a TTL until it expires (by the store's clock).
+    Returns the key's name."""
+    name = f"{store.prefix}{{{key}}}"
+    meta = {"m:created": repr(record.created_at), "m:seen": repr(record.last_seen),
+            "m:expires": repr(record.expires_at), "m:perm": "1" if record.permanent else "0"}
+    if record.user is not None:
+        meta["m:user"] = record.user
+    if record.device is not None:
+        meta["m:device"] = record.device
+    if ulive is not None:
+        meta["m:ulive"] = repr(ulive)
+    store.client.delete(name)
+    store.client.hset(name, mapping={**meta, **{"f:" + k: v for k, v in record.fields.items()}})
+    store.client.pexpire(name, max(1, int((record.expires_at - store._clock()) * 1000)))
+    return name
 
 
 def members(store: RedisStore, user: str) -> set[bytes]:
@@ -132,6 +152,21 @@ class RedisUserSetContract:
         assert store.update("old", Patch(set={"b": b"2"}))
         assert keys(store.sessions_of("alice")) == ["old"]
         assert 0 < pttl(store, name) <= pttl(store, store._users("alice"))
+
+    def test_sessions_of_the_earlier_layout_are_listed_and_deleted_beside_new_ones(
+            self, store: RedisStore, clock: FakeClock) -> None:
+        login(store, clock, "new", "alice")
+        old = Record({"a": b"1"}, clock.now, clock.now, clock.now + HOUR, user="alice",
+                     device="Safari (192.0.2.7)")
+        write_earlier_layout(store, "old", old, ulive=clock.now + 2 * HOUR)
+        store._add("alice", "old", clock.now, clock.now + 2 * HOUR)  # as its create did
+        listed = store.sessions_of("alice")
+        assert keys(listed) == ["new", "old"]
+        assert listed[1].device == "Safari (192.0.2.7)" and listed[1].expires_at == old.expires_at
+        assert sorted(info.key for info in store.all_sessions()) == ["new", "old"]
+        assert store.stats().sessions == 2
+        assert sorted(store.delete_user("alice", keep="new")) == ["old"]
+        assert store.load("old") is None and store.load("new") is not None
 
     def test_a_member_whose_session_is_on_its_way_is_kept(
             self, store: RedisStore, clock: FakeClock) -> None:

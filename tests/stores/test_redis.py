@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import uuid
@@ -32,11 +33,12 @@ from redis.retry import Retry
 from satchel.errors import ConfigError, StoreUnavailable
 from satchel.store import Patch, Record, Updated, apply_patch
 from satchel.stores.redis import RedisStore
+from satchel.stores.redis.record import decode
 from tests.clock import FakeClock
 from tests.stores.contract import HOUR, PrefetchContract, StoreContract, make_record
 from tests.stores.redis_cluster import HOST, free_ports, missing_binaries, redis_cluster
 from tests.stores.redis_shared import KEY as SECRET_KEY
-from tests.stores.redis_shared import RedisProtocolContract
+from tests.stores.redis_shared import RedisProtocolContract, write_earlier_layout
 from tests.stores.redis_users import RedisUserSetContract
 
 
@@ -58,6 +60,19 @@ def connect_to(redis_client: redis.Redis) -> Callable[[int | None], redis.Redis]
                                                  socket_connect_timeout=2)
 
 
+def assert_logged_miss(store: RedisStore, caplog: pytest.LogCaptureFixture,
+                      problem: str) -> None:
+    """``store.load(SECRET_KEY)`` is a miss, logged once on satchel.security, naming
+    ``problem`` and not the key."""
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="satchel"):
+        assert store.load(SECRET_KEY) is None
+    [entry] = caplog.records
+    assert (entry.name, entry.levelno) == ("satchel.security", logging.WARNING)
+    assert problem in entry.getMessage() and "treated as missing" in entry.getMessage()
+    assert SECRET_KEY not in entry.getMessage() and "\n" not in entry.getMessage()
+
+
 class TestRedisStore(RedisProtocolContract):
     through_client_protocol = None  # redis-py's default (RESP3), as an app's client has it
 
@@ -72,8 +87,9 @@ class TestRedisStore(RedisProtocolContract):
         assert store.update("k1", Patch(set={"a": b"2"}, clear=True, user="eve",
                                         expires_at=clock.now + HOUR)) == Updated.GONE
         name = f"{store.prefix}{{k1}}"
-        assert store.client.hget(name, "f:a") == b"1"
-        assert store.client.hget(name, "m:user") is None
+        stored = decode(store.client.get(name), clock.now - 10)
+        assert isinstance(stored, Record)
+        assert (stored.fields, stored.user) == ({"a": b"1"}, None)
         assert 0 < store.client.pttl(name) <= 10_000
 
     def test_field_names_never_collide_with_metadata(
@@ -119,33 +135,57 @@ class TestRedisStore(RedisProtocolContract):
         pytest.param(lambda c, name, now: c.hset(name, "m:expires", "never"), "not a number",
                      True, id="bad-expires"),
     ])
-    def test_malformed_hash_is_a_logged_miss(
+    def test_malformed_hash_of_the_earlier_layout_is_a_logged_miss(
         self, store: RedisStore, clock: FakeClock, caplog: pytest.LogCaptureFixture,
         damage: Callable[[Any, str, float], object], problem: str, dead: bool,
     ) -> None:
-        name = f"{store.prefix}{{{SECRET_KEY}}}"
-        store.create(SECRET_KEY, make_record(clock, a=b"1"))
+        name = write_earlier_layout(store, SECRET_KEY, make_record(clock, a=b"1"))
         damage(store.client, name, clock.now)
-        with caplog.at_level(logging.INFO, logger="satchel"):
-            assert store.load(SECRET_KEY) is None
-        [entry] = caplog.records
-        assert (entry.name, entry.levelno) == ("satchel.security", logging.WARNING)
-        assert problem in entry.getMessage() and "treated as missing" in entry.getMessage()
-        assert SECRET_KEY not in entry.getMessage() and "\n" not in entry.getMessage()
+        assert_logged_miss(store, caplog, problem)
         if dead:  # without a readable m:expires, the hash is dead to update and create too
             assert store.update(SECRET_KEY, Patch(set={"b": b"2"})) == Updated.GONE
             store.create(SECRET_KEY, make_record(clock, c=b"3"))
             loaded = store.load(SECRET_KEY)
             assert loaded is not None and loaded.fields == {"c": b"3"}
 
-    def test_stray_fields_beside_a_session_are_ignored(
+    @pytest.mark.parametrize(("damage", "lua_sees"), [
+        # Metadata that cannot be read: dead to update and to create (which replaces it).
+        pytest.param(lambda data: data[:20], "dead", id="cut-in-the-metadata"),
+        pytest.param(lambda data: b"", "dead", id="empty"),
+        pytest.param(lambda data: b"\x02" + data[1:], "dead", id="unknown-version"),
+        # Fields that cannot be split: an update that merges refuses it.
+        pytest.param(lambda data: data[:-1], "unmergeable", id="cut-short"),
+        # Lua moves names and values as bytes: it cannot tell these are wrong.
+        pytest.param(lambda data: data[:26] + b"\x01\xff" + data[28:], "opaque",
+                     id="bad-field-name"),
+        pytest.param(lambda data: data[:-5] + b"XXXXX", "opaque", id="bad-deflated-value"),
+    ])
+    def test_malformed_record_is_a_logged_miss(
+        self, store: RedisStore, clock: FakeClock, caplog: pytest.LogCaptureFixture,
+        damage: Callable[[bytes], bytes], lua_sees: str,
+    ) -> None:
+        name = f"{store.prefix}{{{SECRET_KEY}}}"
+        store.create(SECRET_KEY, make_record(clock, a=b"[" + b"1," * 60 + b"1]"))
+        store.client.set(name, damage(store.client.get(name)), keepttl=True)
+        assert_logged_miss(store, caplog, "not a session record")
+        outcome = store.update(SECRET_KEY, Patch(set={"b": b"2"}))
+        assert outcome == (Updated.KEPT if lua_sees == "opaque" else Updated.GONE)
+        assert_logged_miss(store, caplog, "not a session record")
+        if lua_sees == "dead":
+            store.create(SECRET_KEY, make_record(clock, c=b"3"))
+            loaded = store.load(SECRET_KEY)
+            assert loaded is not None and loaded.fields == {"c": b"3"}
+
+    def test_stray_fields_beside_a_session_of_the_earlier_layout_are_ignored(
         self, store: RedisStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
     ) -> None:
         record = make_record(clock, a=b"1")
-        store.create("k1", record)
-        store.client.hset(f"{store.prefix}{{k1}}", mapping={"stray": "x", "m:future": "1"})
+        name = write_earlier_layout(store, "k1", record)
+        store.client.hset(name, mapping={"stray": "x", "m:future": "1"})
         with caplog.at_level(logging.INFO, logger="satchel"):
             assert store.load("k1") == record
+            assert store.update("k1", Patch(set={"b": b"2"}))
+            assert store.load("k1") == dataclasses.replace(record, fields={"a": b"1", "b": b"2"})
         assert caplog.records == []
 
     def test_repr_shows_the_server_not_keys(self, store: RedisStore, clock: FakeClock) -> None:
@@ -171,7 +211,7 @@ class TestRedisStore(RedisProtocolContract):
         assert store.load("k1") is not None
         assert store.update("k1", Patch(set={"a": b"2"}))
         store.delete("k1")
-        assert seen == ["EVALSHA", "HGETALL", "EVALSHA", "DEL"]
+        assert seen == ["EVALSHA", "GET", "EVALSHA", "DEL"]
 
     def test_decode_responses_client_is_refused(self) -> None:
         with pytest.raises(ConfigError, match="decode_responses"):

@@ -230,7 +230,7 @@ def test_wrong_type_at_a_session_key_is_not_an_outage(clock: FakeClock) -> None:
     with shared_redis_client() as client:
         prefix = random_prefix()
         try:
-            client.set(f"{prefix}{{{KEY}}}", b"not a hash")
+            client.rpush(f"{prefix}{{{KEY}}}", b"not a session")
             store = RedisStore(client, prefix=prefix, clock=clock)
             with pytest.raises(ResponseError, match="WRONGTYPE") as info:
                 store.load(KEY)

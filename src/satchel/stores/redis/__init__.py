@@ -1,4 +1,4 @@
-"""RedisStore: one Redis hash per session, on a client the user configured.
+"""RedisStore: one Redis string per session, on a client the user configured.
 
 Works with ``redis.Redis`` and ``redis.cluster.RedisCluster``. Each operation
 is one round trip; ``create`` and ``update`` are server-side Lua scripts, so

@@ -1,12 +1,15 @@
-"""What a RedisStore load reads: a session hash as a :class:`~satchel.store.Record`, and a
-load sent ahead of time (prefetch)."""
+"""What a RedisStore load reads: a stored session as a :class:`~satchel.store.Record` (a
+string, or a hash of the earlier layout), and a load sent ahead of time (prefetch)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import ResponseError
+
 from satchel.store import Record
 from satchel.stores.redis.errors import DRIVER_ERRORS
+from satchel.stores.redis.record import decode
 from satchel.stores.redis.scripts import CREATED, DEVICE, EXPIRES, FIELD, PERM, SEEN, USER
 
 if TYPE_CHECKING:
@@ -14,9 +17,17 @@ if TYPE_CHECKING:
     from satchel.stores.redis.store import RedisStore
 
 
+def is_wrong_type(err: Exception) -> bool:
+    """True if ``err`` is Redis's WRONGTYPE reply: a GET met a hash (the earlier layout)."""
+    return isinstance(err, ResponseError) and str(err).startswith("WRONGTYPE")
+
+
 def parse_record(data: Any, now: float) -> Record | str | None:
-    """The record an HGETALL reply holds (a dict, or RESP2's flat list); None for a missing
-    or expired one (``m:expires`` <= ``now``); for a malformed one, what is wrong with it."""
+    """The record a GET reply holds (bytes, see :mod:`~satchel.stores.redis.record`) or, in
+    the earlier layout, an HGETALL reply (a dict, or RESP2's flat list); None for a missing
+    or expired one (expires <= ``now``); for a malformed one, what is wrong with it."""
+    if isinstance(data, bytes):
+        return decode(data, now)
     if not data:
         return None
     if isinstance(data, list):  # RESP2 without redis-py's callback: name, value, ...
@@ -39,8 +50,8 @@ def parse_record(data: Any, now: float) -> Record | str | None:
         return "a timestamp is not a number, or a name, the user or device is not UTF-8"
 
 
-class PendingHashLoad:
-    """A prefetched ``RedisStore.load``: the HGETALL is on its way."""
+class PendingGetLoad:
+    """A prefetched ``RedisStore.load``: the GET is on its way."""
 
     __slots__ = ("_key", "_reply", "_store")
 
@@ -51,7 +62,9 @@ class PendingHashLoad:
         try:
             data = self._reply.wait()
         except DRIVER_ERRORS as err:
-            self._store._fail(err)
+            if not is_wrong_type(err):
+                self._store._fail(err)
+            return self._store.load_hash(self._key)
         return self._store._record(data, self._key)
 
     def cancel(self) -> None:

@@ -5,44 +5,50 @@ from __future__ import annotations
 
 import hashlib
 
+from satchel.stores.redis.record import LUA
 from satchel.stores.redis.user_scripts import INDEX
+
+FLAGS = {(False, False): b"0", (True, False): b"1", (False, True): b"2", (True, True): b"3"}
+# The old layout's hash fields (the layout before the string: see SCHEMA).
+FIELD = b"f:"
+CREATED, SEEN, EXPIRES = b"m:created", b"m:seen", b"m:expires"
+PERM, USER, DEVICE = b"m:perm", b"m:user", b"m:device"
 
 SCHEMA = """
 key   = prefix + "{" + storage_key + "}"   (the hash tag keeps a session in one cluster slot)
-type  = hash, with PEXPIRE at expires_at (relative to the store's clock), or earlier at
-        m:ulive if that comes first (see below)
-f:<name>   -> the session field's bytes, one per session key
-m:created, m:seen, m:expires -> repr() of the float timestamps
-m:perm     -> "1" or "0"
-m:user     -> the user, absent when there is none
-m:device   -> the device (at most DEVICE_MAX characters), absent when there is none
-m:ulive    -> with m:user: a time (store clock) until which the user's set is known to live
+type  = string, with PEXPIRE at expires_at (relative to the store's clock), or earlier at
+        ulive if that comes first (see below); its bytes (satchel.stores.redis.record):
+        version (1 byte) | flags (1 byte: perm, has ulive, has user, has device)
+        | created | seen | expires (8-byte doubles, store clock) | [ulive (double)]
+        | [user] | [device] | fields: name, value, until the end
+        (strings are length-prefixed; a value of 64 bytes or more is raw-deflated when that
+        makes it shorter). One string, not a hash: a hash whose values pass 64 bytes leaves
+        Redis's compact listpack encoding and costs about three times as much memory.
+user   -> the user, absent when there is none
+device -> the device (at most DEVICE_MAX characters), absent when there is none
+ulive  -> with a user: a time (store clock) until which the user's set is known to live
+
+A session written in the earlier layout is a hash (f:<name> -> value; m:created, m:seen,
+m:expires, m:ulive -> repr() of the float; m:perm -> "1" or "0"; m:user, m:device): it is
+read as it is, and the next update rewrites it as a string (the scripts read both).
 
 users = prefix + "user:{" + sha256(user) + "}"   (a sorted set: the storage keys of the
         user's sessions, each scored by when it was added, store clock; PEXPIRE never below
-        the m:ulive of its members: see satchel.stores.redis.users)
+        the ulive of its members: see satchel.stores.redis.users)
 
 lock  = prefix + "lock:{" + lock_key + "}"   (a string: the holder's token, with PEXPIRE at
         the lease's end; taken with SET NX PX, freed by RELEASE_LOCK)
 """
 
-FIELD = b"f:"
-CREATED, SEEN, EXPIRES = b"m:created", b"m:seen", b"m:expires"
-PERM, USER, DEVICE, ULIVE = b"m:perm", b"m:user", b"m:device", b"m:ulive"
-FLAGS = {(False, False): b"0", (True, False): b"1", (False, True): b"2", (True, True): b"3"}
 # KEYS[1] = session key, KEYS[2] (optional) = its user's set; ARGV = now, ttl_ms, the set's
-# ttl_ms ("" without KEYS[2]), the storage key, field/value pairs. Returns 0 if a live record
-# exists (an m:expires that is missing or not a number is dead, in both scripts).
-# The first write of a new key is the HSET, so Redis refuses the whole script when it is out of
-# memory (it lets a script that has written go on, and DEL is allowed under OOM).
-CREATE = INDEX + """
-local expires = redis.call('HGET', KEYS[1], 'm:expires')
-if (tonumber(expires) or 0) > tonumber(ARGV[1]) then return 0 end
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('DEL', KEYS[1]) end
-for i = 5, #ARGV, 1000 do
-  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+# ttl_ms ("" without KEYS[2]), the storage key, the record's bytes. Returns 0 if a live record
+# exists (one that cannot be read is dead, in both scripts).
+# The only write to the session is one SET, the script's first write, so Redis refuses the
+# whole script when it is out of memory (it lets a script that has written go on).
+CREATE = INDEX + LUA + """
+local r = read(KEYS[1])
+if r and r.expires > tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[5], 'PX', ARGV[2])
 if KEYS[2] then index(KEYS[2], ARGV[4], ARGV[1], ARGV[3]) end
 return 1
 """
@@ -50,58 +56,61 @@ return 1
 # KEYS[1] = session key, KEYS[2] (optional) = the set of the user the patch names; ARGV = now,
 # flags (1 = clear, 2 = delete if empty; their sum), ttl_ms ("" keeps it), the user's set
 # ("" if the patch names no user; "*": KEYS[2], to add the session to now; else the time its
-# set lives until, already added to: a cluster), the storage key, number of deletes, the hash
-# fields to delete, then field/value pairs to set.
-# Returns 0, changing nothing, if the record is missing or expired; 2 if it was left without a
-# field and deleted (flag 2); else 1, or {1, user, m:expires} if the user's set must first be
-# made to live longer (or the session added to it: one from before the sets), for which the
-# session's TTL stays at m:ulive meanwhile (see satchel.stores.redis.users).
-UPDATE = INDEX + """
+# set lives until, already added to: a cluster), the storage key, last seen and expires (8-byte
+# doubles, "" to keep), permanent ("1", "0", "" to keep), the user ("" keeps it, "-" removes
+# it, "=" + user sets it), the number of deletes, the names to delete, then name/encoded field
+# pairs to set (satchel.stores.redis.record.field).
+# Returns 0, changing nothing, if the record is missing, expired or cannot be read; 2 if it
+# was left without a field and deleted (flag 2); else 1, or {1, user, expires} if the user's
+# set must first be made to live longer (or the session added to it: one from before the
+# sets), for which the session's TTL stays at ulive meanwhile (see satchel.stores.redis.users).
+# The session is written by one SET, the first write (see CREATE), whole: the per-key merge
+# happens here.
+UPDATE = INDEX + LUA + """
 local key = KEYS[1]
 local now = tonumber(ARGV[1])
-local expires = redis.call('HGET', key, 'm:expires')
-if (tonumber(expires) or 0) <= now then return 0 end
-local function hdel(names, first, last)
-  for i = first, last, 1000 do
-    redis.call('HDEL', key, unpack(names, i, math.min(i + 999, last)))
+local r = read(key)
+if not r or r.expires <= now then return 0 end
+local flags, ndel = tonumber(ARGV[2]), tonumber(ARGV[10])
+local body = r.body
+if flags % 2 == 1 or #ARGV > 10 then
+  local ok, names, chunks = true, {}, {}
+  if flags % 2 == 0 then ok, names, chunks = pcall(fields, body) end
+  if not ok then return 0 end
+  for i = 11, 10 + ndel do chunks[ARGV[i]] = nil end
+  for i = 11 + ndel, #ARGV, 2 do
+    names[#names + 1] = ARGV[i]
+    chunks[ARGV[i]] = ARGV[i + 1]
   end
-end
-local flags = tonumber(ARGV[2])
-if flags % 2 == 1 then
-  local names = {}
-  for _, name in ipairs(redis.call('HKEYS', key)) do
-    if string.sub(name, 1, 2) == 'f:' then names[#names + 1] = name end
+  local out = {}
+  for _, name in ipairs(names) do
+    if chunks[name] then
+      out[#out + 1] = chunks[name]
+      chunks[name] = nil
+    end
   end
-  hdel(names, 1, #names)
+  body = table.concat(out)
 end
-local ndel = tonumber(ARGV[6])
-hdel(ARGV, 7, 6 + ndel)
-for i = 7 + ndel, #ARGV, 1000 do
-  redis.call('HSET', key, unpack(ARGV, i, math.min(i + 999, #ARGV)))
+if flags >= 2 and body == '' then
+  redis.call('DEL', key)
+  return 2
 end
-if flags >= 2 then
-  for _, name in ipairs(redis.call('HKEYS', key)) do
-    if string.sub(name, 1, 2) == 'f:' then flags = 0 break end
-  end
-  if flags ~= 0 then
-    redis.call('DEL', key)
-    return 2
-  end
-end
-local user = redis.call('HGET', key, 'm:user')
-local e = tonumber(redis.call('HGET', key, 'm:expires'))
-local moved = ARGV[4]
-local lifted = false
+if ARGV[6] ~= '' then r.seen = struct.unpack('>d', ARGV[6]) end
+if ARGV[7] ~= '' then r.expires = struct.unpack('>d', ARGV[7]) end
+if ARGV[8] ~= '' then r.perm = ARGV[8] == '1' end
+if ARGV[9] == '-' then r.user = nil elseif ARGV[9] ~= '' then r.user = string.sub(ARGV[9], 2) end
+local user, e, moved, lifted = r.user, r.expires, ARGV[4], false
 if moved == '*' then
-  local t = e + math.max(e - now, 0)
-  index(KEYS[2], ARGV[5], ARGV[1], ttl_until(t, now))
-  redis.call('HSET', key, 'm:ulive', string.format('%.17g', t))
+  r.ulive = e + math.max(e - now, 0)
 elseif moved ~= '' then
-  redis.call('HSET', key, 'm:ulive', moved)
+  r.ulive = tonumber(moved)
 elseif not user then
-  lifted = redis.call('HDEL', key, 'm:ulive') == 1
+  lifted = r.ulive ~= nil
+  r.ulive = nil
 end
-local ulive = user and tonumber(redis.call('HGET', key, 'm:ulive'))
+redis.call('SET', key, build(r, body), 'KEEPTTL')
+if moved == '*' then index(KEYS[2], ARGV[5], ARGV[1], ttl_until(r.ulive, now)) end
+local ulive = user and r.ulive
 if ulive and e > ulive then
   redis.call('PEXPIRE', key, ttl_until(ulive, now))
 elseif ARGV[3] ~= '' then
@@ -110,7 +119,7 @@ elseif moved ~= '' or lifted then
   redis.call('PEXPIRE', key, ttl_until(e, now))
 end
 if user and not (ulive and e <= ulive) then
-  return {1, user, redis.call('HGET', key, 'm:expires')}
+  return {1, user, string.format('%.17g', e)}
 end
 return 1
 """

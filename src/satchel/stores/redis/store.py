@@ -1,4 +1,4 @@
-"""RedisStore: one Redis hash per session (see :data:`~satchel.stores.redis.scripts.SCHEMA`)."""
+"""RedisStore: one Redis string per session (see :data:`~satchel.stores.redis.scripts.SCHEMA`)."""
 
 from __future__ import annotations
 
@@ -30,23 +30,16 @@ from satchel.stores.redis.errors import (
     is_unavailable,
     is_unreachable,
 )
-from satchel.stores.redis.loads import FailedLoad, PendingHashLoad, parse_record
+from satchel.stores.redis.loads import FailedLoad, PendingGetLoad, is_wrong_type, parse_record
+from satchel.stores.redis.record import DOUBLE, encode, field
 from satchel.stores.redis.scripts import (
     CREATE,
     CREATE_SHA,
-    CREATED,
-    DEVICE,
-    EXPIRES,
-    FIELD,
     FLAGS,
-    PERM,
     RELEASE_LOCK,
     RELEASE_LOCK_SHA,
-    SEEN,
-    ULIVE,
     UPDATE,
     UPDATE_SHA,
-    USER,
 )
 from satchel.stores.redis.urls import client_builder
 from satchel.stores.redis.user_scripts import MAX_TTL_MS
@@ -67,7 +60,7 @@ class RedisStore(UserSets):
     raise :class:`StoreUnavailable`; so do replies that say the server cannot
     serve now (READONLY, OOM, BUSY, LOADING, MASTERDOWN, NOREPLICAS,
     TRYAGAIN), and then nothing was written. Other driver errors pass through.
-    A session hash with missing or unreadable metadata is a miss, logged on
+    A stored session that cannot be read is a miss, logged on
     ``satchel.security``.
 
     With ``keep_connections`` (the default) on a ``redis.Redis`` client, the
@@ -174,6 +167,16 @@ class RedisStore(UserSets):
         if self._breaker.down:  # the store is down: fail fast, or probe
             self._breaker.enter(self._probe)
         try:
+            data = self._command("GET", self._name(key))
+        except DRIVER_ERRORS as err:
+            if not is_wrong_type(err):
+                self._fail(err)
+            return self.load_hash(key)
+        return self._record(data, key)
+
+    def load_hash(self, key: str) -> Record | None:
+        """``load`` of a session kept in the earlier layout, a hash (see :data:`SCHEMA`)."""
+        try:
             data = self._command("HGETALL", self._name(key))
         except DRIVER_ERRORS as err:
             self._fail(err)
@@ -185,11 +188,11 @@ class RedisStore(UserSets):
         return self._kept is not None
 
     def prefetch(self, key: str) -> PendingLoad | None:
-        """Send ``load(key)``'s HGETALL now; read it later (kept connections only)."""
+        """Send ``load(key)``'s GET now; read it later (kept connections only)."""
         if self._kept is None or self._breaker.down:
             return None
         try:
-            reply = self._kept.start("HGETALL", self._name(key))
+            reply = self._kept.start("GET", self._name(key))
         except DRIVER_ERRORS as err:
             # Report this failure from result(): letting load() meet it again would make the
             # request wait out the timeout twice (a stalled server: connecting timed out here).
@@ -197,13 +200,14 @@ class RedisStore(UserSets):
                 self._fail(err)  # trips the breaker now if the server is unreachable
             except Exception as failed:  # kept, to raise from result()
                 return FailedLoad(failed)
-        return None if reply is None else PendingHashLoad(self, reply, key)
+        return None if reply is None else PendingGetLoad(self, reply, key)
 
     def _record(self, data: Any, key: str) -> Record | None:
-        """The record an HGETALL reply holds; None for a missing, expired or malformed one."""
+        """The record a GET (or, for the earlier layout, HGETALL) reply holds; None for a
+        missing, expired or malformed one."""
         record = parse_record(data, self._clock())
         if isinstance(record, str):
-            security_log.warning("%r: the session hash with storage key fingerprint %s is"
+            security_log.warning("%r: the session with storage key fingerprint %s is"
                                  " malformed (%s); treated as missing", self, fingerprint(key),
                                  record)
             return None
@@ -215,30 +219,23 @@ class RedisStore(UserSets):
         now = self._clock()
         names: list[bytes] = [self._name(key)]
         set_ttl: bytes | int = b""
-        args = [CREATED, record.created_at, SEEN, record.last_seen,
-                EXPIRES, record.expires_at, PERM, b"1" if record.permanent else b"0"]
+        until = None
         if record.user is not None:
             until = set_until(record.expires_at, now)
-            args += (USER, record.user.encode(), ULIVE, until)
             if self._cluster:
                 self._add(record.user, key, now, until)
             else:
                 names.append(self._users(record.user))
                 set_ttl = self._ttl(until, now)
-        if record.device is not None:
-            args += (DEVICE, record.device[:DEVICE_MAX].encode())
-        for name, value in record.fields.items():
-            args += (FIELD + name.encode(), value)
+        device = None if record.device is None else record.device[:DEVICE_MAX].encode()
         if not self._eval(CREATE, ["EVALSHA", CREATE_SHA, len(names), *names, now,
-                                   self._ttl(record.expires_at, now), set_ttl, key, *args]):
+                                   self._ttl(record.expires_at, now), set_ttl, key,
+                                   encode(record, until, device)]):
             raise KeyError("a session with this key exists")
 
     def update(self, key: str, patch: Patch) -> Updated:
         now = self._clock()
-        deletes = [FIELD + name.encode() for name in patch.delete] if patch.delete else []
         user = patch.user
-        if user == "":
-            deletes.append(USER)
         expires = patch.expires_at
         names, moved = [self._name(key)], b""
         if user:  # the session goes to (or stays in) the user's set
@@ -252,17 +249,14 @@ class RedisStore(UserSets):
         args = ["EVALSHA", UPDATE_SHA, len(names), *names,
                 now, FLAGS[patch.clear, patch.delete_if_empty],
                 b"" if expires is None else self._ttl(expires, now), moved, key,
-                len(deletes), *deletes]
+                b"" if patch.last_seen is None else DOUBLE.pack(patch.last_seen),
+                b"" if expires is None else DOUBLE.pack(expires),
+                b"" if patch.permanent is None else b"1" if patch.permanent else b"0",
+                b"" if user is None else b"-" if user == "" else b"=" + user.encode(),
+                len(patch.delete), *[name.encode() for name in patch.delete]]
         for name, value in patch.set.items():
-            args += (FIELD + name.encode(), value)
-        if patch.last_seen is not None:
-            args += (SEEN, patch.last_seen)
-        if expires is not None:
-            args += (EXPIRES, expires)
-        if patch.permanent is not None:
-            args += (PERM, b"1" if patch.permanent else b"0")
-        if user:
-            args += (USER, user.encode())
+            encoded = name.encode()
+            args += (encoded, field(encoded, value))
         reply = self._eval(UPDATE, args)
         if isinstance(reply, list):  # the user's set must live longer first
             self._extend(key, reply[1].decode(), float(reply[2]))

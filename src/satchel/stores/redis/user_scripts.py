@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 
+from satchel.stores.redis.record import LUA
+
 MAX_TTL_MS = 2**47  # about 4,000 years: far beyond any session, well within PEXPIRE's range
 
 # index(set, member, now, ttl_ms): add ``member`` to ``set``, scored by ``now``, or just past
@@ -38,34 +40,34 @@ return 1
 
 # KEYS[1] = session key, KEYS[2] (optional) = the user's set; ARGV = now, user, the time the set
 # is to live until, its ttl_ms, storage key. If the session is live and still the user's: add it
-# to the set (with KEYS[2]; a cluster did it before), note the time in m:ulive and give the
-# session its whole TTL again (min of m:expires and m:ulive). Returns 1 if it did, else 0.
-EXTEND = INDEX + """
+# to the set (with KEYS[2]; a cluster did it before), note the time as its ulive and give the
+# session its whole TTL again (min of expires and ulive). Returns 1 if it did, else 0.
+EXTEND = INDEX + LUA + """
 local key = KEYS[1]
 local now = tonumber(ARGV[1])
-local e = tonumber(redis.call('HGET', key, 'm:expires')) or 0
-if e <= now or redis.call('HGET', key, 'm:user') ~= ARGV[2] then return 0 end
+local r = read(key)
+if not r or r.expires <= now or r.user ~= ARGV[2] then return 0 end
 if KEYS[2] then index(KEYS[2], ARGV[5], ARGV[1], ARGV[4]) end
-local ulive = tonumber(redis.call('HGET', key, 'm:ulive')) or 0
-if tonumber(ARGV[3]) > ulive then
-  redis.call('HSET', key, 'm:ulive', ARGV[3])
-  ulive = tonumber(ARGV[3])
+if tonumber(ARGV[3]) > (r.ulive or 0) then
+  r.ulive = tonumber(ARGV[3])
+  redis.call('SET', key, build(r, r.body), 'KEEPTTL')
 end
-redis.call('PEXPIRE', key, ttl_until(math.min(e, ulive), now))
+redis.call('PEXPIRE', key, ttl_until(math.min(r.expires, r.ulive), now))
 return 1
 """
 
 # A single server. KEYS[1] = a user's set, KEYS[2..] = the session keys of its members; ARGV =
 # now, user, the members (storage keys) in KEYS' order. Removes the members whose session is
 # gone, expired or another user's; returns {key, created, seen, expires, device, perm} of the
-# others (device nil if absent).
-LIST = """
+# others (device nil if absent; times as '%.17g', which float() reads back exactly).
+LIST = LUA + """
 local now, user, found = tonumber(ARGV[1]), ARGV[2], {}
 for i = 2, #KEYS do
-  local m = redis.call('HMGET', KEYS[i], 'm:created', 'm:seen', 'm:expires', 'm:user',
-                       'm:device', 'm:perm')
-  if (tonumber(m[3]) or 0) > now and m[4] == user then
-    found[#found + 1] = {ARGV[i + 1], m[1], m[2], m[3], m[5], m[6]}
+  local r = read(KEYS[i])
+  if r and r.expires > now and r.user == user then
+    found[#found + 1] = {ARGV[i + 1], string.format('%.17g', r.created),
+                         string.format('%.17g', r.seen), string.format('%.17g', r.expires),
+                         r.device or false, r.perm and '1' or '0'}
   else
     redis.call('ZREM', KEYS[1], ARGV[i + 1])
   end
@@ -76,12 +78,12 @@ return found
 # A single server. KEYS as for LIST; ARGV = now, user, the key to keep ("" for none), the
 # members. Deletes the user's live sessions but the kept one, removes them and the stale
 # members from the set; returns the deleted keys.
-DELETE_USER = """
+DELETE_USER = LUA + """
 local now, user, keep, deleted = tonumber(ARGV[1]), ARGV[2], ARGV[3], {}
 for i = 2, #KEYS do
   local member = ARGV[i + 2]
-  local m = redis.call('HMGET', KEYS[i], 'm:expires', 'm:user')
-  local mine = (tonumber(m[1]) or 0) > now and m[2] == user
+  local r = read(KEYS[i])
+  local mine = r and r.expires > now and r.user == user
   if not (mine and member == keep) then
     if mine then
       redis.call('DEL', KEYS[i])
@@ -94,12 +96,13 @@ return deleted
 """
 
 # A cluster, per session. KEYS[1] = session key; ARGV = now, user. Deletes the session if it is
-# live and the user's. Returns 1 if deleted, 0 if missing, 2 if expired, 3 if another user's.
-DELETE_IF_USER = """
-local m = redis.call('HMGET', KEYS[1], 'm:expires', 'm:user')
-if not m[1] then return 0 end
-if (tonumber(m[1]) or 0) <= tonumber(ARGV[1]) then return 2 end
-if m[2] ~= ARGV[2] then return 3 end
+# live and the user's. Returns 1 if deleted, 0 if missing (or unreadable), 2 if expired, 3 if
+# another user's.
+DELETE_IF_USER = LUA + """
+local r = read(KEYS[1])
+if not r then return 0 end
+if r.expires <= tonumber(ARGV[1]) then return 2 end
+if r.user ~= ARGV[2] then return 3 end
 redis.call('DEL', KEYS[1])
 return 1
 """

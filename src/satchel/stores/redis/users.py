@@ -48,16 +48,20 @@ metadata of each batch of keys with a pipeline.
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NoReturn
 
 import redis
 from redis.cluster import RedisCluster
+from redis.exceptions import ResponseError
 
 from satchel.breaker import Breaker
 from satchel.store import BOOKKEEPING, SessionInfo, StoreStats
 from satchel.stores.redis.connections import LazyCluster
 from satchel.stores.redis.errors import DRIVER_ERRORS
+from satchel.stores.redis.loads import is_wrong_type
+from satchel.stores.redis.record import Head, info_of
 from satchel.stores.redis.scripts import CREATED, DEVICE, EXPIRES, PERM, SEEN, USER
 from satchel.stores.redis.user_scripts import (
     ADD,
@@ -77,7 +81,7 @@ from satchel.stores.redis.user_scripts import (
 GRACE = 300.0
 """Seconds a cluster's set keeps a member whose session is missing or another user's (its
 session may still be on its way), before a listing or ``delete_user`` removes it."""
-INFO_FIELDS = (CREATED, SEEN, EXPIRES, USER, DEVICE, PERM)
+INFO_FIELDS = (CREATED, SEEN, EXPIRES, USER, DEVICE, PERM)  # of a hash (the earlier layout)
 BATCH = 1000  # keys per SCAN and per pipeline of all_sessions
 
 
@@ -143,11 +147,21 @@ class UserSets:
         """On a cluster, before an update moves session ``key`` to ``user``: add it to the
         user's set; return the time the set lives until. None if the session is gone."""
         if expires_at is None:
-            current = self._call("HGET", self._member_name(key.encode()), EXPIRES)
+            name = self._member_name(key.encode())
             try:
-                expires_at = float(current)
-            except (TypeError, ValueError):
-                return None  # missing or malformed: the update finds it gone
+                current = self._call("GET", name)
+                expires_at = None if current is None else Head(current).expires
+            except ResponseError as err:  # the earlier layout: a hash
+                if not is_wrong_type(err):
+                    raise
+                try:
+                    expires_at = float(self._call("HGET", name, EXPIRES))
+                except (TypeError, ValueError):
+                    return None
+            except (ValueError, IndexError, struct.error):
+                return None  # malformed: the update finds it gone
+            if expires_at is None:
+                return None  # missing
         until = set_until(expires_at, now)
         self._add(user, key, now, until)
         return until
@@ -227,15 +241,32 @@ class UserSets:
             self._eval(PRUNE, ["EVALSHA", PRUNE_SHA, 1, name, *stale])
 
     def _read(self, members: Iterable[bytes]) -> list[Any]:
-        """The metadata (``INFO_FIELDS``) of the members' sessions, through one pipeline (a
-        cluster's sends a batch to each node)."""
+        """The metadata of the members' sessions (see :func:`_info`; None for one missing or
+        unreadable), through one pipeline of GETs (a cluster's sends a batch to each node),
+        and one of HMGETs for those of the earlier layout (hashes)."""
         if self._breaker.down:
             self._breaker.enter(self._probe)
+        names = [self._member_name(member) for member in members]
         try:
             pipe = self.client.pipeline(transaction=False)
-            for member in members:
-                pipe.hmget(self._member_name(member), INFO_FIELDS)
-            return list(pipe.execute())
+            for name in names:
+                pipe.get(name)
+            replies: list[Any] = list(pipe.execute(raise_on_error=False))
+            hashes = []
+            for i, reply in enumerate(replies):
+                if isinstance(reply, Exception):
+                    if not is_wrong_type(reply):
+                        raise reply
+                    hashes.append(i)
+                else:
+                    replies[i] = info_of(reply)
+            if hashes:
+                pipe = self.client.pipeline(transaction=False)
+                for i in hashes:
+                    pipe.hmget(names[i], INFO_FIELDS)
+                for i, reply in zip(hashes, pipe.execute(raise_on_error=False), strict=True):
+                    replies[i] = None if isinstance(reply, Exception) else reply
+            return replies
         except DRIVER_ERRORS as err:
             self._fail(err)
 
@@ -258,8 +289,7 @@ class UserSets:
             self._breaker.enter(self._probe)
         skip = len(self._open)
         try:
-            names = self.client.scan_iter(match=_glob_escape(self.prefix) + "{*", count=BATCH,
-                                          _type="hash")
+            names = self.client.scan_iter(match=_glob_escape(self.prefix) + "{*", count=BATCH)
             for batch in _batches(names, BATCH):
                 now = self._clock()
                 for name, meta in zip(batch, self._read(n[skip:-1] for n in batch), strict=True):
@@ -272,9 +302,13 @@ class UserSets:
 _BOOKKEEPING = BOOKKEEPING.encode()
 
 
-def _info(member: bytes, meta: Sequence[bytes | None], now: float) -> SessionInfo | None:
-    """A session's metadata from its ``INFO_FIELDS``; None if it is gone, expired or
+def _info(member: bytes, meta: Sequence[Any] | None, now: float) -> SessionInfo | None:
+    """A session's metadata: (created, seen, expires, user, device, perm), floats or the
+    bytes of a number, bytes or None, b"1" or b"0" (a hash's ``INFO_FIELDS``, or
+    :meth:`~satchel.stores.redis.record.Head.info`); None if it is gone, expired or
     malformed."""
+    if meta is None:
+        return None
     created, seen, expires, user, device, perm = meta
     try:
         if (expires is None or float(expires) <= now or created is None or seen is None
