@@ -99,10 +99,17 @@ def _app(name: str) -> Flask:
     return app
 
 
-def satchel_app(client: redis.Redis) -> Flask:
+def satchel_app(client: redis.Redis, *, record_device: bool = True) -> Flask:
     app = _app("satchel")
+    app.config["SATCHEL_RECORD_DEVICE"] = record_device
     Satchel(app, store=RedisStore(client, prefix="satchel:"))
     return app
+
+
+def satchel_without_device(client: redis.Redis) -> Flask:
+    """satchel with ``SATCHEL_RECORD_DEVICE = False``: the user agent and address a session
+    records for ``sessions_of`` (27 bytes here) is what it stores beyond Flask-Session."""
+    return satchel_app(client, record_device=False)
 
 
 def flask_session_app(client: redis.Redis) -> Flask:
@@ -150,19 +157,22 @@ def main() -> None:
         version = client.info("server").get("redis_version")
         rows = {}
         for name, build, prefix in (("flask-session", flask_session_app, "session:"),
-                                    ("satchel", satchel_app, "satchel:")):
+                                    ("satchel", satchel_app, "satchel:"),
+                                    ("satchel, no device", satchel_without_device, "satchel:")):
             rows[name] = measure(client, build, prefix, args.sessions)
             client.flushall()  # our own server
             time.sleep(0.2)
     print(f"{args.server} {version}, {args.sessions} sessions each,"
           f" settings: {' '.join(args.config) or 'defaults'}")
-    print(f"{'':16}{'MEMORY USAGE':>14}{'used_memory':>14}  {'keys':>6}  type/encoding")
+    print(f"{'':20}{'MEMORY USAGE':>14}{'used_memory':>14}  {'keys':>6}  type/encoding")
     for name, row in rows.items():
-        print(f"{name:16}{row['usage']:>12.0f} B{row['used']:>12.0f} B  {row['keys']:>6}"
+        print(f"{name:20}{row['usage']:>12.0f} B{row['used']:>12.0f} B  {row['keys']:>6}"
               f"  {row['type']}/{row['encoding']}")
-    fs, ours = rows["flask-session"], rows["satchel"]
-    print(f"{'ratio':16}{ours['usage'] / fs['usage']:>13.2f}x{ours['used'] / fs['used']:>13.2f}x"
-          "  (satchel / Flask-Session; goal <= 1.00)")
+    fs = rows["flask-session"]
+    for name in ("satchel", "satchel, no device"):
+        ours = rows[name]
+        print(f"{'ratio, ' + name:20}{ours['usage'] / fs['usage']:>13.2f}x"
+              f"{ours['used'] / fs['used']:>13.2f}x  (/ Flask-Session; goal <= 1.00)")
 
 
 if __name__ == "__main__":
