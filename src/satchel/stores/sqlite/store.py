@@ -170,9 +170,15 @@ class SQLiteStore(UserRows):
     def _writing(self) -> Iterator[float]:
         """Hold the write lock (see :mod:`~satchel.stores.sqlite.writers`); yields the
         seconds left of the busy timeout. :class:`StoreUnavailable` past the timeout."""
+        left = self._take_writers()
         try:
-            with self._writers.held(self._busy_timeout) as left:
-                yield left
+            yield left
+        finally:
+            self._writers.release()
+
+    def _take_writers(self) -> float:
+        try:
+            return self._writers.acquire(self._busy_timeout)
         except Locked as err:
             raise StoreUnavailable(
                 f"SQLite store {self.path!r}: database is locked: another writer held it for"
@@ -185,7 +191,8 @@ class SQLiteStore(UserRows):
         or if other writers hold the write lock for longer than the busy timeout.
         """
         with self._errors():
-            with self._writing() as left:
+            left = self._take_writers()
+            try:
                 for _ in range(2):
                     conn = self._connect()
                     set_busy_timeout(conn, left if left < 0.9 * self._busy_timeout
@@ -214,6 +221,8 @@ class SQLiteStore(UserRows):
                     raise StoreUnavailable(
                         f"SQLite store {self.path!r}: the database file kept changing under the"
                         " store (removed, moved or replaced); not written")
+            finally:
+                self._writers.release()
             if checkpoint:
                 try:
                     checkpoint_wal(conn)

@@ -24,8 +24,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 try:
     import fcntl
@@ -34,6 +32,9 @@ except ImportError:  # pragma: no cover - Windows
 
 _REOPEN_INTERVAL = 1.0  # seconds between tries to open a lock file that could not be opened
 _FIRST_PAUSE, _LONGEST_PAUSE = 0.0001, 0.001  # seconds between tries to take the file lock
+_PID = [os.getpid()]  # this process's id, kept up to date in a forked child
+if hasattr(os, "register_at_fork"):  # pragma: no branch - every POSIX system
+    os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
 
 
 class Locked(Exception):
@@ -48,35 +49,55 @@ class Writers:
         self._in_file = path not in ("", ":memory:")
         self.lock_path = path + "-lock"
         self._db_path = path
-        self._pid = os.getpid()
+        self._pid = _PID[0]
         self._threads = threading.Lock()
+        self._taken = False  # whether the holder (there is one at a time) has the file lock
         self._fd: int | None = None
         self._retry_at = 0.0
         self._stale = False
 
-    @contextmanager
-    def held(self, timeout: float) -> Iterator[float]:
-        """Hold the lock for the body: wait for this process's other writers, then for the
-        other processes'. Yields the seconds left of ``timeout``; raises :class:`Locked`
-        after ``timeout`` seconds of waiting."""
-        deadline = time.monotonic() + timeout
-        if self._pid != os.getpid():
+    def acquire(self, timeout: float) -> float:
+        """Take the lock: wait for this process's other writers, then for the other
+        processes'. Returns the seconds left of ``timeout`` (seconds); raises
+        :class:`Locked` after waiting ``timeout``. :meth:`release` gives it back."""
+        if self._pid != _PID[0]:
             self._forked()
-        threads = self._threads
-        if not threads.acquire(timeout=timeout):
-            raise Locked
+        threads, left = self._threads, timeout
+        if not threads.acquire(False):
+            start = time.monotonic()
+            if not threads.acquire(True, timeout):
+                raise Locked
+            left = max(0.0, timeout - (time.monotonic() - start))
+        fd = self._fd if self._fd is not None else self._file()
+        self._taken = False
+        if fd is None:
+            return left
         try:
-            fd = self._file()
-            taken = fd is not None and _take(fd, deadline)
-            try:
-                yield max(0.0, deadline - time.monotonic())
-            finally:
-                if taken:
-                    fcntl.flock(fd, fcntl.LOCK_UN)  # type: ignore[arg-type]
-                if self._stale:
-                    self._close()
-        finally:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._taken = True
+            return left
+        except BlockingIOError:
+            pass
+        except OSError:  # ENOLCK (some network file systems): leave it to SQLite
+            return left
+        try:
+            left = _wait(fd, left)
+        except BaseException:
             threads.release()
+            raise
+        self._taken = True
+        return left
+
+    def release(self) -> None:
+        """Give back the lock taken by :meth:`acquire` (on the same thread)."""
+        try:
+            if self._taken:
+                self._taken = False
+                fcntl.flock(self._fd, fcntl.LOCK_UN)  # type: ignore[arg-type]
+            if self._stale:
+                self._close()
+        finally:
+            self._threads.release()
 
     def close(self) -> None:
         """Close the lock file, now or, if a writer holds it, when that writer is done; the
@@ -94,14 +115,14 @@ class Writers:
             os.close(fd)
 
     def __del__(self) -> None:
-        if self._fd is not None and self._pid == os.getpid():
+        if self._fd is not None and self._pid == _PID[0]:
             os.close(self._fd)
 
     def _forked(self) -> None:
         # the inherited descriptor is shared with the parent: its lock is the parent's (kept
         # while the parent's descriptor is open), and the thread lock may be held by a thread
         # that was not copied
-        self._pid, self._threads, self._fd, self._stale = os.getpid(), threading.Lock(), None, False
+        self._pid, self._threads, self._fd, self._stale = _PID[0], threading.Lock(), None, False
 
     def _file(self) -> int | None:
         if self._fd is not None or fcntl is None or not self._in_file:
@@ -123,21 +144,19 @@ class Writers:
         return self._fd
 
 
-def _take(fd: int, deadline: float) -> bool:
-    """Take the file lock on ``fd``, trying until ``deadline`` (monotonic seconds): True once
-    taken, False if the file system cannot lock (SQLite's lock alone then); raises
-    :class:`Locked` past the deadline."""
+def _wait(fd: int, timeout: float) -> float:
+    """Take the file lock on ``fd``, trying for ``timeout`` seconds: the seconds left once
+    taken; raises :class:`Locked` past it."""
+    deadline = time.monotonic() + timeout
     pause = _FIRST_PAUSE
     while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            pass
-        except OSError:  # ENOLCK (some network file systems): leave it to SQLite
-            return False
         now = time.monotonic()
         if now >= deadline:
             raise Locked
         time.sleep(min(pause, deadline - now))
         pause = min(pause * 2, _LONGEST_PAUSE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return max(0.0, deadline - time.monotonic())
+        except BlockingIOError:
+            pass
