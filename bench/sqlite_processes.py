@@ -6,13 +6,15 @@ SQLite file shared by the processes, or Flask's cookie session for comparison) a
 (no sockets: nothing but the session layer and Flask is timed). All threads start together
 and run for ``--seconds``; every request's latency is recorded. Runs are interleaved (one
 round visits every cell, rotating the order) and the table shows medians over rounds,
-with the spread of p99 across rounds.
+with the spread of p99 across rounds. Loads: ``paced-write`` (each thread writes
+``--rate`` times a second: latency with CPU to spare), ``write`` and ``read`` (as fast
+as the threads go: throughput, and latency with the CPU saturated).
 
     python bench/sqlite_processes.py            # about two minutes
     python bench/sqlite_processes.py --quick    # a smoke run, figures not meaningful
     python bench/sqlite_processes.py --against /work/main/src   # and another checkout's store
 
-``write`` increments a counter in the session (a write transaction per request); ``read``
+A write increments a counter in the session (a write transaction per request); a read
 reads the logged-in user and changes nothing. ``--against DIR`` adds satchel-sqlite imported
 from another source tree (``DIR`` holds the ``satchel`` package), for a before/after in
 one interleaved run.
@@ -35,7 +37,6 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 SECRET = "bench-secret-key-of-a-sensible-length-0123456789"
-SCENARIOS = ("write", "read")
 
 
 # -- the worker: one app process ------------------------------------------------------------
