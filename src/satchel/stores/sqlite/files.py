@@ -34,10 +34,13 @@ def _dev_ino(path: str) -> tuple[int, int] | None:
 
 class Connection(sqlite3.Connection):
     """A connection a store can track weakly (the base class takes no weak references),
-    with the identity of the files it opened and when reads last checked it."""
+    with the identity of the files it opened, when reads last checked it, and its busy
+    timeout."""
 
     identity: FileIdentity = ()
     checked_at = 0.0
+    busy_ms = 0  # the busy timeout last set, ms
+    changes_seen = 0  # total_changes when its store last counted them
 
 
 class FileMoved(Exception):
@@ -97,6 +100,26 @@ def try_write(conn: sqlite3.Connection) -> None:
         conn.execute(f"PRAGMA user_version = {version}")
     finally:
         conn.execute("ROLLBACK")
+
+
+def set_busy_timeout(conn: Connection, seconds: float) -> None:
+    """How long SQLite waits for its lock on ``conn`` (a writer outside the store's write
+    lock holds it): what is left of the store's timeout after waiting for that lock."""
+    busy_ms = int(seconds * 1000)
+    if conn.busy_ms != busy_ms:
+        conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+        conn.busy_ms = busy_ms
+
+
+def checkpoint_wal(conn: sqlite3.Connection) -> None:
+    """Copy the WAL into the database (SQLite's PASSIVE checkpoint, which waits for no one).
+
+    The store runs it after a write, outside its write lock, every so many changed rows:
+    its ``fsync`` (milliseconds, tens on a busy disk) then holds up no other writer, as
+    SQLite's automatic checkpoint, run by COMMIT under the lock, would. Raises
+    ``sqlite3.Error``.
+    """
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 
 def _may(path: str, mode: int) -> bool:

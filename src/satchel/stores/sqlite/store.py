@@ -19,7 +19,9 @@ from satchel.stores.sqlite.files import (
     Closer,
     Connection,
     FileMoved,
+    checkpoint_wal,
     file_identity,
+    set_busy_timeout,
     try_write,
     unusable,
     why_unavailable,
@@ -41,9 +43,13 @@ from satchel.stores.sqlite.schema import (
     prepare,
 )
 from satchel.stores.sqlite.users import UserRows
+from satchel.stores.sqlite.writers import Locked, Writers
 
 _T = TypeVar("_T")
 _READ_CHECK_INTERVAL = 1.0  # seconds between a connection's file checks on reads
+# Rows a store's writes change between its checkpoints: about SQLite's default of 1000 pages
+# (a session write changes 2-3 rows, on about twice as many pages)
+_CHECKPOINT_CHANGES = 500
 log = logging.getLogger("satchel")
 _NOTHING = Patch()
 
@@ -76,6 +82,8 @@ class SQLiteStore(UserRows):
         self._local = threading.local()
         self._opened: weakref.WeakSet[Connection] = weakref.WeakSet()  # every thread's
         self._opened_lock = threading.Lock()
+        self._writers = Writers(self.path)
+        self._changes = 0  # rows changed since the last checkpoint
         try:
             with self._errors():
                 try_write(self._connect())
@@ -111,12 +119,14 @@ class SQLiteStore(UserRows):
             closer = Closer(new)  # closes it if a PRAGMA or the schema's upgrade fails, too
             new.execute("PRAGMA journal_mode=WAL")
             new.execute("PRAGMA synchronous=NORMAL")
+            new.execute("PRAGMA wal_autocheckpoint=0")  # see _write: not under the write lock
             new.execute("PRAGMA foreign_keys=ON")
             prepare(new)
         except sqlite3.DatabaseError as err:
             why = why_unavailable(self.path, err)
             raise StoreUnavailable(f"SQLite store {self.path!r}: {why}") from err
         new.identity, new.checked_at = file_identity(self.path), time.monotonic()
+        new.busy_ms = int(self._busy_timeout * 1000)  # what connect(timeout=) set
         with self._opened_lock:
             self._opened.add(new)
         local = self._local
@@ -129,6 +139,7 @@ class SQLiteStore(UserRows):
                     " one at the path (folder removed or moved, file replaced); reopening",
                     self.path)
         self._local.conn = self._local.closer = None
+        self._writers.close()  # the lock file may have moved with the database
         with self._opened_lock:
             self._opened.discard(conn)
         conn.close()  # SQLite neither checkpoints nor deletes the -wal of a moved file
@@ -146,6 +157,7 @@ class SQLiteStore(UserRows):
             self._opened.clear()
         for conn in opened:
             conn.close()
+        self._writers.close()
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -154,31 +166,69 @@ class SQLiteStore(UserRows):
         except sqlite3.DatabaseError as err:
             raise StoreUnavailable(f"SQLite store {self.path!r}: {err}") from err
 
+    @contextmanager
+    def _writing(self) -> Iterator[float]:
+        """Hold the write lock (see :mod:`~satchel.stores.sqlite.writers`); yields the
+        seconds left of the busy timeout. :class:`StoreUnavailable` past the timeout."""
+        left = self._take_writers()
+        try:
+            yield left
+        finally:
+            self._writers.release()
+
+    def _take_writers(self) -> float:
+        try:
+            return self._writers.acquire(self._busy_timeout)
+        except Locked as err:
+            raise StoreUnavailable(
+                f"SQLite store {self.path!r}: database is locked: another writer held it for"
+                f" longer than the busy timeout ({self._busy_timeout:g} s)") from err
+
     def _write(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
         """``work(conn)`` in one write transaction, committed only if the connection's files
         are still the ones at the path; else rolled back and run once more on a new
-        connection. :class:`StoreUnavailable` if the path cannot be opened or keeps changing.
+        connection. :class:`StoreUnavailable` if the path cannot be opened or keeps changing,
+        or if other writers hold the write lock for longer than the busy timeout.
         """
         with self._errors():
-            for _ in range(2):
-                conn = self._connect()
-                conn.execute("BEGIN IMMEDIATE")
+            left = self._take_writers()
+            try:
+                for _ in range(2):
+                    conn = self._connect()
+                    set_busy_timeout(conn, left if left < 0.9 * self._busy_timeout
+                                     else self._busy_timeout)
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        result = work(conn)
+                        if file_identity(self.path) != conn.identity:
+                            raise FileMoved
+                    except FileMoved:
+                        conn.execute("ROLLBACK")
+                        self._drop(conn)
+                        continue
+                    except BaseException:
+                        conn.execute("ROLLBACK")
+                        raise
+                    conn.execute("COMMIT")
+                    conn.checked_at = time.monotonic()
+                    self._changes += conn.total_changes - conn.changes_seen
+                    conn.changes_seen = conn.total_changes
+                    checkpoint = self._changes >= _CHECKPOINT_CHANGES
+                    if checkpoint:
+                        self._changes = 0
+                    break
+                else:
+                    raise StoreUnavailable(
+                        f"SQLite store {self.path!r}: the database file kept changing under the"
+                        " store (removed, moved or replaced); not written")
+            finally:
+                self._writers.release()
+            if checkpoint:
                 try:
-                    result = work(conn)
-                    if file_identity(self.path) != conn.identity:
-                        raise FileMoved
-                except FileMoved:
-                    conn.execute("ROLLBACK")
-                    self._drop(conn)
-                    continue
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-                conn.checked_at = time.monotonic()
-                return result
-        raise StoreUnavailable(f"SQLite store {self.path!r}: the database file kept changing"
-                               " under the store (removed, moved or replaced); not written")
+                    checkpoint_wal(conn)
+                except sqlite3.Error as err:  # written; the next checkpoint catches up
+                    log.debug("SQLite store %r: checkpoint failed: %s", self.path, err)
+        return result
 
     def load(self, key: str) -> Record | None:
         with self._errors():
@@ -236,12 +286,12 @@ class SQLiteStore(UserRows):
 
     def acquire_lock(self, key: str, token: str, lease: float) -> bool:
         now = self._clock()
-        with self._errors():
+        with self._errors(), self._writing():
             cursor = self._connect().execute(ACQUIRE_LOCK, (key, token, now + lease, now))
         return cursor.rowcount == 1
 
     def release_lock(self, key: str, token: str) -> bool:
-        with self._errors():
+        with self._errors(), self._writing():
             return self._connect().execute(RELEASE_LOCK, (key, token)).rowcount == 1
 
     def purge_expired(self, batch: int = 1000) -> int:
