@@ -43,10 +43,11 @@ from satchel.stores.sqlite.schema import (
     prepare,
 )
 from satchel.stores.sqlite.users import UserRows
-from satchel.stores.sqlite.writers import Locked, Writers
+from satchel.stores.sqlite.writers import Locked, Writers, process_id
 
 _T = TypeVar("_T")
 _READ_CHECK_INTERVAL = 1.0  # seconds between a connection's file checks on reads
+_INHERITED: list[object] = []  # connections of a parent process, kept from being closed
 # Rows a store's writes change between its checkpoints: about SQLite's default of 1000 pages
 # (a session write changes 2-3 rows, on about twice as many pages)
 _CHECKPOINT_CHANGES = 500
@@ -81,6 +82,7 @@ class SQLiteStore(UserRows):
         self._busy_timeout = busy_timeout
         self._local = threading.local()
         self._opened: weakref.WeakSet[Connection] = weakref.WeakSet()  # every thread's
+        self._pid = process_id()  # whose connections _local holds
         self._opened_lock = threading.Lock()
         self._writers = Writers(self.path)
         self._changes = 0  # rows changed since the last checkpoint
@@ -99,6 +101,8 @@ class SQLiteStore(UserRows):
 
     def _connect(self, *, check: bool = True) -> Connection:
         """This thread's connection, reopened if its files have left the path."""
+        if self._pid != process_id():
+            self._forked()
         conn: Connection | None = getattr(self._local, "conn", None)
         if conn is not None:
             if not check:
@@ -132,6 +136,13 @@ class SQLiteStore(UserRows):
         local = self._local
         local.conn, local.closer = new, closer
         return new
+
+    def _forked(self) -> None:
+        """In a forked child (``gunicorn --preload``): never use, nor close, the parent's
+        connections, which SQLite forbids (https://sqlite.org/howtocorrupt.html 2.6); they
+        are left open, and this process opens its own."""
+        _INHERITED.append((self._local, self._opened))  # their Closers would close them
+        self._local, self._opened, self._pid = threading.local(), weakref.WeakSet(), process_id()
 
     def _drop(self, conn: Connection) -> None:
         """Close this thread's connection, whose files are no longer the ones at the path."""

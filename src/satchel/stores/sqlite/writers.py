@@ -37,6 +37,12 @@ if hasattr(os, "register_at_fork"):  # pragma: no branch - every POSIX system
     os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
 
 
+def process_id() -> int:
+    """This process's id (``os.getpid()``, kept up to date across ``fork`` without a
+    system call per use)."""
+    return _PID[0]
+
+
 class Locked(Exception):
     """Another writer held the lock for longer than the store's timeout."""
 
