@@ -1,4 +1,4 @@
-"""Throughput and latency under a real server: bench/overhead.py's app under gunicorn, driven by wrk.
+"""Throughput and latency under a real server: overhead.py's app under gunicorn, driven by wrk.
 
 Each contender (a session layer) runs as TWO single-worker gunicorn servers
 (gthread, 4 threads each; one multi-worker gunicorn spreads keep-alive
@@ -99,11 +99,9 @@ def run(names: list[str], *, seconds: int, rounds: int, warm: int, connections: 
         for name in names:
             servers[name] = Servers(name, {**env, "SATCHEL_BENCH_CONTENDER": name},
                                     threads=threads, logdir=workdir)
-        for name in names:
-            for scenario, (path, body) in SCENARIOS.items():
-                if warm:
-                    drive(servers[name].ports, path, body, seconds=warm,
-                          connections=connections)
+        for name in names:  # connections, pools and the per-path prefetch are warm
+            for path, body in SCENARIOS.values() if warm else ():
+                drive(servers[name].ports, path, body, seconds=warm, connections=connections)
         cells: dict[str, dict[str, list[Cell]]] = {n: {s: [] for s in SCENARIOS} for n in names}
         for round_ in range(rounds):
             shift = round_ % len(names)
