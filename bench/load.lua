@@ -10,7 +10,7 @@ end
 
 function init(args)
   path, expected = args[1], args[2]
-  cookie, logged_in, bad = nil, false, 0
+  cookie, logged_in, bad, first_bad = nil, false, 0, ""
 end
 
 function request()
@@ -18,6 +18,13 @@ function request()
     return wrk.format("GET", "/login")
   end
   return wrk.format("GET", path, {Cookie = cookie})
+end
+
+local function note(status, body)
+  bad = bad + 1
+  if first_bad == "" then
+    first_bad = status .. " " .. string.sub(body or "", 1, 120):gsub("[^%w%s%.,:;/()-]", "?")
+  end
 end
 
 function response(status, headers, body)
@@ -28,18 +35,19 @@ function response(status, headers, body)
   if not logged_in then
     logged_in = true
     if status ~= 200 or cookie == nil then
-      bad = bad + 1
+      note(status, body)
       cookie = ""
     end
   elseif status ~= 200 or body ~= expected then
-    bad = bad + 1
+    note(status, body)
   end
 end
 
 function done(summary, latency, requests)
-  local total_bad = 0
+  local total_bad, example = 0, ""
   for _, thread in ipairs(threads) do
     total_bad = total_bad + thread:get("bad")
+    if example == "" then example = thread:get("first_bad") end
   end
   local e = summary.errors
   local quantiles = {}
@@ -47,8 +55,8 @@ function done(summary, latency, requests)
     quantiles[i] = string.format("%d", latency:percentile(i / 10))
   end
   io.write(string.format(
-    '{"requests": %d, "duration_us": %d, "errors": %d, "bad": %d, "max_us": %d,'
-    .. ' "quantiles_us": [%s]}\n',
+    '{"requests": %d, "duration_us": %d, "errors": %d, "bad": %d, "first_bad": "%s",'
+    .. ' "max_us": %d, "quantiles_us": [%s]}\n',
     summary.requests, summary.duration, e.connect + e.read + e.write + e.status + e.timeout,
-    total_bad, latency.max, table.concat(quantiles, ",")))
+    total_bad, example, latency.max, table.concat(quantiles, ",")))
 end

@@ -156,10 +156,15 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="satchel-bench-load-") as tmp:
         cells = run(names, seconds=seconds, rounds=rounds, warm=warm,
                     connections=args.connections, threads=args.threads, workdir=Path(tmp))
+        failures = [f"{name} {s}: {[c.errors for c in runs]} errors (non-200 or socket) and"
+                    f" {[c.bad for c in runs]} unexpected responses in the rounds, first:"
+                    f" {next((c.first_bad for c in runs if c.first_bad), '')!r}"
+                    for name, row in cells.items() for s, runs in row.items()
+                    if any(c.errors or c.bad for c in runs)]
+        for log in sorted(Path(tmp).glob("*.log")) if failures else ():
+            if log.stat().st_size:
+                print(f"--- {log.name}, last lines:\n{log.read_text()[-2000:]}", file=sys.stderr)
     table = {name: {s: _median_cell(c) for s, c in row.items()} for name, row in cells.items()}
-    failures = [f"{name} {s}: {sum(c.errors for c in runs)} errors, {sum(c.bad for c in runs)}"
-                " unexpected responses" for name, row in cells.items() for s, runs in row.items()
-                if any(c.errors or c.bad for c in runs)]
     setup = (f"2 gunicorn gthread servers (1 worker x {args.threads} threads) per contender,"
              f" each driven by wrk -t{args.connections} -c{args.connections} (keep-alive);"
              f" median of {rounds} round(s) of {seconds} s per cell")

@@ -104,6 +104,7 @@ class Cell:
     p99: float
     errors: int
     bad: int
+    first_bad: str  # the first unexpected response: status and start of body ("" if none)
 
 
 def _quantile(runs: list[dict[str, float | list[int]]], q: float) -> float:
@@ -155,4 +156,5 @@ def drive(ports: list[int], path: str, expected: str, *, seconds: int,
                 client.wait()
     rate = sum(r["requests"] / (r["duration_us"] / 1e6) for r in runs)
     return Cell(rate=rate, p50=_quantile(runs, 0.5) / 1000, p99=_quantile(runs, 0.99) / 1000,
-                errors=sum(r["errors"] for r in runs), bad=sum(r["bad"] for r in runs))
+                errors=sum(r["errors"] for r in runs), bad=sum(r["bad"] for r in runs),
+                first_bad=next((r["first_bad"] for r in runs if r["first_bad"]), ""))
