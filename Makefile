@@ -59,7 +59,7 @@ bench: $(VENV)/.installed
 bench-load: $(VENV)/.installed
 	$(PY) bench/load.py
 
-# Per-request latency with 1 k vs 1 M stored sessions, SQLite and PostgreSQL (a few minutes).
+# Per-request latency with 1 k vs 1 M stored sessions: SQLite, PostgreSQL, Redis (a few minutes).
 bench-scale: $(VENV)/.installed
 	$(PY) bench/scale.py
 
