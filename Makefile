@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SHARED ?= ../shared
 
-.PHONY: demo test lint docs compat compat-source bench fuzz faults clean
+.PHONY: demo test lint docs compat compat-source bench bench-load bench-scale fuzz faults clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -51,8 +51,17 @@ compat-source:
 	       "(make compat SHARED=path). Without it, make test runs tests/test_flask_compat.py," \
 	       "which checks the same behaviour in the same modes." >&2; exit 1; }
 
+# Each writes its table and chart to bench/results/ (and prints the table).
 bench: $(VENV)/.installed
 	$(PY) bench/overhead.py
+
+# Under gunicorn, driven by wrk (apt-get install wrk): req/s and p50/p99 (about 4 minutes).
+bench-load: $(VENV)/.installed
+	$(PY) bench/load.py
+
+# Per-request latency with 1 k vs 1 M stored sessions: SQLite, PostgreSQL, Redis (a few minutes).
+bench-scale: $(VENV)/.installed
+	$(PY) bench/scale.py
 
 # 1,000,000 fuzzed session cookies across every mode (a few minutes); prints the counts.
 fuzz: $(VENV)/.installed

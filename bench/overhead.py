@@ -17,6 +17,11 @@ ratios divide satchel's overhead by a peer's.
     python bench/overhead.py --quick    # a smoke run, figures not meaningful
     python bench/overhead.py --only flask-cookie,satchel-cookie
     python bench/overhead.py --permanent   # sessions made permanent at login
+    python bench/overhead.py --quick --out /tmp/x   # also write the report there
+
+A full run also writes bench/results/overhead.md and overhead.png (or
+overhead-permanent.*); a ``--quick`` or ``--only`` run writes a report only
+where ``--out`` says.
 
 Flask-Session runs its SQLAlchemy backend on a SQLite file, the closest peer
 of satchel's embedded store; its cachelib backend is shown too when cachelib is
@@ -36,6 +41,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import report
 from flask import Flask, Request, Response, session
 from flask.sessions import SessionInterface, SessionMixin
 from timing import fastest_interleaved
@@ -132,7 +138,8 @@ def flask_session_sqlalchemy(uri: str, name: str = "flask_session_sqlalchemy") -
 
 POSTGRES_URL = os.environ.get("SATCHEL_TEST_POSTGRES_URL",
                               "postgresql://postgres@127.0.0.1:5432/test")
-BENCH_TABLE = f"satchel_bench_{os.getpid()}"  # per run: a parallel run (make test) drops its own
+# Per run: a parallel run (make test) drops its own. bench/load.py names them for its servers.
+BENCH_TABLE = os.environ.get("SATCHEL_BENCH_TABLE", f"satchel_bench_{os.getpid()}")
 
 
 def _postgres_up() -> bool:
@@ -197,7 +204,7 @@ def _cleanup_postgres() -> None:
 
 
 REDIS_URL = os.environ.get("SATCHEL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-BENCH_PREFIX = f"satchel-bench-{os.getpid()}:"
+BENCH_PREFIX = os.environ.get("SATCHEL_BENCH_PREFIX", f"satchel-bench-{os.getpid()}:")
 
 
 def _redis_client() -> Any:
@@ -375,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--permanent", action="store_true",
                         help="permanent sessions (session.permanent = True at login), with"
                              " Flask's default SESSION_REFRESH_EACH_REQUEST")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for the report (default: bench/results for a full run,"
+                             " none for --quick or --only)")
     args = parser.parse_args(argv)
     seconds, repeats = (0.01, 1) if args.quick else (args.seconds, args.repeats)
 
@@ -414,11 +424,40 @@ def main(argv: list[str] | None = None) -> int:
              ("satchel-postgres", "flask-session-postgres"),
              ("satchel-postgres-durable", "flask-session-postgres")] + [
         (mine, peer) for mine in ("satchel-memory", "satchel-sqlite") for peer in peers]
-    for mine, peer in [(m, p) for m, p in pairs if m in overhead and p in overhead]:
+    pairs = [(m, p) for m, p in pairs if m in overhead and p in overhead]
+    for mine, peer in pairs:
         cells = "".join(f"{_ratio(overhead[mine][s], overhead[peer][s]):>12}" for s in SCENARIOS)
         print(f"  {mine:24} / {peer:26}{cells}")
     _print_floors(floors, overhead)
+    out = args.out or (None if args.quick or args.only else report.RESULTS)
+    if out is not None:
+        name = "overhead-permanent" if args.permanent else "overhead"
+        written = _report(out, name, base, results, overhead, pairs, repeats, seconds)
+        print(f"\nreport: {written} (and {written.with_suffix('.png').name})")
     return 0
+
+
+def _report(out: Path, name: str, base: dict[str, float], results: dict[str, dict[str, float]],
+            overhead: dict[str, dict[str, float]], pairs: list[tuple[str, str]],
+            repeats: int, seconds: float) -> Path:
+    """Write the run's tables and chart to ``out/name.md`` and ``.png``; the markdown's path."""
+    rows = [["bare flask (no session)", *(f"{base[s] * 1e6:.1f}" for s in SCENARIOS)]]
+    rows += [[n, *(f"{row[s] * 1e6:.1f} (+{overhead[n][s] * 1e6:.1f})" for s in SCENARIOS)]
+             for n, row in results.items()]
+    ratios = [[f"{mine} / {peer}", *(_ratio(overhead[mine][s], overhead[peer][s])
+                                      for s in SCENARIOS)] for mine, peer in pairs]
+    body = (f"Per-request time in µs, in-process WSGI (fastest of {repeats} interleaved runs of"
+            f" ~{seconds} s each); in brackets the overhead: time - the bare app's.\n\n"
+            + report.markdown_table(["", *SCENARIOS], rows)
+            + "\nsatchel's overhead as a ratio of the peer's (lower is better):\n\n"
+            + report.markdown_table(["", *SCENARIOS], ratios))
+    panel = report.Panel(title="overhead over a bare Flask app (lower is better)",
+                         unit="µs per request (log scale)", categories=list(overhead),
+                         series={s: [max(overhead[n][s] * 1e6, 0.1) for n in overhead]
+                                 for s in SCENARIOS}, log=True)
+    return report.write(out, name, title="Per-request session overhead (make bench)",
+                        env=report.environment(redis_url=REDIS_URL, postgres_url=POSTGRES_URL),
+                        command=report.command_line(), body=body, panels=[panel])
 
 
 def _print_floors(floors: dict[str, float], overhead: dict[str, dict[str, float]]) -> None:

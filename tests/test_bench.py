@@ -1,27 +1,89 @@
-"""The benchmark behind ``make bench`` runs and reports every contender."""
+"""The benchmarks behind ``make bench``, ``make bench-load`` and ``make bench-scale`` run and
+report every contender (short runs: the figures are not meaningful, their shape is)."""
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "overhead.py"
+from tests.services import cannot_test
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+RESULTS = BENCH / "results"
 
 
-def test_quick_bench_reports_ratios_for_every_contender() -> None:
-    result = subprocess.run([sys.executable, str(BENCH), "--quick"], capture_output=True,
-                            text=True, timeout=300, check=False)
+def results_state() -> dict[Path, int]:
+    """The committed reports' files and times: a short run leaves them alone."""
+    return {path: path.stat().st_mtime_ns for path in RESULTS.glob("*")}
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300,
+                          check=False)
+
+
+def test_quick_bench_reports_ratios_for_every_contender(tmp_path: Path) -> None:
+    before = results_state()
+    result = run(str(BENCH / "overhead.py"), "--quick", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     for name in ("flask-cookie", "flask-session-sqlalchemy", "satchel-memory", "satchel-sqlite"):
         assert name in result.stdout
     assert re.search(r"satchel-sqlite +/ flask-cookie +\d+\.\d+x", result.stdout)
     assert "skipped" not in result.stderr, result.stderr
+    report = (tmp_path / "overhead.md").read_text()
+    assert re.search(r"^\| satchel-sqlite / flask-cookie \| \d+\.\d+x \|", report, re.M), report
+    for line in ("- Machine: ", "- Versions: Python ", "Flask ", "Redis ", "PostgreSQL ",
+                 "- Command: `python bench/overhead.py --quick --out "):
+        assert line in report
+    assert (tmp_path / "overhead.png").read_bytes().startswith(b"\x89PNG")
+    assert results_state() == before
 
 
 def test_quick_bench_with_permanent_sessions() -> None:
-    """The README's `bench/overhead.py --permanent` runs (figures not meaningful in a test)."""
-    result = subprocess.run([sys.executable, str(BENCH), "--quick", "--permanent", "--only",
-                             "flask-cookie,satchel-sqlite"], capture_output=True, text=True,
-                            timeout=300, check=False)
+    """The README's `bench/overhead.py --permanent` runs (figures not meaningful in a test);
+    a --quick run writes no report unless told where."""
+    before = results_state()
+    result = run(str(BENCH / "overhead.py"), "--quick", "--permanent", "--only",
+                 "flask-cookie,satchel-sqlite")
     assert result.returncode == 0, result.stderr
     assert re.search(r"satchel-sqlite +/ flask-cookie +\d+\.\d+x", result.stdout)
+    assert "report:" not in result.stdout
+    assert results_state() == before
+
+
+def test_quick_load_bench_under_gunicorn_and_wrk(tmp_path: Path) -> None:
+    """`bench/load.py --quick`: two gunicorn servers per contender, wrk against each; every
+    response checked (a lost session on /read fails the run)."""
+    if shutil.which("wrk") is None:
+        cannot_test("bench/load.py needs wrk: apt-get install wrk")
+    before = results_state()
+    result = run(str(BENCH / "load.py"), "--quick", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "skipped" not in result.stderr and "FAILED" not in result.stderr, result.stderr
+    for name in ("flask-cookie", "flask-session-redis", "flask-session-postgres",
+                 "satchel-cookie", "satchel-sqlite", "satchel-redis", "satchel-postgres"):
+        assert re.search(rf"^{name} +\d+ \( *\d+- *\d+\) +\d+\.\d\d +\d+\.\d\d +\d+",
+                         result.stdout, re.M), result.stdout
+    assert re.search(r"satchel-redis / flask-session-redis +\d+\.\d\d +\d+\.\d\d",
+                     result.stdout), result.stdout
+    report = (tmp_path / "load.md").read_text()
+    assert "| satchel-sqlite / flask-cookie |" in report and "gunicorn " in report, report
+    assert (tmp_path / "load.png").read_bytes().startswith(b"\x89PNG")
+    assert results_state() == before
+
+
+def test_quick_scale_bench_fills_each_store() -> None:
+    """`bench/scale.py --quick`: 1,000 vs 10,000 sessions stored (bulk-filled in the stores'
+    real schema: a filler the store could not read would not be counted) in each store."""
+    before = results_state()
+    result = run(str(BENCH / "scale.py"), "--quick")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "skipped" not in result.stderr, result.stderr
+    for kind in ("sqlite", "postgres", "redis"):
+        for size in ("1,000", "10,000"):
+            assert re.search(rf"^{kind} +{size}( +\d+\.\d{{3}}){{4}}$", result.stdout,
+                             re.M), result.stdout
+        assert re.search(rf"^{kind} +10,000 / 1,000( +\d+\.\d\dx){{4}}$", result.stdout,
+                         re.M), result.stdout
+    assert results_state() == before

@@ -66,6 +66,9 @@ SHELL: dict[str, str] = {
     "make bench": "tests/test_bench.py (the script make bench runs, --quick)",
     ".venv/bin/python bench/overhead.py --quick": "tests/test_bench.py",
     ".venv/bin/python bench/overhead.py --permanent": "tests/test_bench.py (--quick --permanent)",
+    "make bench-load": "tests/test_bench.py (the script make bench-load runs, --quick)",
+    ".venv/bin/python bench/load.py --quick": "tests/test_bench.py",
+    "make bench-scale": "tests/test_bench.py (the script make bench-scale runs, --quick)",
     "make fuzz": CI,
     ".venv/bin/python bench/fuzz.py --count N --seed S --modes memory,cookie":
         "test_the_short_runs_the_readme_gives",

@@ -1,0 +1,40 @@
+"""The app bench/load.py serves under gunicorn: one contender of bench/overhead.py.
+
+gunicorn calls ``load_app:make_app()`` in its worker. The environment names the contender
+(``SATCHEL_BENCH_CONTENDER``), the folder of the SQLite file that both servers share
+(``SATCHEL_BENCH_DIR``), and the run's own Redis prefix and PostgreSQL database
+(``SATCHEL_BENCH_PREFIX``, ``SATCHEL_TEST_POSTGRES_URL``: read by overhead.py).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import overhead
+from flask import Flask
+
+
+def _sqlite() -> Flask:
+    return overhead.satchel_sqlite(Path(os.environ["SATCHEL_BENCH_DIR"]))
+
+
+CONTENDERS: dict[str, Callable[[], Flask | None]] = {
+    "flask-cookie": overhead.flask_cookie,
+    "flask-session-redis": overhead.flask_session_redis,
+    "flask-session-postgres": overhead.flask_session_postgres,
+    "satchel-cookie": overhead.satchel_cookie,
+    "satchel-sqlite": _sqlite,
+    "satchel-redis": overhead.satchel_redis,
+    "satchel-postgres": overhead.satchel_postgres,
+}
+
+
+def make_app() -> Flask:
+    """The contender ``SATCHEL_BENCH_CONTENDER`` names; SystemExit if it cannot run here."""
+    name = os.environ["SATCHEL_BENCH_CONTENDER"]
+    app = CONTENDERS[name]()
+    if app is None:
+        raise SystemExit(f"{name}: its package or server is missing")
+    return app
