@@ -180,3 +180,27 @@ def test_a_child_forked_while_a_thread_writes_gets_its_own_lock(path: str) -> No
     assert os.waitstatus_to_exitcode(status) == 0
     loaded = store.load("shared")
     assert loaded is not None and loaded.fields == {"child": b"1"}
+
+
+def test_a_forked_child_opens_its_own_connection_and_leaves_the_parents_open(
+        path: str) -> None:
+    """gunicorn --preload: the master used the store before forking its workers. A child
+    never uses the parent's SQLite connection (SQLite forbids it), nor closes it."""
+    store = SQLiteStore(path)
+    assert store.load("shared") is not None
+    inherited = store._local.conn
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child's coverage is not collected
+        try:
+            ok = store.update("shared", Patch(set={"child": b"1"}))
+            mine = store._local.conn
+            code = 0 if ok and mine is not inherited and inherited.total_changes >= 0 else 2
+        except BaseException:
+            code = 1
+        os._exit(code)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert store._local.conn is inherited  # the parent's own is untouched
+    assert store.update("shared", Patch(set={"parent": b"1"}))
+    loaded = store.load("shared")
+    assert loaded is not None and loaded.fields == {"child": b"1", "parent": b"1"}
