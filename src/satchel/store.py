@@ -136,7 +136,9 @@ class Purgeable(Protocol):
     def purge_expired(self, batch: int = 1000) -> int:
         """Delete up to ``batch`` expired records; return how many went.
 
-        Call until it returns 0 to empty the backlog; each call is bounded.
+        Call until it returns 0 to empty the backlog; each call is bounded. A store may
+        split a call into short transactions and pause between them (SQLite, PostgreSQL),
+        so that requests writing meanwhile are not stalled behind the purge.
         """
         ...
 

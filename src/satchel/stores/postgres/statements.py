@@ -87,8 +87,12 @@ EMPTYING = ("WITH emptied AS (DELETE FROM {table} WHERE key = %s AND expires_at 
              " kept AS ({update})"
              " SELECT (SELECT count(*) FROM kept) + 2 * (SELECT count(*) FROM emptied)")
 DELETE = "DELETE FROM {table} WHERE key = %s"
-PURGE = ("DELETE FROM {table} WHERE key IN (SELECT key FROM {table} WHERE expires_at <= %s"
-          " LIMIT %s FOR UPDATE SKIP LOCKED)")
+# A batch of expired rows, found through the expires_at index, locked (FOR UPDATE re-checks
+# expires_at on a row a parallel commit changed: a create over an expired key keeps it;
+# SKIP LOCKED: a second purge takes other rows) and deleted by ctid, without a lookup of
+# each key in the primary key's index.
+PURGE = ("DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table}"
+         " WHERE expires_at <= %s LIMIT %s FOR UPDATE SKIP LOCKED))")
 COUNT_EXPIRED = "SELECT count(*) FROM {table} WHERE expires_at <= %s"
 
 TABLE_NAME = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_]{0,47}\.)?[A-Za-z_][A-Za-z0-9_]{0,47}")

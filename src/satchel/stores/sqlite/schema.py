@@ -72,10 +72,11 @@ ACQUIRE_LOCK = (
 )
 RELEASE_LOCK = "DELETE FROM satchel_locks WHERE key = ? AND token = ?"
 PURGE_LOCKS = "DELETE FROM satchel_locks WHERE expires_at <= ?"
-PURGE = (
-    "DELETE FROM satchel_sessions WHERE key IN"
-    " (SELECT key FROM satchel_sessions WHERE expires_at <= ? LIMIT ?)"
-)
+# The purge reads a batch of expired keys (the expires_at index covers the read; no write
+# lock), then deletes them by key in short write transactions, each key only if it is still
+# expired (a create over an expired key in between made it live again).
+EXPIRED_KEYS = "SELECT key FROM satchel_sessions WHERE expires_at <= ? LIMIT ?"
+PURGE_KEY = "DELETE FROM satchel_sessions WHERE key = ? AND expires_at <= ?"
 
 
 def prepare(conn: sqlite3.Connection) -> None:

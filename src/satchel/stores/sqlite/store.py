@@ -26,6 +26,7 @@ from satchel.stores.sqlite.files import (
     unusable,
     why_unavailable,
 )
+from satchel.stores.sqlite.purge import PurgeRows
 from satchel.stores.sqlite.schema import (
     ACQUIRE_LOCK,
     CLEAR_FIELDS,
@@ -35,8 +36,6 @@ from satchel.stores.sqlite.schema import (
     INSERT_META,
     IS_LIVE,
     LOAD,
-    PURGE,
-    PURGE_LOCKS,
     RELEASE_LOCK,
     UPDATE_META,
     UPSERT_FIELD,
@@ -55,7 +54,7 @@ log = logging.getLogger("satchel")
 _NOTHING = Patch()
 
 
-class SQLiteStore(UserRows):
+class SQLiteStore(PurgeRows, UserRows):
     """Sessions in an SQLite file. ``path`` is created with its schema if absent.
 
     Each thread that uses the store gets its own connection, closed when that
@@ -306,23 +305,6 @@ class SQLiteStore(UserRows):
     def release_lock(self, key: str, token: str) -> bool:
         with self._errors(), self._writing():
             return self._connect().execute(RELEASE_LOCK, (key, token)).rowcount == 1
-
-    def purge_expired(self, batch: int = 1000) -> int:
-        """Delete up to ``batch`` expired sessions (and every lock past its lease)."""
-
-        def purge(conn: sqlite3.Connection) -> int:
-            now = self._clock()
-            conn.execute(PURGE_LOCKS, (now,))
-            return int(conn.execute(PURGE, (now, batch)).rowcount)
-
-        return self._write(purge)
-
-    def count_expired(self) -> int:
-        with self._errors():
-            row = self._connect().execute(
-                "SELECT count(*) FROM satchel_sessions WHERE expires_at <= ?", (self._clock(),)
-            ).fetchone()
-        return int(row[0])
 
     def __repr__(self) -> str:
         return f"<SQLiteStore path={self.path!r}>"

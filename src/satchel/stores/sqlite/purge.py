@@ -1,0 +1,103 @@
+"""Purging an SQLite file's expired sessions without stalling the requests writing to it.
+
+SQLite has one writer at a time, and a writer that finds the lock taken sleeps in
+SQLite's busy handler (1, 2, 5, 10, 15, 20, 25, ... 100 ms between tries): a purge that
+deletes thousands of rows per transaction, and starts the next transaction at once,
+makes those writers miss every gap and wait hundreds of milliseconds. So
+:meth:`~PurgeRows.purge_expired` reads the expired keys first (a read: no lock), then
+deletes them by key in short write transactions (about ``HOLD`` seconds each, the number
+of rows adapted to the time they take), and after each pauses ``YIELD`` times as long as
+the transaction held the lock (a checkpoint of the WAL, which holds no write lock,
+counts in the pause): a writer that found it taken gets it on its next try.
+Each key is deleted only if it is still expired, so a session created over an expired
+key after the read stays. The methods are
+:class:`~satchel.stores.sqlite.SQLiteStore`'s; they use its connection handling.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from satchel.stores.sqlite.schema import EXPIRED_KEYS, PURGE_KEY, PURGE_LOCKS
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+_T = TypeVar("_T")
+HOLD = 0.002  # seconds a purge's write transaction aims to hold the lock
+YIELD = 3.0  # the pause after a transaction, in multiples of its time: the lock is free 3/4
+_FIRST_CHUNK = 32  # rows in the first transaction of a call
+_MIN_CHUNK, _MAX_CHUNK = 4, 1000
+AUTOCHECKPOINT = 1000  # pages: SQLite's default wal_autocheckpoint, which the store keeps
+CHECKPOINT_EVERY = 4  # transactions: about 8 ms of deletes, some hundred pages of WAL
+_MIN_PAUSE = 0.001  # seconds: a busy writer's first retry comes 1 ms after it found the lock
+COUNT_EXPIRED = "SELECT count(*) FROM satchel_sessions WHERE expires_at <= ?"
+
+
+class PurgeRows:
+    """``purge_expired`` and ``count_expired`` of ``SQLiteStore``."""
+
+    _clock: Any
+
+    def _connect(self, *, check: bool = True) -> sqlite3.Connection:
+        raise NotImplementedError
+
+    def _errors(self) -> AbstractContextManager[None]:
+        raise NotImplementedError
+
+    def _write(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        raise NotImplementedError
+
+    def purge_expired(self, batch: int = 1000) -> int:
+        """Delete up to ``batch`` expired sessions (and every lock past its lease); return
+        how many sessions went (0: none was expired).
+
+        The sessions are deleted in short transactions with pauses between them (see the
+        module), so a call takes about ``1 + YIELD`` times the time its deletes take: on the
+        order of 100 microseconds per session. A session whose key is created again, live,
+        while the call runs is kept. Raises :class:`StoreUnavailable` if the file cannot be
+        read or written; what earlier transactions deleted stays deleted.
+        """
+        now = self._clock()
+        self._write(lambda conn: conn.execute(PURGE_LOCKS, (now,)))
+        with self._errors():
+            conn = self._connect()
+            keys = [row[0] for row in conn.execute(EXPIRED_KEYS, (now, batch))]
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints after a commit: ours
+        try:
+            return self._delete_keys(keys, now)
+        finally:
+            with self._errors():
+                self._connect(check=False).execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT}")
+
+    def _delete_keys(self, keys: list[str], now: float) -> int:
+        """Delete the sessions under ``keys`` that are still expired at ``now``, in short
+        transactions, each followed by a checkpoint and a pause (see the module)."""
+        deleted, chunk, start, chunks = 0, _FIRST_CHUNK, 0, 0
+        while start < len(keys):
+            rows = [(key, now) for key in keys[start:start + chunk]]
+            start += len(rows)
+            began = time.perf_counter()
+            deleted += self._write(lambda conn, rows=rows: int(  # type: ignore[misc]
+                conn.executemany(PURGE_KEY, rows).rowcount))
+            held = time.perf_counter() - began
+            chunk = max(_MIN_CHUNK, min(_MAX_CHUNK, int(len(rows) * HOLD / max(held, 1e-6))))
+            # Every few transactions the deleted pages go from the WAL to the file, outside
+            # the write lock (a commit that finds the WAL over AUTOCHECKPOINT pages would do
+            # it, in a request), and the next write reuses the WAL from its start.
+            chunks += 1
+            if chunks % CHECKPOINT_EVERY == 0 or start >= len(keys):
+                with self._errors():
+                    self._connect(check=False).execute("PRAGMA wal_checkpoint(PASSIVE)")
+            checkpointed = time.perf_counter() - began - held
+            time.sleep(max(_MIN_PAUSE, held * YIELD - checkpointed))
+        return deleted
+
+    def count_expired(self) -> int:
+        """How many expired sessions wait to be purged (a count over the expiry index)."""
+        with self._errors():
+            row = self._connect().execute(COUNT_EXPIRED, (self._clock(),)).fetchone()
+        return int(row[0])
