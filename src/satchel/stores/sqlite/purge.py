@@ -7,8 +7,9 @@ makes those writers miss every gap and wait hundreds of milliseconds. So
 :meth:`~PurgeRows.purge_expired` reads the expired keys first (a read: no lock), then
 deletes them by key in short write transactions (about ``HOLD`` seconds each, the number
 of rows adapted to the time they take), and after each pauses ``YIELD`` times as long as
-the transaction held the lock (a checkpoint of the WAL, which holds no write lock,
-counts in the pause): a writer that found it taken gets it on its next try.
+the transaction held the lock: a writer that found it taken gets it on its next try.
+The WAL the deletes fill is checkpointed as every write's is, after the write and outside
+the write lock (see ``SQLiteStore._write``).
 Each key is deleted only if it is still expired, so a session created over an expired
 key after the read stays. The methods are
 :class:`~satchel.stores.sqlite.SQLiteStore`'s; they use its connection handling.
@@ -31,8 +32,6 @@ HOLD = 0.002  # seconds a purge's write transaction aims to hold the lock
 YIELD = 3.0  # the pause after a transaction, in multiples of its time: the lock is free 3/4
 _FIRST_CHUNK = 32  # rows in the first transaction of a call
 _MIN_CHUNK, _MAX_CHUNK = 4, 1000
-AUTOCHECKPOINT = 1000  # pages: SQLite's default wal_autocheckpoint, which the store keeps
-CHECKPOINT_EVERY = 4  # transactions: about 8 ms of deletes, some hundred pages of WAL
 _MIN_PAUSE = 0.001  # seconds: a busy writer's first retry comes 1 ms after it found the lock
 COUNT_EXPIRED = "SELECT count(*) FROM satchel_sessions WHERE expires_at <= ?"
 
@@ -64,19 +63,13 @@ class PurgeRows:
         now = self._clock()
         self._write(lambda conn: conn.execute(PURGE_LOCKS, (now,)))
         with self._errors():
-            conn = self._connect()
-            keys = [row[0] for row in conn.execute(EXPIRED_KEYS, (now, batch))]
-            conn.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints after a commit: ours
-        try:
-            return self._delete_keys(keys, now)
-        finally:
-            with self._errors():
-                self._connect(check=False).execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT}")
+            keys = [row[0] for row in self._connect().execute(EXPIRED_KEYS, (now, batch))]
+        return self._delete_keys(keys, now)
 
     def _delete_keys(self, keys: list[str], now: float) -> int:
         """Delete the sessions under ``keys`` that are still expired at ``now``, in short
-        transactions, each followed by a checkpoint and a pause (see the module)."""
-        deleted, chunk, start, chunks = 0, _FIRST_CHUNK, 0, 0
+        transactions, each followed by a pause (see the module)."""
+        deleted, chunk, start = 0, _FIRST_CHUNK, 0
         while start < len(keys):
             rows = [(key, now) for key in keys[start:start + chunk]]
             start += len(rows)
@@ -85,15 +78,7 @@ class PurgeRows:
                 conn.executemany(PURGE_KEY, rows).rowcount))
             held = time.perf_counter() - began
             chunk = max(_MIN_CHUNK, min(_MAX_CHUNK, int(len(rows) * HOLD / max(held, 1e-6))))
-            # Every few transactions the deleted pages go from the WAL to the file, outside
-            # the write lock (a commit that finds the WAL over AUTOCHECKPOINT pages would do
-            # it, in a request), and the next write reuses the WAL from its start.
-            chunks += 1
-            if chunks % CHECKPOINT_EVERY == 0 or start >= len(keys):
-                with self._errors():
-                    self._connect(check=False).execute("PRAGMA wal_checkpoint(PASSIVE)")
-            checkpointed = time.perf_counter() - began - held
-            time.sleep(max(_MIN_PAUSE, held * YIELD - checkpointed))
+            time.sleep(max(_MIN_PAUSE, held * YIELD))
         return deleted
 
     def count_expired(self) -> int:
