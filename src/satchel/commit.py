@@ -234,6 +234,11 @@ class Committer:
                 successor=successor))
         self.store.delete(old)
 
+    def commit_unused(self, session: Session) -> None:
+        """:meth:`commit` of a session the request never used (``not session.loaded``): no
+        store call, no cookie; a load sent ahead (prefetch) is cancelled."""
+        self._cancel_prefetch(session)
+
     def _cancel_prefetch(self, session: Session) -> None:
         """Cancel the prefetched load of a session the request never used."""
         pending = session.pending_load

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from satchel.errors import StoreUnavailable
 
 _MUTABLE = (list, dict, set, bytearray, tuple)  # a tuple may hold a list
 _MISSING: Any = object()
+_NOTHING_LOADED: Mapping[str, bytes] = MappingProxyType({})
+_NOTHING_TRACKED: frozenset[str] = frozenset()
 
 
 class Changes(NamedTuple):
@@ -55,13 +58,26 @@ class TrackedDict(dict[str, Any]):
     # never saved) instead of raising StoreUnavailable into the view
     empty_on_store_error = False
 
-    def __init__(self, loader: Callable[[Any], None] | None = None) -> None:
+    # What a dict made with ``deferred=True`` holds until its loader runs: nothing, and
+    # nothing can be added (every method runs the loader first, which makes the real ones).
+    _raw: dict[str, bytes] = _NOTHING_LOADED  # type: ignore[assignment]
+    _read: set[str] = _NOTHING_TRACKED  # type: ignore[assignment]
+    _set: set[str] = _NOTHING_TRACKED  # type: ignore[assignment]
+    _removed: set[str] = _NOTHING_TRACKED  # type: ignore[assignment]
+
+    def __init__(self, loader: Callable[[Any], None] | None = None, *,
+                 deferred: bool = False) -> None:
+        """``deferred``: the caller gives the loader next (``defer_load``), so the dict's
+        bookkeeping is made when it first runs, and a request that never uses the dict
+        never pays for it."""
         super().__init__()
         self._loader = loader
-        self._raw: dict[str, bytes] = {}
-        self._read: set[str] = set()
-        self._set: set[str] = set()
-        self._removed: set[str] = set()
+        if not deferred:
+            self._track()
+
+    def _track(self) -> None:
+        self._raw = {}
+        self._read, self._set, self._removed = set(), set(), set()
 
     # -- loading ---------------------------------------------------------
 
@@ -70,6 +86,7 @@ class TrackedDict(dict[str, Any]):
         loader = self._loader
         if loader is not None:
             self._loader = None
+            self._track()
             try:
                 loader(self)
             except StoreUnavailable:

@@ -130,7 +130,7 @@ class SatchelSessionInterface(SessionInterface):
         if not app.secret_key and no_key(app.secret_key):  # False or 0: refused below
             return None
         name = self.get_cookie_name(app)
-        session = FlaskSession()
+        session = FlaskSession(deferred=True)  # engine.open gives its loader
         if self.anonymous_on_store_error:
             session.empty_on_store_error = True
         if not self.record_device:
@@ -164,6 +164,14 @@ class SatchelSessionInterface(SessionInterface):
             # A locked request's load must wait for its lock: never prefetch its path.
             self.session_use.record(path, used=session.accessed and not session.was_locked,
                                     had_cookie=session.request_cookie is not None)
+        if not session.accessed and not session.loaded and type(self.engine) is Engine:
+            # Never used: no store call, no cookie (see Engine.commit), only the Vary header
+            # Flask sends when it would re-send a permanent cookie.
+            self.engine.commit_unused(session)
+            if (app.config["SESSION_REFRESH_EACH_REQUEST"]
+                    and self.engine.looks_permanent(session.request_cookie)):
+                add_session_headers(response, None)
+            return
         check_samesite(self.get_cookie_samesite(app))  # before the store is written
         name = self.get_cookie_name(app)
         policy = getattr(session, "policy", None)
