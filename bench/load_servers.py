@@ -57,9 +57,10 @@ class Servers:
                        "--graceful-timeout", "5", "load_app:make_app()"]
             if Path("/dev/shm").is_dir():
                 command[3:3] = ["--worker-tmp-dir", "/dev/shm"]
-            self._processes.append(subprocess.Popen(
-                command, env=env, pass_fds=[sock.fileno()], preexec_fn=_die_with_parent,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            with log.open("ab") as stderr:  # the app's own log lines (satchel's errors) too
+                self._processes.append(subprocess.Popen(
+                    command, env=env, pass_fds=[sock.fileno()], preexec_fn=_die_with_parent,
+                    stdout=subprocess.DEVNULL, stderr=stderr))
             self.ports.append(sock.getsockname()[1])
             sock.close()  # the server holds its own copy
             self._wait(self.ports[-1], self._processes[-1], log)

@@ -21,8 +21,11 @@ because the server cannot be reached (refused, reset, timed out), the store call
   :class:`~satchel.errors.StoreUnavailable`.
 
 So while the store is down, requests get their 503 in milliseconds: only the requests already
-in a store call when it fell wait for the timeout. There is no delay between probes: at most
-one runs at a time.
+in a store call when it fell wait for the timeout. A call that was in flight when the breaker
+tripped and then gets the server's answer closes it (:meth:`Breaker.reached`): one slow answer
+on a loaded machine is not an outage. Only a failure to reach the server trips it: an error the
+server itself answers with (a statement timeout, Redis's OOM) does not. There is no delay
+between probes: at most one runs at a time.
 
 A healthy store pays one attribute check per call (``if breaker.down``). This is the "circuit
 breaker" of Nygard's *Release It!*, its half-open state a single trial call run in the
@@ -133,6 +136,19 @@ class Breaker:
             if monotonic() >= deadline:
                 raise self._unavailable(monotonic())
             # another caller's probe failed, maybe just before the store came back: our own
+
+    def reached(self) -> None:
+        """Called by a store call that got the server's answer while :attr:`down`: the server
+        can be reached, so close the breaker and let calls through again.
+
+        A call that was in flight when another one timed out, and then got its answer,
+        proves the server answers: a slow moment (a loaded machine, a long lock wait) is
+        not an outage, and calls must not get 503 until a probe, which opens a connection
+        of its own and may take longer than :attr:`patience` on a loaded machine, passes.
+        A probe still running ends on its own; if it fails, it trips the breaker again.
+        """
+        with self._lock:
+            self.down = False
 
     def answered(self) -> None:
         """Called by a probe once the server has answered, when it has more to do before it

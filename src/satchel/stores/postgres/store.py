@@ -60,6 +60,14 @@ PURGE_YIELD = 1.0
 log = logging.getLogger("satchel")
 
 
+def _answered(err: psycopg.Error, conn: psycopg.Connection[Any]) -> bool:
+    """True if the server itself answered ``err`` on ``conn``, which still works: it can be
+    reached (a statement timeout, a lock not available), whereas a connection error (SQLSTATE
+    class 08), a shutdown or a client-side timeout (no SQLSTATE) say it cannot."""
+    state = err.sqlstate
+    return state is not None and not state.startswith(("08", "57P")) and not conn.broken
+
+
 class _PendingLoad:
     """A prefetched ``PostgresStore.load``: the SELECT is on its way."""
 
@@ -75,6 +83,9 @@ class _PendingLoad:
             self._store._raise(err)
         if rows is None:  # failed: the usual load raises the driver's error, or succeeds now
             return self._store.load(self._key)
+        breaker = self._store._breaker
+        if breaker.down:  # tripped by another call meanwhile: the server answers
+            breaker.reached()
         if rows.ntuples == 0:
             return None
         value = rows.get_value  # text format: LOAD_COLUMNS; only user and device may be NULL
@@ -282,14 +293,17 @@ class PostgresStore(SchemaSetup, UserRows, LeaseRows):
                 if cursor is None:
                     cursor = self._cursor(conn)
                 cursor.execute(query, params)
+                if self._breaker.down:  # tripped by another call meanwhile: the server answers
+                    self._breaker.reached()
                 return cursor.fetchone() if fetch else cursor.rowcount
             finally:
                 if switch and conn.pgconn.transaction_status == _IDLE:
                     conn.autocommit = False
         except psycopg.Error as err:
-            if isinstance(err, psycopg.OperationalError) and not conn.closed:
+            answered = _answered(err, conn)
+            if isinstance(err, psycopg.OperationalError) and not answered and not conn.closed:
                 conn.close()  # it may be mid-statement (a timeout): the pool replaces it
-            self._raise(err)
+            self._raise(err, answered=answered)
         finally:
             pool.putconn(conn)
 
@@ -306,9 +320,10 @@ class PostgresStore(SchemaSetup, UserRows, LeaseRows):
         cursor = self._cursors[id(conn)] = psycopg.Cursor(conn, row_factory=tuple_row)
         return cursor
 
-    def _raise(self, err: psycopg.Error) -> NoReturn:
+    def _raise(self, err: psycopg.Error, *, answered: bool = False) -> NoReturn:
         """StoreUnavailable for a missing table or column, or a connection failure; ``err``
-        itself else."""
+        itself else. The breaker trips only if the server could not be reached: not for an
+        error the server ``answered`` with (a statement timeout), see :func:`_answered`."""
         if isinstance(err, psycopg.errors.UndefinedTable):
             why = (f"table {self.table!r} does not exist; create it (see"
                    " satchel.stores.postgres.SCHEMA) or pass create_schema=True")
@@ -324,7 +339,7 @@ class PostgresStore(SchemaSetup, UserRows, LeaseRows):
         secrets = pool_secrets(self.pool)
         why = scrub(why, secrets)
         cause = chainable(err, secrets)
-        if isinstance(err, psycopg.OperationalError):
+        if isinstance(err, psycopg.OperationalError) and not answered:
             self._breaker.trip(why, cause)
         raise StoreUnavailable(f"PostgresStore {self._where} unavailable: {why}") from cause
 

@@ -65,6 +65,9 @@ class PendingGetLoad:
             if not is_wrong_type(err):
                 self._store._fail(err)
             return self._store.load_hash(self._key)
+        breaker = self._store._breaker
+        if breaker.down:  # tripped by another call meanwhile: the server answers
+            breaker.reached()
         return self._store._record(data, self._key)
 
     def cancel(self) -> None:

@@ -172,6 +172,8 @@ class RedisStore(UserSets):
             if not is_wrong_type(err):
                 self._fail(err)
             return self.load_hash(key)
+        if self._breaker.down:  # tripped by another call meanwhile: the server answers
+            self._breaker.reached()
         return self._record(data, key)
 
     def load_hash(self, key: str) -> Record | None:
@@ -294,12 +296,15 @@ class RedisStore(UserSets):
             self._breaker.enter(self._probe)
         try:
             try:
-                return self._command(*command)
+                reply = self._command(*command)
             except NoScriptError:
                 self.client.script_load(script)
-                return self._command(*command)
+                reply = self._command(*command)
         except DRIVER_ERRORS as err:
             self._fail(err)
+        if self._breaker.down:  # tripped by another call meanwhile: the server answers
+            self._breaker.reached()
+        return reply
 
     def _build_cluster(self, *args: Any) -> Any:
         """The first command of a store whose cluster was down at start: build the client
