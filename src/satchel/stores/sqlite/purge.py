@@ -73,12 +73,19 @@ class PurgeRows:
         while start < len(keys):
             rows = [(key, now) for key in keys[start:start + chunk]]
             start += len(rows)
-            began = time.perf_counter()
-            deleted += self._write(lambda conn, rows=rows: int(  # type: ignore[misc]
-                conn.executemany(PURGE_KEY, rows).rowcount))
-            held = time.perf_counter() - began
+            deleted += self._write(lambda conn, rows=rows: self._timed_delete(  # type: ignore[misc]
+                conn, rows))
+            held = self._purge_held  # the deletes' time: not the checkpoint _write may add
             chunk = max(_MIN_CHUNK, min(_MAX_CHUNK, int(len(rows) * HOLD / max(held, 1e-6))))
             time.sleep(max(_MIN_PAUSE, held * YIELD))
+        return deleted
+
+    _purge_held = 0.0
+
+    def _timed_delete(self, conn: sqlite3.Connection, rows: list[tuple[str, float]]) -> int:
+        began = time.perf_counter()
+        deleted = int(conn.executemany(PURGE_KEY, rows).rowcount)
+        self._purge_held = time.perf_counter() - began
         return deleted
 
     def count_expired(self) -> int:
