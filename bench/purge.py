@@ -131,8 +131,9 @@ def drop_database(name: str) -> None:
 
 
 def fill_postgres(url: str, sessions: int, expired: int) -> None:
-    """``sessions`` rows (every (sessions/expired)-th one expired, keys random) in one
-    server-side INSERT, then VACUUM ANALYZE (what autovacuum does to a real table)."""
+    """``sessions`` rows (exactly ``expired`` of them expired, spread evenly over the row
+    numbers; keys random) in one server-side INSERT, then VACUUM ANALYZE (what autovacuum
+    does to a real table)."""
     import psycopg
 
     from satchel.stores.postgres import PostgresStore
@@ -145,12 +146,13 @@ def fill_postgres(url: str, sessions: int, expired: int) -> None:
             "INSERT INTO satchel_sessions"
             " (key, data, created_at, last_seen, expires_at, permanent, user_id, device)"
             " SELECT encode(sha256(i::text::bytea), 'hex'), %s::jsonb, c, c,"
-            " CASE WHEN i %% %s = 0 THEN %s - 60 - random() * 7 * 86400"
+            " CASE WHEN i::bigint * %s / %s > (i::bigint - 1) * %s / %s"
+            "  THEN %s - 60 - random() * 7 * 86400"
             "  ELSE %s + 3600 + random() * 30 * 86400 END, true,"
             " CASE WHEN i %% 2 = 0 THEN 'user-' || (i %% 200000) END, 'Firefox on Linux'"
             " FROM generate_series(1, %s) AS i, LATERAL (SELECT %s - random() * 30 * 86400"
             "  + i * 0 AS c) AS t",
-            (data, sessions // max(expired, 1), time.time(), time.time(), sessions,
+            (data, expired, sessions, expired, sessions, time.time(), time.time(), sessions,
              time.time()))
         conn.execute("VACUUM ANALYZE satchel_sessions")
 

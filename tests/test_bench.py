@@ -87,3 +87,40 @@ def test_quick_scale_bench_fills_each_store() -> None:
         assert re.search(rf"^{kind} +10,000 / 1,000( +\d+\.\d\dx){{4}}$", result.stdout,
                          re.M), result.stdout
     assert results_state() == before
+
+
+def test_redis_memory_bench_compares_bytes_per_session() -> None:
+    """`bench/redis_memory.py`: its own redis-server, satchel's bytes per session next to
+    Flask-Session's for the same payload."""
+    if shutil.which("redis-server") is None:
+        cannot_test("bench/redis_memory.py starts a redis-server: apt-get install redis-server")
+    result = run(str(BENCH / "redis_memory.py"), "--sessions", "200")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in ("flask-session", "satchel", "satchel, no device"):
+        assert re.search(rf"^{name} +\d+ B +\d+ B +200 +string/", result.stdout,
+                         re.M), result.stdout
+    assert re.search(r"^ratio, satchel +\d+\.\d\dx +\d+\.\d\dx", result.stdout, re.M)
+
+
+def test_quick_purge_bench_measures_latency_before_and_during_the_purge() -> None:
+    """`bench/purge.py --quick`: a backlog of expired sessions purged by `flask satchel purge`
+    while requests run, in SQLite and PostgreSQL; every expired session goes."""
+    for store in ("sqlite", "postgres"):
+        result = run(str(BENCH / "purge.py"), "--store", store, "--quick")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "Deleted 6000 expired session(s)." in result.stderr, result.stderr
+        for window in ("before", "during"):
+            for kind in ("write", "read"):
+                assert re.search(rf"^{window} +{kind} +\d+ +\d+\.\d\d", result.stdout,
+                                 re.M), result.stdout
+        assert re.search(r"^p99 during/before +\d+\.\d\dx write", result.stdout, re.M)
+
+
+def test_quick_sqlite_processes_bench_runs_one_and_two_processes() -> None:
+    """`bench/sqlite_processes.py --quick`: SQLite writes from one and two app processes."""
+    result = run(str(BENCH / "sqlite_processes.py"), "--quick")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for load in ("paced-write", "write", "read"):
+        for procs in (1, 2):
+            assert re.search(rf"^satchel-sqlite +{load} +{procs} +\d+ +\d+\.\d\d", result.stdout,
+                             re.M), result.stdout

@@ -69,6 +69,10 @@ SHELL: dict[str, str] = {
     "make bench-load": "tests/test_bench.py (the script make bench-load runs, --quick)",
     ".venv/bin/python bench/load.py --quick": "tests/test_bench.py",
     "make bench-scale": "tests/test_bench.py (the script make bench-scale runs, --quick)",
+    ".venv/bin/python bench/redis_memory.py": "tests/test_bench.py (--sessions 200)",
+    ".venv/bin/python bench/purge.py --store sqlite": "tests/test_bench.py (--quick)",
+    ".venv/bin/python bench/purge.py --store postgres": "tests/test_bench.py (--quick)",
+    ".venv/bin/python bench/sqlite_processes.py": "tests/test_bench.py (--quick)",
     "make fuzz": CI,
     ".venv/bin/python bench/fuzz.py --count N --seed S --modes memory,cookie":
         "test_the_short_runs_the_readme_gives",
