@@ -103,16 +103,15 @@ def _redis(client: Any, label: str) -> tuple[Any, Filler]:
 
     prefix = f"{label}:"
     store = RedisStore(client, prefix=prefix)
-    # Copies the one session hash (KEYS[1]) under ARGV[2] new names prefix{<64 hex>}: HSET and
-    # PEXPIRE as the store's own writes leave it. ARGV[1]: a seed that keeps the names apart.
+    # Copies the one session (KEYS[1], a string) under ARGV[2] new names prefix{<64 hex>}, with
+    # its TTL, as the store's own writes leave it. ARGV[1]: a seed that keeps the names apart.
     script = """
-    local template = redis.call('HGETALL', KEYS[1])
+    local template = redis.call('GET', KEYS[1])
     local ttl = redis.call('PTTL', KEYS[1])
     for i = 1, tonumber(ARGV[2]) do
       local hex = redis.sha1hex(ARGV[1] .. ':' .. i)
       local name = ARGV[3] .. '{' .. hex .. string.sub(redis.sha1hex(i .. ARGV[1]), 1, 24) .. '}'
-      redis.call('HSET', name, unpack(template))
-      redis.call('PEXPIRE', name, ttl)
+      redis.call('SET', name, template, 'PX', ttl)
     end
     """
 
