@@ -11,6 +11,13 @@ rounds alternate contenders, and each cell's figure is the median of the rounds.
     python bench/load.py                # about 4 minutes
     python bench/load.py --quick        # a smoke run (1 s per cell), figures not meaningful
     python bench/load.py --only flask-cookie,satchel-sqlite --seconds 10
+    python bench/load.py --only flask-cookie,satchel-redis --own-redis   # Redis CPU counts
+
+Each cell also reports the CPU per request of its processes (the servers and wrk; with
+``--own-redis``, a redis-server of the run's own, the Redis contenders' redis-server too),
+and the ratio of those: what the req/s ratio is where CPU is the limit. On a machine that
+other work loads, req/s depends on how often a request waits for another process (each
+Redis round trip waits for redis-server to be scheduled); CPU per request does not.
 
 Needs gunicorn (pip install -e '.[bench]') and wrk (apt-get install wrk), Redis
 and PostgreSQL for their contenders (SATCHEL_TEST_REDIS_URL,
@@ -25,9 +32,12 @@ import argparse
 import os
 import shutil
 import signal
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -79,13 +89,35 @@ def _database(name: str, *, drop: bool) -> str | None:
 def _median_cell(cells: list[Cell]) -> dict[str, float]:
     rates = [cell.rate for cell in cells]
     return {"rate": statistics.median(rates), "low": min(rates), "high": max(rates),
+            "cpu": statistics.median(cell.cpu_us for cell in cells),
             "p50": statistics.median(cell.p50 for cell in cells),
             "p99": statistics.median(cell.p99 for cell in cells)}
 
 
+def _own_redis(workdir: Path) -> subprocess.Popen[bytes]:
+    """A redis-server of the run's own on a free loopback port, named by overhead.REDIS_URL
+    (and the servers' SATCHEL_TEST_REDIS_URL): its CPU is then the run's alone."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(workdir), "--loglevel", "warning"],
+        stdout=subprocess.DEVNULL)
+    overhead.REDIS_URL = os.environ["SATCHEL_TEST_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+    for _ in range(100):
+        if overhead._redis_client() is not None:
+            return server
+        time.sleep(0.05)
+    server.terminate()
+    raise RuntimeError("the run's own redis-server did not start")
+
+
 def run(names: list[str], *, seconds: int, rounds: int, warm: int, connections: int,
-        threads: int, workdir: Path) -> dict[str, dict[str, list[Cell]]]:
-    """Every cell's measurements, one per round: {contender: {scenario: [Cell, ...]}}."""
+        threads: int, workdir: Path,
+        redis_pid: int | None = None) -> dict[str, dict[str, list[Cell]]]:
+    """Every cell's measurements, one per round: {contender: {scenario: [Cell, ...]}}.
+    ``redis_pid``: the run's own redis-server, whose CPU counts in the Redis contenders'."""
     pid = os.getpid()
     database = f"satchel_bench_load_{pid}"
     prefix = f"satchel-bench-load-{pid}:"
@@ -109,9 +141,12 @@ def run(names: list[str], *, seconds: int, rounds: int, warm: int, connections: 
                 order = list(SCENARIOS)[:: 1 if round_ % 2 == 0 else -1]
                 for scenario in order:
                     path, body = SCENARIOS[scenario]
+                    pids = servers[name].pids()
+                    if "redis" in name and redis_pid is not None:
+                        pids.append(redis_pid)
                     cells[name][scenario].append(drive(servers[name].ports, path, body,
                                                        seconds=seconds,
-                                                       connections=connections))
+                                                       connections=connections, pids=pids))
             print(f"round {round_ + 1}/{rounds} done", file=sys.stderr, flush=True)
         return cells
     finally:
@@ -132,12 +167,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep-alive connections per server (one wrk thread each)")
     parser.add_argument("--threads", type=int, default=4, help="gunicorn threads per server")
     parser.add_argument("--only", default="", help="comma-separated contenders to run")
+    parser.add_argument("--own-redis", action="store_true",
+                        help="start a redis-server of the run's own (a free loopback port), so"
+                             " its CPU per request counts only this run's commands")
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for the report (default: bench/results for a full run,"
                              " none for --quick or --only)")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed (apt-get install wrk)")
+    if args.own_redis and shutil.which("redis-server") is None:
+        parser.error("--own-redis: redis-server is not installed")
     seconds, rounds, warm = (1, 1, 0) if args.quick else (args.seconds, args.rounds, 1)
     names = list(CONTENDERS)
     if args.only:
@@ -154,8 +194,15 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the servers stop in finally
 
     with tempfile.TemporaryDirectory(prefix="satchel-bench-load-") as tmp:
-        cells = run(names, seconds=seconds, rounds=rounds, warm=warm,
-                    connections=args.connections, threads=args.threads, workdir=Path(tmp))
+        own = _own_redis(Path(tmp)) if args.own_redis else None
+        try:
+            cells = run(names, seconds=seconds, rounds=rounds, warm=warm,
+                        connections=args.connections, threads=args.threads,
+                        workdir=Path(tmp), redis_pid=None if own is None else own.pid)
+        finally:
+            if own is not None:
+                own.terminate()
+                own.wait()
         failures = [f"{name} {s}: {[c.errors for c in runs]} errors (non-200 or socket) and"
                     f" {[c.bad for c in runs]} unexpected responses in the rounds, first:"
                     f" {next((c.first_bad for c in runs if c.first_bad), '')!r}"
@@ -188,11 +235,11 @@ def _ratio(table: dict[str, dict[str, dict[str, float]]], mine: str, peer: str,
 def _tables(table: dict[str, dict[str, dict[str, float]]]) -> tuple[list[str], list[list[str]]]:
     """The printed lines, and the ratio rows of the report (mine / peer, read, write, goal)."""
     lines = [f"{'':24}" + "".join(f"{s + ' req/s (min-max)':>28}{'p50 ms':>9}{'p99 ms':>9}"
-                                  for s in SCENARIOS)]
+                                  f"{'CPU µs':>8}" for s in SCENARIOS)]
     for name, row in table.items():
         lines.append(f"{name:24}" + "".join(
             f"{c['rate']:>11.0f} ({c['low']:>6.0f}-{c['high']:>6.0f}){'':>3}"
-            f"{c['p50']:>9.2f}{c['p99']:>9.2f}" for c in row.values()))
+            f"{c['p50']:>9.2f}{c['p99']:>9.2f}{c['cpu']:>8.0f}" for c in row.values()))
     pairs = [(n, BASE) for n in table if n != BASE and BASE in table]
     pairs += [(n, p) for n, p in PEERS.items() if n in table and p in table and p != BASE]
     ratio_rows = []
@@ -206,6 +253,12 @@ def _tables(table: dict[str, dict[str, dict[str, float]]]) -> tuple[list[str], l
             goal_text += "  met" if read >= goal[0] and write >= goal[1] else "  NOT met"
         lines.append(f"  {mine + ' / ' + peer:46}{read:>8.2f}{write:>8.2f}   {goal_text}")
         ratio_rows.append([f"{mine} / {peer}", f"{read:.2f}", f"{write:.2f}", goal_text])
+    lines.append("\nCPU per request (servers, wrk, and with --own-redis redis-server), the"
+                 " peer's / mine:\nthe req/s ratio where CPU is the limit (a quiet machine)"
+                 f"\n{'':48}{'read':>8}{'write':>8}")
+    for mine, peer in pairs:
+        read, write = (table[peer][s]["cpu"] / table[mine][s]["cpu"] for s in SCENARIOS)
+        lines.append(f"  {mine + ' / ' + peer:46}{read:>8.2f}{write:>8.2f}")
     return lines, ratio_rows
 
 

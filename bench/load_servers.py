@@ -13,6 +13,8 @@ from __future__ import annotations
 import ctypes
 import http.client
 import json
+import os
+import resource
 import signal
 import socket
 import subprocess
@@ -83,6 +85,18 @@ class Servers:
                 raise RuntimeError(f"{self.name}: the server did not start:\n{text[-3000:]}")
             time.sleep(0.1)
 
+    def pids(self) -> list[int]:
+        """The servers' processes: each gunicorn master and its worker(s)."""
+        pids = []
+        for process in self._processes:
+            pids.append(process.pid)
+            try:
+                children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text()
+            except OSError:
+                continue
+            pids += [int(pid) for pid in children.split()]
+        return pids
+
     def stop(self) -> None:
         """Stop both servers (SIGTERM, then SIGKILL after 10 s); stopping twice is harmless."""
         for process in self._processes:
@@ -106,6 +120,23 @@ class Cell:
     errors: int
     bad: int
     first_bad: str  # the first unexpected response: status and start of body ("" if none)
+    cpu_us: float = float("nan")  # CPU µs per request of the servers, clients and any `pids`
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds so far of processes ``pids`` (all their threads; Linux's
+    /proc, 1/100 s resolution); a process that is gone counts 0."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / _TICK
 
 
 def _quantile(runs: list[dict[str, float | list[int]]], q: float) -> float:
@@ -131,12 +162,18 @@ def _quantile(runs: list[dict[str, float | list[int]]], q: float) -> float:
 
 
 def drive(ports: list[int], path: str, expected: str, *, seconds: int,
-          connections: int) -> Cell:
+          connections: int, pids: list[int] | None = None) -> Cell:
     """Drive each port with its own wrk for ``seconds``, at once; the combined figures.
 
     Each wrk opens ``connections`` keep-alive connections (one thread each), and
-    each connection logs in, then requests ``path``, expecting ``expected``.
+    each connection logs in, then requests ``path``, expecting ``expected``. The cell's
+    ``cpu_us`` counts the CPU of the wrk clients and of processes ``pids`` (the servers,
+    and redis-server if it is the run's own) per request: on a machine that other work
+    loads, a steadier figure than req/s for what the contender costs.
     """
+    pids = pids or []
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_before = cpu_seconds(pids)
     clients = [subprocess.Popen(
         ["wrk", f"-t{connections}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
          "-s", str(LUA), f"http://127.0.0.1:{port}", "--", path, expected],
@@ -155,7 +192,13 @@ def drive(ports: list[int], path: str, expected: str, *, seconds: int,
             if client.poll() is None:
                 client.kill()
                 client.wait()
+    cpu = cpu_seconds(pids) - cpu_before
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu += (children.ru_utime - children_before.ru_utime
+            + children.ru_stime - children_before.ru_stime)  # the wrk clients, now reaped
+    requests = sum(r["requests"] for r in runs)
     rate = sum(r["requests"] / (r["duration_us"] / 1e6) for r in runs)
-    return Cell(rate=rate, p50=_quantile(runs, 0.5) / 1000, p99=_quantile(runs, 0.99) / 1000,
+    return Cell(rate=rate, cpu_us=cpu / requests * 1e6 if requests else float("nan"),
+                p50=_quantile(runs, 0.5) / 1000, p99=_quantile(runs, 0.99) / 1000,
                 errors=sum(r["errors"] for r in runs), bad=sum(r["bad"] for r in runs),
                 first_bad=next((r["first_bad"] for r in runs if r["first_bad"]), ""))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -80,6 +81,30 @@ def test_a_late_reply_is_never_read_by_the_next_command(admin: redis.Redis) -> N
             kept.command("BLPOP", empty, 1)  # Redis answers after 1 s: too late
         admin.rpush(empty, b"x")  # had that socket been kept, BLPOP's reply would come next
         assert kept.command("ECHO", "mine") == b"mine"
+    finally:
+        admin.delete(empty)
+        client.close()
+
+
+def test_a_kept_connection_times_out_once_without_a_retry(admin: redis.Redis) -> None:
+    """A kept socket is bounded by kernel timeouts: the wait ends as redis-py's TimeoutError
+    (not a ConnectionError, which would be sent again and wait twice), after one timeout."""
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=0.3)
+    kept = KeptConnections(client.connection_pool)
+    empty = f"satchel-test:empty:{os.urandom(8).hex()}"
+    try:
+        assert kept.command("PING") == b"PONG"
+        started = time.monotonic()
+        with pytest.raises(redis.exceptions.TimeoutError):
+            kept.command("BLPOP", empty, 2)  # Redis answers after 2 s
+        assert 0.25 < time.monotonic() - started < 1.0
+        admin.rpush(empty, b"x")  # a kept late socket would read BLPOP's reply next
+        assert kept.command("ECHO", "mine") == b"mine"
+        pending = kept.start("BLPOP", empty + ":other", 2)
+        assert pending is not None
+        with pytest.raises(redis.exceptions.TimeoutError):
+            pending.wait()
+        assert kept.command("ECHO", "again") == b"again"
     finally:
         admin.delete(empty)
         client.close()

@@ -156,7 +156,8 @@ def info_of(data: Any) -> tuple[Any, ...] | None:
 # read(key): the session at ``key`` as a table {perm, created, seen, expires, ulive, user,
 # device (numbers, strings or nil), body (the encoded fields)}; nil if there is none or its
 # metadata cannot be read. A hash (the earlier layout: f:<name> fields, m:* metadata) is read as its
-# record, and written back as one by the script's next SET. Another type raises WRONGTYPE.
+# record, and written back as one by the script's next SET. Another type raises WRONGTYPE. (One
+# GET, no TYPE first, for a string: a command less per script; a GET that fails looks again.)
 # build(r): the bytes of record ``r``. fields(body): the names of an encoded body, in order,
 # and a table of each name's encoded field; an error if the body is cut short.
 LUA = r"""
@@ -208,10 +209,13 @@ local function from_hash(key)
   if r.created and r.seen and r.expires then return r end
 end
 local function read(key)
-  local kind = redis.call('TYPE', key)['ok']
-  if kind == 'none' then return nil end
-  if kind == 'hash' then return from_hash(key) end
-  local ok, r = pcall(parse, redis.call('GET', key))
+  local s = redis.pcall('GET', key)
+  if type(s) == 'table' then
+    if redis.call('TYPE', key)['ok'] == 'hash' then return from_hash(key) end
+    s = redis.call('GET', key)
+  end
+  if not s then return nil end
+  local ok, r = pcall(parse, s)
   if ok then return r end
 end
 local function build(r, body)
