@@ -148,6 +148,13 @@ class CookieEngine:
 
     # -- commit ------------------------------------------------------------------
 
+    def refreshes_unused(self, session: Session, refresh_each_request: bool) -> bool:
+        """True if :meth:`commit` of a session the request never used re-seals its cookie:
+        one whose header says it is permanent, with ``refresh_each_request`` (as Flask
+        re-sends a permanent cookie). Otherwise that commit does nothing."""
+        cookie = session.request_cookie
+        return bool(refresh_each_request and cookie and looks_permanent(cookie))
+
     def commit(self, session: Session, policy: SealedPolicy, *, cookie_name: str = "session",
                refresh_each_request: bool = True,
                permanent_lifetime: float | None = None) -> CookieAction | None:
@@ -158,8 +165,7 @@ class CookieEngine:
         Raises CodecError naming the key whose value cannot be stored.
         """
         if not session.loaded:
-            cookie = session.request_cookie
-            if not (refresh_each_request and cookie and looks_permanent(cookie)):
+            if not self.refreshes_unused(session, refresh_each_request):
                 return None
             session.load_quietly()
             if not session.stored:

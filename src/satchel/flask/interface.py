@@ -164,14 +164,19 @@ class SatchelSessionInterface(SessionInterface):
             # A locked request's load must wait for its lock: never prefetch its path.
             self.session_use.record(path, used=session.accessed and not session.was_locked,
                                     had_cookie=session.request_cookie is not None)
-        if not session.accessed and not session.loaded and type(self.engine) is Engine:
-            # Never used: no store call, no cookie (see Engine.commit), only the Vary header
-            # Flask sends when it would re-send a permanent cookie.
-            self.engine.commit_unused(session)
-            if (app.config["SESSION_REFRESH_EACH_REQUEST"]
-                    and self.engine.looks_permanent(session.request_cookie)):
-                add_session_headers(response, None)
-            return
+        if not session.accessed and not session.loaded:
+            engine = self.engine
+            if type(engine) is Engine:
+                # Never used: no store call, no cookie (see Engine.commit), only the Vary
+                # header Flask sends when it would re-send a permanent cookie.
+                engine.commit_unused(session)
+                if (app.config["SESSION_REFRESH_EACH_REQUEST"]
+                        and engine.looks_permanent(session.request_cookie)):
+                    add_session_headers(response, None)
+                return
+            if type(engine) is CookieEngine and not engine.refreshes_unused(
+                    session, app.config["SESSION_REFRESH_EACH_REQUEST"]):
+                return  # never used, and its cookie is not one to re-seal: nothing to send
         check_samesite(self.get_cookie_samesite(app))  # before the store is written
         name = self.get_cookie_name(app)
         policy = getattr(session, "policy", None)
