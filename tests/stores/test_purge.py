@@ -81,15 +81,19 @@ def test_purge_leaves_fields_of_no_purged_session(tmp_path: Path) -> None:
     assert sorted(row[0] for row in rows) == ["live0000", "live0001", "live0002"]
 
 
-def test_sqlite_purge_deletes_locks_past_their_lease_only(tmp_path: Path) -> None:
-    clock = FakeClock()
-    store = SQLiteStore(tmp_path / "s.sqlite3", clock=clock)
+def test_purge_deletes_locks_past_their_lease_only(store: Any) -> None:
+    assert store.purge_expired() == 0  # before any lock: PostgreSQL has no lock table yet
     assert store.acquire_lock("old", "t1", lease=5)
-    clock.advance(10)
+    store.clock.advance(10)
     assert store.acquire_lock("held", "t2", lease=30)
     store.purge_expired()
-    rows = store._connect().execute("SELECT key FROM satchel_locks").fetchall()
+    if isinstance(store, SQLiteStore):
+        rows = store._connect().execute("SELECT key FROM satchel_locks").fetchall()
+    else:
+        with store.pool.connection() as conn:
+            rows = conn.execute(f"SELECT key FROM {store.table}_locks").fetchall()
     assert rows == [("held",)]
+    assert store.release_lock("held", "t2")
 
 
 def test_sqlite_purge_keeps_a_session_created_live_over_an_expired_key_meanwhile(

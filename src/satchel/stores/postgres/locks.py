@@ -9,6 +9,7 @@ handling.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -18,10 +19,18 @@ from psycopg import sql
 from psycopg.rows import tuple_row
 
 from satchel.errors import StoreUnavailable
-from satchel.stores.postgres.statements import EXISTS, LOCK_SCHEMA, LOCK_TABLE_SUFFIX, SCHEMA_LOCK
+from satchel.stores.postgres.statements import (
+    EXISTS,
+    LOCK_SCHEMA,
+    LOCK_TABLE_SUFFIX,
+    SCHEMA_LOCK,
+)
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
+
+
+_ASK_AGAIN = 60.0  # seconds between asks whether a missing lock table exists now
 
 
 class LeaseRows:
@@ -31,6 +40,8 @@ class LeaseRows:
     _where: str
     _locks: sql.Identifier
     _locks_ready: bool
+    _locks_known = False  # the lock table exists (see _lock_table_exists)
+    _locks_asked = -_ASK_AGAIN
     _acquire_lock: bytes
     _release_lock: bytes
     _clock: Any
@@ -47,11 +58,26 @@ class LeaseRows:
             self._create_lock_table()
         now = self._clock()
         with self._lock_table_named():
-            return bool(self._run(self._acquire_lock, (key, token, now + lease, now), False) == 1)
+            taken = bool(self._run(self._acquire_lock, (key, token, now + lease, now), False) == 1)
+        self._locks_known = True
+        return taken
 
     def release_lock(self, key: str, token: str) -> bool:
         with self._lock_table_named():
             return bool(self._run(self._release_lock, (key, token), False) == 1)
+
+    def _lock_table_exists(self) -> bool:
+        """Whether the lock table exists (for a purge of the lease rows past their lease):
+        known once this store made or used it; else asked at most once a minute."""
+        if self._locks_known:
+            return True
+        now = time.monotonic()
+        if now - self._locks_asked < _ASK_AGAIN:
+            return False
+        self._locks_asked = now
+        row = self._run(EXISTS.encode(), (self._locks.as_string(),), True)
+        self._locks_known = row is not None and row[0] is not None
+        return self._locks_known
 
     @contextmanager
     def _lock_table_named(self) -> Iterator[None]:

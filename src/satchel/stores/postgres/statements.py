@@ -93,6 +93,11 @@ DELETE = "DELETE FROM {table} WHERE key = %s"
 # each key in the primary key's index.
 PURGE = ("DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table}"
          " WHERE expires_at <= %s LIMIT %s FOR UPDATE SKIP LOCKED))")
+# The same, once the lock table exists, with the lease rows past their lease (parameters:
+# now, then PURGE's): one statement, one round trip.
+PURGE_WITH_LOCKS = ("WITH locks AS (DELETE FROM {locks} WHERE expires_at <= %s)"
+                    " DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table}"
+                    " WHERE expires_at <= %s LIMIT %s FOR UPDATE SKIP LOCKED))")
 COUNT_EXPIRED = "SELECT count(*) FROM {table} WHERE expires_at <= %s"
 
 TABLE_NAME = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_]{0,47}\.)?[A-Za-z_][A-Za-z0-9_]{0,47}")

@@ -41,6 +41,7 @@ from satchel.stores.postgres.statements import (
     LOCK_TABLE_SUFFIX,
     PREFETCH,
     PURGE,
+    PURGE_WITH_LOCKS,
     RELEASE_LOCK,
     TABLE_NAME,
     TEXT_OID,
@@ -168,6 +169,8 @@ class PostgresStore(SchemaSetup, UserRows, LeaseRows):
         self._updates: dict[tuple[bool, ...], bytes] = {}  # patch shape -> its UPDATE
         self._delete = build(DELETE)
         self._purge = build(PURGE)
+        self._purge_with_locks = sql.SQL(PURGE_WITH_LOCKS).format(table=ident,
+                                                                  locks=locks).as_bytes()
         self._count_expired = build(COUNT_EXPIRED)
         # id(connection) -> this store's cursor on it. The cursor keeps its connection
         # alive, so an id is never reused while its entry exists.
@@ -384,6 +387,7 @@ class PostgresStore(SchemaSetup, UserRows, LeaseRows):
     def purge_expired(self, batch: int = 1000) -> int:
         """Delete up to ``batch`` expired rows in one statement, skipping rows another
         transaction holds; return how many went (0: none is expired, or all are held).
+        Lease rows of session locks past their lease go too, in the same statement.
 
         Then pause ``PURGE_YIELD`` times as long as the statement took, before returning:
         a loop of calls leaves the server (its CPU, its WAL) to the requests running
@@ -391,7 +395,11 @@ class PostgresStore(SchemaSetup, UserRows, LeaseRows):
         calls do; what earlier calls deleted stays deleted.
         """
         began = time.perf_counter()
-        deleted = int(self._run(self._purge, (self._clock(), batch), False))
+        now = self._clock()
+        if self._lock_table_exists():
+            deleted = int(self._run(self._purge_with_locks, (now, now, batch), False))
+        else:
+            deleted = int(self._run(self._purge, (now, batch), False))
         if deleted:
             time.sleep((time.perf_counter() - began) * PURGE_YIELD)
         return deleted
