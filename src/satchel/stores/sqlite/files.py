@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import time
 
 FileIdentity = tuple[tuple[int, int] | None, ...]
 
@@ -100,6 +101,23 @@ def try_write(conn: sqlite3.Connection) -> None:
         conn.execute(f"PRAGMA user_version = {version}")
     finally:
         conn.execute("ROLLBACK")
+
+
+def use_wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """``PRAGMA journal_mode=WAL`` on ``conn``, tried again for up to ``timeout`` seconds
+    while the file is locked. Turning a file that is not in WAL mode yet into it needs the
+    file to itself, and SQLite answers "database is locked" at once, without its busy
+    handler, while another process holds it (several workers opening a new or old file at
+    the same moment). Raises ``sqlite3.Error``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
 
 
 def set_busy_timeout(conn: Connection, seconds: float) -> None:

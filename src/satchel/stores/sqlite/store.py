@@ -24,6 +24,7 @@ from satchel.stores.sqlite.files import (
     set_busy_timeout,
     try_write,
     unusable,
+    use_wal,
     why_unavailable,
 )
 from satchel.stores.sqlite.purge import PurgeRows
@@ -120,7 +121,7 @@ class SQLiteStore(PurgeRows, UserRows):
             new = sqlite3.connect(self.path, timeout=self._busy_timeout, factory=Connection,
                                   isolation_level=None, check_same_thread=False)
             closer = Closer(new)  # closes it if a PRAGMA or the schema's upgrade fails, too
-            new.execute("PRAGMA journal_mode=WAL")
+            use_wal(new, self._busy_timeout)
             new.execute("PRAGMA synchronous=NORMAL")
             new.execute("PRAGMA wal_autocheckpoint=0")  # see _write: not under the write lock
             new.execute("PRAGMA foreign_keys=ON")
