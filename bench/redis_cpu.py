@@ -74,17 +74,9 @@ def _commands(info: Any) -> dict[str, tuple[int, float]]:
 
 
 def _requests(app: Any, environ: dict[str, Any], count: int) -> None:
-    from overhead import _start_response
+    from overhead import _drive  # the same loop as make bench's (its timing unused here)
 
-    wsgi = app.wsgi_app
-    copy = environ.copy
-    for _ in range(count):
-        body = wsgi(copy(), _start_response)
-        for _chunk in body:
-            pass
-        close = getattr(body, "close", None)
-        if close is not None:
-            close()
+    _drive(app, environ, count)
 
 
 def measure(app: Any, environ: dict[str, Any], count: int, info: Any,
