@@ -36,6 +36,12 @@ def test_quick_bench_reports_ratios_for_every_contender(tmp_path: Path) -> None:
     for line in ("- Machine: ", "- Versions: Python ", "Flask ", "Redis ", "PostgreSQL ",
                  "- Command: `python bench/overhead.py --quick --out "):
         assert line in report
+    for layer, peer in (("satchel-redis", "flask-session-redis"),
+                        ("satchel-postgres", "flask-session-postgres")):
+        # what the raw round trips alone would allow, in the output and the report
+        floor = rf"{layer} overhead / round trips.*\n +lowest ratio to {peer} the round trips"
+        assert re.search(floor + r" allow: write \d+\.\d+x, read \d+\.\d+x", result.stdout)
+        assert re.search(floor, report), report
     assert (tmp_path / "overhead.png").read_bytes().startswith(b"\x89PNG")
     assert results_state() == before
 
