@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             cells, labels = run(names, seconds=seconds, rounds=rounds, warm=warm,
                                 connections=args.connections, threads=args.threads,
                                 workdir=Path(tmp), own_redis=own is not None)
+            redis_version = report.redis_version(overhead.REDIS_URL)  # while it runs
         finally:
             if own is not None:
                 own.terminate()
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(load_report.lines(table, labels)))
     out = args.out or (None if args.quick or args.only else report.RESULTS)
     if out is not None:
-        written = load_report.write(out, setup, table, labels)
+        written = load_report.write(out, setup, table, labels, redis_version=redis_version)
         print(f"\nreport: {written} (and {written.with_suffix('.png').name})")
     for failure in failures:
         print(f"FAILED: {failure}", file=sys.stderr)

@@ -108,8 +108,11 @@ def lines(table: Table, labels: list[str]) -> list[str]:
     return out
 
 
-def write(out: Path, setup: str, table: Table, labels: list[str]) -> Path:
-    """Write ``out/load.md`` and ``out/load.png``; the markdown file's path."""
+def write(out: Path, setup: str, table: Table, labels: list[str], *,
+          redis_version: str) -> Path:
+    """Write ``out/load.md`` and ``out/load.png``; the markdown file's path.
+    ``redis_version``: the run's Redis server's, asked while it ran (``--own-redis``'s
+    server is gone by now)."""
     header = ["", *(f"{s} {what}" for s in SCENARIOS for what in ("req/s", "p50 ms", "p99 ms"))]
     rows = [[name, *(value for c in row.values() for value in
                      (f"{c['rate']:.0f} ({c['low']:.0f}-{c['high']:.0f})", f"{c['p50']:.2f}",
@@ -144,8 +147,9 @@ def write(out: Path, setup: str, table: Table, labels: list[str]) -> Path:
               for title, unit, key in (("throughput (higher is better)", "requests/s", "rate"),
                                        ("p99 latency (lower is better)", "ms", "p99"))]
     env: dict[str, Any] = report.environment(
-        redis_url=overhead.REDIS_URL, postgres_url=overhead.POSTGRES_URL,
         extra={"Tools": f"gunicorn {report._version('gunicorn')}, {_wrk_version()}"})
+    env["Versions"] += (f", Redis {redis_version},"
+                        f" PostgreSQL {report.postgres_version(overhead.POSTGRES_URL)}")
     return report.write(out, "load", title="Throughput under gunicorn (make bench-load)",
                         env=env, command=report.command_line(), body=body, panels=panels)
 
