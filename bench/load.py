@@ -11,13 +11,16 @@ rounds alternate contenders, and each cell's figure is the median of the rounds.
     python bench/load.py                # about 4 minutes
     python bench/load.py --quick        # a smoke run (1 s per cell), figures not meaningful
     python bench/load.py --only flask-cookie,satchel-sqlite --seconds 10
-    python bench/load.py --only flask-cookie,satchel-redis --own-redis   # Redis CPU counts
+    python bench/load.py --only flask-cookie,satchel-redis --own-redis   # Redis CPU: ours
 
-Each cell also reports the CPU per request of its processes (the servers and wrk; with
-``--own-redis``, a redis-server of the run's own, the Redis contenders' redis-server too),
-and the ratio of those: what the req/s ratio is where CPU is the limit. On a machine that
-other work loads, req/s depends on how often a request waits for another process (each
-Redis round trip waits for redis-server to be scheduled); CPU per request does not.
+Each cell also reports CPU per request: the app's (its gunicorn servers and wrk clients),
+the store server's (Redis's INFO cpu, PostgreSQL's processes in /proc: load_store_cpu.py)
+and their sum, and the ratios of those sums: the req/s ratio CPU alone allows where CPU
+is the limit (here the store servers run on the app's two cores), with and without the
+store server's part. On a machine that other work loads, req/s depends on how often a
+request waits for another process (each Redis round trip waits for redis-server to be
+scheduled); CPU per request does not. The shared Redis at SATCHEL_TEST_REDIS_URL counts
+other clients' commands too: ``--own-redis`` starts a redis-server of the run's own.
 
 Needs gunicorn (pip install -e '.[bench]') and wrk (apt-get install wrk), Redis
 and PostgreSQL for their contenders (SATCHEL_TEST_REDIS_URL,
@@ -33,27 +36,19 @@ import os
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
+import load_report
 import overhead
 import report
-from load_app import CONTENDERS
+from load_app import CONTENDERS, SCENARIOS
 from load_servers import Cell, Servers, drive
-
-SCENARIOS = {"read": ("/read", "alice"), "write": ("/write", "ok")}
-BASE = "flask-cookie"
-PEERS = {"satchel-cookie": BASE, "satchel-redis": "flask-session-redis",
-         "satchel-postgres": "flask-session-postgres"}
-# The goals of issue 14: satchel's req/s as a ratio of Flask's cookie session's (read, write).
-GOALS = {"satchel-sqlite": (1.0, 0.9), "satchel-redis": (0.95, 0.9),
-         "satchel-postgres": (0.8, 0.7)}
+from load_store_cpu import probe
 
 
 def _available(name: str) -> str | None:
@@ -86,14 +81,6 @@ def _database(name: str, *, drop: bool) -> str | None:
     return urlsplit(overhead.POSTGRES_URL)._replace(path="/" + name).geturl()
 
 
-def _median_cell(cells: list[Cell]) -> dict[str, float]:
-    rates = [cell.rate for cell in cells]
-    return {"rate": statistics.median(rates), "low": min(rates), "high": max(rates),
-            "cpu": statistics.median(cell.cpu_us for cell in cells),
-            "p50": statistics.median(cell.p50 for cell in cells),
-            "p99": statistics.median(cell.p99 for cell in cells)}
-
-
 def _own_redis(workdir: Path) -> subprocess.Popen[bytes]:
     """A redis-server of the run's own on a free loopback port, named by overhead.REDIS_URL
     (and the servers' SATCHEL_TEST_REDIS_URL): its CPU is then the run's alone."""
@@ -115,9 +102,11 @@ def _own_redis(workdir: Path) -> subprocess.Popen[bytes]:
 
 def run(names: list[str], *, seconds: int, rounds: int, warm: int, connections: int,
         threads: int, workdir: Path,
-        redis_pid: int | None = None) -> dict[str, dict[str, list[Cell]]]:
-    """Every cell's measurements, one per round: {contender: {scenario: [Cell, ...]}}.
-    ``redis_pid``: the run's own redis-server, whose CPU counts in the Redis contenders'."""
+        own_redis: bool = False) -> tuple[dict[str, dict[str, list[Cell]]], list[str]]:
+    """Every cell's measurements, one per round: {contender: {scenario: [Cell, ...]}}, and
+    how the store servers' CPU was measured (one line per kind of server).
+    ``own_redis``: overhead.REDIS_URL is the run's own redis-server (other clients' commands
+    do not count in the Redis contenders' server CPU)."""
     pid = os.getpid()
     database = f"satchel_bench_load_{pid}"
     prefix = f"satchel-bench-load-{pid}:"
@@ -127,6 +116,9 @@ def run(names: list[str], *, seconds: int, rounds: int, warm: int, connections: 
            "SATCHEL_BENCH_TABLE": "satchel_bench_load",
            **({"SATCHEL_TEST_POSTGRES_URL": db_url} if db_url else {})}
     servers: dict[str, Servers] = {}
+    redis_client = overhead._redis_client() if any("redis" in n for n in names) else None
+    meters = {name: probe(name, redis_client=redis_client, redis_url=overhead.REDIS_URL,
+                          own_redis=own_redis, database=database) for name in names}
     try:
         for name in names:
             servers[name] = Servers(name, {**env, "SATCHEL_BENCH_CONTENDER": name},
@@ -141,14 +133,12 @@ def run(names: list[str], *, seconds: int, rounds: int, warm: int, connections: 
                 order = list(SCENARIOS)[:: 1 if round_ % 2 == 0 else -1]
                 for scenario in order:
                     path, body = SCENARIOS[scenario]
-                    pids = servers[name].pids()
-                    if "redis" in name and redis_pid is not None:
-                        pids.append(redis_pid)
-                    cells[name][scenario].append(drive(servers[name].ports, path, body,
-                                                       seconds=seconds,
-                                                       connections=connections, pids=pids))
+                    cells[name][scenario].append(drive(
+                        servers[name].ports, path, body, seconds=seconds,
+                        connections=connections, pids=servers[name].pids(),
+                        server=meters[name]))
             print(f"round {round_ + 1}/{rounds} done", file=sys.stderr, flush=True)
-        return cells
+        return cells, sorted({meter.label for meter in meters.values() if meter.label})
     finally:
         for group in servers.values():
             group.stop()
@@ -169,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated contenders to run")
     parser.add_argument("--own-redis", action="store_true",
                         help="start a redis-server of the run's own (a free loopback port), so"
-                             " its CPU per request counts only this run's commands")
+                             " the Redis server CPU per request counts only this run's commands")
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for the report (default: bench/results for a full run,"
                              " none for --quick or --only)")
@@ -196,9 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="satchel-bench-load-") as tmp:
         own = _own_redis(Path(tmp)) if args.own_redis else None
         try:
-            cells = run(names, seconds=seconds, rounds=rounds, warm=warm,
-                        connections=args.connections, threads=args.threads,
-                        workdir=Path(tmp), redis_pid=None if own is None else own.pid)
+            cells, labels = run(names, seconds=seconds, rounds=rounds, warm=warm,
+                                connections=args.connections, threads=args.threads,
+                                workdir=Path(tmp), own_redis=own is not None)
+            redis_version = report.redis_version(overhead.REDIS_URL)  # while it runs
         finally:
             if own is not None:
                 own.terminate()
@@ -211,84 +202,20 @@ def main(argv: list[str] | None = None) -> int:
         for log in sorted(Path(tmp).glob("*.log")) if failures else ():
             if log.stat().st_size:
                 print(f"--- {log.name}, last lines:\n{log.read_text()[-2000:]}", file=sys.stderr)
-    table = {name: {s: _median_cell(c) for s, c in row.items()} for name, row in cells.items()}
+    table = {name: {s: load_report.summary(c) for s, c in row.items()}
+             for name, row in cells.items()}
     setup = (f"2 gunicorn gthread servers (1 worker x {args.threads} threads) per contender,"
              f" each driven by wrk -t{args.connections} -c{args.connections} (keep-alive);"
              f" median of {rounds} round(s) of {seconds} s per cell")
-    lines, ratio_rows = _tables(table)
     print(setup)
-    print("\n".join(lines))
+    print("\n".join(load_report.lines(table, labels)))
     out = args.out or (None if args.quick or args.only else report.RESULTS)
     if out is not None:
-        written = _report(out, setup, table, ratio_rows)
+        written = load_report.write(out, setup, table, labels, redis_version=redis_version)
         print(f"\nreport: {written} (and {written.with_suffix('.png').name})")
     for failure in failures:
         print(f"FAILED: {failure}", file=sys.stderr)
     return 1 if failures else 0
-
-
-def _ratio(table: dict[str, dict[str, dict[str, float]]], mine: str, peer: str,
-           scenario: str) -> float:
-    return table[mine][scenario]["rate"] / table[peer][scenario]["rate"]
-
-
-def _tables(table: dict[str, dict[str, dict[str, float]]]) -> tuple[list[str], list[list[str]]]:
-    """The printed lines, and the ratio rows of the report (mine / peer, read, write, goal)."""
-    lines = [f"{'':24}" + "".join(f"{s + ' req/s (min-max)':>28}{'p50 ms':>9}{'p99 ms':>9}"
-                                  f"{'CPU µs':>8}" for s in SCENARIOS)]
-    for name, row in table.items():
-        lines.append(f"{name:24}" + "".join(
-            f"{c['rate']:>11.0f} ({c['low']:>6.0f}-{c['high']:>6.0f}){'':>3}"
-            f"{c['p50']:>9.2f}{c['p99']:>9.2f}{c['cpu']:>8.0f}" for c in row.values()))
-    pairs = [(n, BASE) for n in table if n != BASE and BASE in table]
-    pairs += [(n, p) for n, p in PEERS.items() if n in table and p in table and p != BASE]
-    ratio_rows = []
-    lines.append("\nreq/s as a ratio of the peer's in the same run (higher is better):"
-                 f"\n{'':48}{'read':>8}{'write':>8}   goal (read / write)")
-    for mine, peer in pairs:
-        read, write = (_ratio(table, mine, peer, s) for s in SCENARIOS)
-        goal = GOALS.get(mine) if peer == BASE else None
-        goal_text = f">= {goal[0]} / {goal[1]}" if goal else ""
-        if goal:
-            goal_text += "  met" if read >= goal[0] and write >= goal[1] else "  NOT met"
-        lines.append(f"  {mine + ' / ' + peer:46}{read:>8.2f}{write:>8.2f}   {goal_text}")
-        ratio_rows.append([f"{mine} / {peer}", f"{read:.2f}", f"{write:.2f}", goal_text])
-    lines.append("\nCPU per request (servers, wrk, and with --own-redis redis-server), the"
-                 " peer's / mine:\nthe req/s ratio where CPU is the limit (a quiet machine)"
-                 f"\n{'':48}{'read':>8}{'write':>8}")
-    for mine, peer in pairs:
-        read, write = (table[peer][s]["cpu"] / table[mine][s]["cpu"] for s in SCENARIOS)
-        lines.append(f"  {mine + ' / ' + peer:46}{read:>8.2f}{write:>8.2f}")
-    return lines, ratio_rows
-
-
-def _report(out: Path, setup: str, table: dict[str, dict[str, dict[str, float]]],
-            ratio_rows: list[list[str]]) -> Path:
-    header = ["", *(f"{s} {what}" for s in SCENARIOS for what in ("req/s", "p50 ms", "p99 ms"))]
-    rows = [[name, *(value for c in row.values() for value in
-                     (f"{c['rate']:.0f} ({c['low']:.0f}-{c['high']:.0f})", f"{c['p50']:.2f}",
-                      f"{c['p99']:.2f}"))] for name, row in table.items()]
-    body = (f"{setup}; req/s in brackets: the lowest and highest round.\n\n"
-            + report.markdown_table(header, rows)
-            + "\nreq/s as a ratio of the peer's in the same run (higher is better):\n\n"
-            + report.markdown_table(["", "read", "write", "goal (read / write)"], ratio_rows))
-    names = list(table)
-    panels = [report.Panel(title=title, unit=unit, categories=names,
-                           series={s: [table[n][s][key] for n in names] for s in SCENARIOS})
-              for title, unit, key in (("throughput (higher is better)", "requests/s", "rate"),
-                                       ("p99 latency (lower is better)", "ms", "p99"))]
-    env: dict[str, Any] = report.environment(
-        redis_url=overhead.REDIS_URL, postgres_url=overhead.POSTGRES_URL,
-        extra={"Tools": f"gunicorn {report._version('gunicorn')}, {_wrk_version()}"})
-    return report.write(out, "load", title="Throughput under gunicorn (make bench-load)",
-                        env=env, command=report.command_line(), body=body, panels=panels)
-
-
-def _wrk_version() -> str:
-    import subprocess
-
-    result = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
-    return " ".join((result.stdout + result.stderr).split()[:2]) or "wrk"
 
 
 if __name__ == "__main__":

@@ -20,6 +20,9 @@ def _sqlite() -> Flask:
     return overhead.satchel_sqlite(Path(os.environ["SATCHEL_BENCH_DIR"]))
 
 
+# The cells of each contender: scenario -> (path, the body every response must have).
+SCENARIOS = {"read": ("/read", "alice"), "write": ("/write", "ok")}
+
 CONTENDERS: dict[str, Callable[[], Flask | None]] = {
     "flask-cookie": overhead.flask_cookie,
     "flask-session-redis": overhead.flask_session_redis,

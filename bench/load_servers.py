@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from load_store_cpu import NoServer, ServerCpu
+
 BENCH = Path(__file__).resolve().parent
 LUA = BENCH / "load.lua"
 _PR_SET_PDEATHSIG = 1
@@ -120,7 +122,8 @@ class Cell:
     errors: int
     bad: int
     first_bad: str  # the first unexpected response: status and start of body ("" if none)
-    cpu_us: float = float("nan")  # CPU µs per request of the servers, clients and any `pids`
+    cpu_us: float = float("nan")  # CPU µs per request of the app: `pids` and the wrk clients
+    server_us: float = 0.0  # CPU µs per request of the store's server (0 without one)
 
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -162,16 +165,19 @@ def _quantile(runs: list[dict[str, float | list[int]]], q: float) -> float:
 
 
 def drive(ports: list[int], path: str, expected: str, *, seconds: int,
-          connections: int, pids: list[int] | None = None) -> Cell:
+          connections: int, pids: list[int] | None = None,
+          server: ServerCpu | None = None) -> Cell:
     """Drive each port with its own wrk for ``seconds``, at once; the combined figures.
 
     Each wrk opens ``connections`` keep-alive connections (one thread each), and
     each connection logs in, then requests ``path``, expecting ``expected``. The cell's
-    ``cpu_us`` counts the CPU of the wrk clients and of processes ``pids`` (the servers,
-    and redis-server if it is the run's own) per request: on a machine that other work
-    loads, a steadier figure than req/s for what the contender costs.
+    ``cpu_us`` counts the CPU of the wrk clients and of processes ``pids`` (the gunicorn
+    servers) per request, ``server_us`` that of the store's server (``server``'s meter,
+    over the same window): on a machine that other work loads, steadier figures than
+    req/s for what the contender costs.
     """
     pids = pids or []
+    server_since = (server or NoServer()).start()
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_before = cpu_seconds(pids)
     clients = [subprocess.Popen(
@@ -193,12 +199,14 @@ def drive(ports: list[int], path: str, expected: str, *, seconds: int,
                 client.kill()
                 client.wait()
     cpu = cpu_seconds(pids) - cpu_before
+    server_cpu = server_since()
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu += (children.ru_utime - children_before.ru_utime
             + children.ru_stime - children_before.ru_stime)  # the wrk clients, now reaped
     requests = sum(r["requests"] for r in runs)
     rate = sum(r["requests"] / (r["duration_us"] / 1e6) for r in runs)
-    return Cell(rate=rate, cpu_us=cpu / requests * 1e6 if requests else float("nan"),
+    per_request = 1e6 / requests if requests else float("nan")
+    return Cell(rate=rate, cpu_us=cpu * per_request, server_us=server_cpu * per_request,
                 p50=_quantile(runs, 0.5) / 1000, p99=_quantile(runs, 0.99) / 1000,
                 errors=sum(r["errors"] for r in runs), bad=sum(r["bad"] for r in runs),
                 first_bad=next((r["first_bad"] for r in runs if r["first_bad"]), ""))

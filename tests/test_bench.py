@@ -67,14 +67,32 @@ def test_quick_load_bench_under_gunicorn_and_wrk(tmp_path: Path) -> None:
     result = run(str(BENCH / "load.py"), "--quick", "--out", str(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "skipped" not in result.stderr and "FAILED" not in result.stderr, result.stderr
-    for name in ("flask-cookie", "flask-session-redis", "flask-session-postgres",
-                 "satchel-cookie", "satchel-sqlite", "satchel-redis", "satchel-postgres"):
-        assert re.search(rf"^{name} +\d+ \( *\d+- *\d+\) +\d+\.\d\d +\d+\.\d\d +\d+",
+    names = ("flask-cookie", "flask-session-redis", "flask-session-postgres",
+             "satchel-cookie", "satchel-sqlite", "satchel-redis", "satchel-postgres")
+    for name in names:
+        assert re.search(rf"^{name} +\d+ \( *\d+- *\d+\)( +\d+\.\d\d){{2}} +\d+ \(",
                          result.stdout, re.M), result.stdout
     assert re.search(r"satchel-redis / flask-session-redis +\d+\.\d\d +\d+\.\d\d",
                      result.stdout), result.stdout
     report = (tmp_path / "load.md").read_text()
     assert "| satchel-sqlite / flask-cookie |" in report and "gunicorn " in report, report
+    # CPU per request: the app's, the store server's (none for cookies and SQLite), their sum
+    assert "server CPU/req (us)" in result.stdout and "app+server CPU/req (us)" in report
+    for name in names:
+        for scenario in ("read", "write"):
+            found = re.search(rf"^{name} +{scenario} +(\d+) +(\d+) +(\d+)$", result.stdout, re.M)
+            assert found, result.stdout
+            app, server, total = map(int, found.groups())
+            assert app > 0 and abs(app + server - total) <= 1, found.group(0)
+            has_server = "redis" in name or "postgres" in name
+            assert (server > 0) if has_server else (server == 0), found.group(0)
+        row = re.search(rf"^\| {name}( \| \d+){{6}} \|$", report, re.M)
+        assert row, report
+    # What CPU alone allows, with and without the store server's part, for each store
+    for name in names[1:]:
+        assert re.search(rf"^  {name} / flask-cookie +\d+\.\d\d / \d+\.\d\d"
+                         r" +\d+\.\d\d / \d+\.\d\d$", result.stdout, re.M), result.stdout
+        assert re.search(rf"^\| {name} / flask-cookie( \| \d+\.\d\d){{4}} \|$", report, re.M)
     assert (tmp_path / "load.png").read_bytes().startswith(b"\x89PNG")
     assert results_state() == before
 
