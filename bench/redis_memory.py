@@ -14,6 +14,10 @@ Per session, two figures:
 - the growth of ``INFO memory``'s ``used_memory`` over all sessions, divided by their number
   (everything the server spends: the keys' expiry entries, hash-table growth, ...).
 
+and, to show where they go, the length of a key's name and of its value (``STRLEN``), in bytes:
+the allocator rounds each up to its size class (jemalloc: 48, 56, 64, 80, 96, 112, 128, ...),
+so a few bytes more can cost a class more.
+
 The ratio is satchel's bytes over Flask-Session's (the goal: at most 1.0).
 
     python bench/redis_memory.py                     # 10,000 sessions each, ~30 s
@@ -140,7 +144,10 @@ def measure(client: redis.Redis, build: Callable[[redis.Redis], Flask], prefix: 
     grown = _used(client) - before
     names = [n for n in client.scan_iter(match=prefix + "*", count=1000)][:SAMPLE]
     usage = [int(client.memory_usage(n, samples=0) or 0) for n in names]
+    values = [int(client.strlen(n)) for n in names]
     return {"keys": client.dbsize() - before_keys, "usage": sum(usage) / len(usage),
+            "key_bytes": sum(map(len, names)) / len(names),
+            "value_bytes": sum(values) / len(values),
             "used": grown / sessions, "type": client.type(names[0]).decode(),
             "encoding": client.object("encoding", names[0]).decode()}
 
@@ -164,9 +171,11 @@ def main() -> None:
             time.sleep(0.2)
     print(f"{args.server} {version}, {args.sessions} sessions each,"
           f" settings: {' '.join(args.config) or 'defaults'}")
-    print(f"{'':20}{'MEMORY USAGE':>14}{'used_memory':>14}  {'keys':>6}  type/encoding")
+    print(f"{'':20}{'MEMORY USAGE':>14}{'used_memory':>14}  {'keys':>6}  {'key':>6}"
+          f"  {'value':>6}  type/encoding")
     for name, row in rows.items():
         print(f"{name:20}{row['usage']:>12.0f} B{row['used']:>12.0f} B  {row['keys']:>6}"
+              f"  {row['key_bytes']:>4.0f} B  {row['value_bytes']:>4.0f} B"
               f"  {row['type']}/{row['encoding']}")
     fs = rows["flask-session"]
     for name in ("satchel", "satchel, no device"):

@@ -121,8 +121,9 @@ def test_redis_memory_bench_compares_bytes_per_session() -> None:
     result = run(str(BENCH / "redis_memory.py"), "--sessions", "200")
     assert result.returncode == 0, result.stdout + result.stderr
     for name in ("flask-session", "satchel", "satchel, no device"):
-        assert re.search(rf"^{name} +\d+ B +\d+ B +200 +string/", result.stdout,
-                         re.M), result.stdout
+        # bytes per session, then the lengths of a key's name and of its value
+        assert re.search(rf"^{name} +\d+ B +\d+ B +200 +\d+ B +\d+ B +string/",
+                         result.stdout, re.M), result.stdout
     assert re.search(r"^ratio, satchel +\d+\.\d\dx +\d+\.\d\dx", result.stdout, re.M)
 
 
