@@ -30,6 +30,7 @@ cannot work as configured (a folder, not a database, read-only) is a
 
 The package: :mod:`~satchel.stores.sqlite.store` (the store),
 :mod:`~satchel.stores.sqlite.schema` (the schema, its statements, its upgrade),
+:mod:`~satchel.stores.sqlite.updates` (the statements that apply a patch),
 :mod:`~satchel.stores.sqlite.users` (a user's sessions, every session),
 :mod:`~satchel.stores.sqlite.files` (telling whether a connection's files are
 still the ones at the path; whether a path that cannot be opened is down or
