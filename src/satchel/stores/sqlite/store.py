@@ -21,7 +21,9 @@ from satchel.stores.sqlite.files import (
     FileMoved,
     checkpoint_wal,
     file_identity,
+    folder_of,
     set_busy_timeout,
+    still_there,
     try_write,
     unusable,
     use_wal,
@@ -108,7 +110,7 @@ class SQLiteStore(PurgeRows, UserRows):
             now = time.monotonic()
             if now - conn.checked_at < _READ_CHECK_INTERVAL:
                 return conn
-            if file_identity(self.path) == conn.identity:
+            if still_there(conn, self.path):
                 conn.checked_at = now
                 return conn
             self._drop(conn)
@@ -128,6 +130,7 @@ class SQLiteStore(PurgeRows, UserRows):
             why = why_unavailable(self.path, err)
             raise StoreUnavailable(f"SQLite store {self.path!r}: {why}") from err
         new.identity, new.checked_at = file_identity(self.path), time.monotonic()
+        new.folder = folder_of(self.path)
         new.busy_ms = self._busy_ms  # what connect(timeout=) set
         new.cur = new.cursor()
         with self._opened_lock:
@@ -213,7 +216,7 @@ class SQLiteStore(PurgeRows, UserRows):
                     cur.execute("BEGIN IMMEDIATE")
                     try:
                         result = work(conn)
-                        if file_identity(self.path) != conn.identity:
+                        if not still_there(conn, self.path):
                             raise FileMoved
                     except FileMoved:
                         cur.execute("ROLLBACK")
