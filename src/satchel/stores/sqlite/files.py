@@ -6,14 +6,17 @@ A connection keeps writing into its file after the file has left the path; see
 
 Telling whether a connection's files are still the ones at the path takes a ``stat`` of
 each of the three (the database, its -wal and -shm: (device, inode) each), or one of their
-folder while the folder's entries have not changed: removing, renaming or creating a file
+folder while the folder's entries have not changed: creating, removing or renaming a file
 in a folder sets the folder's modification time to the current time (POSIX), so a folder
 found with the same (device, inode, mtime, ctime) as at a check of the three files has the
-same entries, if its mtime was already older than the coarsest timestamp granularity then
-(:data:`SETTLED`: a change within the same tick of a coarse clock would leave it as it
-was). A folder that changed in the last few seconds is checked the slow way. A database
-path that is a symbolic link is always checked the slow way (its -wal and -shm are next to
-the file it points to, not in the link's folder).
+same entries, provided its mtime was already older than any timestamp granularity at that
+check (:data:`SETTLED`; a change within the same tick of a coarse clock would leave it as
+it was). The clock that sets it is this machine's: a WAL database is on a local file
+system (SQLite's WAL does not work over a network file system). A folder that changed in
+the last few seconds is checked the slow way, and so is a database path that is a
+symbolic link (its -wal and -shm are next to the file it points to, not in the link's
+folder). A file mounted over the database file itself would go unnoticed while the folder
+is settled.
 
 A path that cannot be opened
 is either "down" (its folder is missing: not created, or a volume not mounted, yet; the
@@ -77,7 +80,8 @@ def still_there(conn: Connection, path: str) -> bool:
     """Whether the database file at ``path`` and its -wal and -shm are still the files
     ``conn`` opened (``conn.identity``): one ``stat`` of their folder while its entries
     have not changed since it was found settled, else a ``stat`` of each (see the module).
-    A missing folder or file counts as changed."""
+    A missing folder counts as changed, and so does a file gone since ``conn`` opened
+    it."""
     stamp = None
     if conn.folder is not None:
         try:
