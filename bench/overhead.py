@@ -108,8 +108,12 @@ def satchel_memory() -> Flask:
 
 
 def satchel_sqlite(tmp: Path) -> Flask:
+    # A folder of its own, as advised (README): Flask-Session's SQLite file, in rollback-journal
+    # mode, creates and deletes a -journal next to it on every write.
+    folder = tmp / "satchel"
+    folder.mkdir(exist_ok=True)
     app = _routes(Flask("satchel_sqlite"), use_session=True)
-    Satchel(app, store=SQLiteStore(tmp / "satchel.sqlite3"))
+    Satchel(app, store=SQLiteStore(folder / "sessions.sqlite3"))
     return app
 
 

@@ -171,6 +171,36 @@ class StoreContract(UserIndexContract):
         loaded = store.load("k1")
         assert loaded is not None and loaded.user is None and loaded.permanent is False
 
+    def test_each_metadata_attribute_alone_changes_only_itself(
+            self, store: Store, clock: FakeClock) -> None:
+        store.create("k1", Record({"a": b"1"}, clock.now, clock.now, clock.now + HOUR,
+                                  user="alice"))
+        assert store.update("k1", Patch(permanent=True)) == Updated.KEPT
+        assert store.update("k1", Patch(user="bob")) == Updated.KEPT
+        clock.advance(60)
+        assert store.update("k1", Patch(last_seen=clock.now)) == Updated.KEPT
+        loaded = store.load("k1")
+        assert loaded is not None
+        assert (loaded.permanent, loaded.user, loaded.last_seen) == (True, "bob", clock.now)
+        assert (loaded.created_at, loaded.expires_at) == (clock.now - 60, clock.now - 60 + HOUR)
+        assert store.update("k1", Patch(expires_at=clock.now + 2 * HOUR)) == Updated.KEPT
+        assert store.update("k1", Patch(user="")) == Updated.KEPT
+        loaded = store.load("k1")
+        assert loaded is not None and loaded.fields == {"a": b"1"}
+        assert (loaded.permanent, loaded.user, loaded.last_seen, loaded.expires_at) == (
+            True, None, clock.now, clock.now + 2 * HOUR)
+
+    def test_setting_fields_alone_never_writes_into_a_gone_record(
+            self, store: Store, clock: FakeClock) -> None:
+        store.create("k1", make_record(clock, ttl=10, a=b"1"))
+        assert store.update("k1", Patch(set={"a": b"2", "b": b"3"})) == Updated.KEPT
+        clock.advance(10)
+        assert store.update("k1", Patch(set={"a": b"4"})) == Updated.GONE
+        assert store.update("k1", Patch(set={"a": b"4", "c": b"5"})) == Updated.GONE
+        assert store.load("k1") is None
+        assert store.update("ghost", Patch(set={"a": b"1", "b": b"2"})) == Updated.GONE
+        assert store.load("ghost") is None
+
     def test_update_extends_life(self, store: Store, clock: FakeClock) -> None:
         store.create("k1", make_record(clock, ttl=100, a=b"1"))
         clock.advance(90)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from satchel.errors import ConfigError, StoreUnavailable
-from satchel.store import Patch, Record
+from satchel.store import Patch, Record, Updated
 from satchel.stores.sqlite import SQLiteStore
 from satchel.stores.sqlite.users import SESSIONS_OF
 from tests.clock import FakeClock
@@ -87,6 +87,20 @@ class TestSQLiteStore(StoreContract, ExpiredLookupContract):
         assert "satchel_sessions_user" in names
         SQLiteStore(path, clock=clock).close()  # opening it again changes nothing
         assert keys(store.sessions_of("alice")) == ["old", "new"]
+
+    def test_an_update_that_finds_its_session_expired_leaves_the_rows_as_they_were(
+            self, store: SQLiteStore, clock: FakeClock) -> None:
+        store.create("k", make_record(clock, ttl=10, a=b"1"))
+        clock.advance(10)
+        assert store.update("k", Patch(set={"a": b"2"})) == Updated.GONE
+        assert store.update("k", Patch(set={"a": b"2", "b": b"3"})) == Updated.GONE
+        assert store.update("k", Patch(delete=frozenset({"a"}))) == Updated.GONE
+        assert store.update("k", Patch(set={"b": b"3"}, last_seen=clock.now)) == Updated.GONE
+        with closing(sqlite3.connect(store.path)) as conn:
+            assert conn.execute("SELECT key, name, value FROM satchel_fields").fetchall() == [
+                ("k", "a", b"1")]
+            assert conn.execute("SELECT last_seen FROM satchel_sessions").fetchall() == [
+                (clock.now - 10,)]
 
     def test_uses_wal(self, store: SQLiteStore) -> None:
         with sqlite3.connect(store.path) as conn:

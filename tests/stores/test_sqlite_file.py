@@ -13,6 +13,7 @@ import shutil
 import sqlite3
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,82 @@ def test_a_removed_wal_or_shm_is_noticed(store: SQLiteStore, suffix: str) -> Non
     store.create("after", record(b=b"2"))  # on a connection that has the files at the path
     loaded = fresh_load(store.path, "after")
     assert loaded is not None and loaded.fields == {"b": b"2"}
+
+
+def settle(*folders: Path) -> None:
+    """Make the folders look as if their entries last changed an hour ago: the store then
+    checks its files with one stat of their folder, until the folder changes."""
+    past = time.time() - 3600
+    for folder in folders:
+        os.utime(folder, (past, past))
+
+
+@pytest.mark.parametrize("suffix", ["-wal", "-shm"])
+def test_a_removed_wal_or_shm_is_noticed_in_a_folder_unchanged_for_long(
+        store: SQLiteStore, folder: Path, suffix: str) -> None:
+    settle(folder)
+    assert store.update("before", Patch(set={"a": b"2"}))  # a check that finds it settled
+    assert store.update("before", Patch(set={"a": b"3"}))
+    os.remove(store.path + suffix)
+    store.create("after", record(b=b"2"))
+    loaded = fresh_load(store.path, "after")
+    assert loaded is not None and loaded.fields == {"b": b"2"}
+
+
+def test_a_file_replaced_in_a_folder_unchanged_for_long_is_reopened(
+        store: SQLiteStore, folder: Path) -> None:
+    path = store.path
+    copy = folder.with_name("restored.sqlite3")  # made outside: the folder stays settled
+    with closing(sqlite3.connect(path)) as source, closing(sqlite3.connect(copy)) as target:
+        source.backup(target)
+    settle(folder)
+    store.create("gone-with-the-old-file", record(x=b"1"))
+    os.replace(copy, path)  # restoring a backup: the file, without the old -wal and -shm
+    for suffix in ("-wal", "-shm"):
+        os.remove(path + suffix)
+    store.create("after", record(b=b"2"))
+    assert store.load("gone-with-the-old-file") is None
+    loaded = fresh_load(path, "after")
+    assert loaded is not None and loaded.fields == {"b": b"2"}
+
+
+def test_a_folder_moved_away_and_back_when_unchanged_for_long_keeps_its_sessions(
+        store: SQLiteStore, folder: Path) -> None:
+    settle(folder, folder.parent)
+    assert store.update("before", Patch(set={"a": b"2"}))
+    away = folder.with_name("away")
+    folder.rename(away)
+    with pytest.raises(StoreUnavailable):
+        store.update("before", Patch(set={"a": b"during"}))
+    away.rename(folder)
+    assert store.update("before", Patch(set={"b": b"after"}))
+    loaded = fresh_load(store.path, "before")
+    assert loaded is not None and loaded.fields == {"a": b"2", "b": b"after"}
+
+
+def test_a_replaced_file_behind_a_symlinked_path_is_reopened(tmp_path: Path) -> None:
+    """The database path is a link to a file in another folder, where its -wal and -shm
+    are: a file replaced there is noticed although the link's folder never changes."""
+    real, links = tmp_path / "real", tmp_path / "links"
+    real.mkdir()
+    links.mkdir()
+    (links / "sessions.sqlite3").symlink_to(real / "sessions.sqlite3")
+    path = str(links / "sessions.sqlite3")
+    store = SQLiteStore(path, clock=FakeClock())
+    store.create("before", record(a=b"1"))
+    copy = tmp_path / "restored.sqlite3"
+    with closing(sqlite3.connect(path)) as source, closing(sqlite3.connect(copy)) as target:
+        source.backup(target)
+    settle(real, links)
+    store.create("gone-with-the-old-file", record(x=b"1"))
+    os.replace(copy, real / "sessions.sqlite3")
+    for suffix in ("-wal", "-shm"):
+        os.remove(str(real / "sessions.sqlite3") + suffix)
+    store.create("after", record(b=b"2"))
+    assert store.load("gone-with-the-old-file") is None
+    loaded = fresh_load(path, "after")
+    assert loaded is not None and loaded.fields == {"b": b"2"}
+    store.close()
 
 
 def test_no_acknowledged_write_is_lost_under_threads(folder: Path) -> None:

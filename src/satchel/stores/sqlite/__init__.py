@@ -14,8 +14,10 @@ A connection keeps writing into its file after the file has left the path
 removed): SQLite notices that only in rollback-journal mode
 (SQLITE_READONLY_DBMOVED), not in WAL mode. So each connection records the
 (device, inode) of the three files when it opens, and a write commits only
-if they are still the files at the path (three ``stat`` calls per write; an
-inode is not reused while the connection holds it open). Otherwise the
+if they are still the files at the path (a ``stat`` of each, or of their
+folder alone while its entries have not changed: see
+:mod:`~satchel.stores.sqlite.files`; an inode is not reused while the
+connection holds it open). Otherwise the
 write is rolled back and retried once on a new connection to the file now
 at the path, whose schema is created if it is new; while the path cannot be
 opened, :class:`StoreUnavailable`. Reads check at most once a second per
@@ -30,6 +32,7 @@ cannot work as configured (a folder, not a database, read-only) is a
 
 The package: :mod:`~satchel.stores.sqlite.store` (the store),
 :mod:`~satchel.stores.sqlite.schema` (the schema, its statements, its upgrade),
+:mod:`~satchel.stores.sqlite.updates` (the statements that apply a patch),
 :mod:`~satchel.stores.sqlite.users` (a user's sessions, every session),
 :mod:`~satchel.stores.sqlite.files` (telling whether a connection's files are
 still the ones at the path; whether a path that cannot be opened is down or

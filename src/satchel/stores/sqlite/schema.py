@@ -46,13 +46,14 @@ INSERT_META = (
     " (key, created_at, last_seen, expires_at, permanent, user, device)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-UPDATE_META = (
-    "UPDATE satchel_sessions SET last_seen = coalesce(?, last_seen),"
-    " expires_at = coalesce(?, expires_at), permanent = coalesce(?, permanent),"
-    " user = CASE WHEN ? THEN nullif(?, '') ELSE user END"
-    " WHERE key = ? AND expires_at > ?"
-)
 UPSERT_FIELD = "INSERT OR REPLACE INTO satchel_fields (key, name, value) VALUES (?, ?, ?)"
+# A field written only if its session is live (parameters: name, value, key, now): no row
+# inserted, the session is missing or expired. (The UPDATE of a patch's metadata is built per
+# patch shape: satchel.stores.sqlite.updates.)
+UPSERT_LIVE_FIELD = (
+    "INSERT OR REPLACE INTO satchel_fields (key, name, value)"
+    " SELECT key, ?, ? FROM satchel_sessions WHERE key = ? AND expires_at > ?"
+)
 DELETE_FIELD = "DELETE FROM satchel_fields WHERE key = ? AND name = ?"
 CLEAR_FIELDS = "DELETE FROM satchel_fields WHERE key = ?"
 # (has the tables, has the device column, has the user index): (1, 1, 1) when up to date.

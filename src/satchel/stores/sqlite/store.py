@@ -21,7 +21,9 @@ from satchel.stores.sqlite.files import (
     FileMoved,
     checkpoint_wal,
     file_identity,
+    folder_of,
     set_busy_timeout,
+    still_there,
     try_write,
     unusable,
     use_wal,
@@ -30,18 +32,15 @@ from satchel.stores.sqlite.files import (
 from satchel.stores.sqlite.purge import PurgeRows
 from satchel.stores.sqlite.schema import (
     ACQUIRE_LOCK,
-    CLEAR_FIELDS,
     DELETE,
-    DELETE_FIELD,
-    HAS_FIELDS,
     INSERT_META,
     IS_LIVE,
     LOAD,
     RELEASE_LOCK,
-    UPDATE_META,
     UPSERT_FIELD,
     prepare,
 )
+from satchel.stores.sqlite.updates import update_work
 from satchel.stores.sqlite.users import UserRows
 from satchel.stores.sqlite.writers import Locked, Writers, process_id
 
@@ -80,6 +79,7 @@ class SQLiteStore(PurgeRows, UserRows):
         self.path = os.fspath(path)
         self._clock = clock
         self._busy_timeout = busy_timeout
+        self._busy_ms = int(busy_timeout * 1000)
         self._local = threading.local()
         self._opened: weakref.WeakSet[Connection] = weakref.WeakSet()  # every thread's
         self._pid = process_id()  # whose connections _local holds
@@ -110,7 +110,7 @@ class SQLiteStore(PurgeRows, UserRows):
             now = time.monotonic()
             if now - conn.checked_at < _READ_CHECK_INTERVAL:
                 return conn
-            if file_identity(self.path) == conn.identity:
+            if still_there(conn, self.path):
                 conn.checked_at = now
                 return conn
             self._drop(conn)
@@ -130,7 +130,9 @@ class SQLiteStore(PurgeRows, UserRows):
             why = why_unavailable(self.path, err)
             raise StoreUnavailable(f"SQLite store {self.path!r}: {why}") from err
         new.identity, new.checked_at = file_identity(self.path), time.monotonic()
-        new.busy_ms = int(self._busy_timeout * 1000)  # what connect(timeout=) set
+        new.folder = folder_of(self.path)
+        new.busy_ms = self._busy_ms  # what connect(timeout=) set
+        new.cur = new.cursor()
         with self._opened_lock:
             self._opened.add(new)
         local = self._local
@@ -195,35 +197,39 @@ class SQLiteStore(PurgeRows, UserRows):
                 f"SQLite store {self.path!r}: database is locked: another writer held it for"
                 f" longer than the busy timeout ({self._busy_timeout:g} s)") from err
 
-    def _write(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+    def _write(self, work: Callable[[Connection], _T]) -> _T:
         """``work(conn)`` in one write transaction, committed only if the connection's files
         are still the ones at the path; else rolled back and run once more on a new
         connection. :class:`StoreUnavailable` if the path cannot be opened or keeps changing,
         or if other writers hold the write lock for longer than the busy timeout.
         """
-        with self._errors():
+        try:  # not self._errors(): a generator context costs about a microsecond a call
             left = self._take_writers()
             try:
                 for _ in range(2):
                     conn = self._connect()
-                    set_busy_timeout(conn, left if left < 0.9 * self._busy_timeout
-                                     else self._busy_timeout)
-                    conn.execute("BEGIN IMMEDIATE")
+                    if left < 0.9 * self._busy_timeout:
+                        set_busy_timeout(conn, left)
+                    elif conn.busy_ms != self._busy_ms:
+                        set_busy_timeout(conn, self._busy_timeout)
+                    cur = conn.cur
+                    cur.execute("BEGIN IMMEDIATE")
                     try:
                         result = work(conn)
-                        if file_identity(self.path) != conn.identity:
+                        if not still_there(conn, self.path):
                             raise FileMoved
                     except FileMoved:
-                        conn.execute("ROLLBACK")
+                        cur.execute("ROLLBACK")
                         self._drop(conn)
                         continue
                     except BaseException:
-                        conn.execute("ROLLBACK")
+                        cur.execute("ROLLBACK")
                         raise
-                    conn.execute("COMMIT")
+                    cur.execute("COMMIT")
                     conn.checked_at = time.monotonic()
-                    self._changes += conn.total_changes - conn.changes_seen
-                    conn.changes_seen = conn.total_changes
+                    changes = conn.total_changes
+                    self._changes += changes - conn.changes_seen
+                    conn.changes_seen = changes
                     checkpoint = self._changes >= _CHECKPOINT_CHANGES
                     if checkpoint:
                         self._changes = 0
@@ -234,16 +240,18 @@ class SQLiteStore(PurgeRows, UserRows):
                         " store (removed, moved or replaced); not written")
             finally:
                 self._writers.release()
-            if checkpoint:
-                try:
-                    checkpoint_wal(conn)
-                except sqlite3.Error as err:  # written; the next checkpoint catches up
-                    log.debug("SQLite store %r: checkpoint failed: %s", self.path, err)
+        except sqlite3.DatabaseError as err:
+            raise StoreUnavailable(f"SQLite store {self.path!r}: {err}") from err
+        if checkpoint:
+            try:
+                checkpoint_wal(conn)
+            except sqlite3.Error as err:  # written; the next checkpoint catches up
+                log.debug("SQLite store %r: checkpoint failed: %s", self.path, err)
         return result
 
     def load(self, key: str) -> Record | None:
         try:  # not self._errors(): a generator context costs about a microsecond a call
-            rows = self._connect().execute(LOAD, (key, self._clock())).fetchall()
+            rows = self._connect().cur.execute(LOAD, (key, self._clock())).fetchall()
         except sqlite3.DatabaseError as err:
             raise StoreUnavailable(f"SQLite store {self.path!r}: {err}") from err
         if not rows:
@@ -269,30 +277,12 @@ class SQLiteStore(PurgeRows, UserRows):
         self._write(work)
 
     def update(self, key: str, patch: Patch) -> Updated:
+        now = self._clock()
         if patch == _NOTHING:  # only "is it live?": a read, no write transaction
             with self._errors():
-                live = self._connect().execute(IS_LIVE, (key, self._clock())).fetchone()
-            return Updated.GONE if live is None else Updated.KEPT
-        permanent = None if patch.permanent is None else int(patch.permanent)
-        params = (patch.last_seen, patch.expires_at, permanent, patch.user is not None,
-                  patch.user, key, self._clock())
-
-        def work(conn: sqlite3.Connection) -> Updated:
-            # BEGIN IMMEDIATE: the emptiness check sees the patch alone
-            if conn.execute(UPDATE_META, params).rowcount == 0:
-                return Updated.GONE
-            if patch.clear:
-                conn.execute(CLEAR_FIELDS, (key,))
-            elif patch.delete:
-                conn.executemany(DELETE_FIELD, [(key, name) for name in patch.delete])
-            if patch.set:
-                conn.executemany(UPSERT_FIELD, [(key, n, v) for n, v in patch.set.items()])
-            elif patch.delete_if_empty and conn.execute(HAS_FIELDS, (key,)).fetchone() is None:
-                conn.execute(DELETE, (key,))
-                return Updated.EMPTIED
-            return Updated.KEPT
-
-        return self._write(work)
+                live = self._connect().cur.execute(IS_LIVE, (key, now)).fetchall()
+            return Updated.KEPT if live else Updated.GONE
+        return self._write(update_work(key, patch, now))
 
     def delete(self, key: str) -> None:
         self._write(lambda conn: conn.execute(DELETE, (key,)))
