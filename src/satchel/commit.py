@@ -153,17 +153,21 @@ class Committer:
     def _update(self, session: Session, sid: str, policy: Policy, refresh_each_request: bool,
                 permanent_lifetime: float | None, now: float) -> CookieAction | None:
         """Commit a stored session that keeps its id."""
-        key = storage_key_of(session, sid)
         lifetime = policy.lifetime
-        changes = (session.changes(self.codec.encode_field) if session.may_have_changed
-                   else _UNCHANGED)
-        touch_due = lifetime.touch_due(session.last_seen, now)
+        touch_due = now - session.last_seen >= lifetime.touch_after  # lifetime.touch_due
+        permanent = session.is_permanent
+        must_set = (session.cookie_key_index != 0 or session.cookie_permanent != permanent
+                    or (permanent and refresh_each_request))
+        if session.pristine:  # only read: nothing to write, and not modified
+            changes = _UNCHANGED
+        else:
+            changes = (session.changes(self.codec.encode_field) if session.may_have_changed
+                       else _UNCHANGED)
+            must_set = must_set or session.modified or changes.any
         empty = session.empty
-        must_set = (session.modified or changes.any or session.cookie_key_index != 0
-                    or session.cookie_permanent != session.is_permanent
-                    or (session.is_permanent and refresh_each_request))
         if not (must_set or touch_due or empty):
             return None  # read-only within the touch interval: no write, no cookie
+        key = storage_key_of(session, sid)
         # From here on the store is always asked: a patch that changes nothing only checks that
         # the session is still live, so a cookie is never re-sent for an id that a parallel
         # request rotated (a login) or ended (a logout) meanwhile.

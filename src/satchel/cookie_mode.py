@@ -82,6 +82,7 @@ class CookieEngine:
         self.codec = codec
         self.clock = clock
         self.events = events if events is not None else Events()
+        self._lazy_load = self._load_opened  # one bound method, given to every session
 
     def build_policy(self, secret: Secret, fallbacks: Sequence[Secret],
                      lifetime: Lifetime) -> SealedPolicy:
@@ -102,14 +103,23 @@ class CookieEngine:
         """
         if session is None:
             session = Session()
-        session.defer_load(
-            cookie, lambda target: self._load(target, cookie, policy, cookie_name, foreign))
+        session.policy = policy
+        session.cookie_name = cookie_name
+        if foreign is not None:
+            session.foreign_reader = foreign
+        session.defer_load(cookie, self._lazy_load)
         return session
 
-    def _load(self, session: Session, cookie: str | None, policy: SealedPolicy, name: str,
-              foreign: ForeignReader | None) -> None:
+    def _load_opened(self, session: Session) -> None:
+        """The loader :meth:`open` gives: the cookie, policy, cookie name and foreign reader
+        are the session's own (``request_cookie``, ``policy``, ``cookie_name``,
+        ``foreign_reader``)."""
+        cookie = session.request_cookie
         if not cookie:
             return
+        policy: SealedPolicy = session.policy
+        name = session.cookie_name
+        foreign = session.foreign_reader
         if foreign is not None and is_foreign_cookie(cookie):
             if not load_foreign(session, cookie, foreign):
                 self.events.rejected(cookie[:MAX_FOREIGN_COOKIE_LENGTH], "bad-flask-cookie")

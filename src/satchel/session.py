@@ -53,14 +53,19 @@ class Session(TrackedDict):
     sid: str | None = None
     storage_key_memo: tuple[str, str] | None = None  # (sid, its storage key)
     request_cookie: str | None = None
+    policy: Any = None  # what the engine opened the session with (its keys and timeouts)
+    cookie_name = "session"  # the name of the request's session cookie (sealed for it)
+    # Reads a cookie Flask's own session interface wrote (satchel.foreign), if enabled
+    foreign_reader: Callable[[str], dict[str, Any] | None] | None = None
     created_at = 0.0
     last_seen = 0.0
     cookie_key_index = 0
     cookie_permanent = False
     read_only = False  # opened through an id a parallel request rotated: nothing is kept
     pending_load: PendingLoad | None = None  # a load the engine sent ahead (prefetch)
-    # Session locks (satchel.locking): called with (store, storage key, log tag) before the
-    # load, it takes the lock if the request wants one; the lock is released after the commit.
+    # Session locks (satchel.locking): called with (store, storage key, session id) before
+    # the load, it takes the lock if the request wants one (naming the session in its log lines
+    # by ids.fingerprint of the id, computed only then); the lock is released after the commit.
     lock_gate: LockGate | None = None
     held_lock: HeldLock | None = None
     was_locked = False
@@ -149,6 +154,15 @@ class Session(TrackedDict):
 
     def _permanence_change(self) -> bool | None:
         return self._permanent if self._permanent_changed else None
+
+    @property
+    def pristine(self) -> bool:
+        """True if the request changed nothing and was handed no mutable value: no key
+        assigned, deleted or cleared, no ``modified = True``, no change of ``permanent``,
+        no :meth:`regenerate` (then :meth:`changes` finds nothing and :attr:`modified` is
+        False). The engines' cheap test for a request that only read its session."""
+        return not (self._set or self._removed or self._read or self._cleared
+                    or self._modified_flag or self._permanent_changed or self._regenerated)
 
     def clear(self) -> None:
         """Remove every key and make the session non-permanent, as Flask's ``clear()`` does.

@@ -52,6 +52,7 @@ class TrackedDict(dict[str, Any]):
     """
 
     _cleared = False
+    _loader: Callable[[Any], None] | None = None  # runs on first use; None once loaded
     accessed = False
     load_failed = False  # the loader raised: the commit writes nothing
     # SATCHEL_ON_STORE_ERROR = "anonymous": a load the store fails leaves the dict empty (and

@@ -31,8 +31,8 @@ log = logging.getLogger("satchel")
 class FlaskSession(Session, SessionMixin):  # type: ignore[override]
     """A :class:`~satchel.session.Session` that Flask recognises as its own kind."""
 
-    policy: Any = None  # the keys and timeouts the request was opened with
-    permanent_lifetime = 0.0  # PERMANENT_SESSION_LIFETIME then, in seconds
+    # (policy, PERMANENT_SESSION_LIFETIME in seconds): the config the request was opened with
+    opened_with: tuple[Any, float] | None = None
     path: str | None = None  # the request's path, when the interface learns which use sessions
     lock_gate = staticmethod(locked_view_gate)  # @session_lock views lock before the load
     records_device = True  # SATCHEL_RECORD_DEVICE
@@ -81,39 +81,48 @@ class SatchelSessionInterface(SessionInterface):
         return self._policy_and_lifetime(app)[0]
 
     def _policy_and_lifetime(self, app: Flask) -> tuple[Any, float]:
-        """:meth:`policy`, and ``PERMANENT_SESSION_LIFETIME`` in seconds (cached together).
+        """:meth:`policy`, and ``PERMANENT_SESSION_LIFETIME`` in seconds (cached together,
+        by the config values they are made of).
 
         The keys are checked where the cache misses, so a config changed after
         ``init_app`` is refused (ConfigError) on its first request at no cost to
         the others; a ring with a key shorter than 32 bytes is logged once.
         """
         config = app.config
-        secret = config["SECRET_KEY"]
         fallbacks = config.get("SECRET_KEY_FALLBACKS")
-        if type(fallbacks) is not tuple:
-            fallbacks = (() if fallbacks is None else tuple(fallbacks) if type(fallbacks) is list
-                         else fallback_tuple(fallbacks))  # ConfigError for a str
-        idle = config.get("SATCHEL_IDLE_TIMEOUT")
-        absolute = config.get("SATCHEL_ABSOLUTE_TIMEOUT")
-        lifetime = config["PERMANENT_SESSION_LIFETIME"]  # a timedelta or seconds, as Flask allows
-        cache_key = (secret, fallbacks, idle, absolute, lifetime)
+        if type(fallbacks) is list:  # Flask's documented form: keyed by its items now
+            fallbacks = tuple(fallbacks)
+        cache_key = (config["SECRET_KEY"], fallbacks, config.get("SATCHEL_IDLE_TIMEOUT"),
+                     config.get("SATCHEL_ABSOLUTE_TIMEOUT"), config["PERMANENT_SESSION_LIFETIME"])
         try:
             cached = self._policies.get(cache_key)
         except TypeError:  # unhashable: a bytearray key, a list among the fallbacks
             cached = None
         if cached is None:
-            ring = ring_bytes(secret, fallbacks)  # ConfigError for an unusable key
-            lifetime_default = app.permanent_session_lifetime
-            idle_s = seconds(idle if idle is not None else lifetime_default,
-                             name="SATCHEL_IDLE_TIMEOUT")
-            assert idle_s is not None
-            timeouts = Lifetime(idle_s, seconds(absolute, name="SATCHEL_ABSOLUTE_TIMEOUT"))
-            policy = self.engine.build_policy(secret, fallbacks, timeouts)
-            self._short_keys.log(ring)
+            cached = self._build_policy(app, cache_key)
+        return cached
+
+    def _build_policy(self, app: Flask, cache_key: tuple[Any, ...]) -> tuple[Any, float]:
+        """:meth:`_policy_and_lifetime` where its cache misses: build, check, remember."""
+        secret, fallbacks, idle, absolute, _ = cache_key
+        if type(fallbacks) is not tuple:
+            fallbacks = () if fallbacks is None else fallback_tuple(fallbacks)  # ConfigError: a str
+        ring = ring_bytes(secret, fallbacks)  # ConfigError for an unusable key
+        lifetime_default = app.permanent_session_lifetime
+        idle_s = seconds(idle if idle is not None else lifetime_default,
+                         name="SATCHEL_IDLE_TIMEOUT")
+        assert idle_s is not None
+        timeouts = Lifetime(idle_s, seconds(absolute, name="SATCHEL_ABSOLUTE_TIMEOUT"))
+        policy = self.engine.build_policy(secret, fallbacks, timeouts)
+        self._short_keys.log(ring)
+        built = (policy, lifetime_default.total_seconds())
+        try:
             if len(self._policies) >= _POLICY_CACHE_SIZE:
                 self._policies.clear()
-            cached = self._policies[cache_key] = (policy, lifetime_default.total_seconds())
-        return cached
+            self._policies[cache_key] = built
+        except TypeError:  # unhashable: built again on each request
+            pass
+        return built
 
     def check_config(self, app: Flask) -> None:
         """Build the policy ``app``'s config names now (ConfigError for an unusable key),
@@ -127,24 +136,28 @@ class SatchelSessionInterface(SessionInterface):
         self._policy_and_lifetime(app)
 
     def open_session(self, app: Flask, request: Request) -> FlaskSession | None:
-        if not app.secret_key and no_key(app.secret_key):  # False or 0: refused below
+        config = app.config
+        secret = config["SECRET_KEY"]  # app.secret_key
+        if not secret and no_key(secret):  # False or 0: refused below
             return None
         name = self.get_cookie_name(app)
-        session = FlaskSession(deferred=True)  # engine.open gives its loader
+        # What FlaskSession(deferred=True) makes, without running __init__ (engine.open
+        # gives the loader).
+        session: FlaskSession = dict.__new__(FlaskSession)
         if self.anonymous_on_store_error:
             session.empty_on_store_error = True
         if not self.record_device:
             session.records_device = False
-        foreign = (flask_cookie_reader(app) if app.config.get("SATCHEL_READ_FLASK_COOKIES")
+        foreign = (flask_cookie_reader(app) if config.get("SATCHEL_READ_FLASK_COOKIES")
                    else None)
-        session.policy, session.permanent_lifetime = self._policy_and_lifetime(app)
+        session.opened_with = opened = self._policy_and_lifetime(app)
         cookie = request_cookie(request, name)
         prefetch = False
         use = self.session_use
-        if use is not None and app.config.get("SATCHEL_PREFETCH", True):
+        if use is not None and config.get("SATCHEL_PREFETCH", True):
             session.path = path = request.environ.get("PATH_INFO", "")
             prefetch = cookie is not None and use.expected(path)
-        self.engine.open(cookie, session.policy, session, cookie_name=name, foreign=foreign,
+        self.engine.open(cookie, opened[0], session, cookie_name=name, foreign=foreign,
                          prefetch=prefetch)
         return session
 
@@ -159,17 +172,19 @@ class SatchelSessionInterface(SessionInterface):
                 release_held_lock(session)
 
     def _save(self, app: Flask, session: Session, response: Response) -> None:
-        path = getattr(session, "path", None)
-        if path is not None and self.session_use is not None:
-            # A locked request's load must wait for its lock: never prefetch its path.
-            self.session_use.record(path, used=session.accessed and not session.was_locked,
-                                    had_cookie=session.request_cookie is not None)
+        if self.session_use is not None:
+            path = getattr(session, "path", None)
+            if path is not None:
+                # A locked request's load must wait for its lock: never prefetch its path.
+                self.session_use.record(path, used=session.accessed and not session.was_locked,
+                                        had_cookie=session.request_cookie is not None)
+        engine = self.engine
         if not session.accessed and not session.loaded:
-            engine = self.engine
             if type(engine) is Engine:
                 # Never used: no store call, no cookie (see Engine.commit), only the Vary
                 # header Flask sends when it would re-send a permanent cookie.
-                engine.commit_unused(session)
+                if session.pending_load is not None:
+                    engine.commit_unused(session)
                 if (app.config["SESSION_REFRESH_EACH_REQUEST"]
                         and engine.looks_permanent(session.request_cookie)):
                     add_session_headers(response, None)
@@ -177,21 +192,22 @@ class SatchelSessionInterface(SessionInterface):
             if type(engine) is CookieEngine and not engine.refreshes_unused(
                     session, app.config["SESSION_REFRESH_EACH_REQUEST"]):
                 return  # never used, and its cookie is not one to re-seal: nothing to send
-        check_samesite(self.get_cookie_samesite(app))  # before the store is written
+        samesite = self.get_cookie_samesite(app)
+        if samesite is not None:
+            check_samesite(samesite)  # before the store is written
         name = self.get_cookie_name(app)
-        policy = getattr(session, "policy", None)
-        if policy is not None:  # opened by this interface: its config of that moment
-            permanent_lifetime: float = getattr(session, "permanent_lifetime", 0.0)
-        else:
-            policy, permanent_lifetime = self._policy_and_lifetime(app)
+        opened = (session.opened_with if type(session) is FlaskSession
+                  else getattr(session, "opened_with", None))
+        if opened is None:  # not opened by this interface: the config of now
+            opened = self._policy_and_lifetime(app)
+        refresh_each_request = app.config["SESSION_REFRESH_EACH_REQUEST"]
         try:
-            action = self.engine.commit(
-                session, policy, cookie_name=name,
-                refresh_each_request=app.config["SESSION_REFRESH_EACH_REQUEST"],
-                permanent_lifetime=permanent_lifetime)
+            action = engine.commit(session, opened[0], cookie_name=name,
+                                   refresh_each_request=refresh_each_request,
+                                   permanent_lifetime=opened[1])
         except StoreUnavailable as err:
-            self.engine.events.store_error(err, "save", session.sid,
-                                           anonymous=self.anonymous_on_store_error)
+            engine.events.store_error(err, "save", session.sid,
+                                      anonymous=self.anonymous_on_store_error)
             if not self.anonymous_on_store_error:
                 become_unavailable(response, app, err)
                 return
@@ -200,9 +216,9 @@ class SatchelSessionInterface(SessionInterface):
             action = CookieAction(None)  # a logout still logs the browser out
         if action is None:
             if session.accessed or (
-                    not session.loaded and app.config["SESSION_REFRESH_EACH_REQUEST"]
-                    and isinstance(self.engine, Engine)
-                    and self.engine.looks_permanent(session.request_cookie)):
+                    not session.loaded and refresh_each_request
+                    and isinstance(engine, Engine)
+                    and engine.looks_permanent(session.request_cookie)):
                 # Flask re-sends a permanent cookie here, with Vary: Cookie. satchel sends no
                 # cookie for a session the request never used (it could be a rotated id, see
                 # Engine.commit), but keeps the Vary header a cache may rely on.
