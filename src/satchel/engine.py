@@ -41,6 +41,10 @@ VERIFIED_CACHE_SIZE = 4096
 """Cookies a :class:`Policy` remembers the verified token of (cleared when full)."""
 
 
+def _load_nothing(session: Session) -> None:
+    """The loader of a session whose cookie was rejected as it opened."""
+
+
 @dataclass(frozen=True)
 class Policy:
     """What one request's config says: the key ring and the timeouts.
@@ -144,21 +148,20 @@ class Engine(Committer):
             entry = policy.verified.get(cookie)
             if entry is None:
                 entry = self._verify_new(cookie, policy)
-            token = None
-            if entry is not None:
-                token, session.storage_key_memo = entry
-                session.pending_load = self._prefetch(entry[1][1])
-            session.defer_load(cookie, lambda target: self._load_token(target, token, policy))
-            return session
-        if foreign is not None:
+            if entry is None:  # rejected now: nothing to load later
+                session.defer_load(cookie, _load_nothing)
+                return session
+            session.storage_key_memo = entry[1]
+            session.pending_load = self._prefetch(entry[1][1])  # read by the loader
+        elif foreign is not None:
             session.foreign_reader = foreign
         session.defer_load(cookie, self._lazy_load)
         return session
 
     def _load_opened(self, session: Session) -> None:
-        """The loader :meth:`open` gives a session it sent no load for: its cookie, policy
-        and foreign reader are the session's own (``request_cookie``, ``policy``,
-        ``foreign_reader``)."""
+        """The loader :meth:`open` gives: the cookie, policy and foreign reader are the
+        session's own (``request_cookie``, ``policy``, ``foreign_reader``), and so is the
+        load it sent ahead (``pending_load``), if any."""
         cookie = session.request_cookie
         if not cookie:
             return
@@ -174,46 +177,39 @@ class Engine(Committer):
             if entry is None:
                 return
         token, memo = entry
-        session.storage_key_memo = memo
-        self._load_token(session, token, policy)
-
-    def _load_token(self, session: Session, token: Token | None, policy: Policy) -> None:
-        if token is None:
-            return
+        sid, key = session.storage_key_memo = memo
         try:
-            self._load_record(session, token, _storage_key(session, token.sid), policy)
+            session.cookie_key_index = token.key_index
+            session.cookie_permanent = token.permanent
+            gate = session.lock_gate
+            if gate is not None and session.held_lock is None:
+                held = gate(self.store, key, sid)
+                if held is not None:  # a load sent before the lock was taken would be stale
+                    session.held_lock, session.was_locked = held, True
+                    self._cancel_prefetch(session)
+            pending = session.pending_load
+            if pending is not None:
+                session.pending_load = None
+                record = pending.result()
+            else:
+                record = self.store.load(key)
+            if record is None:
+                self._load_missing(session, sid, policy)
+                return
+            expired = policy.lifetime.expired_by(record.created_at, record.last_seen,
+                                                 self.clock())
+            if expired is not None:
+                self.store.delete(key)
+                self.events.expired(sid, expired)
+                return
         except StoreUnavailable as err:
-            self.events.store_error(err, "load", token.sid,
-                                    anonymous=session.empty_on_store_error)
+            self.events.store_error(err, "load", sid, anonymous=session.empty_on_store_error)
             raise
-
-    def _load_record(self, session: Session, token: Token, key: str, policy: Policy) -> None:
-        """Load the stored session of ``token`` (stored under ``key``) into ``session``."""
-        session.cookie_key_index = token.key_index
-        session.cookie_permanent = token.permanent
-        sid = token.sid
-        gate = session.lock_gate
-        if gate is not None and session.held_lock is None:
-            held = gate(self.store, key, sid)
-            if held is not None:  # a load sent before the lock was taken would be stale
-                session.held_lock, session.was_locked = held, True
-                self._cancel_prefetch(session)
-        pending = session.pending_load
-        if pending is not None:
-            session.pending_load = None
-            record = pending.result()
-        else:
-            record = self.store.load(key)
-        if record is None:
-            self._load_missing(session, sid, policy)
-            return
-        expired = policy.lifetime.expired_by(record.created_at, record.last_seen, self.clock())
-        if expired is not None:
-            self.store.delete(key)
-            self.events.expired(sid, expired)
-            return
         raw = record.fields
-        session.adopt(sid, raw, self._decode(raw, sid), created_at=record.created_at,
+        data, dropped = self.codec.decode_fields(raw)
+        if dropped:
+            self._log_dropped(sid, dropped)
+        session.adopt(sid, raw, data, created_at=record.created_at,
                       last_seen=record.last_seen, permanent=record.permanent)
         session.user = record.user
 
@@ -248,10 +244,15 @@ class Engine(Committer):
 
     def _decode(self, raw: dict[str, bytes], sid: str) -> dict[str, Any]:
         data, dropped = self.codec.decode_fields(raw)
-        for name in dropped:
+        if dropped:
+            self._log_dropped(sid, dropped)
+        return data
+
+    @staticmethod
+    def _log_dropped(sid: str, names: list[str]) -> None:
+        for name in names:
             log.warning("session %s: dropped key %r, its stored value does not decode",
                         ids.fingerprint(sid), name)
-        return data
 
     def reopen(self, session: Session, policy: Policy) -> None:
         """Make a session loaded before its lock was wanted load again, from its cookie.

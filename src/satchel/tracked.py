@@ -87,7 +87,8 @@ class TrackedDict(dict[str, Any]):
         loader = self._loader
         if loader is not None:
             self._loader = None
-            self._track()
+            self._raw = {}  # self._track(), inline: this runs on every request that uses it
+            self._read, self._set, self._removed = set(), set(), set()
             try:
                 loader(self)
             except StoreUnavailable:

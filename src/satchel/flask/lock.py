@@ -58,8 +58,8 @@ def session_lock(view: Any = None, /, *, wait: float = DEFAULT_WAIT,
     spec = LockSpec(wait, lease)
 
     def decorate(function: View) -> View:
-        global _views_locked
-        _views_locked = True
+        global views_locked
+        views_locked = True
         @functools.wraps(function)
         def locked(*args: Any, **kwargs: Any) -> Any:
             _lock_for(spec, function)
@@ -89,14 +89,12 @@ def _lock_for(spec: LockSpec, view: Callable[..., Any]) -> None:
     session.lock_gate = gate
 
 
-# True once @session_lock has decorated a view: until then no session looks for a lock.
-_views_locked = False
+views_locked = False
+"""True once ``@session_lock`` has decorated a view: until then no session needs a gate."""
 
 
 def locked_view_gate(store: object, storage_key: str, sid: str) -> HeldLock | None:
     """The lock gate of a Flask session: the lock, if the request's view wants one."""
-    if not _views_locked:
-        return None
     try:
         ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
     except RuntimeError:  # client.session_transaction(): no view, no lock
