@@ -211,10 +211,13 @@ class Session(TrackedDict):
     @modified.setter
     def modified(self, value: bool) -> None:
         """True marks every loaded key as possibly changed in place (Flask's way to say a
-        nested value changed): each is re-encoded at commit, and saved if it differs."""
-        self._modified_flag = bool(value)
+        nested value changed): each is re-encoded at commit, and saved if it differs.
+        True loads the session first (so it counts as an access), as there is no other
+        way to know its keys; False changes nothing else."""
         if value:
+            self._use()
             self._read.update(dict.keys(self))
+        self._modified_flag = bool(value)
 
     # -- satchel's additions ---------------------------------------------------
 
