@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from satchel.tracked import Changes, TrackedDict
+from satchel.tracked import _NOTHING_TRACKED, Changes, TrackedDict
 
 if TYPE_CHECKING:
     from satchel.locking import HeldLock
@@ -88,7 +88,8 @@ class Session(TrackedDict):
         """Forget what was loaded, so the session loads again (engine's use; only for a
         session nothing has changed yet)."""
         dict.clear(self)
-        self._raw, self._read, self._set, self._removed = {}, set(), set(), set()
+        self._raw = {}
+        self._read = self._set = self._removed = _NOTHING_TRACKED
         self._new, self.sid, self.read_only, self.user = True, None, False, None
         self.created_at = self.last_seen = 0.0
         self._permanent = False
@@ -216,7 +217,7 @@ class Session(TrackedDict):
         way to know its keys; False changes nothing else."""
         if value:
             self._use()
-            self._read.update(dict.keys(self))
+            self._reading().update(dict.keys(self))
         self._modified_flag = bool(value)
 
     # -- satchel's additions ---------------------------------------------------
