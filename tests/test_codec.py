@@ -297,3 +297,34 @@ def test_same_tells_apart_what_equality_does_not() -> None:
                      timezone(timedelta(hours=1)))), (Markup("x"), "x"), (b"x", bytearray(b"x"))]:
         assert not same(a, b) and not same(b, a), (a, b)
     assert same([math.nan, {"k": (frozenset({1}),)}], [math.nan, {"k": (frozenset({1}),)}])
+
+
+@given(st.dictionaries(st.text(max_size=8), values, max_size=6))
+def test_decode_fields_gives_what_decode_gives_for_each_value(data: dict[str, Any]) -> None:
+    raw = {name: codec.encode(value) for name, value in data.items()}
+    decoded, dropped = codec.decode_fields(raw)
+    assert dropped == []
+    assert list(decoded) == list(raw)
+    for name, value in decoded.items():
+        assert same(value, codec.decode(raw[name]))
+
+
+def test_decode_fields_drops_the_values_decode_refuses_and_names_them_in_order() -> None:
+    raw = {"a": b"1", "bad": b"{not json", "b": b'{" t": [1, 2]}', "tag": b'{" b": 5}',
+           "deep": b"[" * 300 + b"]" * 300}
+    decoded, dropped = codec.decode_fields(raw)
+    assert decoded == {"a": 1, "b": (1, 2)}
+    assert dropped == ["bad", "tag", "deep"]
+
+
+def test_decode_fields_goes_through_a_subclass_s_own_decode() -> None:
+    class Shouting(TaggedCodec):
+        def decode(self, data: bytes) -> Any:
+            value = super().decode(data)
+            if value == "refused":
+                raise CodecError("refused")
+            return value.upper() if isinstance(value, str) else value
+
+    decoded, dropped = Shouting().decode_fields({"a": b'"x"', "b": b'"refused"', "c": b"2"})
+    assert decoded == {"a": "X", "c": 2}
+    assert dropped == ["b"]

@@ -424,3 +424,18 @@ def test_a_request_older_than_a_login_can_undo_it_as_the_readme_says(
     # browser after the login's, the user would be logged out. With refresh off, a read
     # re-seals nothing (until a touch is due).
     assert bool(set_cookies(response)) == refresh
+
+
+def test_a_value_changed_in_place_is_not_seen_by_a_request_with_the_same_cookie(
+        app: flask.Flask, client: FlaskClient) -> None:
+    """Requests that send the same cookie each get their own lists and dicts: one that
+    appends to the cart does not change what the next one with that cookie reads."""
+    client.post("/cart/apple")
+    client.post("/set/n/1")
+    cookie = cookie_of(client)
+    assert cookie is not None
+    for _ in range(2):
+        client.set_cookie("session", cookie)
+        client.post("/cart/pear")
+        client.set_cookie("session", cookie)
+        assert client.get("/dump").json == {"cart": "['apple']", "n": "'1'"}

@@ -767,6 +767,35 @@ def test_large_session_never_sends_a_cookie_the_browser_drops(
 # -- flashing ----------------------------------------------------------------------
 
 
+def test_modified_set_before_any_other_use_resends_the_cookie(app: flask.Flask,
+                                                             client: FlaskClient) -> None:
+    """``session.modified = True`` as a view's only use of the session: Flask re-sends the
+    cookie; so does satchel, with the session's data unchanged."""
+
+    @app.post("/")
+    def store_value() -> str:
+        flask.session["value"] = "42"
+        return "set"
+
+    @app.get("/touch")
+    def touch() -> str:
+        flask.session.modified = True
+        return "touched"
+
+    @app.get("/")
+    def read_value() -> str:
+        return str(flask.session.get("value"))
+
+    client.post("/")
+    rv = client.get("/touch")
+    assert rv.status_code == 200 and rv.text == "touched"
+    assert session_cookies(rv)
+    assert "cookie" in rv.vary
+    assert client.get("/").text == "42"
+    rv = app.test_client().get("/touch")  # no session yet: nothing to store, as Flask
+    assert rv.status_code == 200 and not session_cookies(rv)
+
+
 def test_flash_marks_session_modified(app: flask.Flask) -> None:
     with app.test_request_context():
         assert not flask.session.modified

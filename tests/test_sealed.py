@@ -187,3 +187,15 @@ def test_the_tokens_remembered_are_bounded() -> None:
     big = ring.seal(b"x" * 10_000, name="session")
     assert ring.open(big, name="session") is not None
     assert ("session", big) not in ring._opened  # too big to keep
+
+
+@given(st.binary(min_size=0, max_size=6), st.text(string.ascii_letters + "-_=.", max_size=3))
+def test_looks_permanent_reads_the_header_the_same_way_every_time(head: bytes,
+                                                                   noise: str) -> None:
+    token = spell(head) + noise
+    claims = len(head) >= 2 and head[0] == 1 and bool(head[1] & FLAG_PERMANENT)
+    for _ in range(2):  # the second answer is the remembered one
+        answer = looks_permanent(token)
+        if len(token) >= 4 and not noise:
+            assert answer == claims
+        assert answer == looks_permanent(token[:4])

@@ -60,6 +60,17 @@ def test_modified_flag_can_be_set_by_hand() -> None:
     assert session.modified
 
 
+def test_modified_set_before_the_load_loads_and_marks_the_loaded_keys() -> None:
+    session = loaded_with({"cart": [1]})
+    session.modified = True
+    assert session.loaded and session.accessed and session.modified
+    assert session.may_have_changed  # the loaded keys are re-encoded at commit
+    session = Session(deferred=True)
+    session.defer_load(None, lambda target: None)
+    session.modified = False  # nothing to mark: no load
+    assert not session.loaded and not session.modified
+
+
 def test_permanent_is_metadata_not_a_key() -> None:
     session = loaded_with({"a": 1})
     session.permanent = True

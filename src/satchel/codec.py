@@ -46,7 +46,7 @@ from __future__ import annotations
 import base64
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
@@ -203,6 +203,32 @@ class TaggedCodec:
             raise
         except Exception as err:
             raise CodecError(f"cannot decode stored value: {err}") from err
+
+    def decode_fields(self, raw: Mapping[str, bytes]) -> tuple[dict[str, Any], list[str]]:
+        """:meth:`decode` of each value of ``raw`` (a stored session's fields, by key): the
+        values that decode, by key, and the keys whose bytes do not (in ``raw``'s order).
+
+        Raises nothing of its own. A value that is a JSON scalar (most are) is taken as it
+        parses, without the walk :meth:`decode` makes for tags.
+        """
+        data: dict[str, Any] = {}
+        dropped: list[str] = []
+        if type(self).decode is not TaggedCodec.decode:  # a subclass's own decode rules
+            for name, value in raw.items():
+                try:
+                    data[name] = self.decode(value)
+                except CodecError:
+                    dropped.append(name)
+            return data, dropped
+        loads, untag = orjson.loads, self._untag
+        for name, value in raw.items():
+            try:
+                parsed = loads(value)
+                kind = type(parsed)
+                data[name] = untag(parsed, 0) if kind is list or kind is dict else parsed
+            except Exception:  # what decode turns into CodecError
+                dropped.append(name)
+        return data, dropped
 
     def from_json(self, data: Any) -> Any:
         """The value a parsed JSON structure (as ``encode`` wrote it) stands for.

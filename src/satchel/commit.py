@@ -18,7 +18,7 @@ from satchel.events import Events, RevokeReason, RotateReason
 from satchel.lifetime import Clock
 from satchel.session import Changes, Session
 from satchel.store import Patch, Record, Store, Updated
-from satchel.users import UserRules
+from satchel.users import UserRules, user_value
 
 if TYPE_CHECKING:
     from satchel.engine import Policy
@@ -96,9 +96,11 @@ class Committer:
         now = self.clock()
         was_user = session.user
         rotation: RotateReason = "regenerate"
-        if session.sid is not None:
-            if self.users.key is None or self.users.user_of(session) == was_user:
-                return self._update(session, session.sid, policy, refresh_each_request,
+        sid = session.sid
+        if sid is not None:
+            user_key = self.users.key  # self.users.user_of(session), inline:
+            if user_key is None or user_value(dict.get(session, user_key)) == was_user:
+                return self._update(session, sid, policy, refresh_each_request,
                                     permanent_lifetime, now)
             session.regenerate()  # a login, a logout or a switch of user: a new id
             rotation = "user-changed"
@@ -153,17 +155,21 @@ class Committer:
     def _update(self, session: Session, sid: str, policy: Policy, refresh_each_request: bool,
                 permanent_lifetime: float | None, now: float) -> CookieAction | None:
         """Commit a stored session that keeps its id."""
-        key = storage_key_of(session, sid)
         lifetime = policy.lifetime
-        changes = (session.changes(self.codec.encode_field) if session.may_have_changed
-                   else _UNCHANGED)
-        touch_due = lifetime.touch_due(session.last_seen, now)
+        touch_due = now - session.last_seen >= lifetime.touch_after  # lifetime.touch_due
+        permanent = session.is_permanent
+        must_set = (session.cookie_key_index != 0 or session.cookie_permanent != permanent
+                    or (permanent and refresh_each_request))
+        if session.pristine:  # only read: nothing to write, and not modified
+            changes = _UNCHANGED
+        else:
+            changes = (session.changes(self.codec.encode_field) if session.may_have_changed
+                       else _UNCHANGED)
+            must_set = must_set or session.modified or changes.any
         empty = session.empty
-        must_set = (session.modified or changes.any or session.cookie_key_index != 0
-                    or session.cookie_permanent != session.is_permanent
-                    or (session.is_permanent and refresh_each_request))
         if not (must_set or touch_due or empty):
             return None  # read-only within the touch interval: no write, no cookie
+        key = storage_key_of(session, sid)
         # From here on the store is always asked: a patch that changes nothing only checks that
         # the session is still live, so a cookie is never re-sent for an id that a parallel
         # request rotated (a login) or ended (a logout) meanwhile.

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -40,7 +40,13 @@ from satchel.foreign import (
 )
 from satchel.keys import Secret
 from satchel.lifetime import Clock, Lifetime, system_clock
-from satchel.sealed import MAX_TOKEN_CHARS, Sealer, looks_permanent
+from satchel.sealed import (
+    MAX_TOKEN_CHARS,
+    OPENED_CACHE_MAX_BYTES,
+    OPENED_CACHE_SIZE,
+    Sealer,
+    looks_permanent,
+)
 from satchel.session import Session
 
 log = logging.getLogger("satchel")
@@ -82,6 +88,8 @@ class CookieEngine:
         self.codec = codec
         self.clock = clock
         self.events = events if events is not None else Events()
+        self._lazy_load = self._load_opened  # one bound method, given to every session
+        self._payloads: dict[bytes, _Payload] = {}  # see _payload
 
     def build_policy(self, secret: Secret, fallbacks: Sequence[Secret],
                      lifetime: Lifetime) -> SealedPolicy:
@@ -102,24 +110,33 @@ class CookieEngine:
         """
         if session is None:
             session = Session()
-        session.defer_load(
-            cookie, lambda target: self._load(target, cookie, policy, cookie_name, foreign))
+        session.policy = policy
+        session.cookie_name = cookie_name
+        if foreign is not None:
+            session.foreign_reader = foreign
+        session.defer_load(cookie, self._lazy_load)
         return session
 
-    def _load(self, session: Session, cookie: str | None, policy: SealedPolicy, name: str,
-              foreign: ForeignReader | None) -> None:
+    def _load_opened(self, session: Session) -> None:
+        """The loader :meth:`open` gives: the cookie, policy, cookie name and foreign reader
+        are the session's own (``request_cookie``, ``policy``, ``cookie_name``,
+        ``foreign_reader``)."""
+        cookie = session.request_cookie
         if not cookie:
             return
+        policy: SealedPolicy = session.policy
+        name = session.cookie_name
+        foreign = session.foreign_reader
         if foreign is not None and is_foreign_cookie(cookie):
             if not load_foreign(session, cookie, foreign):
                 self.events.rejected(cookie[:MAX_FOREIGN_COOKIE_LENGTH], "bad-flask-cookie")
             return
         opened = policy.sealer.open(cookie, name=name)
-        payload = None if opened is None else _parse(opened.plaintext)
+        payload = None if opened is None else self._payload(opened.plaintext)
         if opened is None or payload is None:  # not sealed with our keys for this name
             self.events.rejected(cookie[:MAX_TOKEN_CHARS], "bad-seal")
             return
-        created_at, last_seen, expires_at, fields = payload
+        created_at, last_seen, expires_at, data, forms = payload
         now = self.clock()
         expired = policy.lifetime.expired_by(created_at, last_seen, now)
         if expired is None and now >= expires_at:  # sealed under timeouts raised since
@@ -127,24 +144,34 @@ class CookieEngine:
         if expired is not None:
             self.events.expired(cookie, expired)
             return
-        data: dict[str, Any] = {}
-        raw: dict[str, bytes] = {}
-        for key, form in fields.items():
-            if type(form) in _AS_IS:  # a JSON scalar is its own value: nothing to untag
-                data[key] = form
-                continue
-            try:
-                data[key] = self.codec.from_json(form)
-            except CodecError:
-                log.warning("session cookie %s: dropped key %r, its value does not decode",
-                            ids.fingerprint(cookie), key)
-                continue
-            if isinstance(form, (list, dict)):  # may hold a mutable value: keep its bytes
+        raw: dict[str, bytes] = {}  # the bytes of the values that may be mutable
+        if forms:  # those values: made anew for each request
+            data = dict(data)
+            for key, form in forms:
+                try:
+                    data[key] = self.codec.from_json(form)
+                except CodecError:
+                    log.warning("session cookie %s: dropped key %r, its value does not decode",
+                                ids.fingerprint(cookie), key)
+                    del data[key]
+                    continue
                 raw[key] = orjson.dumps(form)
         session.cookie_key_index = opened.key_index
         session.cookie_permanent = opened.permanent
         session.adopt(None, raw, data, created_at=created_at, last_seen=last_seen,
                       permanent=opened.permanent)
+
+    def _payload(self, plaintext: bytes) -> _Payload | None:
+        """The sealed payload, parsed (None if malformed); remembered for a plaintext the
+        sealer remembers too (the same bytes object comes back for the same token)."""
+        payload = self._payloads.get(plaintext)
+        if payload is None:
+            payload = _payload(plaintext)
+            if payload is not None and len(plaintext) <= OPENED_CACHE_MAX_BYTES:
+                if len(self._payloads) >= OPENED_CACHE_SIZE:
+                    self._payloads.clear()
+                self._payloads[plaintext] = payload
+        return payload
 
     # -- commit ------------------------------------------------------------------
 
@@ -178,9 +205,12 @@ class CookieEngine:
             return CookieAction(None)
         now = self.clock()
         permanent = session.is_permanent
-        changed = (session.modified or session.regenerated or not session.stored
-                   or (session.may_have_changed
-                       and session.changes(self.codec.encode_field).any))
+        if session.pristine:  # only read: not modified, nothing changed
+            changed = not session.stored
+        else:
+            changed = (session.modified or session.regenerated or not session.stored
+                       or (session.may_have_changed
+                           and session.changes(self.codec.encode_field).any))
         must_seal = (changed or session.cookie_key_index != 0
                      or session.cookie_permanent != permanent
                      or (permanent and refresh_each_request)
@@ -204,6 +234,28 @@ class CookieEngine:
 
     def __repr__(self) -> str:
         return f"<CookieEngine {self.mode!r}>"
+
+
+class _Payload(NamedTuple):
+    """A sealed payload as the loader takes it. ``data``: every value in the payload's
+    order, a tagged or container value (one that may be mutable) as its JSON form, to be
+    replaced by a fresh decode per request (``forms``: those keys and forms). Shared by
+    every request with the same token: never changed."""
+
+    created_at: float
+    last_seen: float
+    expires_at: float
+    data: dict[str, Any]
+    forms: tuple[tuple[str, Any], ...]
+
+
+def _payload(plaintext: bytes) -> _Payload | None:
+    parsed = _parse(plaintext)
+    if parsed is None:
+        return None
+    created_at, last_seen, expires_at, fields = parsed
+    forms = tuple((key, form) for key, form in fields.items() if type(form) not in _AS_IS)
+    return _Payload(created_at, last_seen, expires_at, fields, forms)
 
 
 def _parse(plaintext: bytes) -> tuple[float, float, float, dict[str, Any]] | None:

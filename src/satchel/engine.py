@@ -17,7 +17,7 @@ from typing import Any
 from satchel import ids, signed_id, tombstone
 from satchel.codec import TaggedCodec, default_codec
 from satchel.commit import Committer, storage_key_of
-from satchel.errors import CodecError, StoreUnavailable
+from satchel.errors import StoreUnavailable
 from satchel.events import Events
 from satchel.foreign import (
     MAX_FOREIGN_COOKIE_LENGTH,
@@ -41,21 +41,27 @@ VERIFIED_CACHE_SIZE = 4096
 """Cookies a :class:`Policy` remembers the verified token of (cleared when full)."""
 
 
+def _load_nothing(session: Session) -> None:
+    """The loader of a session whose cookie was rejected as it opened."""
+
+
 @dataclass(frozen=True)
 class Policy:
     """What one request's config says: the key ring and the timeouts.
 
-    ``verified`` remembers the tokens of the last :data:`VERIFIED_CACHE_SIZE`
-    cookies that verified under ``keys``: a browser sends the same cookie on
-    every request, and its MAC checks out the same way each time (the key ring
-    never changes), so a repeat costs a dict lookup instead of an HMAC. A cookie
-    that fails is never remembered. Whether the id is still live is the store's
-    answer, asked on every load.
+    ``verified`` remembers, for the last :data:`VERIFIED_CACHE_SIZE` cookies
+    that verified under ``keys``, their token and ``(id, storage key)``: a
+    browser sends the same cookie on every request, and its MAC checks out the
+    same way each time (the key ring never changes), so a repeat costs a dict
+    lookup instead of an HMAC and a SHA-256. A cookie that fails is never
+    remembered. Whether the id is still live is the store's answer, asked on
+    every load.
     """
 
     keys: KeyRing
     lifetime: Lifetime
-    verified: dict[str, Token] = field(default_factory=dict, compare=False, repr=False)
+    verified: dict[str, tuple[Token, tuple[str, str]]] = field(
+        default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(cls, secret: Secret, fallbacks: Sequence[Secret], lifetime: Lifetime) -> Policy:
@@ -81,6 +87,7 @@ class Engine(Committer):
         self.graveyard = tombstone.Graveyard(store, grace)
         self._prefetch = store.prefetch if isinstance(store, Prefetching) else None
         self._expired = store.expired if isinstance(store, ExpiredLookup) else None
+        self._lazy_load = self._load_opened  # one bound method, given to every session
 
     @property
     def can_prefetch(self) -> bool:
@@ -94,18 +101,23 @@ class Engine(Committer):
         ``session_rejected`` event, unless the cookie is empty or missing)."""
         if not cookie:
             return None
-        verified = policy.verified
-        token = verified.get(cookie)
-        if token is not None:
-            return token
+        entry = policy.verified.get(cookie)
+        if entry is None:
+            entry = self._verify_new(cookie, policy)
+        return None if entry is None else entry[0]
+
+    def _verify_new(self, cookie: str, policy: Policy) -> tuple[Token, tuple[str, str]] | None:
+        """Check the MAC of a cookie not in ``policy.verified``; remember it if it verifies
+        (with its id's storage key), else send ``session_rejected``."""
         token = signed_id.verify(cookie, policy.keys)
         if token is None:
             self.events.rejected(cookie[:signed_id.MAX_COOKIE_LENGTH], "bad-signature")
             return None
+        verified = policy.verified
         if len(verified) >= VERIFIED_CACHE_SIZE:
             verified.clear()
-        verified[cookie] = token
-        return token
+        entry = verified[cookie] = (token, (token.sid, ids.storage_key(token.sid)))
+        return entry
 
     # -- open ------------------------------------------------------------------
 
@@ -130,62 +142,75 @@ class Engine(Committer):
         """
         if session is None:
             session = Session()
+        session.policy = policy
         if (prefetch and cookie and self._prefetch is not None
                 and not (foreign is not None and is_foreign_cookie(cookie))):
-            token = self.verify(cookie, policy)
-            if token is not None:
-                session.pending_load = self._prefetch(_storage_key(session, token.sid))
-            session.defer_load(cookie, lambda target: self._load_token(target, token, policy))
-        else:
-            session.defer_load(cookie,
-                               lambda target: self._load(target, cookie, policy, foreign))
+            entry = policy.verified.get(cookie)
+            if entry is None:
+                entry = self._verify_new(cookie, policy)
+            if entry is None:  # rejected now: nothing to load later
+                session.defer_load(cookie, _load_nothing)
+                return session
+            session.storage_key_memo = entry[1]
+            session.pending_load = self._prefetch(entry[1][1])  # read by the loader
+        elif foreign is not None:
+            session.foreign_reader = foreign
+        session.defer_load(cookie, self._lazy_load)
         return session
 
-    def _load(self, session: Session, cookie: str | None, policy: Policy,
-              foreign: ForeignReader | None = None) -> None:
-        if cookie and foreign is not None and is_foreign_cookie(cookie):
+    def _load_opened(self, session: Session) -> None:
+        """The loader :meth:`open` gives: the cookie, policy and foreign reader are the
+        session's own (``request_cookie``, ``policy``, ``foreign_reader``), and so is the
+        load it sent ahead (``pending_load``), if any."""
+        cookie = session.request_cookie
+        if not cookie:
+            return
+        foreign = session.foreign_reader
+        if foreign is not None and is_foreign_cookie(cookie):
             if not load_foreign(session, cookie, foreign):
                 self.events.rejected(cookie[:MAX_FOREIGN_COOKIE_LENGTH], "bad-flask-cookie")
             return
-        self._load_token(session, self.verify(cookie, policy), policy)
-
-    def _load_token(self, session: Session, token: Token | None, policy: Policy) -> None:
-        if token is None:
-            return
+        policy: Policy = session.policy
+        entry = policy.verified.get(cookie)
+        if entry is None:
+            entry = self._verify_new(cookie, policy)
+            if entry is None:
+                return
+        token, memo = entry
+        sid, key = session.storage_key_memo = memo
         try:
-            self._load_record(session, token, policy)
+            session.cookie_key_index = token.key_index
+            session.cookie_permanent = token.permanent
+            gate = session.lock_gate
+            if gate is not None and session.held_lock is None:
+                held = gate(self.store, key, sid)
+                if held is not None:  # a load sent before the lock was taken would be stale
+                    session.held_lock, session.was_locked = held, True
+                    self._cancel_prefetch(session)
+            pending = session.pending_load
+            if pending is not None:
+                session.pending_load = None
+                record = pending.result()
+            else:
+                record = self.store.load(key)
+            if record is None:
+                self._load_missing(session, sid, policy)
+                return
+            expired = policy.lifetime.expired_by(record.created_at, record.last_seen,
+                                                 self.clock())
+            if expired is not None:
+                self.store.delete(key)
+                self.events.expired(sid, expired)
+                return
         except StoreUnavailable as err:
-            self.events.store_error(err, "load", token.sid,
-                                    anonymous=session.empty_on_store_error)
+            self.events.store_error(err, "load", sid, anonymous=session.empty_on_store_error)
             raise
-
-    def _load_record(self, session: Session, token: Token, policy: Policy) -> None:
-        session.cookie_key_index = token.key_index
-        session.cookie_permanent = token.permanent
-        key = _storage_key(session, token.sid)
-        gate = session.lock_gate
-        if gate is not None and session.held_lock is None:
-            held = gate(self.store, key, ids.fingerprint(token.sid))
-            if held is not None:  # a load sent before the lock was taken would be stale
-                session.held_lock, session.was_locked = held, True
-                self._cancel_prefetch(session)
-        pending = session.pending_load
-        if pending is not None:
-            session.pending_load = None
-            record = pending.result()
-        else:
-            record = self.store.load(key)
-        if record is None:
-            self._load_missing(session, token.sid, policy)
-            return
-        expired = policy.lifetime.expired_by(record.created_at, record.last_seen, self.clock())
-        if expired is not None:
-            self.store.delete(key)
-            self.events.expired(token.sid, expired)
-            return
-        session.adopt(token.sid, record.fields, self._decode(record.fields, token.sid),
-                      created_at=record.created_at, last_seen=record.last_seen,
-                      permanent=record.permanent)
+        raw = record.fields
+        data, dropped = self.codec.decode_fields(raw)
+        if dropped:
+            self._log_dropped(sid, dropped)
+        session.adopt(sid, raw, data, created_at=record.created_at,
+                      last_seen=record.last_seen, permanent=record.permanent)
         session.user = record.user
 
     def _load_missing(self, session: Session, sid: str, policy: Policy) -> None:
@@ -218,14 +243,16 @@ class Engine(Committer):
                             or lifetime.set_by(created, seen, found.expires_at))
 
     def _decode(self, raw: dict[str, bytes], sid: str) -> dict[str, Any]:
-        data = {}
-        for name, value in raw.items():
-            try:
-                data[name] = self.codec.decode(value)
-            except CodecError:
-                log.warning("session %s: dropped key %r, its stored value does not decode",
-                            ids.fingerprint(sid), name)
+        data, dropped = self.codec.decode_fields(raw)
+        if dropped:
+            self._log_dropped(sid, dropped)
         return data
+
+    @staticmethod
+    def _log_dropped(sid: str, names: list[str]) -> None:
+        for name in names:
+            log.warning("session %s: dropped key %r, its stored value does not decode",
+                        ids.fingerprint(sid), name)
 
     def reopen(self, session: Session, policy: Policy) -> None:
         """Make a session loaded before its lock was wanted load again, from its cookie.
@@ -240,5 +267,5 @@ class Engine(Committer):
                 " (by a before_request handler, or a decorator that runs before the locked"
                 " view); put @session_lock right under the route decorator")
         session.unload()
-        session.defer_load(session.request_cookie,
-                           lambda target: self._load(target, session.request_cookie, policy))
+        session.policy = policy
+        session.defer_load(session.request_cookie, self._lazy_load)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal
 
@@ -48,10 +48,12 @@ class Lifetime:
 
     idle: float
     absolute: float | None = None
+    touch_after: float = field(init=False, repr=False, compare=False)
+    """Seconds between touches: a tenth of :attr:`idle`, at most :data:`MAX_TOUCH_INTERVAL`."""
 
-    @property
-    def touch_after(self) -> float:
-        return min(self.idle / 10.0, MAX_TOUCH_INTERVAL)
+    def __post_init__(self) -> None:
+        # Computed once: read on every request's commit.
+        object.__setattr__(self, "touch_after", min(self.idle / 10.0, MAX_TOUCH_INTERVAL))
 
     def expires_at(self, created_at: float, last_seen: float) -> float:
         """When a session created then and last seen then dies."""

@@ -170,11 +170,24 @@ class Sealer:
 def looks_permanent(token: str) -> bool:
     """What a token's (unauthenticated) header claims about permanence.
 
-    A cheap pre-check only: ``Sealer.open`` authenticates the flag.
+    A cheap pre-check only: ``Sealer.open`` authenticates the flag. The answer
+    depends on the token's first 4 characters only, which few spellings share
+    (the version, the flags, a byte of the key id): each is remembered.
     """
-    raw = _decode(token[:4])
-    return raw is not None and len(raw) >= 2 and raw[0] == VERSION and bool(
-        raw[1] & FLAG_PERMANENT)
+    head = token[:4]
+    known = _PERMANENCE.get(head)
+    if known is None:
+        raw = _decode(head)
+        known = raw is not None and len(raw) >= 2 and raw[0] == VERSION and bool(
+            raw[1] & FLAG_PERMANENT)
+        if len(_PERMANENCE) >= _PERMANENCE_SIZE:  # garbage cookies: forget, start again
+            _PERMANENCE.clear()
+        _PERMANENCE[head] = known
+    return known
+
+
+_PERMANENCE: dict[str, bool] = {}  # a token's first 4 characters -> looks_permanent
+_PERMANENCE_SIZE = 1024
 
 
 def _token_key(master: bytes, salt: bytes) -> bytes:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from satchel.tracked import Changes, TrackedDict
+from satchel.tracked import _NOTHING_TRACKED, Changes, TrackedDict
 
 if TYPE_CHECKING:
     from satchel.locking import HeldLock
@@ -53,14 +53,19 @@ class Session(TrackedDict):
     sid: str | None = None
     storage_key_memo: tuple[str, str] | None = None  # (sid, its storage key)
     request_cookie: str | None = None
+    policy: Any = None  # what the engine opened the session with (its keys and timeouts)
+    cookie_name = "session"  # the name of the request's session cookie (sealed for it)
+    # Reads a cookie Flask's own session interface wrote (satchel.foreign), if enabled
+    foreign_reader: Callable[[str], dict[str, Any] | None] | None = None
     created_at = 0.0
     last_seen = 0.0
     cookie_key_index = 0
     cookie_permanent = False
     read_only = False  # opened through an id a parallel request rotated: nothing is kept
     pending_load: PendingLoad | None = None  # a load the engine sent ahead (prefetch)
-    # Session locks (satchel.locking): called with (store, storage key, log tag) before the
-    # load, it takes the lock if the request wants one; the lock is released after the commit.
+    # Session locks (satchel.locking): called with (store, storage key, session id) before
+    # the load, it takes the lock if the request wants one (naming the session in its log lines
+    # by ids.fingerprint of the id, computed only then); the lock is released after the commit.
     lock_gate: LockGate | None = None
     held_lock: HeldLock | None = None
     was_locked = False
@@ -83,7 +88,8 @@ class Session(TrackedDict):
         """Forget what was loaded, so the session loads again (engine's use; only for a
         session nothing has changed yet)."""
         dict.clear(self)
-        self._raw, self._read, self._set, self._removed = {}, set(), set(), set()
+        self._raw = {}
+        self._read = self._set = self._removed = _NOTHING_TRACKED
         self._new, self.sid, self.read_only, self.user = True, None, False, None
         self.created_at = self.last_seen = 0.0
         self._permanent = False
@@ -150,6 +156,15 @@ class Session(TrackedDict):
     def _permanence_change(self) -> bool | None:
         return self._permanent if self._permanent_changed else None
 
+    @property
+    def pristine(self) -> bool:
+        """True if the request changed nothing and was handed no mutable value: no key
+        assigned, deleted or cleared, no ``modified = True``, no change of ``permanent``,
+        no :meth:`regenerate` (then :meth:`changes` finds nothing and :attr:`modified` is
+        False). The engines' cheap test for a request that only read its session."""
+        return not (self._set or self._removed or self._read or self._cleared
+                    or self._modified_flag or self._permanent_changed or self._regenerated)
+
     def clear(self) -> None:
         """Remove every key and make the session non-permanent, as Flask's ``clear()`` does.
 
@@ -197,10 +212,13 @@ class Session(TrackedDict):
     @modified.setter
     def modified(self, value: bool) -> None:
         """True marks every loaded key as possibly changed in place (Flask's way to say a
-        nested value changed): each is re-encoded at commit, and saved if it differs."""
-        self._modified_flag = bool(value)
+        nested value changed): each is re-encoded at commit, and saved if it differs.
+        True loads the session first (so it counts as an access), as there is no other
+        way to know its keys; False changes nothing else."""
         if value:
-            self._read.update(dict.keys(self))
+            self._use()
+            self._reading().update(dict.keys(self))
+        self._modified_flag = bool(value)
 
     # -- satchel's additions ---------------------------------------------------
 

@@ -23,6 +23,7 @@ MAX_COOKIE_LENGTH = 128  # a well-formed value is 67 characters; longer ones are
 _MAC_CHARS = 22  # 16 bytes of HMAC-SHA256, unpadded base64
 _BODY_LENGTH = ids.ID_LENGTH + 2  # "<id>.<flag>"
 COOKIE_LENGTH = _BODY_LENGTH + _MAC_CHARS
+_FLAG_AT = _BODY_LENGTH - 1
 
 
 class Token(NamedTuple):
@@ -79,4 +80,4 @@ def carries(cookie: str | None, sid: str, permanent: bool) -> bool:
 
 def looks_permanent(cookie: str | None) -> bool:
     """True if ``cookie`` is shaped like a permanent session's (unverified: a cheap test)."""
-    return cookie is not None and len(cookie) == COOKIE_LENGTH and cookie[ids.ID_LENGTH + 1] == "p"
+    return cookie is not None and len(cookie) == COOKIE_LENGTH and cookie[_FLAG_AT] == "p"

@@ -22,7 +22,8 @@ from satchel.errors import StoreUnavailable
 _MUTABLE = (list, dict, set, bytearray, tuple)  # a tuple may hold a list
 _MISSING: Any = object()
 _NOTHING_LOADED: Mapping[str, bytes] = MappingProxyType({})
-_NOTHING_TRACKED: frozenset[str] = frozenset()
+# Empty and read-only: typed as the set each one is replaced by once written to
+_NOTHING_TRACKED: set[str] = frozenset()  # type: ignore[assignment]
 
 
 class Changes(NamedTuple):
@@ -52,32 +53,34 @@ class TrackedDict(dict[str, Any]):
     """
 
     _cleared = False
+    _loader: Callable[[Any], None] | None = None  # runs on first use; None once loaded
     accessed = False
     load_failed = False  # the loader raised: the commit writes nothing
     # SATCHEL_ON_STORE_ERROR = "anonymous": a load the store fails leaves the dict empty (and
     # never saved) instead of raising StoreUnavailable into the view
     empty_on_store_error = False
 
-    # What a dict made with ``deferred=True`` holds until its loader runs: nothing, and
-    # nothing can be added (every method runs the loader first, which makes the real ones).
+    # Nothing loaded, nothing tracked: the bytes loaded, and the keys read (a mutable value
+    # handed out), set and removed. Each is made when first written to, so a request only
+    # pays for the bookkeeping it uses (a read of immutable values: none).
     _raw: dict[str, bytes] = _NOTHING_LOADED  # type: ignore[assignment]
-    _read: set[str] = _NOTHING_TRACKED  # type: ignore[assignment]
-    _set: set[str] = _NOTHING_TRACKED  # type: ignore[assignment]
-    _removed: set[str] = _NOTHING_TRACKED  # type: ignore[assignment]
+    _read: set[str] = _NOTHING_TRACKED
+    _set: set[str] = _NOTHING_TRACKED
+    _removed: set[str] = _NOTHING_TRACKED
 
     def __init__(self, loader: Callable[[Any], None] | None = None, *,
                  deferred: bool = False) -> None:
-        """``deferred``: the caller gives the loader next (``defer_load``), so the dict's
-        bookkeeping is made when it first runs, and a request that never uses the dict
-        never pays for it."""
+        """``deferred``: the caller gives the loader next (``defer_load``). (The dict's
+        bookkeeping is made as it is first needed, deferred or not.)"""
         super().__init__()
         self._loader = loader
-        if not deferred:
-            self._track()
 
-    def _track(self) -> None:
-        self._raw = {}
-        self._read, self._set, self._removed = set(), set(), set()
+    def _reading(self) -> set[str]:
+        """The keys whose mutable value was handed out, made on first use."""
+        read = self._read
+        if read is _NOTHING_TRACKED:
+            read = self._read = set()
+        return read
 
     # -- loading ---------------------------------------------------------
 
@@ -86,7 +89,6 @@ class TrackedDict(dict[str, Any]):
         loader = self._loader
         if loader is not None:
             self._loader = None
-            self._track()
             try:
                 loader(self)
             except StoreUnavailable:
@@ -162,7 +164,7 @@ class TrackedDict(dict[str, Any]):
         self._use()
         value = dict.__getitem__(self, key)
         if isinstance(value, _MUTABLE):
-            self._read.add(key)
+            self._reading().add(key)
         return value
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -171,14 +173,14 @@ class TrackedDict(dict[str, Any]):
         if value is _MISSING:
             return default
         if isinstance(value, _MUTABLE):
-            self._read.add(key)
+            self._reading().add(key)
         return value
 
     def _read_all(self) -> None:
         """Every mutable value may now be changed through a reference the caller holds."""
         for name, value in dict.items(self):
             if isinstance(value, _MUTABLE):
-                self._read.add(name)
+                self._reading().add(name)
 
     def __contains__(self, key: object) -> bool:
         self._use()
@@ -258,14 +260,22 @@ class TrackedDict(dict[str, Any]):
             raise TypeError(f"session keys must be str, not {type(key).__name__}")
         self._use()
         dict.__setitem__(self, key, value)
-        self._set.add(key)
-        self._removed.discard(key)
+        assigned = self._set
+        if assigned is _NOTHING_TRACKED:
+            assigned = self._set = set()
+        assigned.add(key)
+        if self._removed:
+            self._removed.discard(key)
 
     def __delitem__(self, key: str) -> None:
         self._use()
         dict.__delitem__(self, key)
-        self._set.discard(key)
-        self._removed.add(key)
+        if self._set:
+            self._set.discard(key)
+        removed = self._removed
+        if removed is _NOTHING_TRACKED:
+            removed = self._removed = set()
+        removed.add(key)
 
     def pop(self, key: str, default: Any = _MISSING) -> Any:
         self._use()
@@ -312,7 +322,5 @@ class TrackedDict(dict[str, Any]):
         """Remove every key. Only the keys that were loaded or set count as deleted."""
         self._use()
         dict.clear(self)
-        self._set.clear()
-        self._removed.clear()
-        self._read.clear()
+        self._read = self._set = self._removed = _NOTHING_TRACKED
         self._cleared = True

@@ -16,7 +16,7 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 
 from satchel.errors import ConfigError
-from satchel.flask.interface import no_key
+from satchel.flask.opening import no_key
 from satchel.keys import MIN_KEY_BYTES, fallback_tuple, ring_bytes, short_keys
 from satchel.lifetime import seconds
 from satchel.settings import KNOWN_KEYS, PREFIX

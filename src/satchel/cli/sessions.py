@@ -24,7 +24,7 @@ from flask.cli import with_appcontext
 from satchel.engine import Engine
 from satchel.errors import ConfigError, NotSupported, SatchelError
 from satchel.flask.accounts import ListedSession
-from satchel.flask.interface import no_key
+from satchel.flask.opening import no_key
 from satchel.handles import Handles
 from satchel.store import Inventory, SessionInfo, Store
 

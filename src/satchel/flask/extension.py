@@ -12,8 +12,9 @@ from satchel.engine import Engine
 from satchel.errors import ConfigError, SessionLocked, StoreUnavailable
 from satchel.events import Events
 from satchel.flask.accounts import Accounts, handle_maker
-from satchel.flask.interface import SatchelSessionInterface, no_key
+from satchel.flask.interface import SatchelSessionInterface
 from satchel.flask.lock import check_locked_views, session_locked
+from satchel.flask.opening import no_key
 from satchel.flask.responses import serialize_sessions, store_unavailable
 from satchel.keys import as_bytes, fallback_bytes
 from satchel.lifetime import Clock, seconds, system_clock

@@ -14,11 +14,11 @@ from satchel.cookie_header import CookieTemplate, check_samesite
 from satchel.cookie_mode import CookieEngine
 from satchel.engine import Engine
 from satchel.errors import SessionTooLarge, StoreUnavailable
+from satchel.flask import lock
 from satchel.flask.lock import locked_view_gate, release_held_lock
+from satchel.flask.opening import Opening, Openings, no_key, session_cookie
 from satchel.flask.responses import add_session_headers, become_unavailable
 from satchel.foreign import ForeignReader
-from satchel.keys import ShortKeyLog, fallback_tuple, ring_bytes
-from satchel.lifetime import Lifetime, seconds
 from satchel.session import Session
 from satchel.session_use import SessionUse
 from satchel.users import describe_device
@@ -31,10 +31,11 @@ log = logging.getLogger("satchel")
 class FlaskSession(Session, SessionMixin):  # type: ignore[override]
     """A :class:`~satchel.session.Session` that Flask recognises as its own kind."""
 
-    policy: Any = None  # the keys and timeouts the request was opened with
-    permanent_lifetime = 0.0  # PERMANENT_SESSION_LIFETIME then, in seconds
+    # The config the request was opened with ([0] policy, [1] PERMANENT_SESSION_LIFETIME in s)
+    opened_with: Opening | tuple[Any, float] | None = None
     path: str | None = None  # the request's path, when the interface learns which use sessions
-    lock_gate = staticmethod(locked_view_gate)  # @session_lock views lock before the load
+    # @session_lock views lock before the load: open_session gives each session the gate
+    # (locked_view_gate) once some view has the decorator (lock.views_locked)
     records_device = True  # SATCHEL_RECORD_DEVICE
 
     def device(self) -> str | None:
@@ -69,51 +70,26 @@ class SatchelSessionInterface(SessionInterface):
         self.engine = engine
         self.record_device = record_device
         self.anonymous_on_store_error = on_store_error == "anonymous"
-        self._policies: dict[tuple[Any, ...], tuple[Any, float]] = {}
+        self._openings = Openings(engine)
         self._templates: dict[tuple[Any, ...], CookieTemplate] = {}
-        self._short_keys = ShortKeyLog()
         # What requests to each path did with their session: a request expected to use it
         # prefetches it (for a store that can prefetch).
         self.session_use = SessionUse() if engine.can_prefetch else None
+        # Flask's get_cookie_name and get_cookie_samesite read one config key each: read them
+        # directly, unless a subclass overrides either.
+        cls = type(self)
+        self._flask_cookie_config = (
+            cls.get_cookie_name is SessionInterface.get_cookie_name
+            and cls.get_cookie_samesite is SessionInterface.get_cookie_samesite)
 
     def policy(self, app: Flask) -> Any:
         """The key ring and timeouts the app's config names now (cached by value)."""
-        return self._policy_and_lifetime(app)[0]
+        return self._openings.policy_and_lifetime(app)[0]
 
     def _policy_and_lifetime(self, app: Flask) -> tuple[Any, float]:
-        """:meth:`policy`, and ``PERMANENT_SESSION_LIFETIME`` in seconds (cached together).
-
-        The keys are checked where the cache misses, so a config changed after
-        ``init_app`` is refused (ConfigError) on its first request at no cost to
-        the others; a ring with a key shorter than 32 bytes is logged once.
-        """
-        config = app.config
-        secret = config["SECRET_KEY"]
-        fallbacks = config.get("SECRET_KEY_FALLBACKS")
-        if type(fallbacks) is not tuple:
-            fallbacks = (() if fallbacks is None else tuple(fallbacks) if type(fallbacks) is list
-                         else fallback_tuple(fallbacks))  # ConfigError for a str
-        idle = config.get("SATCHEL_IDLE_TIMEOUT")
-        absolute = config.get("SATCHEL_ABSOLUTE_TIMEOUT")
-        lifetime = config["PERMANENT_SESSION_LIFETIME"]  # a timedelta or seconds, as Flask allows
-        cache_key = (secret, fallbacks, idle, absolute, lifetime)
-        try:
-            cached = self._policies.get(cache_key)
-        except TypeError:  # unhashable: a bytearray key, a list among the fallbacks
-            cached = None
-        if cached is None:
-            ring = ring_bytes(secret, fallbacks)  # ConfigError for an unusable key
-            lifetime_default = app.permanent_session_lifetime
-            idle_s = seconds(idle if idle is not None else lifetime_default,
-                             name="SATCHEL_IDLE_TIMEOUT")
-            assert idle_s is not None
-            timeouts = Lifetime(idle_s, seconds(absolute, name="SATCHEL_ABSOLUTE_TIMEOUT"))
-            policy = self.engine.build_policy(secret, fallbacks, timeouts)
-            self._short_keys.log(ring)
-            if len(self._policies) >= _POLICY_CACHE_SIZE:
-                self._policies.clear()
-            cached = self._policies[cache_key] = (policy, lifetime_default.total_seconds())
-        return cached
+        """:meth:`policy`, and ``PERMANENT_SESSION_LIFETIME`` in seconds (see
+        :mod:`satchel.flask.opening`)."""
+        return self._openings.policy_and_lifetime(app)
 
     def check_config(self, app: Flask) -> None:
         """Build the policy ``app``'s config names now (ConfigError for an unusable key),
@@ -127,31 +103,64 @@ class SatchelSessionInterface(SessionInterface):
         self._policy_and_lifetime(app)
 
     def open_session(self, app: Flask, request: Request) -> FlaskSession | None:
-        if not app.secret_key and no_key(app.secret_key):  # False or 0: refused below
+        opening = self._openings.opening(app)
+        if opening is None:  # no SECRET_KEY: Flask's null session
             return None
-        name = self.get_cookie_name(app)
-        session = FlaskSession(deferred=True)  # engine.open gives its loader
+        if self._flask_cookie_config:
+            name, prefix = opening.cookie_name, opening.cookie_prefix
+        else:
+            name, prefix = self.get_cookie_name(app), None
+        # What FlaskSession(deferred=True) makes, without running __init__ (engine.open
+        # gives the loader).
+        session: FlaskSession = dict.__new__(FlaskSession)
+        session.opened_with = opening
         if self.anonymous_on_store_error:
             session.empty_on_store_error = True
         if not self.record_device:
             session.records_device = False
-        foreign = (flask_cookie_reader(app) if app.config.get("SATCHEL_READ_FLASK_COOKIES")
-                   else None)
-        session.policy, session.permanent_lifetime = self._policy_and_lifetime(app)
-        cookie = request_cookie(request, name)
+        if lock.views_locked:
+            session.lock_gate = locked_view_gate
+        foreign = flask_cookie_reader(app) if opening.read_flask_cookies else None
+        cookie = session_cookie(request, name, prefix)
         prefetch = False
         use = self.session_use
         if use is not None and app.config.get("SATCHEL_PREFETCH", True):
             session.path = path = request.environ.get("PATH_INFO", "")
             prefetch = cookie is not None and use.expected(path)
-        self.engine.open(cookie, session.policy, session, cookie_name=name, foreign=foreign,
+        self.engine.open(cookie, opening.policy, session, cookie_name=name, foreign=foreign,
                          prefetch=prefetch)
         return session
+
+    def is_null_session(self, obj: object) -> bool:
+        """Flask's test (``isinstance`` of its null session class), answered at once for
+        satchel's own sessions, which Flask asks about on every response."""
+        return type(obj) is not FlaskSession and super().is_null_session(obj)
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         if type(session) is not FlaskSession and not isinstance(session, Session):
             raise TypeError(f"satchel cannot save a {type(session).__name__}; was the session"
                             " interface swapped during the request?")
+        engine = self.engine
+        config = app.config
+        if self.session_use is not None:
+            path = getattr(session, "path", None)
+            if path is not None:
+                # A locked request's load must wait for its lock: never prefetch its path.
+                self.session_use.record(path, used=session.accessed and not session.was_locked,
+                                        had_cookie=session.request_cookie is not None)
+        if not session.accessed and not session.loaded:  # never used: it holds no lock
+            if type(engine) is Engine:
+                # Never used: no store call, no cookie (see Engine.commit), only the Vary
+                # header Flask sends when it would re-send a permanent cookie.
+                if session.pending_load is not None:
+                    engine.commit_unused(session)
+                if (config["SESSION_REFRESH_EACH_REQUEST"]
+                        and engine.looks_permanent(session.request_cookie)):
+                    add_session_headers(response, None)
+                return
+            if type(engine) is CookieEngine and not engine.refreshes_unused(
+                    session, config["SESSION_REFRESH_EACH_REQUEST"]):
+                return  # never used, and its cookie is not one to re-seal: nothing to send
         try:
             self._save(app, session, response)
         finally:  # @session_lock: released once the commit is done (or failed)
@@ -159,39 +168,27 @@ class SatchelSessionInterface(SessionInterface):
                 release_held_lock(session)
 
     def _save(self, app: Flask, session: Session, response: Response) -> None:
-        path = getattr(session, "path", None)
-        if path is not None and self.session_use is not None:
-            # A locked request's load must wait for its lock: never prefetch its path.
-            self.session_use.record(path, used=session.accessed and not session.was_locked,
-                                    had_cookie=session.request_cookie is not None)
-        if not session.accessed and not session.loaded:
-            engine = self.engine
-            if type(engine) is Engine:
-                # Never used: no store call, no cookie (see Engine.commit), only the Vary
-                # header Flask sends when it would re-send a permanent cookie.
-                engine.commit_unused(session)
-                if (app.config["SESSION_REFRESH_EACH_REQUEST"]
-                        and engine.looks_permanent(session.request_cookie)):
-                    add_session_headers(response, None)
-                return
-            if type(engine) is CookieEngine and not engine.refreshes_unused(
-                    session, app.config["SESSION_REFRESH_EACH_REQUEST"]):
-                return  # never used, and its cookie is not one to re-seal: nothing to send
-        check_samesite(self.get_cookie_samesite(app))  # before the store is written
-        name = self.get_cookie_name(app)
-        policy = getattr(session, "policy", None)
-        if policy is not None:  # opened by this interface: its config of that moment
-            permanent_lifetime: float = getattr(session, "permanent_lifetime", 0.0)
+        """Commit a session the request used (or a sealed one to re-seal); send its headers."""
+        engine = self.engine
+        config = app.config
+        if self._flask_cookie_config:
+            name, samesite = config["SESSION_COOKIE_NAME"], config["SESSION_COOKIE_SAMESITE"]
         else:
-            policy, permanent_lifetime = self._policy_and_lifetime(app)
+            name, samesite = self.get_cookie_name(app), self.get_cookie_samesite(app)
+        if samesite is not None:
+            check_samesite(samesite)  # before the store is written
+        opened = (session.opened_with if type(session) is FlaskSession
+                  else getattr(session, "opened_with", None))
+        if opened is None:  # not opened by this interface: the config of now
+            opened = self._openings.policy_and_lifetime(app)
+        refresh_each_request = config["SESSION_REFRESH_EACH_REQUEST"]
         try:
-            action = self.engine.commit(
-                session, policy, cookie_name=name,
-                refresh_each_request=app.config["SESSION_REFRESH_EACH_REQUEST"],
-                permanent_lifetime=permanent_lifetime)
+            action = engine.commit(session, opened[0], cookie_name=name,
+                                   refresh_each_request=refresh_each_request,
+                                   permanent_lifetime=opened[1])
         except StoreUnavailable as err:
-            self.engine.events.store_error(err, "save", session.sid,
-                                           anonymous=self.anonymous_on_store_error)
+            engine.events.store_error(err, "save", session.sid,
+                                      anonymous=self.anonymous_on_store_error)
             if not self.anonymous_on_store_error:
                 become_unavailable(response, app, err)
                 return
@@ -200,9 +197,9 @@ class SatchelSessionInterface(SessionInterface):
             action = CookieAction(None)  # a logout still logs the browser out
         if action is None:
             if session.accessed or (
-                    not session.loaded and app.config["SESSION_REFRESH_EACH_REQUEST"]
-                    and isinstance(self.engine, Engine)
-                    and self.engine.looks_permanent(session.request_cookie)):
+                    not session.loaded and refresh_each_request
+                    and isinstance(engine, Engine)
+                    and engine.looks_permanent(session.request_cookie)):
                 # Flask re-sends a permanent cookie here, with Vary: Cookie. satchel sends no
                 # cookie for a session the request never used (it could be a rotated id, see
                 # Engine.commit), but keeps the Vary header a cache may rely on.
@@ -217,7 +214,7 @@ class SatchelSessionInterface(SessionInterface):
             add_session_headers(response, None)
         else:
             header = self._cookie_template(app).header(action.value, action.expires)
-            limit = app.config.get("MAX_COOKIE_SIZE", _BROWSER_COOKIE_LIMIT)
+            limit = config.get("MAX_COOKIE_SIZE", _BROWSER_COOKIE_LIMIT)
             if limit and len(header) > limit:
                 raise SessionTooLarge(len(header), limit)
             add_session_headers(response, header)
@@ -238,25 +235,6 @@ class SatchelSessionInterface(SessionInterface):
                 self._templates.clear()
             self._templates[attributes] = template
         return template
-
-
-def no_key(secret: object) -> bool:
-    """True for a ``SECRET_KEY`` that is not set (None, "" or b""): Flask's null session."""
-    return secret is None or (type(secret) in (str, bytes) and not secret)
-
-
-def request_cookie(request: Request, name: str) -> str | None:
-    """``request.cookies.get(name)``, without parsing every cookie when none is quoted."""
-    header: str | None = request.environ.get("HTTP_COOKIE")
-    if not header or name not in header:
-        return None
-    if '"' in header or "\\" in header:  # quoting and escapes: Werkzeug's full parser
-        return request.cookies.get(name)
-    for pair in header.split(";"):
-        key, _, value = pair.partition("=")
-        if key.strip() == name:
-            return value.strip()
-    return None
 
 
 def flask_cookie_reader(app: Flask) -> ForeignReader:

@@ -26,6 +26,7 @@ from satchel import signals
 from satchel.cookie_mode import CookieEngine
 from satchel.engine import Engine
 from satchel.errors import ConfigError, SessionLocked
+from satchel.ids import fingerprint
 from satchel.locking import DEFAULT_LEASE, DEFAULT_WAIT, HeldLock, LockSpec, acquire
 from satchel.session import Session
 
@@ -57,6 +58,8 @@ def session_lock(view: Any = None, /, *, wait: float = DEFAULT_WAIT,
     spec = LockSpec(wait, lease)
 
     def decorate(function: View) -> View:
+        global views_locked
+        views_locked = True
         @functools.wraps(function)
         def locked(*args: Any, **kwargs: Any) -> Any:
             _lock_for(spec, function)
@@ -86,7 +89,11 @@ def _lock_for(spec: LockSpec, view: Callable[..., Any]) -> None:
     session.lock_gate = gate
 
 
-def locked_view_gate(store: object, storage_key: str, tag: str) -> HeldLock | None:
+views_locked = False
+"""True once ``@session_lock`` has decorated a view: until then no session needs a gate."""
+
+
+def locked_view_gate(store: object, storage_key: str, sid: str) -> HeldLock | None:
     """The lock gate of a Flask session: the lock, if the request's view wants one."""
     try:
         ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
@@ -98,11 +105,12 @@ def locked_view_gate(store: object, storage_key: str, tag: str) -> HeldLock | No
     spec = getattr(ctx.app.view_functions.get(rule.endpoint), "satchel_lock", None)
     if type(spec) is not LockSpec:
         return None
-    return _take(spec, store, storage_key, tag)
+    return _take(spec, store, storage_key, sid)
 
 
-def _take(spec: LockSpec, store: object, storage_key: str, tag: str) -> HeldLock:
+def _take(spec: LockSpec, store: object, storage_key: str, sid: str) -> HeldLock:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
+    tag = fingerprint(sid)
     try:
         held = acquire(store, storage_key, spec, tag=tag)
     except SessionLocked:

@@ -66,10 +66,10 @@ def add_session_headers(response: Response, set_cookie: str | None) -> None:
     headers = response.headers
     vary = cache_control = None
     for key, value in headers:
-        lowered = key.lower()
-        if lowered == "vary":
+        size = len(key)  # lower() only the names that can match
+        if size == 4 and key.lower() == "vary":
             vary = value
-        elif lowered == "cache-control":
+        elif size == 13 and key.lower() == "cache-control":
             cache_control = value
     if vary is None:
         headers.add("Vary", "Cookie")

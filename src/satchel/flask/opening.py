@@ -1,0 +1,155 @@
+"""What ``open_session`` derives from the config, once per set of config values.
+
+Flask's config may change between requests (tests do), so every request reads
+the keys it depends on; what they make (the key ring and timeouts of a
+:class:`~satchel.engine.Policy`, the cookie name's prefix) is built once per
+distinct set of values and looked up by them afterwards. The keys are checked
+where the cache misses, so a config changed after ``init_app`` is refused
+(ConfigError) on its first request at no cost to the others; a ring with a key
+shorter than 32 bytes is logged once.
+
+Also here: the session cookie's value in a request's ``Cookie`` header.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Protocol
+
+from flask import Flask, Request
+
+from satchel.keys import Secret, ShortKeyLog, fallback_tuple, ring_bytes
+from satchel.lifetime import Lifetime, seconds
+
+_CACHE_SIZE = 32  # distinct configs remembered (cleared when full)
+
+# What open_session reads, in Opening's order of making: a config change of any re-opens.
+OPEN_KEYS = ("SECRET_KEY", "SECRET_KEY_FALLBACKS", "SATCHEL_IDLE_TIMEOUT",
+             "SATCHEL_ABSOLUTE_TIMEOUT", "PERMANENT_SESSION_LIFETIME", "SESSION_COOKIE_NAME",
+             "SATCHEL_READ_FLASK_COOKIES")
+
+
+class PolicyBuilder(Protocol):
+    """An engine's ``build_policy``."""
+
+    def build_policy(self, secret: Secret, fallbacks: Any, lifetime: Lifetime) -> Any: ...
+
+
+class Opening(NamedTuple):
+    """What a request's session is opened with; ``[0]``, ``[1]``: the policy and lifetime."""
+
+    policy: Any
+    permanent_lifetime: float  # PERMANENT_SESSION_LIFETIME, in seconds
+    cookie_name: str  # SESSION_COOKIE_NAME
+    cookie_prefix: str | None  # cookie_name + "=" (None for a name the fast parse can't take)
+    read_flask_cookies: bool  # SATCHEL_READ_FLASK_COOKIES
+
+
+class Openings:
+    """The policies and openings of one session interface, cached by config values."""
+
+    def __init__(self, engine: PolicyBuilder) -> None:
+        self.engine = engine
+        self._policies: dict[tuple[Any, ...], tuple[Any, float]] = {}
+        self._openings: dict[tuple[Any, ...], Opening] = {}
+        self._short_keys = ShortKeyLog()
+
+    def opening(self, app: Flask) -> Opening | None:
+        """What ``app``'s config says now; None while ``SECRET_KEY`` is not set (Flask's
+        null session). Raises ConfigError for an unusable key or timeout, KeyError for a
+        config key Flask always has (``SECRET_KEY``, ``PERMANENT_SESSION_LIFETIME``,
+        ``SESSION_COOKIE_NAME``) that was deleted."""
+        get = app.config.get  # each key of OPEN_KEYS (spelled out: tuple(map(...)) is slower)
+        fallbacks = get("SECRET_KEY_FALLBACKS")
+        if type(fallbacks) is list:  # as Flask documents it: keyed by its items, as a tuple
+            fallbacks = tuple(fallbacks)
+        values = (get("SECRET_KEY"), fallbacks, get("SATCHEL_IDLE_TIMEOUT"),
+                  get("SATCHEL_ABSOLUTE_TIMEOUT"), get("PERMANENT_SESSION_LIFETIME"),
+                  get("SESSION_COOKIE_NAME"), get("SATCHEL_READ_FLASK_COOKIES"))
+        try:
+            found = self._openings.get(values)
+        except TypeError:  # unhashable: a bytearray key, a list among the fallbacks
+            found = None
+        if found is not None:
+            return found
+        return self._build_opening(app, values)
+
+    def _build_opening(self, app: Flask, values: tuple[Any, ...]) -> Opening | None:
+        config = app.config
+        secret = config["SECRET_KEY"]  # KeyError if deleted, as app.secret_key
+        if no_key(secret):
+            return None
+        policy, lifetime = self.policy_and_lifetime(app)
+        name = config["SESSION_COOKIE_NAME"]
+        plain = type(name) is str and "=" not in name and name == name.strip()
+        prefix = name + "=" if plain else None
+        found = Opening(policy, lifetime, name, prefix, bool(values[6]))
+        self._remember(self._openings, values, found)
+        return found
+
+    def policy_and_lifetime(self, app: Flask) -> tuple[Any, float]:
+        """The policy ``app``'s config names now, and ``PERMANENT_SESSION_LIFETIME`` in
+        seconds. Raises ConfigError for an unusable key or timeout."""
+        config = app.config
+        fallbacks = config.get("SECRET_KEY_FALLBACKS")
+        if type(fallbacks) is list:  # Flask's documented form: keyed by its items now
+            fallbacks = tuple(fallbacks)
+        cache_key = (config["SECRET_KEY"], fallbacks, config.get("SATCHEL_IDLE_TIMEOUT"),
+                     config.get("SATCHEL_ABSOLUTE_TIMEOUT"), config["PERMANENT_SESSION_LIFETIME"])
+        try:
+            cached = self._policies.get(cache_key)
+        except TypeError:  # unhashable: a bytearray key, a list among the fallbacks
+            cached = None
+        if cached is None:
+            cached = self._build_policy(app, cache_key)
+        return cached
+
+    def _build_policy(self, app: Flask, cache_key: tuple[Any, ...]) -> tuple[Any, float]:
+        secret, fallbacks, idle, absolute, _ = cache_key
+        if type(fallbacks) is not tuple:
+            fallbacks = () if fallbacks is None else fallback_tuple(fallbacks)  # ConfigError: a str
+        ring = ring_bytes(secret, fallbacks)  # ConfigError for an unusable key
+        lifetime_default = app.permanent_session_lifetime
+        idle_s = seconds(idle if idle is not None else lifetime_default,
+                         name="SATCHEL_IDLE_TIMEOUT")
+        assert idle_s is not None
+        timeouts = Lifetime(idle_s, seconds(absolute, name="SATCHEL_ABSOLUTE_TIMEOUT"))
+        policy = self.engine.build_policy(secret, fallbacks, timeouts)
+        self._short_keys.log(ring)
+        built = (policy, lifetime_default.total_seconds())
+        self._remember(self._policies, cache_key, built)
+        return built
+
+    @staticmethod
+    def _remember(cache: dict[tuple[Any, ...], Any], key: tuple[Any, ...], value: Any) -> None:
+        try:
+            if len(cache) >= _CACHE_SIZE:
+                cache.clear()
+            cache[key] = value
+        except TypeError:  # unhashable: built again on each request
+            pass
+
+
+def no_key(secret: object) -> bool:
+    """True for a ``SECRET_KEY`` that is not set (None, "" or b""): Flask's null session."""
+    return secret is None or (type(secret) in (str, bytes) and not secret)
+
+
+def session_cookie(request: Request, name: str, prefix: str | None = None) -> str | None:
+    """``request.cookies.get(name)``, without parsing every cookie when none is quoted.
+
+    ``prefix`` (``name + "="``, for a name without "=" or surrounding spaces) takes the
+    common case, a header that starts with the session cookie, without a split.
+    """
+    header: str | None = request.environ.get("HTTP_COOKIE")
+    if not header or name not in header:
+        return None
+    if '"' in header or "\\" in header:  # quoting and escapes: Werkzeug's full parser
+        return request.cookies.get(name)
+    if prefix is not None and header.startswith(prefix):  # the first pair is ours
+        end = header.find(";")
+        return (header[len(prefix):] if end < 0 else header[len(prefix):end]).strip()
+    for pair in header.split(";"):
+        key, _, value = pair.partition("=")
+        if key.strip() == name:
+            return value.strip()
+    return None

@@ -1,0 +1,102 @@
+"""The session cookie's value in a Cookie header, and the config open_session reads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flask
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from werkzeug.test import EnvironBuilder
+from werkzeug.wrappers import Request
+
+from satchel import MemoryStore, Satchel
+from satchel.flask.opening import session_cookie
+
+_PIECES = st.sampled_from(["session", "sess", "x", "=", ";", " ", "; ", "\t", "\xa0", "abc",
+                           "a.b", "p", "\u2003", "session=", "=v", ""])
+_HEADERS = st.lists(_PIECES, max_size=10).map("".join)
+
+
+def _request(header: str) -> Request:
+    environ = EnvironBuilder(path="/").get_environ()
+    environ["HTTP_COOKIE"] = header
+    return Request(environ)
+
+
+@given(_HEADERS, st.sampled_from(["session", "sess", "x"]))
+def test_the_fast_look_at_the_header_finds_what_the_full_scan_finds(header: str,
+                                                                     name: str) -> None:
+    request = _request(header)
+    assert session_cookie(request, name, name + "=") == session_cookie(request, name)
+
+
+@pytest.mark.parametrize(("header", "expected"), [
+    ("session=abc", "abc"),
+    ("session= abc ;x=1", "abc"),
+    ("x=1; session=abc; session=def", "abc"),
+    (" session =abc", "abc"),
+    ("session", ""),
+    ("sessions=abc", None),
+    ("x=session", None),
+    ("", None),
+])
+def test_the_session_cookie_of_a_header(header: str, expected: str | None) -> None:
+    request = _request(header)
+    assert session_cookie(request, "session", "session=") == expected
+    assert session_cookie(request, "session") == expected
+
+
+def _app(**config: Any) -> flask.Flask:
+    app = flask.Flask(__name__)
+    app.config.update(SECRET_KEY="k" * 32, **config)
+
+    @app.get("/set")
+    def set_value() -> str:
+        flask.session["v"] = "1"
+        return "set"
+
+    @app.get("/get")
+    def get_value() -> str:
+        return str(flask.session.get("v"))
+
+    Satchel(app, store=MemoryStore())
+    return app
+
+
+def test_a_cookie_name_changed_between_requests_is_used_at_once() -> None:
+    app = _app()
+    client = app.test_client()
+    client.get("/set")
+    app.config["SESSION_COOKIE_NAME"] = "other"
+    assert client.get("/get").text == "None"  # the cookie named "session" is not "other"
+    client.get("/set")
+    assert client.get_cookie("other") is not None
+    assert client.get("/get").text == "1"
+
+
+def test_fallbacks_given_as_a_list_that_changes_are_read_again() -> None:
+    app = _app(SECRET_KEY_FALLBACKS=[])
+    client = app.test_client()
+    client.get("/set")
+    app.config["SECRET_KEY_FALLBACKS"].append(app.config["SECRET_KEY"])
+    app.config["SECRET_KEY"] = "n" * 32
+    assert client.get("/get").text == "1"  # signed with what is now a fallback key...
+    app.config["SECRET_KEY_FALLBACKS"].clear()
+    assert client.get("/get").text == "1"  # ...and re-signed with the new one by that read
+
+
+def test_a_fallback_removed_from_its_list_no_longer_opens_sessions() -> None:
+    app = _app(SECRET_KEY_FALLBACKS=[])
+    client = app.test_client()
+    client.get("/set")
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    old = app.config["SECRET_KEY"]
+    app.config["SECRET_KEY"] = "n" * 32
+    app.config["SECRET_KEY_FALLBACKS"].append(old)
+    client.get("/get")  # opens under the fallback (and re-signs the browser's cookie)
+    app.config["SECRET_KEY_FALLBACKS"].remove(old)  # the same list object, changed
+    client.set_cookie("session", cookie.value)  # the cookie signed with the old key
+    assert client.get("/get").text == "None"
