@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
 _T = TypeVar("_T")
-HOLD = 0.002  # seconds a purge's write transaction aims to hold the lock
+HOLD = 0.0005  # seconds a purge's write transaction aims to hold the lock
 YIELD = 3.0  # the pause after a transaction, in multiples of its time: the lock is free 3/4
 _FIRST_CHUNK = 32  # rows in the first transaction of a call
 _MIN_CHUNK, _MAX_CHUNK = 4, 1000
