@@ -58,13 +58,9 @@ class Openings:
         null session). Raises ConfigError for an unusable key or timeout, KeyError for a
         config key Flask always has (``SECRET_KEY``, ``PERMANENT_SESSION_LIFETIME``,
         ``SESSION_COOKIE_NAME``) that was deleted."""
-        get = app.config.get  # each key of OPEN_KEYS (spelled out: tuple(map(...)) is slower)
-        fallbacks = get("SECRET_KEY_FALLBACKS")
-        if type(fallbacks) is list:  # as Flask documents it: keyed by its items, as a tuple
-            fallbacks = tuple(fallbacks)
-        values = (get("SECRET_KEY"), fallbacks, get("SATCHEL_IDLE_TIMEOUT"),
-                  get("SATCHEL_ABSOLUTE_TIMEOUT"), get("PERMANENT_SESSION_LIFETIME"),
-                  get("SESSION_COOKIE_NAME"), get("SATCHEL_READ_FLASK_COOKIES"))
+        config = app.config  # each key of OPEN_KEYS
+        values = (*_policy_values(config), config.get("SESSION_COOKIE_NAME"),
+                  config.get("SATCHEL_READ_FLASK_COOKIES"))
         try:
             found = self._openings.get(values)
         except TypeError:  # unhashable: a bytearray key, a list among the fallbacks
@@ -74,12 +70,10 @@ class Openings:
         return self._build_opening(app, values)
 
     def _build_opening(self, app: Flask, values: tuple[Any, ...]) -> Opening | None:
-        config = app.config
-        secret = config["SECRET_KEY"]  # KeyError if deleted, as app.secret_key
-        if no_key(secret):
+        if no_key(values[0]):
             return None
-        policy, lifetime = self.policy_and_lifetime(app)
-        name = config["SESSION_COOKIE_NAME"]
+        policy, lifetime = self._policy(app, values[:5])
+        name = app.config["SESSION_COOKIE_NAME"]
         plain = type(name) is str and "=" not in name and name == name.strip()
         prefix = name + "=" if plain else None
         found = Opening(policy, lifetime, name, prefix, bool(values[6]))
@@ -89,12 +83,11 @@ class Openings:
     def policy_and_lifetime(self, app: Flask) -> tuple[Any, float]:
         """The policy ``app``'s config names now, and ``PERMANENT_SESSION_LIFETIME`` in
         seconds. Raises ConfigError for an unusable key or timeout."""
-        config = app.config
-        fallbacks = config.get("SECRET_KEY_FALLBACKS")
-        if type(fallbacks) is list:  # Flask's documented form: keyed by its items now
-            fallbacks = tuple(fallbacks)
-        cache_key = (config["SECRET_KEY"], fallbacks, config.get("SATCHEL_IDLE_TIMEOUT"),
-                     config.get("SATCHEL_ABSOLUTE_TIMEOUT"), config["PERMANENT_SESSION_LIFETIME"])
+        return self._policy(app, _policy_values(app.config))
+
+    def _policy(self, app: Flask, cache_key: tuple[Any, ...]) -> tuple[Any, float]:
+        """:meth:`policy_and_lifetime` for the config values ``cache_key``
+        (:func:`_policy_values`), from the cache or built."""
         try:
             cached = self._policies.get(cache_key)
         except TypeError:  # unhashable: a bytearray key, a list among the fallbacks
@@ -127,6 +120,18 @@ class Openings:
             cache[key] = value
         except TypeError:  # unhashable: built again on each request
             pass
+
+
+def _policy_values(config: Any) -> tuple[Any, ...]:
+    """The config values a policy is built from, as its cache key: ``SECRET_KEY``,
+    ``SECRET_KEY_FALLBACKS`` (a list, as Flask documents it, keyed by its items as a tuple),
+    the idle and absolute timeouts, ``PERMANENT_SESSION_LIFETIME``. KeyError if
+    ``SECRET_KEY`` or ``PERMANENT_SESSION_LIFETIME``, which Flask always has, was deleted."""
+    fallbacks = config.get("SECRET_KEY_FALLBACKS")
+    if type(fallbacks) is list:
+        fallbacks = tuple(fallbacks)
+    return (config["SECRET_KEY"], fallbacks, config.get("SATCHEL_IDLE_TIMEOUT"),
+            config.get("SATCHEL_ABSOLUTE_TIMEOUT"), config["PERMANENT_SESSION_LIFETIME"])
 
 
 def no_key(secret: object) -> bool:
