@@ -18,7 +18,7 @@ from satchel.events import Events, RevokeReason, RotateReason
 from satchel.lifetime import Clock
 from satchel.session import Changes, Session
 from satchel.store import Patch, Record, Store, Updated
-from satchel.users import UserRules, user_value
+from satchel.users import UserRules
 
 if TYPE_CHECKING:
     from satchel.engine import Policy
@@ -98,8 +98,7 @@ class Committer:
         rotation: RotateReason = "regenerate"
         sid = session.sid
         if sid is not None:
-            user_key = self.users.key  # self.users.user_of(session), inline:
-            if user_key is None or user_value(dict.get(session, user_key)) == was_user:
+            if self.users.key is None or self.users.user_of(session) == was_user:
                 return self._update(session, sid, policy, refresh_each_request,
                                     permanent_lifetime, now)
             session.regenerate()  # a login, a logout or a switch of user: a new id

@@ -101,10 +101,14 @@ class Engine(Committer):
         ``session_rejected`` event, unless the cookie is empty or missing)."""
         if not cookie:
             return None
-        entry = policy.verified.get(cookie)
-        if entry is None:
-            entry = self._verify_new(cookie, policy)
+        entry = self._verified(cookie, policy)
         return None if entry is None else entry[0]
+
+    def _verified(self, cookie: str, policy: Policy) -> tuple[Token, tuple[str, str]] | None:
+        """``cookie``'s entry in ``policy.verified`` (its token, and its id's storage key),
+        made by :meth:`_verify_new` if it is not there yet; None if it does not verify."""
+        entry = policy.verified.get(cookie)
+        return entry if entry is not None else self._verify_new(cookie, policy)
 
     def _verify_new(self, cookie: str, policy: Policy) -> tuple[Token, tuple[str, str]] | None:
         """Check the MAC of a cookie not in ``policy.verified``; remember it if it verifies
@@ -145,9 +149,7 @@ class Engine(Committer):
         session.policy = policy
         if (prefetch and cookie and self._prefetch is not None
                 and not (foreign is not None and is_foreign_cookie(cookie))):
-            entry = policy.verified.get(cookie)
-            if entry is None:
-                entry = self._verify_new(cookie, policy)
+            entry = self._verified(cookie, policy)
             if entry is None:  # rejected now: nothing to load later
                 session.defer_load(cookie, _load_nothing)
                 return session
@@ -171,11 +173,9 @@ class Engine(Committer):
                 self.events.rejected(cookie[:MAX_FOREIGN_COOKIE_LENGTH], "bad-flask-cookie")
             return
         policy: Policy = session.policy
-        entry = policy.verified.get(cookie)
+        entry = self._verified(cookie, policy)
         if entry is None:
-            entry = self._verify_new(cookie, policy)
-            if entry is None:
-                return
+            return
         token, memo = entry
         sid, key = session.storage_key_memo = memo
         try:
@@ -206,10 +206,7 @@ class Engine(Committer):
             self.events.store_error(err, "load", sid, anonymous=session.empty_on_store_error)
             raise
         raw = record.fields
-        data, dropped = self.codec.decode_fields(raw)
-        if dropped:
-            self._log_dropped(sid, dropped)
-        session.adopt(sid, raw, data, created_at=record.created_at,
+        session.adopt(sid, raw, self._decode(raw, sid), created_at=record.created_at,
                       last_seen=record.last_seen, permanent=record.permanent)
         session.user = record.user
 
@@ -244,15 +241,10 @@ class Engine(Committer):
 
     def _decode(self, raw: dict[str, bytes], sid: str) -> dict[str, Any]:
         data, dropped = self.codec.decode_fields(raw)
-        if dropped:
-            self._log_dropped(sid, dropped)
-        return data
-
-    @staticmethod
-    def _log_dropped(sid: str, names: list[str]) -> None:
-        for name in names:
+        for name in dropped:
             log.warning("session %s: dropped key %r, its stored value does not decode",
                         ids.fingerprint(sid), name)
+        return data
 
     def reopen(self, session: Session, policy: Policy) -> None:
         """Make a session loaded before its lock was wanted load again, from its cookie.
