@@ -1124,3 +1124,47 @@ def test_open_session_may_match_the_request(app: flask.Flask) -> None:
     assert client.get("/").text == "1"
     assert client.get("/").text == "2"
     assert endpoints == ["index", "index"]
+
+
+FIRST_USES: dict[str, tuple[Callable[[Any], object], dict[str, str]]] = {
+    "modified": (lambda s: setattr(s, "modified", True), {"a": "1", "b": "2"}),
+    "permanent": (lambda s: setattr(s, "permanent", True), {"a": "1", "b": "2"}),
+    "clear": (lambda s: s.clear(), {}),
+    "pop": (lambda s: s.pop("a"), {"b": "2"}),
+    "popitem": (lambda s: s.popitem(), {"a": "1"}),
+    "del": (lambda s: s.__delitem__("b"), {"a": "1"}),
+    "setdefault": (lambda s: s.setdefault("c", "3"), {"a": "1", "b": "2", "c": "3"}),
+    "update": (lambda s: s.update(a="9"), {"a": "9", "b": "2"}),
+    "set": (lambda s: s.__setitem__("a", "8"), {"a": "8", "b": "2"}),
+    "len": (lambda s: len(s), {"a": "1", "b": "2"}),
+    "contains": (lambda s: "a" in s, {"a": "1", "b": "2"}),
+    "iter": (lambda s: list(s), {"a": "1", "b": "2"}),
+    "items": (lambda s: list(s.items()), {"a": "1", "b": "2"}),
+    "copy": (lambda s: s.copy(), {"a": "1", "b": "2"}),
+}
+
+
+@pytest.mark.parametrize("use", sorted(FIRST_USES))
+def test_first_use_of_a_stored_session(app: flask.Flask, client: FlaskClient, use: str) -> None:
+    """Every way a view can first use its session, as the request's only use of it: each
+    answers as Flask's own session would (none meets change tracking not yet made on a
+    lazily loaded session), and the stored data ends as that operation leaves it."""
+    operation, expected = FIRST_USES[use]
+
+    @app.post("/fill")
+    def fill() -> str:
+        flask.session["a"], flask.session["b"] = "1", "2"
+        return "ok"
+
+    @app.post("/use")
+    def first_use() -> str:
+        operation(flask.session)
+        return "ok"
+
+    @app.get("/dump")
+    def dump() -> dict[str, Any]:
+        return {key: flask.session[key] for key in flask.session if not key.startswith("_")}
+
+    client.post("/fill")
+    assert client.post("/use").status_code == 200
+    assert client.get("/dump").get_json() == expected
