@@ -27,7 +27,13 @@ def pttl(store: RedisStore, name: bytes | str) -> int:
     return int(store.client.pttl(name))
 
 
-def session_name(store: RedisStore, key: str) -> str:
+def session_name(store: RedisStore, key: str) -> bytes:
+    """The name the store creates session ``key`` under."""
+    return store._names.of(key)
+
+
+def legacy_name(store: RedisStore, key: str) -> str:
+    """The name earlier builds of the store gave session ``key``: where it still lives."""
     return f"{store.prefix}{{{key}}}"
 
 
@@ -35,8 +41,8 @@ def write_earlier_layout(store: RedisStore, key: str, record: Record,
                          ulive: float | None = None) -> str:
     """Store ``record`` at ``key`` as satchel did before sessions were strings: a hash of
     f:<name> fields and m:* metadata, with a TTL until it expires (by the store's clock).
-    Returns the key's name."""
-    name = f"{store.prefix}{{{key}}}"
+    Returns the key's name (the earlier name: such a session predates the current names)."""
+    name = legacy_name(store, key)
     meta = {"m:created": repr(record.created_at), "m:seen": repr(record.last_seen),
             "m:expires": repr(record.expires_at), "m:perm": "1" if record.permanent else "0"}
     if record.user is not None:
@@ -143,7 +149,7 @@ class RedisUserSetContract:
 
     def test_a_session_from_before_the_sets_is_indexed_by_its_next_update(
             self, store: RedisStore, clock: FakeClock) -> None:
-        name = session_name(store, "old")  # as the store wrote it before: no m:ulive, no set
+        name = legacy_name(store, "old")  # as the store wrote it before: no m:ulive, no set
         store.client.hset(name, mapping={"m:created": repr(clock.now), "m:seen": repr(clock.now),
                                          "m:expires": repr(clock.now + HOUR), "m:perm": "0",
                                          "m:user": "alice", "f:a": "1"})

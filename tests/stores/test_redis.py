@@ -81,12 +81,12 @@ class TestRedisStore(RedisProtocolContract):
     ) -> None:
         outcome = store.update("ghost", Patch(set={"a": b"1"}, expires_at=clock.now + HOUR))
         assert outcome == Updated.GONE
-        assert store.client.exists(f"{store.prefix}{{ghost}}") == 0
+        assert store.client.exists(store._names.of("ghost"), f"{store.prefix}{{ghost}}") == 0
         store.create("k1", make_record(clock, ttl=10, a=b"1"))
         clock.advance(10)  # expired by the store's clock; Redis still holds the key
         assert store.update("k1", Patch(set={"a": b"2"}, clear=True, user="eve",
                                         expires_at=clock.now + HOUR)) == Updated.GONE
-        name = f"{store.prefix}{{k1}}"
+        name = store._names.of("k1")
         stored = decode(store.client.get(name), clock.now - 10)
         assert isinstance(stored, Record)
         assert (stored.fields, stored.user) == ({"a": b"1"}, None)
@@ -164,7 +164,7 @@ class TestRedisStore(RedisProtocolContract):
         self, store: RedisStore, clock: FakeClock, caplog: pytest.LogCaptureFixture,
         damage: Callable[[bytes], bytes], lua_sees: str,
     ) -> None:
-        name = f"{store.prefix}{{{SECRET_KEY}}}"
+        name = store._names.of(SECRET_KEY)
         store.create(SECRET_KEY, make_record(clock, a=b"[" + b"1," * 60 + b"1]"))
         store.client.set(name, damage(store.client.get(name)), keepttl=True)
         assert_logged_miss(store, caplog, "not a session record")
@@ -327,10 +327,9 @@ class TestRedisClusterStore(StoreContract, PrefetchContract, RedisUserSetContrac
         nodes, slots = set(), set()
         for key in keys:
             store.create(key, make_record(clock, a=b"1", b=b"2"))
-            name = f"{store.prefix}{{{key}}}"
-            slot = client.keyslot(name)
-            assert slot == client.keyslot(key)  # the hash tag decides the slot
-            slots.add(slot)
+            name = store._names.of(key)
+            assert b"{" not in name  # no hash tag: the whole name decides the slot
+            slots.add(client.keyslot(name))
             nodes.add(client.get_node_from_key(name).name)
             assert store.update(key, Patch(set={"c": key.encode()}, delete=frozenset({"a"}),
                                            last_seen=clock.now, expires_at=clock.now + HOUR,

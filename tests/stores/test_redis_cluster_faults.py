@@ -171,7 +171,7 @@ def test_store_follows_the_replica_that_replaces_a_hung_primary() -> None:
                                     timeout=TIMEOUT, clock=clock)
         try:
             store.create(KEY, make_record(clock, a=b"1"))
-            name = f"{store.prefix}{{{KEY}}}"
+            name = store._names.of(KEY)
             [primary] = [n for n in nodes if n.port == store.client.get_node_from_key(name).port]
             [replica] = [n for n in nodes if f"master_port:{primary.port}"
                          in _cli(n.port, "info", "replication").split()]
@@ -212,7 +212,7 @@ def test_slot_migrated_under_the_store_ask_then_moved() -> None:
                                     timeout=TIMEOUT, clock=clock)
         try:
             store.create(KEY, make_record(clock, a=b"1"))
-            name = f"{store.prefix}{{{KEY}}}"
+            name = store._names.of(KEY)
             slot = str(store.client.keyslot(name))
             [source] = [n for n in nodes if n.port == store.client.get_node_from_key(name).port]
             target = next(n for n in nodes if n is not source)

@@ -230,8 +230,8 @@ def test_wrong_type_at_a_session_key_is_not_an_outage(clock: FakeClock) -> None:
     with shared_redis_client() as client:
         prefix = random_prefix()
         try:
-            client.rpush(f"{prefix}{{{KEY}}}", b"not a session")
             store = RedisStore(client, prefix=prefix, clock=clock)
+            client.rpush(store._names.of(KEY), b"not a session")
             with pytest.raises(ResponseError, match="WRONGTYPE") as info:
                 store.load(KEY)
             assert not isinstance(info.value, StoreUnavailable)

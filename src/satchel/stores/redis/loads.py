@@ -59,16 +59,14 @@ class PendingGetLoad:
         self._store, self._reply, self._key = store, reply, key
 
     def result(self) -> Record | None:
+        store = self._store
         try:
             data = self._reply.wait()
         except DRIVER_ERRORS as err:
             if not is_wrong_type(err):
-                self._store._fail(err)
-            return self._store.load_hash(self._key)
-        breaker = self._store._breaker
-        if breaker.down:  # tripped by another call meanwhile: the server answers
-            breaker.reached()
-        return self._store._record(data, self._key)
+                store._fail(err)
+            data = store.fetch_hash(store._names.of(self._key))
+        return store.loaded(data, self._key)  # a miss looks under the earlier name too
 
     def cancel(self) -> None:
         self._reply.cancel()

@@ -15,7 +15,13 @@ CREATED, SEEN, EXPIRES = b"m:created", b"m:seen", b"m:expires"
 PERM, USER, DEVICE = b"m:perm", b"m:user", b"m:device"
 
 SCHEMA = """
-key   = prefix + "{" + storage_key + "}"   (the hash tag keeps a session in one cluster slot)
+key   = prefix + base64url(storage_key's 32 bytes), 43 characters, no padding (51 bytes with
+        "satchel:"; satchel.stores.redis.names); a storage key that is not 64 lowercase hex
+        digits: prefix + "~" + storage_key. No hash tag: no script or multi-key command
+        needs a session in one cluster slot with another key.
+        Earlier builds named it prefix + "{" + storage_key + "}"; such a session stays under
+        that name until it expires, found there (with legacy_key_names) by each operation
+        that finds nothing under the name above, and deleted under both names.
 type  = string, with PEXPIRE at expires_at (relative to the store's clock), or earlier at
         ulive if that comes first (see below); its bytes (satchel.stores.redis.record):
         version (1 byte) | flags (1 byte: perm, has ulive, has user, has device)
@@ -40,16 +46,23 @@ lock  = prefix + "lock:{" + lock_key + "}"   (a string: the holder's token, with
         the lease's end; taken with SET NX PX, freed by RELEASE_LOCK)
 """
 
-# KEYS[1] = session key, KEYS[2] (optional) = its user's set; ARGV = now, ttl_ms, the set's
-# ttl_ms ("" without KEYS[2]), the storage key, the record's bytes. Returns 0 if a live record
-# exists (one that cannot be read is dead, in both scripts).
+# KEYS[1] = session key, KEYS[2] (optional) = its user's set, then (with ARGV[6] = "1") the
+# session's earlier key name; ARGV = now, ttl_ms, the set's ttl_ms ("" without the set), the
+# storage key, the record's bytes, "1" or "". Returns 0 if a live record exists under either
+# name (one that cannot be read is dead, in both scripts).
 # The only write to the session is one SET, the script's first write, so Redis refuses the
 # whole script when it is out of memory (it lets a script that has written go on).
 CREATE = INDEX + LUA + """
+local now, nkeys = tonumber(ARGV[1]), #KEYS
 local r = read(KEYS[1])
-if r and r.expires > tonumber(ARGV[1]) then return 0 end
+if r and r.expires > now then return 0 end
+if ARGV[6] == '1' then
+  r = read(KEYS[nkeys])
+  if r and r.expires > now then return 0 end
+  nkeys = nkeys - 1
+end
 redis.call('SET', KEYS[1], ARGV[5], 'PX', ARGV[2])
-if KEYS[2] then index(KEYS[2], ARGV[4], ARGV[1], ARGV[3]) end
+if nkeys > 1 then index(KEYS[2], ARGV[4], ARGV[1], ARGV[3]) end
 return 1
 """
 

@@ -31,6 +31,7 @@ from satchel.stores.redis.errors import (
     is_unreachable,
 )
 from satchel.stores.redis.loads import FailedLoad, PendingGetLoad, is_wrong_type, parse_record
+from satchel.stores.redis.names import Names
 from satchel.stores.redis.record import DOUBLE, encode, field
 from satchel.stores.redis.scripts import (
     CREATE,
@@ -63,6 +64,21 @@ class RedisStore(UserSets):
     A stored session that cannot be read is a miss, logged on
     ``satchel.security``.
 
+    A session is named ``prefix`` + the base64url of its 32-byte storage key
+    (see :mod:`satchel.stores.redis.names`). Sessions created by earlier
+    builds of satchel live under ``prefix + "{" + hex + "}"``; they are never
+    renamed, and with ``legacy_key_names`` (the default) every operation that
+    finds nothing under a session's name looks there too (one more round
+    trip, on a miss only: a load of a logged-out or unknown id, an update of a
+    session that is gone), deletes remove both names (two commands on a
+    cluster), and listings return both. Once every session of the earlier
+    names has expired (the longest idle or absolute timeout after upgrading,
+    or none left: ``redis-cli --scan --pattern 'satchel:{*'``), pass
+    ``legacy_key_names=False``: the earlier names are then neither read nor
+    listed. On a single server ``create`` refuses a storage key that lives
+    under its earlier name; a cluster cannot check that in the same script,
+    and never needs to for the engine's keys (SHA-256 of a new random id).
+
     With ``keep_connections`` (the default) on a ``redis.Redis`` client, the
     store keeps the connections it takes from the client's pool between
     commands instead of checking one out per command, which costs about as
@@ -89,7 +105,8 @@ class RedisStore(UserSets):
     """
 
     def __init__(self, client: redis.Redis | RedisCluster, *, prefix: str = "satchel:",
-                 keep_connections: bool = True, clock: Clock = system_clock) -> None:
+                 keep_connections: bool = True, legacy_key_names: bool = True,
+                 clock: Clock = system_clock) -> None:
         if "{" in prefix or "}" in prefix:
             raise ConfigError(f"RedisStore prefix {prefix!r}: must not contain '{{' or '}}',"
                               " which would change the cluster hash tag; use e.g. 'satchel:'")
@@ -98,7 +115,7 @@ class RedisStore(UserSets):
                               " values are bytes; pass a client built without it")
         self.client = client
         self.prefix = prefix
-        self._open = prefix.encode() + b"{"  # see _name()
+        self._names = Names(prefix, legacy_key_names)
         self._clock = clock
         self._kept: KeptConnections | None = None
         self._lease: Lease[SharedClient] | None = None  # from_url's share of its client
@@ -122,7 +139,7 @@ class RedisStore(UserSets):
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "satchel:", timeout: float = DEFAULT_TIMEOUT,
-                 clock: Clock = system_clock) -> RedisStore:
+                 legacy_key_names: bool = True, clock: Clock = system_clock) -> RedisStore:
         """A store on a client for ``url``, shared by the stores built from ``url``.
 
         Stores built from the same ``url`` share one client (and its connection pool) per
@@ -136,6 +153,7 @@ class RedisStore(UserSets):
         ``timeout`` (seconds) bounds connecting and each command
         (``socket_connect_timeout``, ``socket_timeout``; the URL's own
         ``?socket_timeout=`` wins); past it, :class:`StoreUnavailable`.
+        ``legacy_key_names`` is the constructor's.
         """
         build = client_builder(url, timeout)  # ConfigError for an unusable URL
         # The URL is the key; the prefix is the store's.
@@ -145,7 +163,8 @@ class RedisStore(UserSets):
         try:
             # A LazyCluster stands in for the client until _build_cluster replaces it.
             store = cls(cast(RedisCluster, client) if isinstance(client, LazyCluster) else client,
-                        prefix=prefix, clock=clock, keep_connections=False)
+                        prefix=prefix, clock=clock, keep_connections=False,
+                        legacy_key_names=legacy_key_names)
         except BaseException:
             lease.release()
             raise
@@ -159,29 +178,36 @@ class RedisStore(UserSets):
             store._kept, store._command = kept, kept.command
         return store
 
-    def _name(self, key: str) -> bytes:
-        """The Redis key of storage key ``key`` (see :data:`SCHEMA`)."""
-        return self._open + key.encode() + b"}"
-
     def load(self, key: str) -> Record | None:
+        """The GET of the session's name; on a miss, with ``legacy_key_names``, of its
+        earlier name (a second round trip)."""
         if self._breaker.down:  # the store is down: fail fast, or probe
             self._breaker.enter(self._probe)
+        return self.loaded(self._fetch(self._names.of(key)), key)
+
+    def _fetch(self, name: bytes) -> Any:
+        """The GET reply for ``name``; an HGETALL reply for a hash (the earlier layout)."""
         try:
-            data = self._command("GET", self._name(key))
+            return self._command("GET", name)
         except DRIVER_ERRORS as err:
             if not is_wrong_type(err):
                 self._fail(err)
-            return self.load_hash(key)
-        if self._breaker.down:  # tripped by another call meanwhile: the server answers
-            self._breaker.reached()
-        return self._record(data, key)
+        return self.fetch_hash(name)
 
-    def load_hash(self, key: str) -> Record | None:
-        """``load`` of a session kept in the earlier layout, a hash (see :data:`SCHEMA`)."""
+    def fetch_hash(self, name: bytes) -> Any:
+        """The HGETALL reply for ``name``: a GET there met a hash (the earlier layout)."""
         try:
-            data = self._command("HGETALL", self._name(key))
+            return self._command("HGETALL", name)
         except DRIVER_ERRORS as err:
             self._fail(err)
+
+    def loaded(self, data: Any, key: str) -> Record | None:
+        """The record of ``key`` from ``data``, the reply read at its name; if that holds
+        nothing, what its earlier name holds (with ``legacy_key_names``)."""
+        if data is None and (legacy := self._names.legacy(key)) is not None:
+            data = self._fetch(legacy)
+        if self._breaker.down:  # tripped by another call meanwhile: the server answers
+            self._breaker.reached()
         return self._record(data, key)
 
     @property
@@ -194,7 +220,7 @@ class RedisStore(UserSets):
         if self._kept is None or self._breaker.down:
             return None
         try:
-            reply = self._kept.start("GET", self._name(key))
+            reply = self._kept.start("GET", self._names.of(key))
         except DRIVER_ERRORS as err:
             # Report this failure from result(): letting load() meet it again would make the
             # request wait out the timeout twice (a stalled server: connecting timed out here).
@@ -217,9 +243,12 @@ class RedisStore(UserSets):
 
     def create(self, key: str, record: Record) -> None:
         """One script; with a user, it adds the session to the user's set too (on a cluster,
-        a script on the set's slot does, first: see :mod:`~satchel.stores.redis.users`)."""
+        a script on the set's slot does, first: see :mod:`~satchel.stores.redis.users`).
+        Always under the session's name; on a single server with ``legacy_key_names``, the
+        script refuses a key that lives under its earlier name too (a cluster cannot look
+        there in the same script: see the class doc)."""
         now = self._clock()
-        names: list[bytes] = [self._name(key)]
+        names: list[bytes] = [self._names.of(key)]
         set_ttl: bytes | int = b""
         until = None
         if record.user is not None:
@@ -230,26 +259,31 @@ class RedisStore(UserSets):
                 names.append(self._users(record.user))
                 set_ttl = self._ttl(until, now)
         device = None if record.device is None else record.device[:DEVICE_MAX].encode()
+        legacy = None if self._cluster else self._names.legacy(key)
+        if legacy is not None:
+            names.append(legacy)
         if not self._eval(CREATE, ["EVALSHA", CREATE_SHA, len(names), *names, now,
                                    self._ttl(record.expires_at, now), set_ttl, key,
-                                   encode(record, until, device)]):
+                                   encode(record, until, device),
+                                   b"" if legacy is None else b"1"]):
             raise KeyError("a session with this key exists")
 
     def update(self, key: str, patch: Patch) -> Updated:
+        """One script at the session's name; if it finds nothing there, with
+        ``legacy_key_names``, one more at its earlier name."""
         now = self._clock()
         user = patch.user
         expires = patch.expires_at
-        names, moved = [self._name(key)], b""
+        moved, users = b"", []
         if user:  # the session goes to (or stays in) the user's set
             if not self._cluster:
-                names.append(self._users(user))
+                users.append(self._users(user))
                 moved = b"*"
             elif (until := self._add_moved(key, user, expires, now)) is None:
                 return Updated.GONE
             else:
                 moved = repr(until).encode()
-        args = ["EVALSHA", UPDATE_SHA, len(names), *names,
-                now, FLAGS[patch.clear, patch.delete_if_empty],
+        args = [now, FLAGS[patch.clear, patch.delete_if_empty],
                 b"" if expires is None else self._ttl(expires, now), moved, key,
                 b"" if patch.last_seen is None else DOUBLE.pack(patch.last_seen),
                 b"" if expires is None else DOUBLE.pack(expires),
@@ -259,17 +293,31 @@ class RedisStore(UserSets):
         for name, value in patch.set.items():
             encoded = name.encode()
             args += (encoded, field(encoded, value))
-        reply = self._eval(UPDATE, args)
+        name = self._names.of(key)
+        reply = self._eval(UPDATE, ["EVALSHA", UPDATE_SHA, 1 + len(users), name, *users, *args])
+        if reply == 0 and (legacy := self._names.legacy(key)) is not None:
+            name = legacy  # a session from before the current names (never moved)
+            reply = self._eval(UPDATE, ["EVALSHA", UPDATE_SHA, 1 + len(users), name, *users,
+                                        *args])
         if isinstance(reply, list):  # the user's set must live longer first
-            self._extend(key, reply[1].decode(), float(reply[2]))
+            self._extend(key, name, reply[1].decode(), float(reply[2]))
             return Updated.KEPT
         return Updated(reply)
 
     def delete(self, key: str) -> None:
+        """DEL of the session's name and, with ``legacy_key_names``, of its earlier name:
+        one command on a single server, two on a cluster (the names' slots differ)."""
         if self._breaker.down:
             self._breaker.enter(self._probe)
+        names = [self._names.of(key)]
+        if (legacy := self._names.legacy(key)) is not None:
+            names.append(legacy)
         try:
-            self._command("DEL", self._name(key))
+            if self._cluster:
+                for name in names:
+                    self._command("DEL", name)
+            else:
+                self._command("DEL", *names)
         except DRIVER_ERRORS as err:
             self._fail(err)
 

@@ -56,20 +56,36 @@ redis.call('PEXPIRE', key, ttl_until(math.min(r.expires, r.ulive), now))
 return 1
 """
 
-# A single server. KEYS[1] = a user's set, KEYS[2..] = the session keys of its members; ARGV =
-# now, user, the members (storage keys) in KEYS' order. Removes the members whose session is
-# gone, expired or another user's; returns {key, created, seen, expires, device, perm} of the
-# others (device nil if absent; times as '%.17g', which float() reads back exactly).
-LIST = LUA + """
+# at(first, i, step): the session of the i-th member and its key, KEYS[first + (i - 1) * step],
+# or (step 2: with the earlier names) the key after it if that one holds nothing.
+AT = """
+local function at(first, i, step)
+  local k = first + (i - 1) * step
+  local r = read(KEYS[k])
+  if not r and step == 2 then
+    k = k + 1
+    r = read(KEYS[k])
+  end
+  return r, KEYS[k]
+end
+"""
+
+# A single server. KEYS[1] = a user's set, KEYS[2..] = the session keys of its members (each
+# one's name, then, with the earlier names, its earlier name); ARGV = now, user, the members
+# (storage keys) in KEYS' order. Removes the members whose session is gone, expired or
+# another user's; returns {key, created, seen, expires, device, perm} of the others (device
+# nil if absent; times as '%.17g', which float() reads back exactly).
+LIST = LUA + AT + """
 local now, user, found = tonumber(ARGV[1]), ARGV[2], {}
-for i = 2, #KEYS do
-  local r = read(KEYS[i])
+local n = #ARGV - 2
+for i = 1, n do
+  local r = at(2, i, (#KEYS - 1) / n)
   if r and r.expires > now and r.user == user then
-    found[#found + 1] = {ARGV[i + 1], string.format('%.17g', r.created),
+    found[#found + 1] = {ARGV[i + 2], string.format('%.17g', r.created),
                          string.format('%.17g', r.seen), string.format('%.17g', r.expires),
                          r.device or false, r.perm and '1' or '0'}
   else
-    redis.call('ZREM', KEYS[1], ARGV[i + 1])
+    redis.call('ZREM', KEYS[1], ARGV[i + 2])
   end
 end
 return found
@@ -78,15 +94,16 @@ return found
 # A single server. KEYS as for LIST; ARGV = now, user, the key to keep ("" for none), the
 # members. Deletes the user's live sessions but the kept one, removes them and the stale
 # members from the set; returns the deleted keys.
-DELETE_USER = LUA + """
+DELETE_USER = LUA + AT + """
 local now, user, keep, deleted = tonumber(ARGV[1]), ARGV[2], ARGV[3], {}
-for i = 2, #KEYS do
-  local member = ARGV[i + 2]
-  local r = read(KEYS[i])
+local n = #ARGV - 3
+for i = 1, n do
+  local member = ARGV[i + 3]
+  local r, key = at(2, i, (#KEYS - 1) / n)
   local mine = r and r.expires > now and r.user == user
   if not (mine and member == keep) then
     if mine then
-      redis.call('DEL', KEYS[i])
+      redis.call('DEL', key)
       deleted[#deleted + 1] = member
     end
     redis.call('ZREM', KEYS[1], member)

@@ -48,6 +48,7 @@ metadata of each batch of keys with a pipeline.
 from __future__ import annotations
 
 import hashlib
+import math
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NoReturn
@@ -61,6 +62,7 @@ from satchel.store import BOOKKEEPING, SessionInfo, StoreStats
 from satchel.stores.redis.connections import LazyCluster
 from satchel.stores.redis.errors import DRIVER_ERRORS
 from satchel.stores.redis.loads import is_wrong_type
+from satchel.stores.redis.names import Names
 from satchel.stores.redis.record import Head, info_of
 from satchel.stores.redis.scripts import CREATED, DEVICE, EXPIRES, PERM, SEEN, USER
 from satchel.stores.redis.user_scripts import (
@@ -97,7 +99,7 @@ class UserSets:
 
     prefix: str
     client: redis.Redis | RedisCluster
-    _open: bytes
+    _names: Names
     _clock: Callable[[], float]
     _breaker: Breaker
     _command: Callable[..., Any]
@@ -124,9 +126,15 @@ class UserSets:
         digest = hashlib.sha256(user.encode()).hexdigest().encode()
         return self.prefix.encode() + b"user:{" + digest + b"}"
 
-    def _member_name(self, member: bytes) -> bytes:
-        """The Redis key of the session a set's member (a storage key) names."""
-        return self._open + member + b"}"
+    def _member_names(self, members: Iterable[bytes]) -> list[bytes]:
+        """The Redis keys a script reads for the sessions of a set's members: each one's
+        name, and after it its earlier name with ``legacy_key_names``."""
+        names = []
+        for member in members:
+            names.append(self._names.member(member))
+            if (legacy := self._names.legacy_member(member)) is not None:
+                names.append(legacy)
+        return names
 
     def _call(self, *args: Any) -> Any:
         if self._breaker.down:
@@ -147,31 +155,39 @@ class UserSets:
         """On a cluster, before an update moves session ``key`` to ``user``: add it to the
         user's set; return the time the set lives until. None if the session is gone."""
         if expires_at is None:
-            name = self._member_name(key.encode())
-            try:
-                current = self._call("GET", name)
-                expires_at = None if current is None else Head(current).expires
-            except ResponseError as err:  # the earlier layout: a hash
-                if not is_wrong_type(err):
-                    raise
-                try:
-                    expires_at = float(self._call("HGET", name, EXPIRES))
-                except (TypeError, ValueError):
-                    return None
-            except (ValueError, IndexError, struct.error):
-                return None  # malformed: the update finds it gone
+            expires_at = self._expiry(self._names.of(key))
+            if expires_at is None and (legacy := self._names.legacy(key)) is not None:
+                expires_at = self._expiry(legacy)
             if expires_at is None:
                 return None  # missing
+            if expires_at != expires_at:
+                return None  # malformed (nan): the update finds it gone
         until = set_until(expires_at, now)
         self._add(user, key, now, until)
         return until
 
-    def _extend(self, key: str, user: str, expires_at: float) -> None:
-        """Raise ``user``'s set's TTL for session ``key``, expiring at ``expires_at``, then
-        give the session its whole TTL (an update kept it at ``m:ulive``)."""
+    def _expiry(self, name: bytes) -> float | None:
+        """When the session at ``name`` expires (store clock); None if there is none there,
+        nan if it cannot be read."""
+        try:
+            current = self._call("GET", name)
+            return None if current is None else float(Head(current).expires)
+        except ResponseError as err:  # the earlier layout: a hash
+            if not is_wrong_type(err):
+                raise
+            try:
+                return float(self._call("HGET", name, EXPIRES))
+            except (TypeError, ValueError):
+                return math.nan
+        except (ValueError, IndexError, struct.error):
+            return math.nan
+
+    def _extend(self, key: str, name: bytes, user: str, expires_at: float) -> None:
+        """Raise ``user``'s set's TTL for session ``key`` (at ``name``), expiring at
+        ``expires_at``, then give the session its whole TTL (an update kept it at
+        ``m:ulive``)."""
         now = self._clock()
         until = set_until(expires_at, now)
-        name = self._member_name(key.encode())
         if self._cluster:
             self._add(user, key, now, until)
             self._eval(EXTEND, ["EVALSHA", EXTEND_SHA, 1, name, now, user, until])
@@ -198,8 +214,9 @@ class UserSets:
             members = self._call("ZRANGE", name, 0, -1)
             if not members:
                 return []
-            rows = self._eval(LIST, ["EVALSHA", LIST_SHA, 1 + len(members), name,
-                                     *map(self._member_name, members), now, user, *members])
+            names = self._member_names(members)
+            rows = self._eval(LIST, ["EVALSHA", LIST_SHA, 1 + len(names), name, *names, now,
+                                     user, *members])
             found = [info for row in rows
                      if (info := _info(row[0], [*row[1:4], user.encode(), *row[4:]], now))]
         return sorted(found, key=lambda info: (info.created_at, info.key))
@@ -211,9 +228,10 @@ class UserSets:
             members = self._call("ZRANGE", name, 0, -1)
             if not members:
                 return []
+            names = self._member_names(members)
             deleted = self._eval(DELETE_USER, [
-                "EVALSHA", DELETE_USER_SHA, 1 + len(members), name,
-                *map(self._member_name, members), now, user, keep or "", *members])
+                "EVALSHA", DELETE_USER_SHA, 1 + len(names), name, *names, now, user,
+                keep or "", *members])
             return [member.decode() for member in deleted]
         done: list[str] = []
         stale: list[Any] = []
@@ -221,7 +239,10 @@ class UserSets:
             if member.decode() == keep:
                 continue
             outcome = self._eval(DELETE_IF_USER, ["EVALSHA", DELETE_IF_USER_SHA, 1,
-                                                  self._member_name(member), now, user])
+                                                  self._names.member(member), now, user])
+            if outcome == 0 and (legacy := self._names.legacy_member(member)) is not None:
+                outcome = self._eval(DELETE_IF_USER, ["EVALSHA", DELETE_IF_USER_SHA, 1,
+                                                      legacy, now, user])
             if outcome == 1:
                 done.append(member.decode())
             if outcome == 1 or now - score > GRACE:
@@ -242,11 +263,25 @@ class UserSets:
 
     def _read(self, members: Iterable[bytes]) -> list[Any]:
         """The metadata of the members' sessions (see :func:`_info`; None for one missing or
-        unreadable), through one pipeline of GETs (a cluster's sends a batch to each node),
-        and one of HMGETs for those of the earlier layout (hashes)."""
+        unreadable), read at their names and, for those found nowhere there, with
+        ``legacy_key_names``, at their earlier names (see :meth:`_read_names`)."""
+        members = list(members)
+        found = self._read_names([self._names.member(member) for member in members])
+        if self._names.legacy_on:
+            missed = [i for i, meta in enumerate(found) if meta is None]
+            if missed:
+                again = self._read_names([self._names.legacy_member(members[i]) or b""
+                                          for i in missed])
+                for i, meta in zip(missed, again, strict=True):
+                    found[i] = meta
+        return found
+
+    def _read_names(self, names: list[bytes]) -> list[Any]:
+        """The metadata of the sessions at ``names`` (see :func:`_info`; None for one missing
+        or unreadable), through one pipeline of GETs (a cluster's sends a batch to each
+        node), and one of HMGETs for those of the earlier layout (hashes)."""
         if self._breaker.down:
             self._breaker.enter(self._probe)
-        names = [self._member_name(member) for member in members]
         try:
             pipe = self.client.pipeline(transaction=False)
             for name in names:
@@ -280,20 +315,23 @@ class UserSets:
         return StoreStats(sessions, len(users))
 
     def all_sessions(self) -> Iterator[SessionInfo]:
-        """Every live session: ``SCAN`` for the store's session keys (on a cluster, on every
-        primary), 1,000 at a time, each batch's metadata read through one pipeline. Walks
-        the whole database; a session created or deleted meanwhile may or may not be seen."""
+        """Every live session: ``SCAN`` for the store's keys (on a cluster, on every
+        primary), 1,000 at a time, keeping those whose name has a session's form (and, with
+        ``legacy_key_names``, the earlier form), each batch's metadata read through one
+        pipeline. Walks the whole database; a session created or deleted meanwhile may or
+        may not be seen."""
         if isinstance(self.client, LazyCluster):
             self._call("PING")  # builds the cluster client, or fails as a command would
         if self._breaker.down:
             self._breaker.enter(self._probe)
-        skip = len(self._open)
         try:
-            names = self.client.scan_iter(match=_glob_escape(self.prefix) + "{*", count=BATCH)
-            for batch in _batches(names, BATCH):
+            names = self.client.scan_iter(match=_glob_escape(self.prefix) + "*", count=BATCH)
+            keyed = ((name, key) for name in names if (key := self._names.key_of(name)))
+            for batch in _batches(keyed, BATCH):
                 now = self._clock()
-                for name, meta in zip(batch, self._read(n[skip:-1] for n in batch), strict=True):
-                    if (info := _info(name[skip:-1], meta, now)) is not None:
+                metas = self._read_names([name for name, _ in batch])
+                for (_, key), meta in zip(batch, metas, strict=True):
+                    if (info := _info(key.encode(), meta, now)) is not None:
                         yield info
         except DRIVER_ERRORS as err:
             self._fail(err)
