@@ -30,6 +30,7 @@ from satchel.stores.redis.record import decode
 from tests.clock import FakeClock
 from tests.stores.contract import HOUR, PrefetchContract, StoreContract, make_record
 from tests.stores.redis_cluster import HOST, redis_server
+from tests.stores.redis_legacy import RedisLegacyNamesContract
 from tests.stores.redis_users import RedisUserSetContract, write_earlier_layout
 
 # A storage key as the engine makes them: it must never show in an error message.
@@ -41,7 +42,8 @@ OTHER = hashlib.sha256(b"another session id").hexdigest()
 STORE_PATHS = ["kept-resp3", "kept-resp2", "through-client"]
 
 
-class RedisProtocolContract(StoreContract, PrefetchContract, RedisUserSetContract):
+class RedisProtocolContract(StoreContract, PrefetchContract, RedisUserSetContract,
+                            RedisLegacyNamesContract):
     """The store contract, and what RedisStore adds to it, on one server, by each of
     ``STORE_PATHS``. The subclass's module provides two fixtures:
 

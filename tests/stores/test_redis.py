@@ -37,6 +37,7 @@ from satchel.stores.redis.record import decode
 from tests.clock import FakeClock
 from tests.stores.contract import HOUR, PrefetchContract, StoreContract, make_record
 from tests.stores.redis_cluster import HOST, free_ports, missing_binaries, redis_cluster
+from tests.stores.redis_legacy import RedisLegacyNamesContract
 from tests.stores.redis_shared import KEY as SECRET_KEY
 from tests.stores.redis_shared import RedisProtocolContract, write_earlier_layout
 from tests.stores.redis_users import RedisUserSetContract
@@ -312,7 +313,8 @@ def cluster_client(cluster_ports: list[int]) -> Iterator[RedisCluster]:
     client.close()
 
 
-class TestRedisClusterStore(StoreContract, PrefetchContract, RedisUserSetContract):
+class TestRedisClusterStore(StoreContract, PrefetchContract, RedisUserSetContract,
+                            RedisLegacyNamesContract):
     @pytest.fixture
     def store(self, clock: FakeClock, cluster_client: RedisCluster) -> Iterator[RedisStore]:
         prefix = random_prefix()
