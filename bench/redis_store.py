@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         store = RedisStore(client, prefix=prefix)
         via_client = RedisStore(client, prefix=prefix, keep_connections=False)
         key = hashlib.sha256(uuid.uuid4().bytes).hexdigest()
-        name = f"{prefix}{{{key}}}".encode()
+        name = store._names.of(key)
         now = time.time()
         store.create(key, Record(dict(FIELDS), now, now, now + 3600, permanent=True, user="42"))
         patch = Patch(set={"cart": b"[101,205,333,412]"}, last_seen=now,

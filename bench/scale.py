@@ -104,20 +104,23 @@ def _redis(client: Any, label: str) -> tuple[Any, Filler]:
     prefix = f"{label}:"
     store = RedisStore(client, prefix=prefix)
     # Copies the one session record (KEYS[1], a string: see satchel.stores.redis.scripts) under
-    # ARGV[2] new names prefix{<64 hex>}, with its TTL, as the store's own writes leave it.
-    # ARGV[1]: a seed that keeps the names apart.
+    # ARGV[2] new names prefix<43 characters>, names of the store's own form (the base64url of
+    # a 32-byte key: 42 hex digits, which base64url has too, and a last character of the
+    # canonical form), with its TTL, as the store's own writes leave it. ARGV[1]: a seed that
+    # keeps the names apart.
     script = """
     local template = redis.call('GET', KEYS[1])
     local ttl = redis.call('PTTL', KEYS[1])
     for i = 1, tonumber(ARGV[2]) do
       local hex = redis.sha1hex(ARGV[1] .. ':' .. i)
-      local name = ARGV[3] .. '{' .. hex .. string.sub(redis.sha1hex(i .. ARGV[1]), 1, 24) .. '}'
+      local name = ARGV[3] .. hex .. string.sub(redis.sha1hex(i .. ARGV[1]), 1, 2) .. 'A'
       redis.call('SET', name, template, 'PX', ttl)
     end
     """
 
     def fill(count: int) -> None:
-        (template,) = list(client.scan_iter(match=prefix + "{*", count=1000))
+        (template,) = [name for name in client.scan_iter(match=prefix + "*", count=1000)
+                       if store._names.key_of(name)]
         for batch, start in enumerate(range(0, count, 50_000)):
             client.eval(script, 1, template, f"{label}-{batch}", min(50_000, count - start),
                         prefix)

@@ -293,14 +293,14 @@ class RedisStore(UserSets):
         for name, value in patch.set.items():
             encoded = name.encode()
             args += (encoded, field(encoded, value))
-        name = self._names.of(key)
-        reply = self._eval(UPDATE, ["EVALSHA", UPDATE_SHA, 1 + len(users), name, *users, *args])
+        at = self._names.of(key)
+        reply = self._eval(UPDATE, ["EVALSHA", UPDATE_SHA, 1 + len(users), at, *users, *args])
         if reply == 0 and (legacy := self._names.legacy(key)) is not None:
-            name = legacy  # a session from before the current names (never moved)
-            reply = self._eval(UPDATE, ["EVALSHA", UPDATE_SHA, 1 + len(users), name, *users,
+            at = legacy  # a session from before the current names (never moved)
+            reply = self._eval(UPDATE, ["EVALSHA", UPDATE_SHA, 1 + len(users), at, *users,
                                         *args])
         if isinstance(reply, list):  # the user's set must live longer first
-            self._extend(key, name, reply[1].decode(), float(reply[2]))
+            self._extend(key, at, reply[1].decode(), float(reply[2]))
             return Updated.KEPT
         return Updated(reply)
 
