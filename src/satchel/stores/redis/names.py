@@ -3,8 +3,10 @@
 
 A storage key as the engine makes them (:func:`satchel.ids.storage_key`: 64 lowercase hex
 digits, a SHA-256) is named ``prefix + base64url(digest)``, 43 characters, no padding: 51
-bytes with ``satchel:``, which the allocator keeps in its 56-byte class, where the earlier
-``prefix + "{" + hex + "}"`` (74 bytes) took an 80-byte one. Any other storage key (tests,
+bytes with ``satchel:``, 55 with Redis's string header, so a 56-byte allocation with jemalloc's
+8-byte size classes (Redis's own builds) or a 64-byte one with 16-byte classes (Debian's
+package, on the system's jemalloc), where the earlier ``prefix + "{" + hex + "}"`` (74 bytes)
+took an 80-byte one with either. Any other storage key (tests,
 a caller's own) is named ``prefix + "~" + key``. Neither form has a hash tag: no script or
 multi-key command needs a session in the same Redis Cluster slot as another key (on a
 cluster, the user's set is written by a script of its own, and the lock is a key of its
