@@ -33,7 +33,7 @@ from redis.retry import Retry
 from satchel.errors import ConfigError, StoreUnavailable
 from satchel.store import Patch, Record, Updated, apply_patch
 from satchel.stores.redis import RedisStore
-from satchel.stores.redis.record import decode
+from satchel.stores.redis.record import Head, decode
 from tests.clock import FakeClock
 from tests.stores.contract import HOUR, PrefetchContract, StoreContract, make_record
 from tests.stores.redis_cluster import HOST, free_ports, missing_binaries, redis_cluster
@@ -151,13 +151,17 @@ class TestRedisStore(RedisProtocolContract):
 
     @pytest.mark.parametrize(("damage", "lua_sees"), [
         # Metadata that cannot be read: dead to update and to create (which replaces it).
-        pytest.param(lambda data: data[:20], "dead", id="cut-in-the-metadata"),
+        pytest.param(lambda data: data[:5], "dead", id="cut-in-the-metadata"),
+        pytest.param(lambda data: data[:1] + b"\xff" * 9 + data[10:], "dead",
+                     id="endless-varint"),
         pytest.param(lambda data: b"", "dead", id="empty"),
-        pytest.param(lambda data: b"\x02" + data[1:], "dead", id="unknown-version"),
+        pytest.param(lambda data: b"\x30" + data[1:], "dead", id="unknown-version"),
+        pytest.param(lambda data: b"\x02" + data[1:], "dead", id="version-byte-2"),
         # Fields that cannot be split: an update that merges refuses it.
         pytest.param(lambda data: data[:-1], "unmergeable", id="cut-short"),
         # Lua moves names and values as bytes: it cannot tell these are wrong.
-        pytest.param(lambda data: data[:26] + b"\x01\xff" + data[28:], "opaque",
+        pytest.param(lambda data: data[:Head(data).end] + b"\x01\xff"
+                     + data[Head(data).end + 2:], "opaque",
                      id="bad-field-name"),
         pytest.param(lambda data: data[:-5] + b"XXXXX", "opaque", id="bad-deflated-value"),
     ])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 
-from satchel.stores.redis.record import LUA
+from satchel.stores.redis.record_lua import LUA
 from satchel.stores.redis.user_scripts import INDEX
 
 FLAGS = {(False, False): b"0", (True, False): b"1", (False, True): b"2", (True, True): b"3"}
@@ -122,6 +122,7 @@ elseif not user then
   r.ulive = nil
 end
 redis.call('SET', key, build(r, body), 'KEEPTTL')
+e = r.expires
 if moved == '*' then index(KEYS[2], ARGV[5], ARGV[1], ttl_until(r.ulive, now)) end
 local ulive = user and r.ulive
 if ulive and e > ulive then

@@ -31,6 +31,7 @@ from satchel.stores.redis.errors import (
     is_unreachable,
 )
 from satchel.stores.redis.loads import FailedLoad, PendingGetLoad, is_wrong_type, parse_record
+from satchel.stores.redis.millis import nearest, up
 from satchel.stores.redis.names import Names
 from satchel.stores.redis.record import DOUBLE, encode, field
 from satchel.stores.redis.scripts import (
@@ -285,8 +286,8 @@ class RedisStore(UserSets):
                 moved = repr(until).encode()
         args = [now, FLAGS[patch.clear, patch.delete_if_empty],
                 b"" if expires is None else self._ttl(expires, now), moved, key,
-                b"" if patch.last_seen is None else DOUBLE.pack(patch.last_seen),
-                b"" if expires is None else DOUBLE.pack(expires),
+                b"" if patch.last_seen is None else DOUBLE.pack(nearest(patch.last_seen) / 1000),
+                b"" if expires is None else DOUBLE.pack(up(expires) / 1000),
                 b"" if patch.permanent is None else b"1" if patch.permanent else b"0",
                 b"" if user is None else b"-" if user == "" else b"=" + user.encode(),
                 len(patch.delete), *[name.encode() for name in patch.delete]]

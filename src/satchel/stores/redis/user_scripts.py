@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 
-from satchel.stores.redis.record import LUA
+from satchel.stores.redis.record_lua import LUA
 
 MAX_TTL_MS = 2**47  # about 4,000 years: far beyond any session, well within PEXPIRE's range
 
