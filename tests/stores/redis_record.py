@@ -123,7 +123,12 @@ class RedisRecordVersionsContract:
     def test_a_time_out_of_range_writes_nothing(
             self, store: RedisStore, clock: FakeClock) -> None:
         with pytest.raises(ValueError, match="out of range"):
-            store.create(KEY, Record({}, math.nan, clock.now, clock.now + HOUR))
-        with pytest.raises(ValueError, match="out of range"):
-            store.update(KEY, Patch(last_seen=math.inf, expires_at=clock.now + HOUR))
+            store.create(KEY, Record({}, math.nan, clock.now, clock.now + HOUR, user="alice"))
         assert store.load(KEY) is None
+        store.create(KEY, Record({"a": b"1"}, clock.now, clock.now, clock.now + HOUR))
+        with pytest.raises(ValueError, match="out of range"):
+            store.update(KEY, Patch(last_seen=math.inf, expires_at=clock.now + HOUR,
+                                    user="alice", set={"a": b"2"}))
+        loaded = store.load(KEY)
+        assert loaded is not None and loaded.fields == {"a": b"1"} and loaded.user is None
+        assert store.client.exists(store._users("alice")) == 0

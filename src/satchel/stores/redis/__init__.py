@@ -17,6 +17,8 @@ session lifetime, to keep the set alive (see
 The package: :mod:`~satchel.stores.redis.store` (the store),
 :mod:`~satchel.stores.redis.scripts` (the key layout and the Lua scripts),
 :mod:`~satchel.stores.redis.names` (the sessions' key names, current and earlier),
+:mod:`~satchel.stores.redis.record`, :mod:`~satchel.stores.redis.millis` and
+:mod:`~satchel.stores.redis.record_lua` (a session's bytes, its times, the same in Lua),
 :mod:`~satchel.stores.redis.users` and :mod:`~satchel.stores.redis.user_scripts`
 (the per-user sets: a user's sessions, every session),
 :mod:`~satchel.stores.redis.errors` (which driver errors mean "unavailable"),

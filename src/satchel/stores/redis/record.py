@@ -16,7 +16,8 @@ Layout, version 2 (what every write writes)::
 Times are whole milliseconds (Redis's TTL granularity), signed (zigzag LEB128: a clock that
 stepped back, or is not wall time, gives negative deltas), read back as ``ms / 1000``; created
 and seen round to the nearest millisecond, expires up, ulive down (see
-:mod:`~satchel.stores.redis.millis`). A fresh session's head takes 13 bytes, not 26.
+:mod:`~satchel.stores.redis.millis`). A new session's head takes 12 bytes with an hour's
+timeout, 13 with a month's, not 26.
 
 Version 1 (read, never written; sessions written before version 2 live on until they
 expire): a version byte (1), a flags byte, then created, seen, expires and (with HAS_ULIVE)

@@ -24,12 +24,18 @@ key   = prefix + base64url(storage_key's 32 bytes), 43 characters, no padding (5
         that finds nothing under the name above, and deleted under both names.
 type  = string, with PEXPIRE at expires_at (relative to the store's clock), or earlier at
         ulive if that comes first (see below); its bytes (satchel.stores.redis.record):
-        version (1 byte) | flags (1 byte: perm, has ulive, has user, has device)
-        | created | seen | expires (8-byte doubles, store clock) | [ulive (double)]
+        version 2 << 4 | flags (1 byte: perm, has ulive, has user, has device)
+        | created | seen - created | expires - seen | [ulive - expires]
         | [user] | [device] | fields: name, value, until the end
-        (strings are length-prefixed; a value of 64 bytes or more is raw-deflated when that
-        makes it shorter). One string, not a hash: a hash whose values pass 64 bytes leaves
-        Redis's compact listpack encoding and costs about three times as much memory.
+        (times: whole milliseconds of the store clock as zigzag LEB128 varints, created and
+        seen rounded to the nearest, expires up, ulive down: 12 bytes for a new session's
+        head with an hour's timeout; strings are length-prefixed; a value of 64 bytes or
+        more is raw-deflated when that makes it shorter). One string, not a hash: a hash
+        whose values pass 64 bytes leaves Redis's compact listpack encoding and costs about
+        three times as much memory.
+        Version 1 (written before version 2, read until such sessions expire): version (1)
+        | flags | created | seen | expires | [ulive] (8-byte doubles, seconds) | the rest as
+        above. Every write writes version 2.
 user   -> the user, absent when there is none
 device -> the device (at most DEVICE_MAX characters), absent when there is none
 ulive  -> with a user: a time (store clock) until which the user's set is known to live
@@ -70,9 +76,10 @@ return 1
 # flags (1 = clear, 2 = delete if empty; their sum), ttl_ms ("" keeps it), the user's set
 # ("" if the patch names no user; "*": KEYS[2], to add the session to now; else the time its
 # set lives until, already added to: a cluster), the storage key, last seen and expires (8-byte
-# doubles, "" to keep), permanent ("1", "0", "" to keep), the user ("" keeps it, "-" removes
-# it, "=" + user sets it), the number of deletes, the names to delete, then name/encoded field
-# pairs to set (satchel.stores.redis.record.field).
+# doubles, already rounded to whole milliseconds as the record keeps them; "" to keep),
+# permanent ("1", "0", "" to keep), the user ("" keeps it, "-" removes it, "=" + user sets it),
+# the number of deletes, the names to delete, then name/encoded field pairs to set
+# (satchel.stores.redis.record.field). What follows the SET sees the times it wrote.
 # Returns 0, changing nothing, if the record is missing, expired or cannot be read; 2 if it
 # was left without a field and deleted (flag 2); else 1, or {1, user, expires} if the user's
 # set must first be made to live longer (or the session added to it: one from before the

@@ -251,22 +251,21 @@ class RedisStore(UserSets):
         now = self._clock()
         names: list[bytes] = [self._names.of(key)]
         set_ttl: bytes | int = b""
-        until = None
-        if record.user is not None:
-            until = set_until(record.expires_at, now)
+        until = None if record.user is None else set_until(record.expires_at, now)
+        device = None if record.device is None else record.device[:DEVICE_MAX].encode()
+        data = encode(record, until, device)  # first: a time out of range writes nothing
+        if record.user is not None and until is not None:
             if self._cluster:
                 self._add(record.user, key, now, until)
             else:
                 names.append(self._users(record.user))
                 set_ttl = self._ttl(until, now)
-        device = None if record.device is None else record.device[:DEVICE_MAX].encode()
         legacy = None if self._cluster else self._names.legacy(key)
         if legacy is not None:
             names.append(legacy)
         if not self._eval(CREATE, ["EVALSHA", CREATE_SHA, len(names), *names, now,
                                    self._ttl(record.expires_at, now), set_ttl, key,
-                                   encode(record, until, device),
-                                   b"" if legacy is None else b"1"]):
+                                   data, b"" if legacy is None else b"1"]):
             raise KeyError("a session with this key exists")
 
     def update(self, key: str, patch: Patch) -> Updated:
@@ -275,6 +274,9 @@ class RedisStore(UserSets):
         now = self._clock()
         user = patch.user
         expires = patch.expires_at
+        # As the record keeps them (first: a time out of range writes nothing).
+        seen = b"" if patch.last_seen is None else DOUBLE.pack(nearest(patch.last_seen) / 1000)
+        ends = b"" if expires is None else DOUBLE.pack(up(expires) / 1000)
         moved, users = b"", []
         if user:  # the session goes to (or stays in) the user's set
             if not self._cluster:
@@ -286,8 +288,7 @@ class RedisStore(UserSets):
                 moved = repr(until).encode()
         args = [now, FLAGS[patch.clear, patch.delete_if_empty],
                 b"" if expires is None else self._ttl(expires, now), moved, key,
-                b"" if patch.last_seen is None else DOUBLE.pack(nearest(patch.last_seen) / 1000),
-                b"" if expires is None else DOUBLE.pack(up(expires) / 1000),
+                seen, ends,
                 b"" if patch.permanent is None else b"1" if patch.permanent else b"0",
                 b"" if user is None else b"-" if user == "" else b"=" + user.encode(),
                 len(patch.delete), *[name.encode() for name in patch.delete]]
