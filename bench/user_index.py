@@ -94,7 +94,7 @@ def fill_redis(store: Any, numbers: range) -> None:
     pipe = store.client.pipeline(transaction=False)
     for n in numbers:  # the store's own create script, as store.create sends it
         key, user = key_of(n), f"other-{n}"
-        pipe.evalsha(CREATE_SHA, 2, store._name(key), store._users(user), NOW, ttl, set_ttl,
+        pipe.evalsha(CREATE_SHA, 2, store._names.of(key), store._users(user), NOW, ttl, set_ttl,
                      key, encode(Record(dict(FIELDS), NOW, NOW, EXPIRES, user=user), until, None))
         if len(pipe) >= 2000:
             pipe.execute()
