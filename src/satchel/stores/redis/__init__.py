@@ -14,15 +14,20 @@ session lifetime, to keep the set alive (see
     store = RedisStore(redis.Redis(host="cache.internal", port=6379))
     store = RedisStore.from_url("redis+cluster://10.0.0.5:7000", prefix="shop:")
 
-The package: :mod:`~satchel.stores.redis.store` (the store),
+The package: :mod:`~satchel.stores.redis.store` (the store: building and closing it),
+:mod:`~satchel.stores.redis.sessions` (a session's operations and its lock),
+:mod:`~satchel.stores.redis.commands` (how the store sends commands: breaker, scripts,
+failures), :mod:`~satchel.stores.redis.inventory` (every session: ``stats``,
+``all_sessions``),
 :mod:`~satchel.stores.redis.scripts` (the key layout and the Lua scripts),
 :mod:`~satchel.stores.redis.names` (the sessions' key names, current and earlier),
 :mod:`~satchel.stores.redis.record`, :mod:`~satchel.stores.redis.millis` and
 :mod:`~satchel.stores.redis.record_lua` (a session's bytes, its times, the same in Lua),
 :mod:`~satchel.stores.redis.users` and :mod:`~satchel.stores.redis.user_scripts`
-(the per-user sets: a user's sessions, every session),
+(the per-user sets and their Lua scripts),
 :mod:`~satchel.stores.redis.errors` (which driver errors mean "unavailable"),
-:mod:`~satchel.stores.redis.connections` (connections kept between commands).
+:mod:`~satchel.stores.redis.connections` (connections kept between commands),
+:mod:`~satchel.stores.redis.clients` (a URL's shared client, a cluster built on first use).
 """
 
 from satchel.errors import install_hint

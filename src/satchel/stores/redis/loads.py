@@ -14,7 +14,7 @@ from satchel.stores.redis.scripts import CREATED, DEVICE, EXPIRES, FIELD, PERM, 
 
 if TYPE_CHECKING:
     from satchel.stores.redis.connections import PendingReply
-    from satchel.stores.redis.store import RedisStore
+    from satchel.stores.redis.sessions import Sessions
 
 
 def is_wrong_type(err: Exception) -> bool:
@@ -55,7 +55,7 @@ class PendingGetLoad:
 
     __slots__ = ("_key", "_reply", "_store")
 
-    def __init__(self, store: RedisStore, reply: PendingReply, key: str) -> None:
+    def __init__(self, store: Sessions, reply: PendingReply, key: str) -> None:
         self._store, self._reply, self._key = store, reply, key
 
     def result(self) -> Record | None:

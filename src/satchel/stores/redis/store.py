@@ -1,59 +1,37 @@
-"""RedisStore: one Redis string per session (see :data:`~satchel.stores.redis.scripts.SCHEMA`)."""
+"""RedisStore: one Redis string per session (see :data:`~satchel.stores.redis.scripts.SCHEMA`).
+
+This module builds the store (from a client, or from a URL) and closes it; its operations
+live in the modules of its bases: :mod:`~satchel.stores.redis.sessions` (a session's),
+:mod:`~satchel.stores.redis.users` (a user's sessions),
+:mod:`~satchel.stores.redis.inventory` (every session) and
+:mod:`~satchel.stores.redis.commands` (how they send commands).
+"""
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
-from typing import Any, NoReturn, cast
+from typing import Any, cast
 
 import redis
 from redis.cluster import RedisCluster
-from redis.exceptions import NoScriptError
 
 from satchel.breaker import Breaker
-from satchel.errors import ConfigError, StoreUnavailable
-from satchel.ids import fingerprint
+from satchel.errors import ConfigError
 from satchel.lifetime import Clock, system_clock
-from satchel.redact import chainable, scrub
 from satchel.resources import Lease, shared
-from satchel.store import DEVICE_MAX, Patch, PendingLoad, Record, Updated
-from satchel.stores.redis.connections import (
-    KeptConnections,
-    LazyCluster,
-    SharedClient,
-    retries_of,
-)
-from satchel.stores.redis.errors import (
-    DRIVER_ERRORS,
-    client_secrets,
-    is_unavailable,
-    is_unreachable,
-)
-from satchel.stores.redis.loads import FailedLoad, PendingGetLoad, is_wrong_type, parse_record
-from satchel.stores.redis.millis import nearest, up
+from satchel.stores.redis.clients import LazyCluster, SharedClient, retries_of
+from satchel.stores.redis.connections import KeptConnections
 from satchel.stores.redis.names import Names
-from satchel.stores.redis.record import DOUBLE, encode, field
-from satchel.stores.redis.scripts import (
-    CREATE,
-    CREATE_SHA,
-    FLAGS,
-    RELEASE_LOCK,
-    RELEASE_LOCK_SHA,
-    UPDATE,
-    UPDATE_SHA,
-)
+from satchel.stores.redis.sessions import Sessions
 from satchel.stores.redis.urls import client_builder
-from satchel.stores.redis.user_scripts import MAX_TTL_MS
-from satchel.stores.redis.users import UserSets, set_until
 
-security_log = logging.getLogger("satchel.security")
 log = logging.getLogger("satchel")
 DEFAULT_TIMEOUT = 3.0
 """Seconds :meth:`RedisStore.from_url` bounds connecting and each command by."""
 
 
-class RedisStore(UserSets):
+class RedisStore(Sessions):
     """Sessions in Redis or Redis Cluster, through ``client``.
 
     ``client`` must return bytes (``decode_responses=False``, the default).
@@ -179,196 +157,6 @@ class RedisStore(UserSets):
             store._kept, store._command = kept, kept.command
         return store
 
-    def load(self, key: str) -> Record | None:
-        """The GET of the session's name; on a miss, with ``legacy_key_names``, of its
-        earlier name (a second round trip)."""
-        if self._breaker.down:  # the store is down: fail fast, or probe
-            self._breaker.enter(self._probe)
-        return self.loaded(self._fetch(self._names.of(key)), key)
-
-    def _fetch(self, name: bytes) -> Any:
-        """The GET reply for ``name``; an HGETALL reply for a hash (the earlier layout)."""
-        try:
-            return self._command("GET", name)
-        except DRIVER_ERRORS as err:
-            if not is_wrong_type(err):
-                self._fail(err)
-        return self.fetch_hash(name)
-
-    def fetch_hash(self, name: bytes) -> Any:
-        """The HGETALL reply for ``name``: a GET there met a hash (the earlier layout)."""
-        try:
-            return self._command("HGETALL", name)
-        except DRIVER_ERRORS as err:
-            self._fail(err)
-
-    def loaded(self, data: Any, key: str) -> Record | None:
-        """The record of ``key`` from ``data``, the reply read at its name; if that holds
-        nothing, what its earlier name holds (with ``legacy_key_names``)."""
-        if data is None and (legacy := self._names.legacy(key)) is not None:
-            data = self._fetch(legacy)
-        if self._breaker.down:  # tripped by another call meanwhile: the server answers
-            self._breaker.reached()
-        return self._record(data, key)
-
-    @property
-    def keeps_connections(self) -> bool:
-        """True if the store keeps connections from the client's pool (see the class doc)."""
-        return self._kept is not None
-
-    def prefetch(self, key: str) -> PendingLoad | None:
-        """Send ``load(key)``'s GET now; read it later (kept connections only)."""
-        if self._kept is None or self._breaker.down:
-            return None
-        try:
-            reply = self._kept.start("GET", self._names.of(key))
-        except DRIVER_ERRORS as err:
-            # Report this failure from result(): letting load() meet it again would make the
-            # request wait out the timeout twice (a stalled server: connecting timed out here).
-            try:
-                self._fail(err)  # trips the breaker now if the server is unreachable
-            except Exception as failed:  # kept, to raise from result()
-                return FailedLoad(failed)
-        return None if reply is None else PendingGetLoad(self, reply, key)
-
-    def _record(self, data: Any, key: str) -> Record | None:
-        """The record a GET (or, for the earlier layout, HGETALL) reply holds; None for a
-        missing, expired or malformed one."""
-        record = parse_record(data, self._clock())
-        if isinstance(record, str):
-            security_log.warning("%r: the session with storage key fingerprint %s is"
-                                 " malformed (%s); treated as missing", self, fingerprint(key),
-                                 record)
-            return None
-        return record
-
-    def create(self, key: str, record: Record) -> None:
-        """One script; with a user, it adds the session to the user's set too (on a cluster,
-        a script on the set's slot does, first: see :mod:`~satchel.stores.redis.users`).
-        Always under the session's name; on a single server with ``legacy_key_names``, the
-        script refuses a key that lives under its earlier name too (a cluster cannot look
-        there in the same script: see the class doc)."""
-        now = self._clock()
-        names: list[bytes] = [self._names.of(key)]
-        set_ttl: bytes | int = b""
-        until = None if record.user is None else set_until(record.expires_at, now)
-        device = None if record.device is None else record.device[:DEVICE_MAX].encode()
-        data = encode(record, until, device)  # first: a time out of range writes nothing
-        if record.user is not None and until is not None:
-            if self._cluster:
-                self._add(record.user, key, now, until)
-            else:
-                names.append(self._users(record.user))
-                set_ttl = self._ttl(until, now)
-        legacy = None if self._cluster else self._names.legacy(key)
-        if legacy is not None:
-            names.append(legacy)
-        if not self._eval(CREATE, ["EVALSHA", CREATE_SHA, len(names), *names, now,
-                                   self._ttl(record.expires_at, now), set_ttl, key,
-                                   data, b"" if legacy is None else b"1"]):
-            raise KeyError("a session with this key exists")
-
-    def update(self, key: str, patch: Patch) -> Updated:
-        """One script at the session's name; if it finds nothing there, with
-        ``legacy_key_names``, one more at its earlier name."""
-        now = self._clock()
-        user = patch.user
-        expires = patch.expires_at
-        # As the record keeps them (first: a time out of range writes nothing).
-        seen = b"" if patch.last_seen is None else DOUBLE.pack(nearest(patch.last_seen) / 1000)
-        ends = b"" if expires is None else DOUBLE.pack(up(expires) / 1000)
-        moved, users = b"", []
-        if user:  # the session goes to (or stays in) the user's set
-            if not self._cluster:
-                users.append(self._users(user))
-                moved = b"*"
-            elif (until := self._add_moved(key, user, expires, now)) is None:
-                return Updated.GONE
-            else:
-                moved = repr(until).encode()
-        args = [now, FLAGS[patch.clear, patch.delete_if_empty],
-                b"" if expires is None else self._ttl(expires, now), moved, key,
-                seen, ends,
-                b"" if patch.permanent is None else b"1" if patch.permanent else b"0",
-                b"" if user is None else b"-" if user == "" else b"=" + user.encode(),
-                len(patch.delete), *[name.encode() for name in patch.delete]]
-        for name, value in patch.set.items():
-            encoded = name.encode()
-            args += (encoded, field(encoded, value))
-        at = self._names.of(key)
-        reply = self._eval(UPDATE, ["EVALSHA", UPDATE_SHA, 1 + len(users), at, *users, *args])
-        if reply == 0 and (legacy := self._names.legacy(key)) is not None:
-            at = legacy  # a session from before the current names (never moved)
-            reply = self._eval(UPDATE, ["EVALSHA", UPDATE_SHA, 1 + len(users), at, *users,
-                                        *args])
-        if isinstance(reply, list):  # the user's set must live longer first
-            self._extend(key, at, reply[1].decode(), float(reply[2]))
-            return Updated.KEPT
-        return Updated(reply)
-
-    def delete(self, key: str) -> None:
-        """DEL of the session's name and, with ``legacy_key_names``, of its earlier name:
-        one command on a single server, two on a cluster (the names' slots differ)."""
-        if self._breaker.down:
-            self._breaker.enter(self._probe)
-        names = [self._names.of(key)]
-        if (legacy := self._names.legacy(key)) is not None:
-            names.append(legacy)
-        try:
-            if self._cluster:
-                for name in names:
-                    self._command("DEL", name)
-            else:
-                self._command("DEL", *names)
-        except DRIVER_ERRORS as err:
-            self._fail(err)
-
-    def acquire_lock(self, key: str, token: str, lease: float) -> bool:
-        """``SET lock token NX PX lease``: Redis itself ends the lease (its own clock)."""
-        if self._breaker.down:
-            self._breaker.enter(self._probe)
-        name = self.prefix.encode() + b"lock:{" + key.encode() + b"}"
-        try:
-            reply = self._command("SET", name, token, "NX", "PX",
-                                  max(1, math.ceil(min(lease * 1000, MAX_TTL_MS))))
-        except DRIVER_ERRORS as err:
-            self._fail(err)
-        return bool(reply)
-
-    def release_lock(self, key: str, token: str) -> bool:
-        name = self.prefix.encode() + b"lock:{" + key.encode() + b"}"
-        return bool(self._eval(RELEASE_LOCK, ["EVALSHA", RELEASE_LOCK_SHA, 1, name, token]))
-
-    def _eval(self, script: str, command: list[Any]) -> Any:
-        """Run ``EVALSHA`` ``command``; on NOSCRIPT (a new or flushed server), load ``script``
-        and run it again. Floats and ints are sent as their ``repr``, as redis-py does."""
-        if self._breaker.down:
-            self._breaker.enter(self._probe)
-        try:
-            try:
-                reply = self._command(*command)
-            except NoScriptError:
-                self.client.script_load(script)
-                reply = self._command(*command)
-        except DRIVER_ERRORS as err:
-            self._fail(err)
-        if self._breaker.down:  # tripped by another call meanwhile: the server answers
-            self._breaker.reached()
-        return reply
-
-    def _build_cluster(self, *args: Any) -> Any:
-        """The first command of a store whose cluster was down at start: build the client
-        (the driver's error if no node answers yet), then send ``args`` through it."""
-        client: Any = self.client
-        if isinstance(client, LazyCluster):
-            self.client = client.cluster()
-        self._command = self._through_client
-        return self._through_client(*args)
-
-    def _through_client(self, *args: Any) -> Any:
-        """``client.execute_command``, looked up per call: hooks added later still see it."""
-        return self.client.execute_command(*args)  # type: ignore[no-untyped-call]
-
     def close(self) -> None:
         """Return the connections the store keeps to the client's pool; release the client,
         if :meth:`from_url` built it.
@@ -382,37 +170,6 @@ class RedisStore(UserSets):
             lease.release()
         elif self._kept is not None:
             self._kept.close()
-
-    def _probe(self) -> None:
-        """The breaker's check that the server is back: a PING (to the first node named in
-        the URL, for a cluster client not built yet: building it takes longer than a probe
-        may hold a request; the request that follows builds it)."""
-        client: Any = self.client
-        try:
-            if isinstance(client, LazyCluster) and client.built is None:
-                client.ping_first_node()
-            else:
-                self._command("PING")
-        except DRIVER_ERRORS as err:
-            self._fail(err)
-
-    def _fail(self, err: Exception) -> NoReturn:
-        """Raise :class:`StoreUnavailable` from ``err`` if it means the store cannot serve now
-        (the repr is built only then), tripping the breaker if the server could not be
-        reached; re-raise any other driver error as it is."""
-        if is_unavailable(err):
-            secrets = client_secrets(self.client)
-            why = f"{type(err).__name__}: {scrub(str(err), secrets)}"
-            cause = chainable(err, secrets)
-            if is_unreachable(err):
-                self._breaker.trip(why, cause)
-            raise StoreUnavailable(f"{self!r} unavailable: {why}") from cause
-        raise err
-
-    @staticmethod
-    def _ttl(expires_at: float, now: float) -> int:
-        """Milliseconds until ``expires_at`` by the store's clock (which may not be real time)."""
-        return max(1, math.ceil(min((expires_at - now) * 1000, MAX_TTL_MS)))
 
     def __repr__(self) -> str:
         if isinstance(self.client, RedisCluster | LazyCluster):

@@ -15,7 +15,7 @@ from redis.retry import Retry
 
 from satchel.errors import ConfigError, StoreUnavailable
 from satchel.redact import chainable, redact_url, secrets_of
-from satchel.stores.redis.connections import LazyCluster, SharedClient
+from satchel.stores.redis.clients import LazyCluster, SharedClient
 from satchel.stores.redis.deadline import BoundedCluster
 from satchel.stores.redis.errors import unavailable, url_error
 

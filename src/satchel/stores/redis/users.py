@@ -1,5 +1,6 @@
-"""Who is logged in where, in Redis: the ``UserIndex`` and ``Inventory`` abilities of
-:class:`~satchel.stores.redis.RedisStore`.
+"""Who is logged in where, in Redis: the ``UserIndex`` ability of
+:class:`~satchel.stores.redis.RedisStore` (its ``Inventory`` is in
+:mod:`~satchel.stores.redis.inventory`).
 
 Each user has a sorted set of the storage keys of its sessions (``users`` in
 :data:`~satchel.stores.redis.SCHEMA`), each scored by when it was added (store
@@ -40,9 +41,7 @@ clock). How the sets stay correct:
   its next update adds it to its set, as for an extension.
 
 ``sessions_of`` and ``delete_user`` cost O(that user's members): a ``ZRANGE``,
-then one read per member. ``stats`` and ``all_sessions`` walk the whole store:
-``SCAN`` under the store's prefix (on a cluster, on every primary), reading the
-metadata of each batch of keys with a pipeline.
+then one read per member (as :mod:`~satchel.stores.redis.inventory` reads them).
 """
 
 from __future__ import annotations
@@ -50,21 +49,16 @@ from __future__ import annotations
 import hashlib
 import math
 import struct
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, NoReturn
+from collections.abc import Iterable
+from typing import Any
 
-import redis
-from redis.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
-from satchel.breaker import Breaker
-from satchel.store import BOOKKEEPING, SessionInfo, StoreStats
-from satchel.stores.redis.connections import LazyCluster
-from satchel.stores.redis.errors import DRIVER_ERRORS
+from satchel.store import SessionInfo
+from satchel.stores.redis.inventory import Inventory, session_info
 from satchel.stores.redis.loads import is_wrong_type
-from satchel.stores.redis.names import Names
-from satchel.stores.redis.record import Head, info_of
-from satchel.stores.redis.scripts import CREATED, DEVICE, EXPIRES, PERM, SEEN, USER
+from satchel.stores.redis.record import Head
+from satchel.stores.redis.scripts import EXPIRES
 from satchel.stores.redis.user_scripts import (
     ADD,
     ADD_SHA,
@@ -83,8 +77,6 @@ from satchel.stores.redis.user_scripts import (
 GRACE = 300.0
 """Seconds a cluster's set keeps a member whose session is missing or another user's (its
 session may still be on its way), before a listing or ``delete_user`` removes it."""
-INFO_FIELDS = (CREATED, SEEN, EXPIRES, USER, DEVICE, PERM)  # of a hash (the earlier layout)
-BATCH = 1000  # keys per SCAN and per pipeline of all_sessions
 
 
 def set_until(expires_at: float, now: float) -> float:
@@ -93,33 +85,9 @@ def set_until(expires_at: float, now: float) -> float:
     return expires_at + max(expires_at - now, 0.0)
 
 
-class UserSets:
-    """``sessions_of``, ``delete_user``, ``stats`` and ``all_sessions`` of ``RedisStore``,
-    and the steps its ``create`` and ``update`` take for the sets on a cluster."""
-
-    prefix: str
-    client: redis.Redis | RedisCluster
-    _names: Names
-    _clock: Callable[[], float]
-    _breaker: Breaker
-    _command: Callable[..., Any]
-
-    def _eval(self, script: str, command: list[Any]) -> Any:
-        raise NotImplementedError
-
-    def _fail(self, err: Exception) -> NoReturn:
-        raise NotImplementedError
-
-    def _probe(self) -> None:
-        raise NotImplementedError
-
-    @staticmethod
-    def _ttl(expires_at: float, now: float) -> int:
-        raise NotImplementedError
-
-    @property
-    def _cluster(self) -> bool:
-        return isinstance(self.client, RedisCluster | LazyCluster)
+class UserSets(Inventory):
+    """``sessions_of`` and ``delete_user`` of ``RedisStore``, and the steps its ``create``
+    and ``update`` take for the sets on a cluster."""
 
     def _users(self, user: str) -> bytes:
         """The Redis key of ``user``'s set."""
@@ -135,14 +103,6 @@ class UserSets:
             if (legacy := self._names.legacy_member(member)) is not None:
                 names.append(legacy)
         return names
-
-    def _call(self, *args: Any) -> Any:
-        if self._breaker.down:
-            self._breaker.enter(self._probe)
-        try:
-            return self._command(*args)
-        except DRIVER_ERRORS as err:
-            self._fail(err)
 
     def _add(self, user: str, key: str, now: float, until: float) -> None:
         """Add ``key`` to ``user``'s set, made to live until ``until`` at least: on a cluster,
@@ -204,7 +164,7 @@ class UserSets:
             stale: list[Any] = []
             for (member, score), meta in zip(scored, self._read(m for m, _ in scored),
                                              strict=True):
-                info = _info(member, meta, now)
+                info = session_info(member, meta, now)
                 if info is not None and info.user == user:
                     found.append(info)
                 elif now - score > GRACE:
@@ -218,7 +178,7 @@ class UserSets:
             rows = self._eval(LIST, ["EVALSHA", LIST_SHA, 1 + len(names), name, *names, now,
                                      user, *members])
             found = [info for row in rows
-                     if (info := _info(row[0], [*row[1:4], user.encode(), *row[4:]], now))]
+                     if (info := session_info(row[0], [*row[1:4], user.encode(), *row[4:]], now))]
         return sorted(found, key=lambda info: (info.created_at, info.key))
 
     def delete_user(self, user: str, keep: str | None = None) -> list[str]:
@@ -260,116 +220,3 @@ class UserSets:
     def _prune(self, name: bytes, stale: list[Any]) -> None:
         if stale:
             self._eval(PRUNE, ["EVALSHA", PRUNE_SHA, 1, name, *stale])
-
-    def _read(self, members: Iterable[bytes]) -> list[Any]:
-        """The metadata of the members' sessions (see :func:`_info`; None for one missing or
-        unreadable), read at their names and, for those found nowhere there, with
-        ``legacy_key_names``, at their earlier names (see :meth:`_read_names`)."""
-        members = list(members)
-        found = self._read_names([self._names.member(member) for member in members])
-        if self._names.legacy_on:
-            missed = [i for i, meta in enumerate(found) if meta is None]
-            if missed:
-                again = self._read_names([self._names.legacy_member(members[i]) or b""
-                                          for i in missed])
-                for i, meta in zip(missed, again, strict=True):
-                    found[i] = meta
-        return found
-
-    def _read_names(self, names: list[bytes]) -> list[Any]:
-        """The metadata of the sessions at ``names`` (see :func:`_info`; None for one missing
-        or unreadable), through one pipeline of GETs (a cluster's sends a batch to each
-        node), and one of HMGETs for those of the earlier layout (hashes)."""
-        if self._breaker.down:
-            self._breaker.enter(self._probe)
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            for name in names:
-                pipe.get(name)
-            replies: list[Any] = list(pipe.execute(raise_on_error=False))
-            hashes = []
-            for i, reply in enumerate(replies):
-                if isinstance(reply, Exception):
-                    if not is_wrong_type(reply):
-                        raise reply
-                    hashes.append(i)
-                else:
-                    replies[i] = info_of(reply)
-            if hashes:
-                pipe = self.client.pipeline(transaction=False)
-                for i in hashes:
-                    pipe.hmget(names[i], INFO_FIELDS)
-                for i, reply in zip(hashes, pipe.execute(raise_on_error=False), strict=True):
-                    replies[i] = None if isinstance(reply, Exception) else reply
-            return replies
-        except DRIVER_ERRORS as err:
-            self._fail(err)
-
-    def stats(self) -> StoreStats:
-        """Live sessions and distinct users: walks the store (see :meth:`all_sessions`)."""
-        sessions, users = 0, set()
-        for info in self.all_sessions():
-            sessions += 1
-            users.add(info.user)
-        users.discard(None)
-        return StoreStats(sessions, len(users))
-
-    def all_sessions(self) -> Iterator[SessionInfo]:
-        """Every live session: ``SCAN`` for the store's keys (on a cluster, on every
-        primary), 1,000 at a time, keeping those whose name has a session's form (and, with
-        ``legacy_key_names``, the earlier form), each batch's metadata read through one
-        pipeline. Walks the whole database; a session created or deleted meanwhile may or
-        may not be seen."""
-        if isinstance(self.client, LazyCluster):
-            self._call("PING")  # builds the cluster client, or fails as a command would
-        if self._breaker.down:
-            self._breaker.enter(self._probe)
-        try:
-            names = self.client.scan_iter(match=_glob_escape(self.prefix) + "*", count=BATCH)
-            keyed = ((name, key) for name in names if (key := self._names.key_of(name)))
-            for batch in _batches(keyed, BATCH):
-                now = self._clock()
-                metas = self._read_names([name for name, _ in batch])
-                for (_, key), meta in zip(batch, metas, strict=True):
-                    if (info := _info(key.encode(), meta, now)) is not None:
-                        yield info
-        except DRIVER_ERRORS as err:
-            self._fail(err)
-
-
-_BOOKKEEPING = BOOKKEEPING.encode()
-
-
-def _info(member: bytes, meta: Sequence[Any] | None, now: float) -> SessionInfo | None:
-    """A session's metadata: (created, seen, expires, user, device, perm), floats or the
-    bytes of a number, bytes or None, b"1" or b"0" (a hash's ``INFO_FIELDS``, or
-    :meth:`~satchel.stores.redis.record.Head.info`); None if it is gone, expired or
-    malformed."""
-    if meta is None:
-        return None
-    created, seen, expires, user, device, perm = meta
-    try:
-        if (expires is None or float(expires) <= now or created is None or seen is None
-                or device == _BOOKKEEPING):
-            return None
-        return SessionInfo(member.decode(), float(created), float(seen), float(expires),
-                           None if user is None else user.decode(),
-                           None if device is None else device.decode(), perm == b"1")
-    except ValueError:  # not a number, or not UTF-8
-        return None
-
-
-def _glob_escape(text: str) -> str:
-    """``text`` matched literally by a Redis glob pattern (MATCH)."""
-    return "".join("\\" + c if c in "\\*?[]" else c for c in text)
-
-
-def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    batch: list[Any] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
