@@ -25,6 +25,9 @@ from satchel.users import describe_device
 
 _POLICY_CACHE_SIZE = 32
 _BROWSER_COOKIE_LIMIT = 4093  # Flask's MAX_COOKIE_SIZE default
+# Flask's getters of the Set-Cookie attributes, each a read of the config (Flask 3.1)
+_GETTERS = ("get_cookie_name", "get_cookie_domain", "get_cookie_path", "get_cookie_secure",
+            "get_cookie_httponly", "get_cookie_samesite", "get_cookie_partitioned")
 log = logging.getLogger("satchel")
 
 
@@ -81,6 +84,9 @@ class SatchelSessionInterface(SessionInterface):
         self._flask_cookie_config = (
             cls.get_cookie_name is SessionInterface.get_cookie_name
             and cls.get_cookie_samesite is SessionInterface.get_cookie_samesite)
+        # The same for the seven getters a Set-Cookie is built from (see _cookie_template).
+        self._flask_cookie_getters = all(
+            getattr(cls, getter) is getattr(SessionInterface, getter) for getter in _GETTERS)
 
     def policy(self, app: Flask) -> Any:
         """The key ring and timeouts the app's config names now (cached by value)."""
@@ -220,11 +226,23 @@ class SatchelSessionInterface(SessionInterface):
             add_session_headers(response, header)
 
     def _cookie_template(self, app: Flask) -> CookieTemplate:
-        """The Set-Cookie template for the cookie attributes the config names now."""
-        attributes = (self.get_cookie_name(app), self.get_cookie_domain(app),
-                      self.get_cookie_path(app), self.get_cookie_secure(app),
-                      self.get_cookie_httponly(app), self.get_cookie_samesite(app),
-                      self.get_cookie_partitioned(app))
+        """The Set-Cookie template for the cookie attributes the config names now.
+
+        The attributes are what the ``get_cookie_*`` getters return; unless a subclass
+        overrides one, they are read from the config as Flask's own getters read them
+        (seven method calls fewer per cookie sent).
+        """
+        if self._flask_cookie_getters:
+            config = app.config
+            attributes = (config["SESSION_COOKIE_NAME"], config["SESSION_COOKIE_DOMAIN"],
+                          config["SESSION_COOKIE_PATH"] or config["APPLICATION_ROOT"],
+                          config["SESSION_COOKIE_SECURE"], config["SESSION_COOKIE_HTTPONLY"],
+                          config["SESSION_COOKIE_SAMESITE"], config["SESSION_COOKIE_PARTITIONED"])
+        else:
+            attributes = (self.get_cookie_name(app), self.get_cookie_domain(app),
+                          self.get_cookie_path(app), self.get_cookie_secure(app),
+                          self.get_cookie_httponly(app), self.get_cookie_samesite(app),
+                          self.get_cookie_partitioned(app))
         template = self._templates.get(attributes)
         if template is None:
             name, domain, path, secure, httponly, samesite, partitioned = attributes

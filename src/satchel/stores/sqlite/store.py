@@ -256,8 +256,11 @@ class SQLiteStore(PurgeRows, UserRows):
             raise StoreUnavailable(f"SQLite store {self.path!r}: {err}") from err
         if not rows:
             return None
-        created_at, last_seen, expires_at, permanent, user, device = rows[0][:6]
-        fields = {row[6]: row[7] for row in rows if row[6] is not None}
+        created_at, last_seen, expires_at, permanent, user, device, first, _ = rows[0]
+        fields: dict[str, bytes] = {}
+        if first is not None:  # else the one row of a session without fields (LEFT JOIN)
+            for row in rows:  # not a comprehension: its own frame costs more, for a few rows
+                fields[row[6]] = row[7]
         return Record(fields, created_at, last_seen, expires_at, bool(permanent), user, device)
 
     def create(self, key: str, record: Record) -> None:
