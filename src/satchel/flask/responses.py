@@ -80,7 +80,10 @@ def add_session_headers(response: Response, set_cookie: str | None) -> None:
             vary = value
         elif size == 13 and key.lower() == "cache-control":
             cache_control = value
-    items = headers._list if type(headers) is Headers else None
+    # Werkzeug's own list, if it is still where Werkzeug 3.1 keeps it; else ``add``.
+    items = getattr(headers, "_list", None) if type(headers) is Headers else None
+    if type(items) is not list:
+        items = None
     if vary is None:
         if items is not None:
             items.append(_VARY)
