@@ -114,8 +114,7 @@ class CookieEngine:
         session.cookie_name = cookie_name
         if foreign is not None:
             session.foreign_reader = foreign
-        # session.defer_load(cookie, self._lazy_load), without a call: every request opens one
-        session.request_cookie, session._loader = cookie, self._lazy_load
+        session.defer_load(cookie, self._lazy_load)
         return session
 
     def _load_opened(self, session: Session) -> None:

@@ -157,8 +157,7 @@ class Engine(Committer):
             session.pending_load = self._prefetch(entry[1][1])  # read by the loader
         elif foreign is not None:
             session.foreign_reader = foreign
-        # session.defer_load(cookie, self._lazy_load), without a call: every request opens one
-        session.request_cookie, session._loader = cookie, self._lazy_load
+        session.defer_load(cookie, self._lazy_load)
         return session
 
     def _load_opened(self, session: Session) -> None:
