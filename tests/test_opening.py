@@ -61,6 +61,10 @@ def _app(**config: Any) -> flask.Flask:
     def get_value() -> str:
         return str(flask.session.get("v"))
 
+    @app.get("/untouched")
+    def untouched() -> str:
+        return "ok"
+
     Satchel(app, store=MemoryStore())
     return app
 
@@ -100,3 +104,23 @@ def test_a_fallback_removed_from_its_list_no_longer_opens_sessions() -> None:
     app.config["SECRET_KEY_FALLBACKS"].remove(old)  # the same list object, changed
     client.set_cookie("session", cookie.value)  # the cookie signed with the old key
     assert client.get("/get").text == "None"
+
+
+def test_init_app_keeps_the_values_the_config_holds_and_fills_in_the_others() -> None:
+    app = _app(SATCHEL_PREFETCH=False, SATCHEL_IDLE_TIMEOUT=600)
+    assert app.config["SATCHEL_PREFETCH"] is False
+    assert app.config["SATCHEL_IDLE_TIMEOUT"] == 600
+    assert app.config["SATCHEL_ABSOLUTE_TIMEOUT"] is None  # what its absence means
+
+
+@pytest.mark.parametrize("key", ["SATCHEL_IDLE_TIMEOUT", "SATCHEL_ABSOLUTE_TIMEOUT",
+                                 "SATCHEL_READ_FLASK_COOKIES", "SATCHEL_PREFETCH",
+                                 "SECRET_KEY_FALLBACKS"])
+def test_a_key_deleted_after_init_app_reads_as_absent(key: str) -> None:
+    app = _app()
+    client = app.test_client()
+    client.get("/set")
+    del app.config[key]
+    assert client.get("/get").text == "1"
+    assert client.get("/untouched").text == "ok"
+

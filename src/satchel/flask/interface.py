@@ -16,11 +16,12 @@ from satchel.engine import Engine
 from satchel.errors import SessionTooLarge, StoreUnavailable
 from satchel.flask import lock
 from satchel.flask.lock import locked_view_gate, release_held_lock
-from satchel.flask.opening import Opening, Openings, no_key, session_cookie
+from satchel.flask.opening import Opening, Openings, add_defaults, no_key, session_cookie
 from satchel.flask.responses import add_session_headers, become_unavailable
 from satchel.foreign import ForeignReader
 from satchel.session import Session
 from satchel.session_use import SessionUse
+from satchel.signed_id import looks_permanent
 from satchel.users import describe_device
 
 _POLICY_CACHE_SIZE = 32
@@ -100,7 +101,9 @@ class SatchelSessionInterface(SessionInterface):
     def check_config(self, app: Flask) -> None:
         """Build the policy ``app``'s config names now (ConfigError for an unusable key),
         logging short keys; or log that sessions are disabled while ``SECRET_KEY`` is
-        not set (they stay Flask's null session, as without satchel)."""
+        not set (they stay Flask's null session, as without satchel). Gives the config keys
+        each request reads their defaults (see :func:`~satchel.flask.opening.add_defaults`)."""
+        add_defaults(app.config)
         if no_key(app.config["SECRET_KEY"]):
             log.warning("SECRET_KEY is not set: sessions are disabled (flask.session is Flask's"
                         " null session, which refuses writes) until app.config['SECRET_KEY']"
@@ -130,7 +133,7 @@ class SatchelSessionInterface(SessionInterface):
         cookie = session_cookie(request, name, prefix)
         prefetch = False
         use = self.session_use
-        if use is not None and app.config.get("SATCHEL_PREFETCH", True):
+        if use is not None and opening.prefetch:
             session.path = path = request.environ.get("PATH_INFO", "")
             prefetch = cookie is not None and use.expected(path)
         self.engine.open(cookie, opening.policy, session, cookie_name=name, foreign=foreign,
@@ -154,14 +157,16 @@ class SatchelSessionInterface(SessionInterface):
                 # A locked request's load must wait for its lock: never prefetch its path.
                 self.session_use.record(path, used=session.accessed and not session.was_locked,
                                         had_cookie=session.request_cookie is not None)
-        if not session.accessed and not session.loaded:  # never used: it holds no lock
+        # Never used (not accessed, nothing loaded: ``not session.loaded`` without its
+        # property call, as every request that never touches its session comes here)
+        if not session.accessed and session._loader is not None:  # it holds no lock
             if type(engine) is Engine:
                 # Never used: no store call, no cookie (see Engine.commit), only the Vary
                 # header Flask sends when it would re-send a permanent cookie.
                 if session.pending_load is not None:
                     engine.commit_unused(session)
-                if (config["SESSION_REFRESH_EACH_REQUEST"]
-                        and engine.looks_permanent(session.request_cookie)):
+                if (looks_permanent(session.request_cookie)
+                        and config["SESSION_REFRESH_EACH_REQUEST"]):
                     add_session_headers(response, None)
                 return
             if type(engine) is CookieEngine and not engine.refreshes_unused(

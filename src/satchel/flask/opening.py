@@ -8,11 +8,18 @@ where the cache misses, so a config changed after ``init_app`` is refused
 (ConfigError) on its first request at no cost to the others; a ring with a key
 shorter than 32 bytes is logged once.
 
+Every request pays for this read, used or not, so it is one C call:
+:func:`add_defaults` gives each key ``init_app`` finds absent its default value
+(``config.setdefault``, as Flask extensions do), and an ``itemgetter`` then
+reads them all at once. A key deleted later makes it fall back to one
+``config.get`` per key, with the same results.
+
 Also here: the session cookie's value in a request's ``Cookie`` header.
 """
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any, NamedTuple, Protocol
 
 from flask import Flask, Request
@@ -25,7 +32,20 @@ _CACHE_SIZE = 32  # distinct configs remembered (cleared when full)
 # What open_session reads, in Opening's order of making: a config change of any re-opens.
 OPEN_KEYS = ("SECRET_KEY", "SECRET_KEY_FALLBACKS", "SATCHEL_IDLE_TIMEOUT",
              "SATCHEL_ABSOLUTE_TIMEOUT", "PERMANENT_SESSION_LIFETIME", "SESSION_COOKIE_NAME",
-             "SATCHEL_READ_FLASK_COOKIES")
+             "SATCHEL_READ_FLASK_COOKIES", "SATCHEL_PREFETCH")
+# The value each key of OPEN_KEYS means when absent (Flask's own keys: Flask always has them)
+_ABSENT = {"SECRET_KEY_FALLBACKS": None, "SATCHEL_IDLE_TIMEOUT": None,
+           "SATCHEL_ABSOLUTE_TIMEOUT": None, "SATCHEL_READ_FLASK_COOKIES": None,
+           "SATCHEL_PREFETCH": True}
+_read_open_keys = itemgetter(*OPEN_KEYS)
+
+
+def add_defaults(config: Any) -> None:
+    """Give each key of :data:`OPEN_KEYS` that ``config`` lacks the value its absence means,
+    so that :meth:`Openings.opening` reads them all in one call (Flask's own keys are left
+    alone: Flask sets them). Changes no value the config holds."""
+    for key, value in _ABSENT.items():
+        config.setdefault(key, value)
 
 
 class PolicyBuilder(Protocol):
@@ -42,6 +62,7 @@ class Opening(NamedTuple):
     cookie_name: str  # SESSION_COOKIE_NAME
     cookie_prefix: str | None  # cookie_name + "=" (None for a name the fast parse can't take)
     read_flask_cookies: bool  # SATCHEL_READ_FLASK_COOKIES
+    prefetch: bool  # SATCHEL_PREFETCH (default True)
 
 
 class Openings:
@@ -51,6 +72,7 @@ class Openings:
         self.engine = engine
         self._policies: dict[tuple[Any, ...], tuple[Any, float]] = {}
         self._openings: dict[tuple[Any, ...], Opening] = {}
+        self._last: tuple[tuple[Any, ...] | None, Opening | None] = (None, None)  # (values, it)
         self._short_keys = ShortKeyLog()
 
     def opening(self, app: Flask) -> Opening | None:
@@ -58,16 +80,28 @@ class Openings:
         null session). Raises ConfigError for an unusable key or timeout, KeyError for a
         config key Flask always has (``SECRET_KEY``, ``PERMANENT_SESSION_LIFETIME``,
         ``SESSION_COOKIE_NAME``) that was deleted."""
-        config = app.config  # each key of OPEN_KEYS
-        values = (*_policy_values(config), config.get("SESSION_COOKIE_NAME"),
-                  config.get("SATCHEL_READ_FLASK_COOKIES"))
+        config = app.config
+        try:
+            values = _read_open_keys(config)  # every key of OPEN_KEYS: see add_defaults
+        except KeyError:  # one was deleted (or add_defaults never saw this config)
+            values = (*_policy_values(config), config.get("SESSION_COOKIE_NAME"),
+                      config.get("SATCHEL_READ_FLASK_COOKIES"),
+                      config.get("SATCHEL_PREFETCH", True))
+        else:
+            if type(values[1]) is list:  # SECRET_KEY_FALLBACKS as Flask documents it
+                values = (values[0], tuple(values[1]), *values[2:])
+        last, found = self._last  # the usual case: the config of the last request
+        if values == last:
+            return found
         try:
             found = self._openings.get(values)
-        except TypeError:  # unhashable: a bytearray key, a list among the fallbacks
-            found = None
+        except TypeError:  # unhashable (a bytearray key, a list among the fallbacks): built
+            return self._build_opening(app, values)  # again on each request, never "last"
+        if found is None:
+            found = self._build_opening(app, values)
         if found is not None:
-            return found
-        return self._build_opening(app, values)
+            self._last = (values, found)
+        return found
 
     def _build_opening(self, app: Flask, values: tuple[Any, ...]) -> Opening | None:
         if no_key(values[0]):
@@ -76,7 +110,7 @@ class Openings:
         name = app.config["SESSION_COOKIE_NAME"]
         plain = type(name) is str and "=" not in name and name == name.strip()
         prefix = name + "=" if plain else None
-        found = Opening(policy, lifetime, name, prefix, bool(values[6]))
+        found = Opening(policy, lifetime, name, prefix, bool(values[6]), bool(values[7]))
         self._remember(self._openings, values, found)
         return found
 
