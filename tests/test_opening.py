@@ -124,3 +124,25 @@ def test_a_key_deleted_after_init_app_reads_as_absent(key: str) -> None:
     assert client.get("/get").text == "1"
     assert client.get("/untouched").text == "ok"
 
+
+
+def test_a_failed_open_logs_its_own_error_and_no_second_one(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # A config made invalid after init_app: open_session raises. Flask answers 500 and still
+    # finalizes the response, calling save_session with no session; that must not log a
+    # second, misleading error (a TypeError about saving None) next to the real one.
+    app = flask.Flask(__name__)
+    app.secret_key = "s" * 40
+    Satchel(app, store=MemoryStore())
+
+    @app.get("/")
+    def index() -> str:
+        return "ok"
+
+    app.config["SATCHEL_IDLE_TIMEOUT"] = -1
+    with caplog.at_level("ERROR"):
+        response = app.test_client().get("/")
+    assert response.status_code == 500
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert [type(r.exc_info[1]).__name__ for r in errors if r.exc_info] == ["ValueError"]
+    assert "SATCHEL_IDLE_TIMEOUT" in str(errors[0].exc_info[1])

@@ -146,6 +146,10 @@ class SatchelSessionInterface(SessionInterface):
         return type(obj) is not FlaskSession and super().is_null_session(obj)
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        if session is None:
+            # open_session raised: Flask still finalizes the error response and calls this
+            # with no session. Nothing to save, and no second error to bury the first.
+            return
         if type(session) is not FlaskSession and not isinstance(session, Session):
             raise TypeError(f"satchel cannot save a {type(session).__name__}; was the session"
                             " interface swapped during the request?")
