@@ -76,7 +76,7 @@ class RedisProtocolContract(StoreContract, PrefetchContract, RedisUserSetContrac
             drop_keys(admin, prefix)
 
     def test_key_layout_and_ttl(self, store: RedisStore, clock: FakeClock) -> None:
-        name = f"{store.prefix}~k1"  # not a storage key the engine makes: see test_legacy
+        name = f"{store.prefix}}}k1"  # not a storage key the engine makes: see test_legacy
         store.create("k1", make_record(clock, ttl=100, a=b"1"))
         assert 0 < store.client.pttl(name) <= 100_000
         assert store.client.type(name) == b"string"
@@ -144,7 +144,7 @@ class RedisProtocolContract(StoreContract, PrefetchContract, RedisUserSetContrac
             self, store: RedisStore, clock: FakeClock) -> None:
         value = b'[' + b'{"sku":"SKU-000001","qty":1},' * 100 + b']'
         store.create("k1", make_record(clock, cart=value))
-        assert store.client.strlen(f"{store.prefix}~k1") < len(value) // 4
+        assert store.client.strlen(f"{store.prefix}}}k1") < len(value) // 4
 
 
 # -- helpers of the tests where the server answers but refuses ------------------------------

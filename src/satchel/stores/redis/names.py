@@ -7,11 +7,15 @@ bytes with ``satchel:``, 55 with Redis's string header, so a 56-byte allocation 
 8-byte size classes (Redis's own builds) or a 64-byte one with 16-byte classes (Debian's
 package, on the system's jemalloc), where the earlier ``prefix + "{" + hex + "}"`` (74 bytes)
 took an 80-byte one with either. Any other storage key (tests,
-a caller's own) is named ``prefix + "~" + key``. Neither form has a hash tag: no script or
+a caller's own) is named ``prefix + "}" + key``. Neither form has a hash tag: no script or
 multi-key command needs a session in the same Redis Cluster slot as another key (on a
 cluster, the user's set is written by a script of its own, and the lock is a key of its
-own). The three forms never collide: base64url has no ``~``, ``{`` or ``:``, and the user
-sets and locks start ``user:{`` and ``lock:{``.
+own). The three forms never collide: base64url has no ``}``, ``{`` or ``:``, and the user
+sets and locks start ``user:{`` and ``lock:{``. Nor do the names of two stores whose prefixes
+nest (``app`` and ``app:staging:``): what follows the shorter prefix in the longer one's names
+is never a session name of its own, since a prefix has no ``{`` or ``}`` and a base64url name
+is exactly 43 characters (with ``~`` in place of ``}``, a store with prefix ``app`` listed,
+and could revoke, the sessions of one with prefix ``app~x``).
 
 Sessions created before this layout live under the earlier name until they expire, never
 moved (on a cluster the two names are in different slots, so a move could not be atomic):
@@ -27,7 +31,7 @@ import re
 
 _HEX_KEY = re.compile(r"[0-9a-f]{64}")
 _B64_NAME = re.compile(rb"[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]")  # 32 bytes, canonical
-_OTHER = b"~"
+_OTHER = b"}"  # not "~": a prefix may hold "~", never "}" (see the module doc)
 
 
 class Names:

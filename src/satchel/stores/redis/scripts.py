@@ -17,7 +17,7 @@ PERM, USER, DEVICE = b"m:perm", b"m:user", b"m:device"
 SCHEMA = """
 key   = prefix + base64url(storage_key's 32 bytes), 43 characters, no padding (51 bytes with
         "satchel:"; satchel.stores.redis.names); a storage key that is not 64 lowercase hex
-        digits: prefix + "~" + storage_key. No hash tag: no script or multi-key command
+        digits: prefix + "}" + storage_key. No hash tag: no script or multi-key command
         needs a session in one cluster slot with another key.
         Earlier builds named it prefix + "{" + storage_key + "}"; such a session stays under
         that name until it expires, found there (with legacy_key_names) by each operation
