@@ -132,3 +132,21 @@ class RedisRecordVersionsContract:
         loaded = store.load(KEY)
         assert loaded is not None and loaded.fields == {"a": b"1"} and loaded.user is None
         assert store.client.exists(store._users("alice")) == 0
+
+    def test_a_browser_device_is_kept_packed_and_read_back_exactly_everywhere(
+            self, store: RedisStore, clock: FakeClock) -> None:
+        device = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like"
+                  " Gecko) Chrome/142.0.0.0 Safari/537.36 (2001:db8::7)")
+        record = Record({"a": b"1"}, clock.now, clock.now, clock.now + HOUR, user="alice",
+                        device=device)
+        store.create(KEY, record)
+        data = store.client.get(store._names.of(KEY))
+        assert len(data) <= len(encode(record, None, device.encode())) - 90  # 127 B of text
+        assert store.load(KEY) == record
+        # Touched and moved to another user by the scripts: the device's bytes move as they are.
+        assert store.update(KEY, Patch(last_seen=clock.now + 1, expires_at=clock.now + HOUR,
+                                       user="bob", set={"b": b"2"})) is Updated.KEPT
+        loaded = store.load(KEY)
+        assert loaded is not None and loaded.device == device and loaded.user == "bob"
+        assert [info.device for info in store.sessions_of("bob")] == [device]
+        assert [info.device for info in store.all_sessions()] == [device]

@@ -15,6 +15,7 @@ from typing import Any
 from satchel.store import BOOKKEEPING, SessionInfo, StoreStats
 from satchel.stores.redis.clients import LazyCluster
 from satchel.stores.redis.commands import Commands
+from satchel.stores.redis.devices import unpack
 from satchel.stores.redis.errors import DRIVER_ERRORS
 from satchel.stores.redis.loads import is_wrong_type
 from satchel.stores.redis.record import info_of
@@ -104,9 +105,6 @@ class Inventory(Commands):
             self._fail(err)
 
 
-_BOOKKEEPING = BOOKKEEPING.encode()
-
-
 def session_info(member: bytes, meta: Sequence[Any] | None, now: float) -> SessionInfo | None:
     """A session's metadata: (created, seen, expires, user, device, perm), floats or the
     bytes of a number, bytes or None, b"1" or b"0" (a hash's ``INFO_FIELDS``, or
@@ -116,13 +114,13 @@ def session_info(member: bytes, meta: Sequence[Any] | None, now: float) -> Sessi
         return None
     created, seen, expires, user, device, perm = meta
     try:
-        if (expires is None or float(expires) <= now or created is None or seen is None
-                or device == _BOOKKEEPING):
+        if expires is None or float(expires) <= now or created is None or seen is None:
+            return None
+        if device is not None and (device := unpack(device)) == BOOKKEEPING:
             return None
         return SessionInfo(member.decode(), float(created), float(seen), float(expires),
-                           None if user is None else user.decode(),
-                           None if device is None else device.decode(), perm == b"1")
-    except ValueError:  # not a number, or not UTF-8
+                           None if user is None else user.decode(), device, perm == b"1")
+    except ValueError:  # not a number, not UTF-8, or a device that does not unpack
         return None
 
 

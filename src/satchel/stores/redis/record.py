@@ -10,7 +10,8 @@ Layout, version 2 (what every write writes)::
     expires    varint: milliseconds after seen
     ulive      varint: milliseconds after expires   (with HAS_ULIVE)
     user       length, UTF-8 bytes      (with HAS_USER)
-    device     length, UTF-8 bytes      (with HAS_DEVICE)
+    device     length, bytes            (with HAS_DEVICE; text, or packed: see
+                                         :mod:`~satchel.stores.redis.devices`)
     fields     until the end: length, name (UTF-8), 2 * length + deflated, value
 
 Times are whole milliseconds (Redis's TTL granularity), signed (zigzag LEB128: a clock that
@@ -36,6 +37,7 @@ import zlib
 from typing import Any
 
 from satchel.store import Record
+from satchel.stores.redis.devices import unpack
 from satchel.stores.redis.millis import down, nearest, read_varint, up, varint
 
 VERSION = 2
@@ -64,7 +66,8 @@ def field(name: bytes, value: bytes) -> bytes:
 
 def encode(record: Record, ulive: float | None, device: bytes | None) -> bytes:
     """``record`` as stored (version 2), with ``ulive`` (see :mod:`~satchel.stores.redis.users`)
-    and ``device`` (already cut to its most characters) in place of ``record.device``.
+    and ``device`` (:func:`~satchel.stores.redis.devices.pack`'s bytes of the device, cut to
+    its most characters) in place of ``record.device``.
 
     Raises ValueError for a created or last-seen time that is NaN, infinite or out of range
     (see :mod:`~satchel.stores.redis.millis`); an expiry or ulive beyond it is kept at it."""
@@ -163,7 +166,7 @@ def decode(data: bytes, now: float) -> Record | str | None:
             at = end
         return Record(fields, head.created, head.seen, head.expires, head.perm,
                       None if head.user is None else head.user.decode(),
-                      None if head.device is None else head.device.decode())
+                      None if head.device is None else unpack(head.device))
     except (ValueError, IndexError, struct.error, zlib.error) as err:
         return f"not a session record ({type(err).__name__})"
 

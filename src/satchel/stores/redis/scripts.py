@@ -37,7 +37,9 @@ type  = string, with PEXPIRE at expires_at (relative to the store's clock), or e
         | flags | created | seen | expires | [ulive] (8-byte doubles, seconds) | the rest as
         above. Every write writes version 2.
 user   -> the user, absent when there is none
-device -> the device (at most DEVICE_MAX characters), absent when there is none
+device -> the device (at most DEVICE_MAX characters), absent when there is none; packed
+          where that is shorter (the address as bytes, the user agent deflated against a
+          preset dictionary: satchel.stores.redis.devices)
 ulive  -> with a user: a time (store clock) until which the user's set is known to live
 
 A session written in the earlier layout is a hash (f:<name> -> value; m:created, m:seen,

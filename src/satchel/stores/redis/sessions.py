@@ -15,6 +15,7 @@ from typing import Any
 from satchel.ids import fingerprint
 from satchel.store import DEVICE_MAX, Patch, PendingLoad, Record, Updated
 from satchel.stores.redis.connections import KeptConnections
+from satchel.stores.redis.devices import pack
 from satchel.stores.redis.errors import DRIVER_ERRORS
 from satchel.stores.redis.loads import FailedLoad, PendingGetLoad, is_wrong_type, parse_record
 from satchel.stores.redis.millis import nearest, up
@@ -113,7 +114,7 @@ class Sessions(UserSets):
         names: list[bytes] = [self._names.of(key)]
         set_ttl: bytes | int = b""
         until = None if record.user is None else set_until(record.expires_at, now)
-        device = None if record.device is None else record.device[:DEVICE_MAX].encode()
+        device = None if record.device is None else pack(record.device[:DEVICE_MAX])
         data = encode(record, until, device)  # first: a time out of range writes nothing
         if record.user is not None and until is not None:
             if self._cluster:
