@@ -60,6 +60,7 @@ from typing import Any
 import report
 from flask import Flask, Request, Response, session
 from flask.sessions import SessionInterface, SessionMixin
+from paired import median_difference
 from timing import fastest_interleaved
 from werkzeug.test import EnvironBuilder
 
@@ -312,6 +313,35 @@ def flask_session_cachelib() -> Flask | None:
     return app
 
 
+def paired_untouched(apps: dict[str, Flask], *, seconds: float,
+                     blocks: int) -> dict[str, tuple[float, float, float]]:
+    """Each session layer's untouched overhead, paired with the bare app's untouched request
+    (see :mod:`paired`): seconds per request, the median and the quartiles over ``blocks``
+    blocks of about ``seconds`` a side."""
+    bare_app = apps["bare"]
+    bare_environ = _environ("/untouched", _login_cookie(bare_app))
+    count = max(20, int(seconds / _drive(bare_app, bare_environ, 50)))
+    figures = {}
+    for name, app in apps.items():
+        if name != "bare":
+            environ = _environ("/untouched", _login_cookie(app))
+            _drive(app, environ, 50)
+            gc.collect()
+            figures[name] = median_difference(
+                lambda n: _drive(bare_app, bare_environ, n),
+                lambda n, app=app, environ=environ: _drive(app, environ, n),
+                count=count, blocks=blocks)
+    return figures
+
+
+def _paired_lines(paired: dict[str, tuple[float, float, float]]) -> list[str]:
+    lines = ["untouched overhead, paired with the bare app's untouched request (median of"
+             " blocks back to back, in µs; in brackets the quartiles):"]
+    lines += [f"  {name:26}{middle * 1e6:>6.1f}  ({low * 1e6:.1f} .. {high * 1e6:.1f})"
+              for name, (middle, low, high) in paired.items()]
+    return lines
+
+
 def _environ(path: str, cookie: str | None) -> dict[str, Any]:
     headers = {"Cookie": cookie} if cookie else {}
     return EnvironBuilder(path=path, base_url="http://localhost/", headers=headers).get_environ()
@@ -438,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             results = measure_all(apps, seconds_per_run=seconds, repeats=repeats)
             floors = raw_round_trips(seconds, repeats) | _postgres_floors(seconds, repeats)
+            paired = paired_untouched(apps, seconds=seconds / 25, blocks=5 if args.quick else 101)
         finally:
             _cleanup_redis()
             _cleanup_postgres()
@@ -465,11 +496,13 @@ def main(argv: list[str] | None = None) -> int:
         cells = "".join(f"{_ratio(overhead[mine][s], overhead[peer][s]):>12}" for s in SCENARIOS)
         print(f"  {mine:24} / {peer:26}{cells}")
     _print_floors(floors, overhead)
+    untouched_lines = _paired_lines(paired)
+    print("\n" + "\n".join(untouched_lines))
     out = args.out or (None if args.quick or args.only else report.RESULTS)
     if out is not None:
         name = "overhead-permanent" if args.permanent else "overhead"
         written = _report(out, name, base, results, overhead, pairs, repeats, seconds,
-                          _floor_lines(floors, overhead))
+                          _floor_lines(floors, overhead) + untouched_lines)
         print(f"\nreport: {written} (and {written.with_suffix('.png').name})")
     return 0
 

@@ -42,6 +42,12 @@ def test_quick_bench_reports_ratios_for_every_contender(tmp_path: Path) -> None:
         floor = rf"{layer} overhead / round trips.*\n +lowest ratio to {peer} the round trips"
         assert re.search(floor + r" allow: write \d+\.\d+x, read \d+\.\d+x", result.stdout)
         assert re.search(floor, report), report
+    # the untouched overhead paired with the bare app's, for every session layer
+    paired = r"\n  {} +-?\d+\.\d  \(-?\d+\.\d \.\. -?\d+\.\d\)"
+    for name in ("flask-cookie", "satchel-cookie", "satchel-memory", "satchel-sqlite",
+                 "satchel-redis", "satchel-postgres"):
+        assert re.search(paired.format(name), result.stdout), result.stdout
+        assert re.search(paired.format(name), report), report
     assert (tmp_path / "overhead.png").read_bytes().startswith(b"\x89PNG")
     assert results_state() == before
 
