@@ -6,7 +6,8 @@ A session "from before the upgrade" is planted by creating it, then moving its b
 TTL) from the current name to the earlier one with a raw client, as an earlier build would
 have left it. Each test then checks that every store operation finds it there, that it is
 never moved to the current name, that a revoke leaves it under neither name, and, with
-``legacy_key_names=False``, that it is not found at all.
+``legacy_key_names=False``, that requests no longer find it, while listings and revokes still
+do.
 
 Mixed into the RedisStore test classes of a single server and of a cluster, which provide
 the ``store`` and ``clock`` fixtures. Not collected on its own.
@@ -176,7 +177,7 @@ class RedisLegacyNamesContract:
             store.create(OLD, Record({"b": b"2"}, clock.now, clock.now, clock.now + HOUR))
         assert where(store, OLD) == (False, True)
 
-    def test_with_legacy_key_names_off_the_earlier_name_is_not_looked_at(
+    def test_with_legacy_key_names_off_requests_no_longer_look_at_the_earlier_name(
             self, store: RedisStore, clock: FakeClock) -> None:
         plant(store, clock, OLD)
         with twin(store, legacy_key_names=False) as strict:
@@ -184,10 +185,22 @@ class RedisLegacyNamesContract:
             pending = strict.prefetch(OLD)
             assert pending is None or pending.result() is None
             assert strict.update(OLD, Patch(set={"b": b"2"})) == Updated.GONE
-            assert strict.sessions_of("alice") == []
-            assert list(strict.all_sessions()) == []
-            assert strict.delete_user("alice") == []
-            strict.delete(OLD)
-        assert where(store, OLD) == (False, True)  # left to expire
+        assert where(store, OLD) == (False, True)  # left to expire, unchanged
         loaded = store.load(OLD)  # still there for a store that looks
         assert loaded is not None and loaded.fields == {"a": b"1"}
+
+    def test_with_legacy_key_names_off_listings_and_revokes_still_see_the_earlier_name(
+            self, store: RedisStore, clock: FakeClock) -> None:
+        """Processes that still look there (a mixed deployment) serve such a session, so
+        no process may lose it from a listing or leave it alive after a revoke."""
+        plant(store, clock, OLD)
+        with twin(store, legacy_key_names=False) as strict:
+            assert [info.key for info in strict.sessions_of("alice")] == [OLD]
+            assert [info.key for info in strict.all_sessions()] == [OLD]
+            assert strict.stats().sessions == 1
+            assert strict.delete_user("alice") == [OLD]  # "log out everywhere"
+            assert where(store, OLD) == (False, False)
+            plant(store, clock, OLD)
+            strict.delete(OLD)  # a revoke of what a listing showed
+            assert where(store, OLD) == (False, False)
+        assert store.load(OLD) is None and store.sessions_of("alice") == []

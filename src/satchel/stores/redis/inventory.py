@@ -31,17 +31,15 @@ class Inventory(Commands):
 
     def _read(self, members: Iterable[bytes]) -> list[Any]:
         """The metadata of the members' sessions (see :func:`session_info`; None for one missing or
-        unreadable), read at their names and, for those found nowhere there, with
-        ``legacy_key_names``, at their earlier names (see :meth:`_read_names`)."""
+        unreadable), read at their names and, for those found nowhere there, at their
+        earlier names (whatever ``legacy_key_names`` says; see :meth:`_read_names`)."""
         members = list(members)
         found = self._read_names([self._names.member(member) for member in members])
-        if self._names.legacy_on:
-            missed = [i for i, meta in enumerate(found) if meta is None]
-            if missed:
-                again = self._read_names([self._names.legacy_member(members[i]) or b""
-                                          for i in missed])
-                for i, meta in zip(missed, again, strict=True):
-                    found[i] = meta
+        missed = [i for i, meta in enumerate(found) if meta is None]
+        if missed:
+            again = self._read_names([self._names.earlier_member(members[i]) for i in missed])
+            for i, meta in zip(missed, again, strict=True):
+                found[i] = meta
         return found
 
     def _read_names(self, names: list[bytes]) -> list[Any]:

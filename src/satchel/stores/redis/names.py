@@ -19,8 +19,12 @@ and could revoke, the sessions of one with prefix ``app~x``).
 
 Sessions created before this layout live under the earlier name until they expire, never
 moved (on a cluster the two names are in different slots, so a move could not be atomic):
-with ``legacy`` on, each operation that finds nothing under the new name looks under the
-earlier one (:meth:`Names.legacy`).
+with ``legacy`` on, each operation that serves a request (load, update, create's check) and
+finds nothing under the new name looks under the earlier one (:meth:`Names.legacy`).
+Whatever ``legacy`` says, what lists or revokes sessions (a user's sessions, "log out
+everywhere", a delete, a listing of all) still sees the earlier names
+(:meth:`Names.earlier`): no session that lives escapes a listing or a revocation, whichever
+processes of a mixed deployment still serve it.
 """
 
 from __future__ import annotations
@@ -55,19 +59,24 @@ class Names:
         """:meth:`of` for a user set's member (a storage key, as bytes)."""
         return self.of(member.decode())
 
-    def legacy(self, key: str) -> bytes | None:
+    def earlier(self, key: str) -> bytes:
         """The earlier name of ``key`` (``prefix + "{" + key + "}"``), where a session
-        created before the current layout lives; None when ``legacy`` is off."""
-        return self._open + key.encode() + b"}" if self.legacy_on else None
+        created before the current layout lives."""
+        return self._open + key.encode() + b"}"
 
-    def legacy_member(self, member: bytes) -> bytes | None:
-        """:meth:`legacy` for a user set's member."""
-        return self._open + member + b"}" if self.legacy_on else None
+    def earlier_member(self, member: bytes) -> bytes:
+        """:meth:`earlier` for a user set's member."""
+        return self._open + member + b"}"
+
+    def legacy(self, key: str) -> bytes | None:
+        """:meth:`earlier`, for an operation that serves a request; None when ``legacy``
+        is off."""
+        return self._open + key.encode() + b"}" if self.legacy_on else None
 
     def key_of(self, name: bytes) -> str | None:
         """The storage key named by ``name`` (a Redis key under the prefix), told by its
-        form; None for a key that is not a session's (a user set, a lock, another app's),
-        and for an earlier name when ``legacy`` is off."""
+        form (the earlier one too); None for a key that is not a session's (a user set, a
+        lock, another app's)."""
         if not name.startswith(self._prefix):
             return None
         rest = name[len(self._prefix):]
@@ -76,7 +85,7 @@ class Names:
                 return base64.urlsafe_b64decode(rest + b"=").hex()
             if rest.startswith(_OTHER):
                 return rest[1:].decode()
-            if self.legacy_on and rest.startswith(b"{") and rest.endswith(b"}") and len(rest) > 2:
+            if rest.startswith(b"{") and rest.endswith(b"}") and len(rest) > 2:
                 return rest[1:-1].decode()
         except (UnicodeDecodeError, binascii.Error):
             return None

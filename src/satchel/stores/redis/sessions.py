@@ -169,13 +169,12 @@ class Sessions(UserSets):
         return Updated(reply)
 
     def delete(self, key: str) -> None:
-        """DEL of the session's name and, with ``legacy_key_names``, of its earlier name:
-        one command on a single server, two on a cluster (the names' slots differ)."""
+        """DEL of the session's name and of its earlier name (whatever ``legacy_key_names``
+        says: a revocation ends a session wherever it lives): one command on a single
+        server, two on a cluster (the names' slots differ)."""
         if self._breaker.down:
             self._breaker.enter(self._probe)
-        names = [self._names.of(key)]
-        if (legacy := self._names.legacy(key)) is not None:
-            names.append(legacy)
+        names = [self._names.of(key), self._names.earlier(key)]
         try:
             if self._cluster:
                 for name in names:

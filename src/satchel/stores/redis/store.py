@@ -49,14 +49,18 @@ class RedisStore(Sessions):
     renamed, and with ``legacy_key_names`` (the default) every operation that
     finds nothing under a session's name looks there too (one more round
     trip, on a miss only: a load of a logged-out or unknown id, an update of a
-    session that is gone), deletes remove both names (two commands on a
-    cluster), and listings return both. Once every session of the earlier
-    names has expired (the longest idle or absolute timeout after upgrading,
-    or none left: ``redis-cli --scan --pattern 'satchel:{*'``), pass
-    ``legacy_key_names=False``: the earlier names are then neither read nor
-    listed. On a single server ``create`` refuses a storage key that lives
-    under its earlier name; a cluster cannot check that in the same script,
-    and never needs to for the engine's keys (SHA-256 of a new random id).
+    session that is gone). Once every session of the earlier names has expired
+    (the longest idle or absolute timeout after upgrading, or none left:
+    ``redis-cli --scan --pattern 'satchel:{*'``), pass
+    ``legacy_key_names=False``: requests are then served from the current
+    names only. Whatever it says, what lists or revokes sessions still sees
+    the earlier names, so that no live session escapes a listing or "log out
+    everywhere" in a deployment where some processes still look there: deletes
+    remove both names (two commands on a cluster), a user's sessions and all
+    sessions are listed under both, on a miss only. On a single server
+    ``create`` refuses a storage key that lives under its earlier name; a
+    cluster cannot check that in the same script, and never needs to for the
+    engine's keys (SHA-256 of a new random id).
 
     With ``keep_connections`` (the default) on a ``redis.Redis`` client, the
     store keeps the connections it takes from the client's pool between

@@ -96,12 +96,11 @@ class UserSets(Inventory):
 
     def _member_names(self, members: Iterable[bytes]) -> list[bytes]:
         """The Redis keys a script reads for the sessions of a set's members: each one's
-        name, and after it its earlier name with ``legacy_key_names``."""
+        name, and after it its earlier name (whatever ``legacy_key_names`` says: see
+        :mod:`~satchel.stores.redis.names`)."""
         names = []
         for member in members:
-            names.append(self._names.member(member))
-            if (legacy := self._names.legacy_member(member)) is not None:
-                names.append(legacy)
+            names += (self._names.member(member), self._names.earlier_member(member))
         return names
 
     def _add(self, user: str, key: str, now: float, until: float) -> None:
@@ -200,9 +199,10 @@ class UserSets(Inventory):
                 continue
             outcome = self._eval(DELETE_IF_USER, ["EVALSHA", DELETE_IF_USER_SHA, 1,
                                                   self._names.member(member), now, user])
-            if outcome == 0 and (legacy := self._names.legacy_member(member)) is not None:
+            if outcome == 0:  # under its earlier name?
                 outcome = self._eval(DELETE_IF_USER, ["EVALSHA", DELETE_IF_USER_SHA, 1,
-                                                      legacy, now, user])
+                                                      self._names.earlier_member(member), now,
+                                                      user])
             if outcome == 1:
                 done.append(member.decode())
             if outcome == 1 or now - score > GRACE:
