@@ -98,7 +98,7 @@ class UserSets(Inventory):
         """The Redis keys a script reads for the sessions of a set's members: each one's
         name, and after it its earlier name (whatever ``legacy_key_names`` says: see
         :mod:`~satchel.stores.redis.names`)."""
-        names = []
+        names: list[bytes] = []
         for member in members:
             names += (self._names.member(member), self._names.earlier_member(member))
         return names
