@@ -152,3 +152,51 @@ def test_an_answer_after_another_call_timed_out_lets_the_next_calls_through(tabl
         assert store.load("free") is not None  # no 503: the server answered just now
     finally:
         store.close()
+
+
+CALLS = {
+    "load": lambda store: store.load("k"),
+    "update": lambda store: store.update("k", Patch(set={"n": b"1"})),
+    "delete": lambda store: store.delete("k"),
+    "sessions_of": lambda store: store.sessions_of("alice"),
+    "delete_user": lambda store: store.delete_user("alice"),
+    "all_sessions": lambda store: list(store.all_sessions()),
+    "stats": lambda store: store.stats(),
+    "acquire_lock": lambda store: store.acquire_lock("k", "token", 5.0),
+}
+
+
+@pytest.mark.parametrize("call", list(CALLS))
+def test_every_call_answered_while_another_tripped_the_breaker_closes_it(
+        table: str, call: str) -> None:
+    """Each kind of call (a session's, a user's, a listing's, a lock's) that gets the server's
+    answer after another call tripped the breaker proves the server answers: the calls after
+    it are served, not refused until a probe passes."""
+    store = PostgresStore.from_url(URL, table=table, timeout=3.0, max_size=4)
+    try:
+        now = time.time()
+        store.create("k", Record({"n": b"0"}, now, now, now + 3600, user="alice"))
+        store.acquire_lock("other", "t", 1.0)  # the lock table exists
+        pool: Any = store.pool
+        getconn, connection = pool.getconn, pool.connection
+
+        def trip() -> None:
+            store._breaker.trip("another call timed out")
+
+        def getconn_then_trip(*args: Any, **kwargs: Any) -> Any:
+            conn = getconn(*args, **kwargs)
+            trip()
+            return conn
+
+        def connection_then_trip(*args: Any, **kwargs: Any) -> Any:
+            trip()
+            return connection(*args, **kwargs)
+
+        pool.getconn, pool.connection = getconn_then_trip, connection_then_trip
+        try:
+            CALLS[call](store)
+        finally:
+            del pool.getconn, pool.connection
+        assert not store._breaker.down
+    finally:
+        store.close()

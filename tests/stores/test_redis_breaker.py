@@ -94,3 +94,63 @@ def test_an_answer_after_another_call_timed_out_lets_the_next_calls_through(
         assert store.load("free") is not None  # no 503: the server answered just now
     finally:
         client.close()
+
+
+CALLS = {
+    "load": lambda store: store.load("k"),
+    "update": lambda store: store.update("k", Patch(set={"n": b"1"})),
+    "delete": lambda store: store.delete("k"),
+    "sessions_of": lambda store: store.sessions_of("alice"),
+    "delete_user": lambda store: store.delete_user("alice"),
+    "all_sessions": lambda store: list(store.all_sessions()),
+    "acquire_lock": lambda store: store.acquire_lock("k", "token", 5.0),
+}
+
+
+@pytest.mark.parametrize("call", list(CALLS))
+def test_every_call_answered_while_another_tripped_the_breaker_closes_it(call: str) -> None:
+    """Each kind of call (a session's, a user's, a listing's, a lock's) that gets the server's
+    answer after another call tripped the breaker proves the server answers: the calls after
+    it are served, not refused until a probe passes."""
+    from tests.services import drop_keys, random_prefix
+    from tests.services import redis_client as shared_redis_client
+
+    with shared_redis_client() as client:
+        prefix = random_prefix()
+        store = RedisStore(client, prefix=prefix, keep_connections=False)
+        try:
+            now = time.time()
+            store.create("k", Record({"n": b"0"}, now, now, now + 3600, user="alice"))
+            command, pipeline = store._command, client.pipeline
+
+            def trip() -> None:
+                store._breaker.trip("another call timed out")
+
+            def command_then_trip(*args: Any) -> Any:
+                reply = command(*args)
+                trip()
+                return reply
+
+            def pipeline_then_trip(*args: Any, **kwargs: Any) -> Any:
+                pipe = pipeline(*args, **kwargs)
+                execute = pipe.execute
+
+                def execute_then_trip(*args: Any, **kwargs: Any) -> Any:
+                    replies = execute(*args, **kwargs)
+                    trip()
+                    return replies
+
+                pipe.execute = execute_then_trip
+                return pipe
+
+            store._command = command_then_trip  # type: ignore[method-assign]
+            client.pipeline = pipeline_then_trip  # type: ignore[method-assign]
+            try:
+                CALLS[call](store)
+            finally:
+                store._command = command  # type: ignore[method-assign]
+                del client.pipeline
+            assert not store._breaker.down
+        finally:
+            store.close()
+            drop_keys(client, prefix)

@@ -59,8 +59,11 @@ class UserRows:
             self._breaker.enter(self._probe)
         statement = sql.SQL(query).format(table=self._ident)
         with self._errors() as conn:
-            return psycopg.Cursor(conn, row_factory=tuple_row).execute(
+            rows = psycopg.Cursor(conn, row_factory=tuple_row).execute(
                 statement, params).fetchall()
+        if self._breaker.down:  # tripped by another call meanwhile: the server answers
+            self._breaker.reached()
+        return rows
 
     def sessions_of(self, user: str) -> list[SessionInfo]:
         """The user's live sessions, oldest first: one indexed read."""

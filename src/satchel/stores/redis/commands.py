@@ -47,12 +47,21 @@ class Commands:
         return isinstance(self.client, RedisCluster | LazyCluster)
 
     def _call(self, *args: Any) -> Any:
+        """Send command ``args`` through the breaker; its reply."""
         if self._breaker.down:
             self._breaker.enter(self._probe)
         try:
-            return self._command(*args)
+            reply = self._command(*args)
         except DRIVER_ERRORS as err:
             self._fail(err)
+        self._answered()
+        return reply
+
+    def _answered(self) -> None:
+        """After a reply: if another call tripped the breaker meanwhile, the server answers
+        after all (see :meth:`~satchel.breaker.Breaker.reached`)."""
+        if self._breaker.down:
+            self._breaker.reached()
 
     def _eval(self, script: str, command: list[Any]) -> Any:
         """Run ``EVALSHA`` ``command``; on NOSCRIPT (a new or flushed server), load ``script``
@@ -67,8 +76,7 @@ class Commands:
                 reply = self._command(*command)
         except DRIVER_ERRORS as err:
             self._fail(err)
-        if self._breaker.down:  # tripped by another call meanwhile: the server answers
-            self._breaker.reached()
+        self._answered()
         return reply
 
     def _build_cluster(self, *args: Any) -> Any:

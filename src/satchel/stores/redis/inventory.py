@@ -67,9 +67,10 @@ class Inventory(Commands):
                     pipe.hmget(names[i], INFO_FIELDS)
                 for i, reply in zip(hashes, pipe.execute(raise_on_error=False), strict=True):
                     replies[i] = None if isinstance(reply, Exception) else reply
-            return replies
         except DRIVER_ERRORS as err:
             self._fail(err)
+        self._answered()
+        return replies
 
     def stats(self) -> StoreStats:
         """Live sessions and distinct users: walks the store (see :meth:`all_sessions`)."""

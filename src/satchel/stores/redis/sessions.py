@@ -69,8 +69,7 @@ class Sessions(UserSets):
         nothing, what its earlier name holds (with ``legacy_key_names``)."""
         if data is None and (legacy := self._names.legacy(key)) is not None:
             data = self._fetch(legacy)
-        if self._breaker.down:  # tripped by another call meanwhile: the server answers
-            self._breaker.reached()
+        self._answered()
         return self._record(data, key)
 
     @property
@@ -172,29 +171,18 @@ class Sessions(UserSets):
         """DEL of the session's name and of its earlier name (whatever ``legacy_key_names``
         says: a revocation ends a session wherever it lives): one command on a single
         server, two on a cluster (the names' slots differ)."""
-        if self._breaker.down:
-            self._breaker.enter(self._probe)
         names = [self._names.of(key), self._names.earlier(key)]
-        try:
-            if self._cluster:
-                for name in names:
-                    self._command("DEL", name)
-            else:
-                self._command("DEL", *names)
-        except DRIVER_ERRORS as err:
-            self._fail(err)
+        if self._cluster:
+            for name in names:
+                self._call("DEL", name)
+        else:
+            self._call("DEL", *names)
 
     def acquire_lock(self, key: str, token: str, lease: float) -> bool:
         """``SET lock token NX PX lease``: Redis itself ends the lease (its own clock)."""
-        if self._breaker.down:
-            self._breaker.enter(self._probe)
         name = self.prefix.encode() + b"lock:{" + key.encode() + b"}"
-        try:
-            reply = self._command("SET", name, token, "NX", "PX",
-                                  max(1, math.ceil(min(lease * 1000, MAX_TTL_MS))))
-        except DRIVER_ERRORS as err:
-            self._fail(err)
-        return bool(reply)
+        return bool(self._call("SET", name, token, "NX", "PX",
+                               max(1, math.ceil(min(lease * 1000, MAX_TTL_MS)))))
 
     def release_lock(self, key: str, token: str) -> bool:
         name = self.prefix.encode() + b"lock:{" + key.encode() + b"}"
