@@ -54,6 +54,12 @@ class PolicyBuilder(Protocol):
     def build_policy(self, secret: Secret, fallbacks: Any, lifetime: Lifetime) -> Any: ...
 
 
+# How open_session opens a session (Opening.how): bits
+DEFER = 0  # only remember the request: its cookie is looked up on first use, or at save
+BY_PATH = 1  # learn which paths use their session, open at once (prefetching) those that do
+AT_ONCE = 2  # open at once (the cookie's name or reader needs the app)
+
+
 class Opening(NamedTuple):
     """What a request's session is opened with; ``[0]``, ``[1]``: the policy and lifetime."""
 
@@ -63,16 +69,27 @@ class Opening(NamedTuple):
     cookie_prefix: str | None  # cookie_name + "=" (None for a name the fast parse can't take)
     read_flask_cookies: bool  # SATCHEL_READ_FLASK_COOKIES
     prefetch: bool  # SATCHEL_PREFETCH (default True)
+    how: int  # DEFER, or the bits BY_PATH, AT_ONCE
+    open_later: Any  # opens a session open_session deferred, then loads it (the interface's)
 
 
 class Openings:
     """The policies and openings of one session interface, cached by config values."""
 
-    def __init__(self, engine: PolicyBuilder) -> None:
+    def __init__(self, engine: PolicyBuilder, *, can_prefetch: bool = False,
+                 name_needs_app: bool = False, open_later: Any = None) -> None:
+        """``can_prefetch``: the engine can send a load ahead (sessions are opened by path,
+        see :data:`BY_PATH`); ``name_needs_app``: the cookie's name is not the config's
+        (a subclass's ``get_cookie_name``: every session is opened at once);
+        ``open_later``: :attr:`Opening.open_later`."""
         self.engine = engine
+        self._can_prefetch = can_prefetch
+        self._name_needs_app = name_needs_app
+        self._open_later = open_later
         self._policies: dict[tuple[Any, ...], tuple[Any, float]] = {}
         self._openings: dict[tuple[Any, ...], Opening] = {}
-        self._last: tuple[tuple[Any, ...] | None, Opening | None] = (None, None)  # (values, it)
+        # The config values of the last request, and its Opening (open_session reads it)
+        self.last: tuple[tuple[Any, ...] | None, Opening | None] = (None, None)
         self._short_keys = ShortKeyLog()
 
     def opening(self, app: Flask) -> Opening | None:
@@ -90,7 +107,7 @@ class Openings:
         else:
             if type(values[1]) is list:  # SECRET_KEY_FALLBACKS as Flask documents it
                 values = (values[0], tuple(values[1]), *values[2:])
-        last, found = self._last  # the usual case: the config of the last request
+        last, found = self.last  # the usual case: the config of the last request
         if values == last:
             return found
         try:
@@ -100,7 +117,7 @@ class Openings:
         if found is None:
             found = self._build_opening(app, values)
         if found is not None:
-            self._last = (values, found)
+            self.last = (values, found)
         return found
 
     def _build_opening(self, app: Flask, values: tuple[Any, ...]) -> Opening | None:
@@ -110,7 +127,11 @@ class Openings:
         name = app.config["SESSION_COOKIE_NAME"]
         plain = type(name) is str and "=" not in name and name == name.strip()
         prefix = name + "=" if plain else None
-        found = Opening(policy, lifetime, name, prefix, bool(values[6]), bool(values[7]))
+        read_flask_cookies, prefetch = bool(values[6]), bool(values[7])
+        how = ((BY_PATH if prefetch and self._can_prefetch else DEFER)
+               | (AT_ONCE if read_flask_cookies or self._name_needs_app else DEFER))
+        found = Opening(policy, lifetime, name, prefix, read_flask_cookies, prefetch, how,
+                        self._open_later)
         self._remember(self._openings, values, found)
         return found
 
@@ -180,13 +201,17 @@ def session_cookie(request: Request, name: str, prefix: str | None = None) -> st
     common case, a header that starts with the session cookie, without a split.
     """
     header: str | None = request.environ.get("HTTP_COOKIE")
-    if not header or name not in header:
+    if not header:
         return None
-    if '"' in header or "\\" in header:  # quoting and escapes: Werkzeug's full parser
-        return request.cookies.get(name)
     if prefix is not None and header.startswith(prefix):  # the first pair is ours
+        if '"' in header or "\\" in header:  # quoting and escapes: Werkzeug's full parser
+            return request.cookies.get(name)
         end = header.find(";")
         return (header[len(prefix):] if end < 0 else header[len(prefix):end]).strip()
+    if name not in header:
+        return None
+    if '"' in header or "\\" in header:
+        return request.cookies.get(name)
     for pair in header.split(";"):
         key, _, value = pair.partition("=")
         if key.strip() == name:
