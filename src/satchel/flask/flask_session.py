@@ -34,16 +34,26 @@ def open_deferred(session: FlaskSession) -> None:
 class FlaskSession(Session, SessionMixin):  # type: ignore[override]
     """A :class:`~satchel.session.Session` that Flask recognises as its own kind."""
 
+    # Slots, not the instance dict, for what open_session sets on every request: a session
+    # never used makes no dict. open_session sets _request and opened_with; "path" only when the
+    # interface learns which paths use their session (read it with getattr).
+    __slots__ = ("_request", "opened_with", "path")
     # The config the request was opened with ([0] policy, [1] PERMANENT_SESSION_LIFETIME in s)
-    opened_with: Opening | tuple[Any, float] | None = None
-    path: str | None = None  # the request's path, when the interface learns which use sessions
-    _request: Request | None = None  # the request it was opened for (its cookie: _open_now)
+    opened_with: Opening | tuple[Any, float] | None
+    _request: Request | None  # the request it was opened for (its cookie: _open_now)
+    path: str | None  # the request's path, when the interface learns which use sessions
     # A session open_session made and deferred (dict.__new__: no __init__) has this loader
     # until first used; one made by FlaskSession() gets its own (None: nothing to load).
     _loader: Callable[[Any], None] | None = staticmethod(open_deferred)
     # @session_lock views lock before the load: open_session gives each session the gate
     # (locked_view_gate) once some view has the decorator (lock.views_locked)
     records_device = True  # SATCHEL_RECORD_DEVICE
+
+    def __init__(self, loader: Callable[[Any], None] | None = None, *,
+                 deferred: bool = False) -> None:
+        """A session not opened by the interface: see :class:`~satchel.session.Session`."""
+        super().__init__(loader, deferred=deferred)
+        self.opened_with = self._request = self.path = None
 
     def device(self) -> str | None:
         """The request's user agent and client address (``request.remote_addr``: behind a

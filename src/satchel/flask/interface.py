@@ -18,7 +18,7 @@ from flask.sessions import SessionInterface, SessionMixin
 
 from satchel.cookie_action import CookieAction
 from satchel.cookie_header import CookieTemplate, check_samesite
-from satchel.cookie_mode import CookieEngine, refreshes_unused_cookie
+from satchel.cookie_mode import CookieEngine
 from satchel.engine import Engine
 from satchel.errors import SessionTooLarge, StoreUnavailable
 from satchel.flask import lock
@@ -27,6 +27,8 @@ from satchel.flask.lock import locked_view_gate, release_held_lock
 from satchel.flask.opening import (
     AT_ONCE,
     BY_PATH,
+    NO_COOKIE,
+    PERMANENT_COOKIE,
     Opening,
     Openings,
     _read_open_keys,
@@ -85,9 +87,11 @@ class SatchelSessionInterface(SessionInterface):
                      and cls.is_null_session is SatchelSessionInterface.is_null_session)
         self._unused_saves = (None if not unchanged else _SERVER_SIDE if self._server_side
                               else _SEALED if self._sealed else None)
-        self._openings = Openings(engine, can_prefetch=engine.can_prefetch,
-                                  name_needs_app=not self._flask_cookie_config,
-                                  open_later=self._open_deferred)
+        self._openings = Openings(
+            engine, can_prefetch=engine.can_prefetch,
+            name_needs_app=not self._flask_cookie_config, open_later=self._open_deferred,
+            looks_permanent=(looks_permanent if self._server_side
+                             else sealed_looks_permanent if self._sealed else None))
 
     def policy(self, app: Flask) -> Any:
         """The key ring and timeouts the app's config names now (cached by value)."""
@@ -135,9 +139,16 @@ class SatchelSessionInterface(SessionInterface):
         how = opening.how  # type: ignore[union-attr]
         if how:
             if how == BY_PATH:  # a prefetching store's: use.expected(path), inline
-                session.path = path = request.environ.get("PATH_INFO", "")
+                try:
+                    session.path = path = request.environ["PATH_INFO"]
+                except KeyError:  # none (PEP 3333: an empty one may be left out)
+                    session.path = path = ""
                 use: SessionUse = self.session_use  # type: ignore[assignment]
-                if not use.paths.get(path, use.last_used):
+                try:
+                    expected = use.paths[path]
+                except KeyError:
+                    expected = use.last_used
+                if not expected:
                     return session  # not expected to be used: deferred
             self._open_undeferred(session, app, request, how)
         return session
@@ -148,9 +159,10 @@ class SatchelSessionInterface(SessionInterface):
         :attr:`Opening.how <satchel.flask.opening.Opening>`)."""
         use = self.session_use
         if how & BY_PATH and use is not None:
-            if session.path is None:
-                session.path = request.environ.get("PATH_INFO", "")
-            if use.expected(session.path):
+            path = getattr(session, "path", None)
+            if path is None:
+                session.path = path = request.environ.get("PATH_INFO", "")
+            if use.expected(path):
                 self._open_now(session, app, prefetch=True)
                 return
         if how & AT_ONCE:
@@ -206,19 +218,25 @@ class SatchelSessionInterface(SessionInterface):
         if not kind or obj._loader is not open_deferred or obj.accessed:
             return False
         opening: Opening = obj.opened_with  # type: ignore[assignment]
-        cookie = session_cookie(obj._request,  # type: ignore[arg-type]
-                                opening.cookie_name, opening.cookie_prefix)
+        states = opening.cookie_states  # states.of(obj._request), its usual case inline
+        state = states.get(obj._request.environ.get("HTTP_COOKIE"))  # type: ignore[union-attr]
+        if state is None:
+            state = states.of(obj._request)  # type: ignore[arg-type]
         if kind is _SERVER_SIDE:
             use = self.session_use
-            if use is not None:
-                path = obj.path
+            if use is not None and opening.how & BY_PATH:
+                path = obj.path  # set when BY_PATH (else it was opened at once)
                 if path is not None:  # use.record(path, used=False, had_cookie=...), inline
-                    if cookie is not None:
+                    if state:
                         use.last_used = False
-                    if use.paths.get(path) is not False:
-                        use.record(path, used=False, had_cookie=cookie is not None)
-            return not looks_permanent(cookie)  # else: save_session sends Vary: Cookie
-        return not (cookie and sealed_looks_permanent(cookie))  # else: it may re-seal it
+                    try:
+                        known = use.paths[path] is False
+                    except KeyError:
+                        known = False
+                    if not known:
+                        use.record(path, used=False, had_cookie=state != NO_COOKIE)
+        # PERMANENT_COOKIE: save_session sends Vary: Cookie (server-side) or may re-seal it
+        return state != PERMANENT_COOKIE
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         if type(session) is FlaskSession and session._loader is open_deferred:
@@ -228,19 +246,20 @@ class SatchelSessionInterface(SessionInterface):
                 # (every request that never touches its session comes here), the cookie
                 # looked up once here
                 opening: Opening = session.opened_with  # type: ignore[assignment]
-                cookie = session_cookie(session._request,  # type: ignore[arg-type]
-                                        opening.cookie_name, opening.cookie_prefix)
+                state = opening.cookie_states.of(session._request)  # type: ignore[arg-type]
                 if self._server_side:
                     use = self.session_use
-                    if use is not None and session.path is not None:
-                        use.record(session.path, used=False, had_cookie=cookie is not None)
+                    path = getattr(session, "path", None)
+                    if use is not None and path is not None:
+                        use.record(path, used=False, had_cookie=state != NO_COOKIE)
                     # No store call, no cookie (see Engine.commit), only the Vary header
                     # Flask sends when it would re-send a permanent cookie.
-                    if looks_permanent(cookie) and app.config["SESSION_REFRESH_EACH_REQUEST"]:
+                    if (state == PERMANENT_COOKIE
+                            and app.config["SESSION_REFRESH_EACH_REQUEST"]):
                         add_session_headers(response, None)
                     return
-                if self._sealed and not refreshes_unused_cookie(
-                        cookie, app.config["SESSION_REFRESH_EACH_REQUEST"]):
+                if self._sealed and not (state == PERMANENT_COOKIE
+                                         and app.config["SESSION_REFRESH_EACH_REQUEST"]):
                     return  # not a cookie to re-seal: nothing to send
             session._loader = None
             self._open_now(session, app)  # as open_session would have: saved as before

@@ -60,6 +60,54 @@ BY_PATH = 1  # learn which paths use their session, open at once (prefetching) t
 AT_ONCE = 2  # open at once (the cookie's name or reader needs the app)
 
 
+# What a request's Cookie header holds for a session never used (CookieStates' answers)
+NO_COOKIE = 0  # no session cookie
+PLAIN_COOKIE = 1  # one whose save does nothing (a browser-session cookie)
+PERMANENT_COOKIE = 2  # one that looks permanent: Flask would re-send it
+
+_STATES_SIZE = 2048  # headers remembered (cleared when full)
+_STATES_MAX_HEADER = 1024  # longer headers are looked at each time, never remembered
+
+
+class CookieStates(dict[str | None, int]):
+    """What the session cookie in a ``Cookie`` header is (:data:`NO_COOKIE`,
+    :data:`PLAIN_COOKIE` or :data:`PERMANENT_COOKIE`), by header, for a session the request
+    never used: whether its save has anything to do.
+
+    A browser sends the same header on each request, so the answer for the last
+    :data:`_STATES_SIZE` headers up to :data:`_STATES_MAX_HEADER` characters is kept: a
+    dict lookup (``states.get(header)``, None if not kept) instead of a parse. The header
+    holds the raw cookie: never shown in ``repr``. Thread-safe enough: a lost update is
+    a parse done again.
+    """
+
+    def __init__(self, name: str, prefix: str | None, looks_permanent: Any) -> None:
+        """``name``, ``prefix``: see :func:`session_cookie`; ``looks_permanent(cookie)``:
+        the engine's cheap test of a cookie value's permanence."""
+        super().__init__()
+        self[None] = NO_COOKIE  # no Cookie header
+        self.name, self.prefix, self.looks_permanent = name, prefix, looks_permanent
+
+    def of(self, request: Request) -> int:
+        """The state of ``request``'s session cookie (kept for the next request)."""
+        header = request.environ.get("HTTP_COOKIE")
+        state = self.get(header)
+        if state is None:
+            cookie = session_cookie(request, self.name, self.prefix)
+            state = (NO_COOKIE if cookie is None
+                     else PERMANENT_COOKIE if cookie and self.looks_permanent(cookie)
+                     else PLAIN_COOKIE)
+            if type(header) is str and len(header) <= _STATES_MAX_HEADER:
+                if len(self) >= _STATES_SIZE:
+                    self.clear()
+                    self[None] = NO_COOKIE
+                self[header] = state
+        return state
+
+    def __repr__(self) -> str:
+        return f"<CookieStates of {len(self)} headers>"
+
+
 class Opening(NamedTuple):
     """What a request's session is opened with; ``[0]``, ``[1]``: the policy and lifetime."""
 
@@ -71,18 +119,22 @@ class Opening(NamedTuple):
     prefetch: bool  # SATCHEL_PREFETCH (default True)
     how: int  # DEFER, or the bits BY_PATH, AT_ONCE
     open_later: Any  # opens a session open_session deferred, then loads it (the interface's)
+    cookie_states: CookieStates  # for this cookie name
 
 
 class Openings:
     """The policies and openings of one session interface, cached by config values."""
 
     def __init__(self, engine: PolicyBuilder, *, can_prefetch: bool = False,
-                 name_needs_app: bool = False, open_later: Any = None) -> None:
+                 name_needs_app: bool = False, open_later: Any = None,
+                 looks_permanent: Any = None) -> None:
         """``can_prefetch``: the engine can send a load ahead (sessions are opened by path,
         see :data:`BY_PATH`); ``name_needs_app``: the cookie's name is not the config's
         (a subclass's ``get_cookie_name``: every session is opened at once);
-        ``open_later``: :attr:`Opening.open_later`."""
+        ``open_later``: :attr:`Opening.open_later`; ``looks_permanent``: see
+        :class:`CookieStates` (None: no cookie looks permanent)."""
         self.engine = engine
+        self._looks_permanent = looks_permanent or (lambda cookie: False)
         self._can_prefetch = can_prefetch
         self._name_needs_app = name_needs_app
         self._open_later = open_later
@@ -131,7 +183,7 @@ class Openings:
         how = ((BY_PATH if prefetch and self._can_prefetch else DEFER)
                | (AT_ONCE if read_flask_cookies or self._name_needs_app else DEFER))
         found = Opening(policy, lifetime, name, prefix, read_flask_cookies, prefetch, how,
-                        self._open_later)
+                        self._open_later, CookieStates(name, prefix, self._looks_permanent))
         self._remember(self._openings, values, found)
         return found
 
