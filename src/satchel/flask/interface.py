@@ -128,7 +128,7 @@ class SatchelSessionInterface(SessionInterface):
             values = None
         last, opening = self._openings.last
         if values != last or values is None:
-            opening = self._openings.opening(app)
+            opening = self._openings.opening(app, values)
             if opening is None:  # no SECRET_KEY: Flask's null session
                 return None
         # What FlaskSession(deferred=True) makes, without running __init__; its loader is

@@ -144,21 +144,22 @@ class Openings:
         self.last: tuple[tuple[Any, ...] | None, Opening | None] = (None, None)
         self._short_keys = ShortKeyLog()
 
-    def opening(self, app: Flask) -> Opening | None:
+    def opening(self, app: Flask, values: tuple[Any, ...] | None = None) -> Opening | None:
         """What ``app``'s config says now; None while ``SECRET_KEY`` is not set (Flask's
-        null session). Raises ConfigError for an unusable key or timeout, KeyError for a
-        config key Flask always has (``SECRET_KEY``, ``PERMANENT_SESSION_LIFETIME``,
-        ``SESSION_COOKIE_NAME``) that was deleted."""
+        null session). ``values``: what ``_read_open_keys(app.config)`` gave, if the caller
+        read it (None: read here). Raises ConfigError for an unusable key or timeout,
+        KeyError for a config key Flask always has (``SECRET_KEY``,
+        ``PERMANENT_SESSION_LIFETIME``, ``SESSION_COOKIE_NAME``) that was deleted."""
         config = app.config
-        try:
-            values = _read_open_keys(config)  # every key of OPEN_KEYS: see add_defaults
-        except KeyError:  # one was deleted (or add_defaults never saw this config)
-            values = (*_policy_values(config), config.get("SESSION_COOKIE_NAME"),
-                      config.get("SATCHEL_READ_FLASK_COOKIES"),
-                      config.get("SATCHEL_PREFETCH", True))
-        else:
-            if type(values[1]) is list:  # SECRET_KEY_FALLBACKS as Flask documents it
-                values = (values[0], tuple(values[1]), *values[2:])
+        if values is None:
+            try:
+                values = _read_open_keys(config)  # every key of OPEN_KEYS: see add_defaults
+            except KeyError:  # one was deleted (or add_defaults never saw this config)
+                values = (*_policy_values(config), config.get("SESSION_COOKIE_NAME"),
+                          config.get("SATCHEL_READ_FLASK_COOKIES"),
+                          config.get("SATCHEL_PREFETCH", True))
+        if type(values[1]) is list:  # SECRET_KEY_FALLBACKS as Flask documents it
+            values = (values[0], tuple(values[1]), *values[2:])
         last, found = self.last  # the usual case: the config of the last request
         if values == last:
             return found
