@@ -31,9 +31,9 @@ from satchel.flask.opening import (
     PERMANENT_COOKIE,
     Opening,
     Openings,
-    _read_open_keys,
     add_defaults,
     no_key,
+    read_open_keys,
     session_cookie,
 )
 from satchel.flask.responses import (
@@ -123,7 +123,7 @@ class SatchelSessionInterface(SessionInterface):
         # Openings.opening, its usual case inline (every request comes here): the config
         # values of the last request, and what they made
         try:
-            values = _read_open_keys(app.config)
+            values = read_open_keys(app.config)
         except KeyError:
             values = None
         last, opening = self._openings.last
@@ -170,7 +170,8 @@ class SatchelSessionInterface(SessionInterface):
 
     def _open_deferred(self, session: FlaskSession) -> None:
         """Open a session :meth:`open_session` deferred (find its cookie, give it its
-        engine's loader), then load it (see :func:`_open_deferred`)."""
+        engine's loader), then load it: its first use (see
+        :func:`~satchel.flask.flask_session.open_deferred`)."""
         session._loader = None
         self._open_now(session, None)
         loader = session._loader
@@ -211,7 +212,8 @@ class SatchelSessionInterface(SessionInterface):
         that does not look permanent, so nothing to refresh), answers True, so that Flask
         skips that call. What that save does besides (prefetching's record of the path)
         is done here. (``flask.session`` marks its session accessed: asked about it, this
-        answers False.)"""
+        answers False.) A subclass that overrides this or :meth:`save_session` has every
+        session saved, as before."""
         if type(obj) is not FlaskSession:
             return super().is_null_session(obj)
         kind = self._unused_saves
@@ -243,8 +245,8 @@ class SatchelSessionInterface(SessionInterface):
             # Never opened (open_session deferred it and nothing loaded it since)
             if not session.accessed:
                 # Never used either: what the commit of an opened, never used session does
-                # (every request that never touches its session comes here), the cookie
-                # looked up once here
+                # (here when is_null_session found a cookie that looks permanent, or for
+                # a caller that did not ask it), without opening it
                 opening: Opening = session.opened_with  # type: ignore[assignment]
                 state = opening.cookie_states.of(session._request)  # type: ignore[arg-type]
                 if self._server_side:

@@ -37,7 +37,8 @@ OPEN_KEYS = ("SECRET_KEY", "SECRET_KEY_FALLBACKS", "SATCHEL_IDLE_TIMEOUT",
 _ABSENT = {"SECRET_KEY_FALLBACKS": None, "SATCHEL_IDLE_TIMEOUT": None,
            "SATCHEL_ABSOLUTE_TIMEOUT": None, "SATCHEL_READ_FLASK_COOKIES": None,
            "SATCHEL_PREFETCH": True}
-_read_open_keys = itemgetter(*OPEN_KEYS)
+# Reads every key of OPEN_KEYS at once (open_session's first step; see add_defaults)
+read_open_keys = itemgetter(*OPEN_KEYS)
 
 
 def add_defaults(config: Any) -> None:
@@ -146,14 +147,14 @@ class Openings:
 
     def opening(self, app: Flask, values: tuple[Any, ...] | None = None) -> Opening | None:
         """What ``app``'s config says now; None while ``SECRET_KEY`` is not set (Flask's
-        null session). ``values``: what ``_read_open_keys(app.config)`` gave, if the caller
+        null session). ``values``: what ``read_open_keys(app.config)`` gave, if the caller
         read it (None: read here). Raises ConfigError for an unusable key or timeout,
         KeyError for a config key Flask always has (``SECRET_KEY``,
         ``PERMANENT_SESSION_LIFETIME``, ``SESSION_COOKIE_NAME``) that was deleted."""
         config = app.config
         if values is None:
             try:
-                values = _read_open_keys(config)  # every key of OPEN_KEYS: see add_defaults
+                values = read_open_keys(config)  # every key of OPEN_KEYS: see add_defaults
             except KeyError:  # one was deleted (or add_defaults never saw this config)
                 values = (*_policy_values(config), config.get("SESSION_COOKIE_NAME"),
                           config.get("SATCHEL_READ_FLASK_COOKIES"),
