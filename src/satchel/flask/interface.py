@@ -243,26 +243,22 @@ class SatchelSessionInterface(SessionInterface):
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         if type(session) is FlaskSession and session._loader is open_deferred:
             # Never opened (open_session deferred it and nothing loaded it since)
-            if not session.accessed:
+            if not session.accessed and self._server_side:
                 # Never used either: what the commit of an opened, never used session does
                 # (here when is_null_session found a cookie that looks permanent, or for
-                # a caller that did not ask it), without opening it
+                # a caller that did not ask it), without opening it. (A sealed session
+                # is opened: if its cookie is one to re-seal, the commit needs it open.)
                 opening: Opening = session.opened_with  # type: ignore[assignment]
                 state = opening.cookie_states.of(session._request)  # type: ignore[arg-type]
-                if self._server_side:
-                    use = self.session_use
-                    path = getattr(session, "path", None)
-                    if use is not None and path is not None:
-                        use.record(path, used=False, had_cookie=state != NO_COOKIE)
-                    # No store call, no cookie (see Engine.commit), only the Vary header
-                    # Flask sends when it would re-send a permanent cookie.
-                    if (state == PERMANENT_COOKIE
-                            and app.config["SESSION_REFRESH_EACH_REQUEST"]):
-                        add_session_headers(response, None)
-                    return
-                if self._sealed and not (state == PERMANENT_COOKIE
-                                         and app.config["SESSION_REFRESH_EACH_REQUEST"]):
-                    return  # not a cookie to re-seal: nothing to send
+                use = self.session_use
+                path = getattr(session, "path", None)
+                if use is not None and path is not None:
+                    use.record(path, used=False, had_cookie=state != NO_COOKIE)
+                # No store call, no cookie (see Engine.commit), only the Vary header Flask
+                # sends when it would re-send a permanent cookie.
+                if state == PERMANENT_COOKIE and app.config["SESSION_REFRESH_EACH_REQUEST"]:
+                    add_session_headers(response, None)
+                return
             session._loader = None
             self._open_now(session, app)  # as open_session would have: saved as before
         elif session is None:
