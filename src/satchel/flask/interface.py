@@ -169,11 +169,18 @@ class SatchelSessionInterface(SessionInterface):
             self._open_now(session, app)  # what the cookie is looked up by needs the app
 
     def _open_deferred(self, session: FlaskSession) -> None:
-        """Open a session :meth:`open_session` deferred (find its cookie, give it its
-        engine's loader), then load it: its first use (see
-        :func:`~satchel.flask.flask_session.open_deferred`)."""
-        session._loader = None
-        self._open_now(session, None)
+        """Open a session :meth:`open_session` deferred, then load it: its first use (see
+        :func:`~satchel.flask.flask_session.open_deferred`). What :meth:`_open_now` does
+        for it (the config's cookie name, no reader of Flask's cookies, no prefetch)."""
+        opening: Opening = session.opened_with  # type: ignore[assignment]
+        if self.anonymous_on_store_error:
+            session.empty_on_store_error = True
+        if not self.record_device:
+            session.records_device = False
+        if lock.views_locked and session.lock_gate is None:  # @session_lock may have set one
+            session.lock_gate = locked_view_gate
+        cookie = opening.cookie_states.of(session._request)[1]  # type: ignore[arg-type]
+        self.engine.open(cookie, opening.policy, session, cookie_name=opening.cookie_name)
         loader = session._loader
         if loader is not None:
             session._loader = None
@@ -201,7 +208,8 @@ class SatchelSessionInterface(SessionInterface):
             name, prefix = opening.cookie_name, opening.cookie_prefix
         foreign = (flask_cookie_reader(app) if app is not None and opening.read_flask_cookies
                    else None)
-        cookie = session_cookie(request, name, prefix)
+        cookie = (opening.cookie_states.of(request)[1] if name == opening.cookie_name
+                  else session_cookie(request, name, prefix))
         self.engine.open(cookie, opening.policy, session, cookie_name=name, foreign=foreign,
                          prefetch=prefetch and cookie is not None)
 
@@ -221,9 +229,10 @@ class SatchelSessionInterface(SessionInterface):
             return False
         opening: Opening = obj.opened_with  # type: ignore[assignment]
         states = opening.cookie_states  # states.of(obj._request), its usual case inline
-        state = states.get(obj._request.environ.get("HTTP_COOKIE"))  # type: ignore[union-attr]
-        if state is None:
-            state = states.of(obj._request)  # type: ignore[arg-type]
+        entry = states.get(obj._request.environ.get("HTTP_COOKIE"))  # type: ignore[union-attr]
+        if entry is None:
+            entry = states.of(obj._request)  # type: ignore[arg-type]
+        state = entry[0]
         if kind is _SERVER_SIDE:
             use = self.session_use
             if use is not None and opening.how & BY_PATH:
@@ -249,7 +258,7 @@ class SatchelSessionInterface(SessionInterface):
                 # a caller that did not ask it), without opening it. (A sealed session
                 # is opened: if its cookie is one to re-seal, the commit needs it open.)
                 opening: Opening = session.opened_with  # type: ignore[assignment]
-                state = opening.cookie_states.of(session._request)  # type: ignore[arg-type]
+                state = opening.cookie_states.of(session._request)[0]  # type: ignore[arg-type]
                 use = self.session_use
                 path = getattr(session, "path", None)
                 if use is not None and path is not None:

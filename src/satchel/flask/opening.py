@@ -70,10 +70,11 @@ _STATES_SIZE = 2048  # headers remembered (cleared when full)
 _STATES_MAX_HEADER = 1024  # longer headers are looked at each time, never remembered
 
 
-class CookieStates(dict[str | None, int]):
-    """What the session cookie in a ``Cookie`` header is (:data:`NO_COOKIE`,
-    :data:`PLAIN_COOKIE` or :data:`PERMANENT_COOKIE`), by header, for a session the request
-    never used: whether its save has anything to do.
+class CookieStates(dict[str | None, tuple[int, str | None]]):
+    """What a ``Cookie`` header holds, by header: the session cookie's state
+    (:data:`NO_COOKIE`, :data:`PLAIN_COOKIE` or :data:`PERMANENT_COOKIE`: whether the save
+    of a session the request never used has anything to do) and value
+    (:func:`session_cookie`).
 
     A browser sends the same header on each request, so the answer for the last
     :data:`_STATES_SIZE` headers up to :data:`_STATES_MAX_HEADER` characters is kept: a
@@ -86,27 +87,31 @@ class CookieStates(dict[str | None, int]):
         """``name``, ``prefix``: see :func:`session_cookie`; ``looks_permanent(cookie)``:
         the engine's cheap test of a cookie value's permanence."""
         super().__init__()
-        self[None] = NO_COOKIE  # no Cookie header
+        self[None] = _NO_HEADER
         self.name, self.prefix, self.looks_permanent = name, prefix, looks_permanent
 
-    def of(self, request: Request) -> int:
-        """The state of ``request``'s session cookie (kept for the next request)."""
+    def of(self, request: Request) -> tuple[int, str | None]:
+        """The state and value of ``request``'s session cookie (kept for the next
+        request)."""
         header = request.environ.get("HTTP_COOKIE")
-        state = self.get(header)
-        if state is None:
+        entry = self.get(header)
+        if entry is None:
             cookie = session_cookie(request, self.name, self.prefix)
-            state = (NO_COOKIE if cookie is None
-                     else PERMANENT_COOKIE if cookie and self.looks_permanent(cookie)
-                     else PLAIN_COOKIE)
+            entry = ((NO_COOKIE if cookie is None
+                      else PERMANENT_COOKIE if cookie and self.looks_permanent(cookie)
+                      else PLAIN_COOKIE), cookie)
             if type(header) is str and len(header) <= _STATES_MAX_HEADER:
                 if len(self) >= _STATES_SIZE:
                     self.clear()
-                    self[None] = NO_COOKIE
-                self[header] = state
-        return state
+                    self[None] = _NO_HEADER
+                self[header] = entry
+        return entry
 
     def __repr__(self) -> str:
         return f"<CookieStates of {len(self)} headers>"
+
+
+_NO_HEADER: tuple[int, str | None] = (NO_COOKIE, None)
 
 
 class Opening(NamedTuple):
