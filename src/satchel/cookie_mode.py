@@ -179,7 +179,8 @@ class CookieEngine:
         """True if :meth:`commit` of a session the request never used re-seals its cookie:
         one whose header says it is permanent, with ``refresh_each_request`` (as Flask
         re-sends a permanent cookie). Otherwise that commit does nothing."""
-        return refreshes_unused_cookie(session.request_cookie, refresh_each_request)
+        cookie = session.request_cookie
+        return bool(refresh_each_request and cookie and looks_permanent(cookie))
 
     def commit(self, session: Session, policy: SealedPolicy, *, cookie_name: str = "session",
                refresh_each_request: bool = True,
@@ -233,12 +234,6 @@ class CookieEngine:
 
     def __repr__(self) -> str:
         return f"<CookieEngine {self.mode!r}>"
-
-
-def refreshes_unused_cookie(cookie: str | None, refresh_each_request: bool) -> bool:
-    """:meth:`CookieEngine.refreshes_unused` for a session whose request carried ``cookie``
-    (None: no cookie): a permanent-looking token, with ``refresh_each_request``."""
-    return bool(refresh_each_request and cookie and looks_permanent(cookie))
 
 
 class _Payload(NamedTuple):

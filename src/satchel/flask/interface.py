@@ -21,11 +21,9 @@ from satchel.cookie_header import CookieTemplate, check_samesite
 from satchel.cookie_mode import CookieEngine
 from satchel.engine import Engine
 from satchel.errors import SessionTooLarge, StoreUnavailable
-from satchel.flask import lock
-from satchel.flask.flask_session import FlaskSession, flask_cookie_reader, open_deferred
-from satchel.flask.lock import locked_view_gate, release_held_lock
+from satchel.flask.flask_session import FlaskSession, OpeningSteps, open_deferred
+from satchel.flask.lock import release_held_lock
 from satchel.flask.opening import (
-    AT_ONCE,
     BY_PATH,
     NO_COOKIE,
     PERMANENT_COOKIE,
@@ -34,7 +32,6 @@ from satchel.flask.opening import (
     add_defaults,
     no_key,
     read_open_keys,
-    session_cookie,
 )
 from satchel.flask.responses import (
     GETTERS,
@@ -53,7 +50,7 @@ log = logging.getLogger("satchel")
 _SERVER_SIDE, _SEALED = "server-side", "sealed"
 
 
-class SatchelSessionInterface(SessionInterface):
+class SatchelSessionInterface(OpeningSteps):
     """Flask's two-method contract, delegated to the framework-free engine."""
 
     def __init__(self, engine: Engine | CookieEngine, *, on_store_error: str = "fail",
@@ -152,66 +149,6 @@ class SatchelSessionInterface(SessionInterface):
                     return session  # not expected to be used: deferred
             self._open_undeferred(session, app, request, how)
         return session
-
-    def _open_undeferred(self, session: FlaskSession, app: Flask, request: Request,
-                         how: int) -> None:
-        """:meth:`open_session` of a session it does not defer (see
-        :attr:`Opening.how <satchel.flask.opening.Opening>`)."""
-        use = self.session_use
-        if how & BY_PATH and use is not None:
-            path = getattr(session, "path", None)
-            if path is None:
-                session.path = path = request.environ.get("PATH_INFO", "")
-            if use.expected(path):
-                self._open_now(session, app, prefetch=True)
-                return
-        if how & AT_ONCE:
-            self._open_now(session, app)  # what the cookie is looked up by needs the app
-
-    def _open_deferred(self, session: FlaskSession) -> None:
-        """Open a session :meth:`open_session` deferred, then load it: its first use (see
-        :func:`~satchel.flask.flask_session.open_deferred`). What :meth:`_open_now` does
-        for it (the config's cookie name, no reader of Flask's cookies, no prefetch)."""
-        opening: Opening = session.opened_with  # type: ignore[assignment]
-        if self.anonymous_on_store_error:
-            session.empty_on_store_error = True
-        if not self.record_device:
-            session.records_device = False
-        if lock.views_locked and session.lock_gate is None:  # @session_lock may have set one
-            session.lock_gate = locked_view_gate
-        cookie = opening.cookie_states.of(session._request)[1]  # type: ignore[arg-type]
-        self.engine.open(cookie, opening.policy, session, cookie_name=opening.cookie_name)
-        loader = session._loader
-        if loader is not None:
-            session._loader = None
-            loader(session)
-
-    def _open_now(self, session: FlaskSession, app: Flask | None, *,
-                  prefetch: bool = False) -> None:
-        """Find ``session``'s cookie in its request and hand it to the engine, which gives
-        the session its loader (and with ``prefetch``, sends its load if it has a cookie).
-        ``app``: None for a session :meth:`open_session` deferred (one whose cookie name
-        and reader do not need the app: Flask's ``get_cookie_name``, no
-        ``SATCHEL_READ_FLASK_COOKIES``)."""
-        opening: Opening = session.opened_with  # type: ignore[assignment]
-        request = session._request
-        assert request is not None
-        if self.anonymous_on_store_error:
-            session.empty_on_store_error = True
-        if not self.record_device:
-            session.records_device = False
-        if lock.views_locked and session.lock_gate is None:  # @session_lock may have set one
-            session.lock_gate = locked_view_gate
-        if app is not None and not self._flask_cookie_config:
-            name, prefix = self.get_cookie_name(app), None
-        else:
-            name, prefix = opening.cookie_name, opening.cookie_prefix
-        foreign = (flask_cookie_reader(app) if app is not None and opening.read_flask_cookies
-                   else None)
-        cookie = (opening.cookie_states.of(request)[1] if name == opening.cookie_name
-                  else session_cookie(request, name, prefix))
-        self.engine.open(cookie, opening.policy, session, cookie_name=name, foreign=foreign,
-                         prefetch=prefetch and cookie is not None)
 
     def is_null_session(self, obj: object) -> bool:
         """Flask's test (``isinstance`` of its null session class), which Flask asks before
