@@ -12,7 +12,13 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
 from satchel import MemoryStore, Satchel
-from satchel.flask.opening import session_cookie
+from satchel.flask.opening import (
+    NO_COOKIE,
+    PERMANENT_COOKIE,
+    PLAIN_COOKIE,
+    CookieStates,
+    session_cookie,
+)
 
 _PIECES = st.sampled_from(["session", "sess", "x", "=", ";", " ", "; ", "\t", "\xa0", "abc",
                            "a.b", "p", "\u2003", "session=", "=v", ""])
@@ -46,6 +52,37 @@ def test_the_session_cookie_of_a_header(header: str, expected: str | None) -> No
     request = _request(header)
     assert session_cookie(request, "session", "session=") == expected
     assert session_cookie(request, "session") == expected
+
+
+def _looks_permanent(cookie: str) -> bool:
+    return cookie.startswith("p")
+
+
+@given(_HEADERS, st.sampled_from(["session", "sess", "x"]))
+def test_what_a_header_is_remembered_as_is_what_a_parse_finds(header: str, name: str) -> None:
+    states = CookieStates(name, name + "=", _looks_permanent)
+    request = _request(header)
+    cookie = session_cookie(request, name)
+    state = (NO_COOKIE if cookie is None else PERMANENT_COOKIE if _looks_permanent(cookie)
+             else PLAIN_COOKIE)
+    assert states.of(request) == (state, cookie)  # parsed
+    assert states.of(request) == (state, cookie)  # remembered
+    assert states.of(_request(header)) == (state, cookie)  # an equal header, a new request
+
+
+def test_what_is_remembered_of_headers_is_bounded_and_never_shown() -> None:
+    states = CookieStates("session", "session=", _looks_permanent)
+    for n in range(5000):
+        assert states.of(_request(f"session=v{n}")) == (PLAIN_COOKIE, f"v{n}")
+    assert len(states) <= 2049
+    long = "session=secret-value; other=" + "y" * 2000  # a long header is never kept
+    assert states.of(_request(long)) == (PLAIN_COOKIE, "secret-value")
+    assert long not in states
+    states.of(_request("session=secret-value"))
+    assert "secret" not in repr(states)
+    environ = EnvironBuilder(path="/").get_environ()
+    environ.pop("HTTP_COOKIE", None)
+    assert states.of(Request(environ)) == (NO_COOKIE, None)
 
 
 def _app(**config: Any) -> flask.Flask:

@@ -18,18 +18,20 @@ class SessionUse:
     def __init__(self, *, limit: int = 4096, max_length: int = 256) -> None:
         self.limit = limit
         self.max_length = max_length
-        self._paths: dict[str, bool] = {}  # path -> used, oldest first
-        self._last_used = True  # what the last request with a cookie did
+        # path -> used, oldest first; and what the last request with a cookie did. Public for
+        # the session interface's hot path: it reads them as expected() and record() do
+        self.paths: dict[str, bool] = {}
+        self.last_used = True
 
     def expected(self, path: str) -> bool:
         """True if a request to ``path`` is expected to use its session."""
-        return self._paths.get(path, self._last_used)
+        return self.paths.get(path, self.last_used)
 
     def record(self, path: str, *, used: bool, had_cookie: bool) -> None:
         """Remember what a request to ``path`` did with its session."""
         if had_cookie:
-            self._last_used = used
-        paths = self._paths
+            self.last_used = used
+        paths = self.paths
         if len(path) > self.max_length or paths.get(path) is used:
             return
         if len(paths) >= self.limit and path not in paths:
@@ -40,7 +42,7 @@ class SessionUse:
         paths[path] = used
 
     def __len__(self) -> int:
-        return len(self._paths)
+        return len(self.paths)
 
     def __contains__(self, path: object) -> bool:
-        return path in self._paths
+        return path in self.paths

@@ -12,7 +12,8 @@ built; ``SATCHEL_STORE`` and ``SATCHEL_GRACE_PERIOD`` are read once, by
 """
 
 from satchel.flask.extension import Satchel
-from satchel.flask.interface import FlaskSession, SatchelSessionInterface
+from satchel.flask.flask_session import FlaskSession
+from satchel.flask.interface import SatchelSessionInterface
 from satchel.flask.responses import store_unavailable
 
 __all__ = ["FlaskSession", "Satchel", "SatchelSessionInterface", "store_unavailable"]

@@ -1,68 +1,56 @@
-"""Flask's ``SessionInterface``, delegated to the framework-free engines."""
+"""Flask's ``SessionInterface``, delegated to the framework-free engines.
+
+A request that never touches its session costs next to nothing: ``open_session``
+reads the config and makes a :class:`~satchel.flask.flask_session.FlaskSession`
+that keeps the request, looking for its cookie only when the session is first
+used; ``is_null_session``, which Flask asks before ``save_session``, answers True
+for such a session when its save would do nothing (a cookie that does not look
+permanent), so Flask skips that call too.
+"""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from flask import Flask, Request, Response, current_app, has_request_context, request
-from flask.sessions import SecureCookieSessionInterface, SessionInterface, SessionMixin
-from itsdangerous import BadSignature
+from flask import Flask, Request, Response
+from flask.sessions import SessionInterface, SessionMixin
 
 from satchel.cookie_action import CookieAction
 from satchel.cookie_header import CookieTemplate, check_samesite
 from satchel.cookie_mode import CookieEngine
 from satchel.engine import Engine
 from satchel.errors import SessionTooLarge, StoreUnavailable
-from satchel.flask import lock
-from satchel.flask.lock import locked_view_gate, release_held_lock
-from satchel.flask.opening import Opening, Openings, add_defaults, no_key, session_cookie
-from satchel.flask.responses import add_session_headers, become_unavailable
-from satchel.foreign import ForeignReader
+from satchel.flask.flask_session import FlaskSession, OpeningSteps, open_deferred
+from satchel.flask.lock import release_held_lock
+from satchel.flask.opening import (
+    BY_PATH,
+    NO_COOKIE,
+    PERMANENT_COOKIE,
+    Opening,
+    Openings,
+    add_defaults,
+    no_key,
+    read_open_keys,
+)
+from satchel.flask.responses import (
+    GETTERS,
+    add_session_headers,
+    become_unavailable,
+    cookie_template,
+)
+from satchel.sealed import looks_permanent as sealed_looks_permanent
 from satchel.session import Session
 from satchel.session_use import SessionUse
 from satchel.signed_id import looks_permanent
-from satchel.users import describe_device
 
-_POLICY_CACHE_SIZE = 32
 _BROWSER_COOKIE_LIMIT = 4093  # Flask's MAX_COOKIE_SIZE default
-# Flask's getters of the Set-Cookie attributes, each a read of the config (Flask 3.1)
-_GETTERS = ("get_cookie_name", "get_cookie_domain", "get_cookie_path", "get_cookie_secure",
-            "get_cookie_httponly", "get_cookie_samesite", "get_cookie_partitioned")
 log = logging.getLogger("satchel")
+# What is_null_session answers for a session never opened nor used depends on its engine
+_SERVER_SIDE, _SEALED = "server-side", "sealed"
 
 
-class FlaskSession(Session, SessionMixin):  # type: ignore[override]
-    """A :class:`~satchel.session.Session` that Flask recognises as its own kind."""
-
-    # The config the request was opened with ([0] policy, [1] PERMANENT_SESSION_LIFETIME in s)
-    opened_with: Opening | tuple[Any, float] | None = None
-    path: str | None = None  # the request's path, when the interface learns which use sessions
-    # @session_lock views lock before the load: open_session gives each session the gate
-    # (locked_view_gate) once some view has the decorator (lock.views_locked)
-    records_device = True  # SATCHEL_RECORD_DEVICE
-
-    def device(self) -> str | None:
-        """The request's user agent and client address (``request.remote_addr``: behind a
-        proxy, what ``ProxyFix`` makes of it), for the record of a new session."""
-        if not self.records_device or not has_request_context():
-            return None
-        return describe_device(request.user_agent.string, request.remote_addr)
-
-    @property
-    def handle(self) -> str | None:
-        """This session's public handle (see :mod:`satchel.handles`): what
-        ``Satchel.sessions_of`` lists it by and ``Satchel.revoke`` takes. None while the
-        session is not stored (a new one, or one given a new id in this request, until the
-        response is sent)."""
-        satchel = current_app.extensions.get("satchel")
-        if satchel is None:
-            return None
-        handle: str | None = satchel.handle_of(self)
-        return handle
-
-
-class SatchelSessionInterface(SessionInterface):
+class SatchelSessionInterface(OpeningSteps):
     """Flask's two-method contract, delegated to the framework-free engine."""
 
     def __init__(self, engine: Engine | CookieEngine, *, on_store_error: str = "fail",
@@ -74,7 +62,6 @@ class SatchelSessionInterface(SessionInterface):
         self.engine = engine
         self.record_device = record_device
         self.anonymous_on_store_error = on_store_error == "anonymous"
-        self._openings = Openings(engine)
         self._templates: dict[tuple[Any, ...], CookieTemplate] = {}
         # What requests to each path did with their session: a request expected to use it
         # prefetches it (for a store that can prefetch).
@@ -85,9 +72,23 @@ class SatchelSessionInterface(SessionInterface):
         self._flask_cookie_config = (
             cls.get_cookie_name is SessionInterface.get_cookie_name
             and cls.get_cookie_samesite is SessionInterface.get_cookie_samesite)
-        # The same for the seven getters a Set-Cookie is built from (see _cookie_template).
+        # The same for the seven getters a Set-Cookie is built from (see cookie_template).
         self._flask_cookie_getters = all(
-            getattr(cls, getter) is getattr(SessionInterface, getter) for getter in _GETTERS)
+            getattr(cls, getter) is getattr(SessionInterface, getter) for getter in GETTERS)
+        # The engines whose commit of a never used session save_session does itself
+        self._server_side = type(engine) is Engine
+        self._sealed = type(engine) is CookieEngine
+        # ...and, unless a subclass overrides save_session or is_null_session, the kind
+        # of a session is_null_session may answer True for (None: none)
+        unchanged = (cls.save_session is SatchelSessionInterface.save_session
+                     and cls.is_null_session is SatchelSessionInterface.is_null_session)
+        self._unused_saves = (None if not unchanged else _SERVER_SIDE if self._server_side
+                              else _SEALED if self._sealed else None)
+        self._openings = Openings(
+            engine, can_prefetch=engine.can_prefetch,
+            name_needs_app=not self._flask_cookie_config, open_later=self._open_deferred,
+            looks_permanent=(looks_permanent if self._server_side
+                             else sealed_looks_permanent if self._sealed else None))
 
     def policy(self, app: Flask) -> Any:
         """The key ring and timeouts the app's config names now (cached by value)."""
@@ -112,45 +113,105 @@ class SatchelSessionInterface(SessionInterface):
         self._policy_and_lifetime(app)
 
     def open_session(self, app: Flask, request: Request) -> FlaskSession | None:
-        opening = self._openings.opening(app)
-        if opening is None:  # no SECRET_KEY: Flask's null session
-            return None
-        if self._flask_cookie_config:
-            name, prefix = opening.cookie_name, opening.cookie_prefix
-        else:
-            name, prefix = self.get_cookie_name(app), None
-        # What FlaskSession(deferred=True) makes, without running __init__ (engine.open
-        # gives the loader).
+        """The request's session, opened lazily: it keeps the request and the config's
+        :class:`~satchel.flask.opening.Opening`, and looks for its cookie only when first
+        used (:meth:`_open_deferred`) or saved. A request expected to use its session, on a
+        store that can prefetch, is opened at once (its load is sent now)."""
+        # Openings.opening, its usual case inline (every request comes here): the config
+        # values of the last request, and what they made
+        try:
+            values = read_open_keys(app.config)
+        except KeyError:
+            values = None
+        last, opening = self._openings.last
+        if values != last or values is None:
+            opening = self._openings.opening(app, values)
+            if opening is None:  # no SECRET_KEY: Flask's null session
+                return None
+        # What FlaskSession(deferred=True) makes, without running __init__; its loader is
+        # FlaskSession's own, _open_deferred, until it is opened
         session: FlaskSession = dict.__new__(FlaskSession)
         session.opened_with = opening
-        if self.anonymous_on_store_error:
-            session.empty_on_store_error = True
-        if not self.record_device:
-            session.records_device = False
-        if lock.views_locked:
-            session.lock_gate = locked_view_gate
-        foreign = flask_cookie_reader(app) if opening.read_flask_cookies else None
-        cookie = session_cookie(request, name, prefix)
-        prefetch = False
-        use = self.session_use
-        if use is not None and opening.prefetch:
-            session.path = path = request.environ.get("PATH_INFO", "")
-            prefetch = cookie is not None and use.expected(path)
-        self.engine.open(cookie, opening.policy, session, cookie_name=name, foreign=foreign,
-                         prefetch=prefetch)
+        session._request = request
+        how = opening.how  # type: ignore[union-attr]
+        if how:
+            if how == BY_PATH:  # a prefetching store's: use.expected(path), inline
+                try:
+                    session.path = path = request.environ["PATH_INFO"]
+                except KeyError:  # none (PEP 3333: an empty one may be left out)
+                    session.path = path = ""
+                use: SessionUse = self.session_use  # type: ignore[assignment]
+                try:
+                    expected = use.paths[path]
+                except KeyError:
+                    expected = use.last_used
+                if not expected:
+                    return session  # not expected to be used: deferred
+            self._open_undeferred(session, app, request, how)
         return session
 
     def is_null_session(self, obj: object) -> bool:
-        """Flask's test (``isinstance`` of its null session class), answered at once for
-        satchel's own sessions, which Flask asks about on every response."""
-        return type(obj) is not FlaskSession and super().is_null_session(obj)
+        """Flask's test (``isinstance`` of its null session class), which Flask asks before
+        it calls :meth:`save_session`: satchel's own sessions are not null, except that a
+        session the request never opened nor used, whose save would do nothing (a cookie
+        that does not look permanent, so nothing to refresh), answers True, so that Flask
+        skips that call. What that save does besides (prefetching's record of the path)
+        is done here. (``flask.session`` marks its session accessed: asked about it, this
+        answers False.) A subclass that overrides this or :meth:`save_session` has every
+        session saved, as before."""
+        if type(obj) is not FlaskSession:
+            return super().is_null_session(obj)
+        kind = self._unused_saves
+        if not kind or obj._loader is not open_deferred or obj.accessed:
+            return False
+        opening: Opening = obj.opened_with  # type: ignore[assignment]
+        states = opening.cookie_states  # states.of(obj._request), its usual case inline
+        entry = states.get(obj._request.environ.get("HTTP_COOKIE"))  # type: ignore[union-attr]
+        if entry is None:
+            entry = states.of(obj._request)  # type: ignore[arg-type]
+        state = entry[0]
+        if kind is _SERVER_SIDE:
+            use = self.session_use
+            if use is not None and opening.how & BY_PATH:
+                path = obj.path  # set when BY_PATH (else it was opened at once)
+                if path is not None:  # use.record(path, used=False, had_cookie=...), inline
+                    if state:
+                        use.last_used = False
+                    try:
+                        known = use.paths[path] is False
+                    except KeyError:
+                        known = False
+                    if not known:
+                        use.record(path, used=False, had_cookie=state != NO_COOKIE)
+        # PERMANENT_COOKIE: save_session sends Vary: Cookie (server-side) or may re-seal it
+        return state != PERMANENT_COOKIE
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
-        if session is None:
+        if type(session) is FlaskSession and session._loader is open_deferred:
+            # Never opened (open_session deferred it and nothing loaded it since)
+            if not session.accessed and self._server_side:
+                # Never used either: what the commit of an opened, never used session does
+                # (here when is_null_session found a cookie that looks permanent, or for
+                # a caller that did not ask it), without opening it. (A sealed session
+                # is opened: if its cookie is one to re-seal, the commit needs it open.)
+                opening: Opening = session.opened_with  # type: ignore[assignment]
+                state = opening.cookie_states.of(session._request)[0]  # type: ignore[arg-type]
+                use = self.session_use
+                path = getattr(session, "path", None)
+                if use is not None and path is not None:
+                    use.record(path, used=False, had_cookie=state != NO_COOKIE)
+                # No store call, no cookie (see Engine.commit), only the Vary header Flask
+                # sends when it would re-send a permanent cookie.
+                if state == PERMANENT_COOKIE and app.config["SESSION_REFRESH_EACH_REQUEST"]:
+                    add_session_headers(response, None)
+                return
+            session._loader = None
+            self._open_now(session, app)  # as open_session would have: saved as before
+        elif session is None:
             # open_session raised: Flask still finalizes the error response and calls this
             # with no session. Nothing to save, and no second error to bury the first.
             return
-        if type(session) is not FlaskSession and not isinstance(session, Session):
+        elif type(session) is not FlaskSession and not isinstance(session, Session):
             raise TypeError(f"satchel cannot save a {type(session).__name__}; was the session"
                             " interface swapped during the request?")
         engine = self.engine
@@ -228,54 +289,9 @@ class SatchelSessionInterface(SessionInterface):
                                    httponly=self.get_cookie_httponly(app))
             add_session_headers(response, None)
         else:
-            header = self._cookie_template(app).header(action.value, action.expires)
+            header = cookie_template(self, app, self._templates, self._flask_cookie_getters).header(
+                action.value, action.expires)
             limit = config.get("MAX_COOKIE_SIZE", _BROWSER_COOKIE_LIMIT)
             if limit and len(header) > limit:
                 raise SessionTooLarge(len(header), limit)
             add_session_headers(response, header)
-
-    def _cookie_template(self, app: Flask) -> CookieTemplate:
-        """The Set-Cookie template for the cookie attributes the config names now.
-
-        The attributes are what the ``get_cookie_*`` getters return; unless a subclass
-        overrides one, they are read from the config as Flask's own getters read them
-        (seven method calls fewer per cookie sent).
-        """
-        if self._flask_cookie_getters:
-            config = app.config
-            attributes = (config["SESSION_COOKIE_NAME"], config["SESSION_COOKIE_DOMAIN"],
-                          config["SESSION_COOKIE_PATH"] or config["APPLICATION_ROOT"],
-                          config["SESSION_COOKIE_SECURE"], config["SESSION_COOKIE_HTTPONLY"],
-                          config["SESSION_COOKIE_SAMESITE"], config["SESSION_COOKIE_PARTITIONED"])
-        else:
-            attributes = (self.get_cookie_name(app), self.get_cookie_domain(app),
-                          self.get_cookie_path(app), self.get_cookie_secure(app),
-                          self.get_cookie_httponly(app), self.get_cookie_samesite(app),
-                          self.get_cookie_partitioned(app))
-        template = self._templates.get(attributes)
-        if template is None:
-            name, domain, path, secure, httponly, samesite, partitioned = attributes
-            template = CookieTemplate(name, domain=domain, path=path, secure=secure,
-                                      httponly=httponly, samesite=samesite,
-                                      partitioned=partitioned)
-            if len(self._templates) >= _POLICY_CACHE_SIZE:
-                self._templates.clear()
-            self._templates[attributes] = template
-        return template
-
-
-def flask_cookie_reader(app: Flask) -> ForeignReader:
-    """Reads a cookie Flask's own SecureCookieSessionInterface wrote (migration)."""
-
-    def read(cookie: str) -> dict[str, Any] | None:
-        serializer = SecureCookieSessionInterface().get_signing_serializer(app)
-        if serializer is None:
-            return None
-        max_age = int(app.permanent_session_lifetime.total_seconds())
-        try:
-            data = serializer.loads(cookie, max_age=max_age)
-        except BadSignature:
-            return None
-        return data if isinstance(data, dict) else None
-
-    return read

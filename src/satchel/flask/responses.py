@@ -6,8 +6,10 @@ from typing import Any
 
 from flask import Flask, Response, current_app, has_request_context
 from flask.globals import request_ctx
+from flask.sessions import SessionInterface
 from werkzeug.datastructures import Headers
 
+from satchel.cookie_header import CookieTemplate
 from satchel.errors import StoreUnavailable
 from satchel.events import Events
 from satchel.session import Session
@@ -126,3 +128,41 @@ def serialize_sessions(app: Flask) -> None:
 
     default.satchel_sessions = True  # type: ignore[attr-defined]
     provider.default = default  # type: ignore[attr-defined]
+
+
+_TEMPLATE_CACHE_SIZE = 32
+# Flask's getters of the Set-Cookie attributes, each a read of the config (Flask 3.1)
+GETTERS = ("get_cookie_name", "get_cookie_domain", "get_cookie_path", "get_cookie_secure",
+           "get_cookie_httponly", "get_cookie_samesite", "get_cookie_partitioned")
+
+
+def cookie_template(interface: SessionInterface, app: Flask,
+                    templates: dict[tuple[Any, ...], CookieTemplate],
+                    flask_getters: bool) -> CookieTemplate:
+    """The Set-Cookie template for the cookie attributes the config names now, from
+    ``templates`` (the interface's cache, by attributes) or made and kept there.
+
+    The attributes are what ``interface``'s ``get_cookie_*`` getters return; with
+    ``flask_getters`` (no subclass overrides one), they are read from the config as
+    Flask's own getters read them (seven method calls fewer per cookie sent).
+    """
+    if flask_getters:
+        config = app.config
+        attributes = (config["SESSION_COOKIE_NAME"], config["SESSION_COOKIE_DOMAIN"],
+                      config["SESSION_COOKIE_PATH"] or config["APPLICATION_ROOT"],
+                      config["SESSION_COOKIE_SECURE"], config["SESSION_COOKIE_HTTPONLY"],
+                      config["SESSION_COOKIE_SAMESITE"], config["SESSION_COOKIE_PARTITIONED"])
+    else:
+        attributes = (interface.get_cookie_name(app), interface.get_cookie_domain(app),
+                      interface.get_cookie_path(app), interface.get_cookie_secure(app),
+                      interface.get_cookie_httponly(app), interface.get_cookie_samesite(app),
+                      interface.get_cookie_partitioned(app))
+    template = templates.get(attributes)
+    if template is None:
+        name, domain, path, secure, httponly, samesite, partitioned = attributes
+        template = CookieTemplate(name, domain=domain, path=path, secure=secure,
+                                  httponly=httponly, samesite=samesite, partitioned=partitioned)
+        if len(templates) >= _TEMPLATE_CACHE_SIZE:
+            templates.clear()
+        templates[attributes] = template
+    return template
