@@ -17,8 +17,9 @@ from satchel.store import DEVICE_MAX, Patch, PendingLoad, Record, Updated
 from satchel.stores.redis.connections import KeptConnections
 from satchel.stores.redis.errors import DRIVER_ERRORS
 from satchel.stores.redis.loads import FailedLoad, PendingGetLoad, is_wrong_type, parse_record
+from satchel.stores.redis.merge import LastRead, merged
 from satchel.stores.redis.millis import nearest, up
-from satchel.stores.redis.record import DOUBLE, encode, field
+from satchel.stores.redis.record import DOUBLE, decode_with_head, encode, field
 from satchel.stores.redis.scripts import (
     CREATE,
     CREATE_SHA,
@@ -39,6 +40,7 @@ class Sessions(UserSets):
     ``RedisStore``."""
 
     _kept: KeptConnections | None
+    _last_read: LastRead  # what update's fast path merges onto (see merge)
 
     def load(self, key: str) -> Record | None:
         """The GET of the session's name; on a miss, with ``legacy_key_names``, of its
@@ -95,7 +97,12 @@ class Sessions(UserSets):
     def _record(self, data: Any, key: str) -> Record | None:
         """The record a GET (or, for the earlier layout, HGETALL) reply holds; None for a
         missing, expired or malformed one."""
-        record = parse_record(data, self._clock())
+        if type(data) is bytes:
+            record, head = decode_with_head(data, self._clock())
+            if head is not None and type(record) is Record:
+                self._last_read.keep(key, data, head)
+        else:
+            record = parse_record(data, self._clock())
         if isinstance(record, str):
             security_log.warning("%r: the session with storage key fingerprint %s is"
                                  " malformed (%s); treated as missing", self, fingerprint(key),
@@ -147,15 +154,21 @@ class Sessions(UserSets):
                 return Updated.GONE
             else:
                 moved = repr(until).encode()
-        args = [now, FLAGS[patch.clear, patch.delete_if_empty],
+        sets = []
+        for name, value in patch.set.items():
+            encoded = name.encode()
+            sets.append((encoded, field(encoded, value)))
+        read = self._last_read.take(key)  # the fast path: see merge
+        new = None if read is None else merged(*read, patch, sets, now)
+        args = [b"" if new is None or read is None else read[0], new or b"", now,
+                FLAGS[patch.clear, patch.delete_if_empty],
                 b"" if expires is None else self._ttl(expires, now), moved, key,
                 seen, ends,
                 b"" if patch.permanent is None else b"1" if patch.permanent else b"0",
                 b"" if user is None else b"-" if user == "" else b"=" + user.encode(),
                 len(patch.delete), *[name.encode() for name in patch.delete]]
-        for name, value in patch.set.items():
-            encoded = name.encode()
-            args += (encoded, field(encoded, value))
+        for encoded, chunk in sets:
+            args += (encoded, chunk)
         at = self._names.of(key)
         reply = self._eval(UPDATE, ["EVALSHA", UPDATE_SHA, 1 + len(users), at, *users, *args])
         if reply == 0 and (legacy := self._names.legacy(key)) is not None:
