@@ -1,15 +1,15 @@
 """The client's half of an update's fast path: the bytes the UPDATE script would write.
 
 An update is a Lua script that reads the session, merges the patch per key and writes it
-back (:data:`~satchel.stores.redis.scripts.UPDATE`). In Redis's Lua that merge costs the
-server about 35 microseconds per write, more than the round trip itself. The request that
-updates a session has nearly always just read it, so the store keeps the bytes it read
-(one per thread, see :class:`LastRead`) and computes here what the script would write from
-them. The script then only compares: if the session still holds exactly those bytes it
-writes the merged ones (one GET, one SET); if anything changed meanwhile (a parallel
-write, a delete, an expiry) it merges on the server as before, in the same script. The
-result is the script's, byte for byte, or :func:`merged` returns None and the script does
-the work.
+back (:data:`~satchel.stores.redis.scripts.UPDATE`). In Redis's Lua that costs the server
+about 45 microseconds per write, more than the round trip itself. The request that updates
+a session has nearly always just read it, so the store keeps the bytes it read (one session
+per thread, see :class:`LastRead`) and computes here what UPDATE would write onto them. A
+small script (:data:`~satchel.stores.redis.scripts.FAST_UPDATE`) writes that if the session
+still holds exactly those bytes (one GET, one SET); if anything changed meanwhile (a
+parallel write, a delete, an expiry) it writes nothing and the store sends UPDATE, which
+merges on the server as before. What FAST_UPDATE writes is UPDATE's result byte for byte;
+where UPDATE would do more than one SET, :func:`merged` returns None and UPDATE is sent.
 """
 
 from __future__ import annotations
@@ -29,26 +29,24 @@ read as well as the merged ones; above this, sending the patch alone costs less.
 class LastRead(threading.local):
     """The storage key, bytes and head of the last session a thread read (see the module)."""
 
-    key: str | None = None
-    data: bytes = b""
-    head: Head | None = None
+    kept: tuple[str, bytes, Head] | None = None
 
     def keep(self, key: str, data: bytes, head: Head) -> None:
         """Note ``data`` (whose :class:`Head` is ``head``), just read for ``key``; a version 1
         record, or one above :data:`FAST_MAX` bytes, is not noted."""
         if len(data) <= FAST_MAX and head.millis is not None:
-            self.key, self.data, self.head = key, data, head
+            self.kept = (key, data, head)
 
     def take(self, key: str) -> tuple[bytes, Head] | None:
         """The bytes and head last read for ``key`` by this thread, forgotten now; None if
         the last read was of another session (or none)."""
-        kept, data, head = self.key, self.data, self.head
-        if kept is None or head is None:
+        kept = self.kept
+        if kept is None:
             return None
-        self.key, self.data, self.head = None, b"", None
-        if kept is not key and not compare_digest(kept.encode(), key.encode()):
+        self.kept = None
+        if kept[0] is not key and not compare_digest(kept[0].encode(), key.encode()):
             return None
-        return data, head
+        return kept[1], kept[2]
 
 
 def _fields(data: bytes, at: int) -> dict[bytes, bytes]:

@@ -72,10 +72,7 @@ if nkeys > 1 then index(KEYS[2], ARGV[4], ARGV[1], ARGV[3]) end
 return 1
 """
 
-# KEYS[1] = session key, KEYS[2] (optional) = the set of the user the patch names; ARGV = the
-# fast path's bytes read and bytes to write ("", "" for none: see satchel.stores.redis.merge:
-# if the session holds exactly the first, the second is written, with the TTL ttl_ms sets, and
-# the script returns 1 at once, neither reading the record nor defining its functions), now,
+# KEYS[1] = session key, KEYS[2] (optional) = the set of the user the patch names; ARGV = now,
 # flags (1 = clear, 2 = delete if empty; their sum), ttl_ms ("" keeps it), the user's set
 # ("" if the patch names no user; "*": KEYS[2], to add the session to now; else the time its
 # set lives until, already added to: a cluster), the storage key, last seen and expires (8-byte
@@ -89,28 +86,19 @@ return 1
 # sets), for which the session's TTL stays at ulive meanwhile (see satchel.stores.redis.users).
 # The session is written by one SET, the first write (see CREATE), whole: the per-key merge
 # happens here.
-UPDATE = """
-if ARGV[1] ~= '' and redis.pcall('GET', KEYS[1]) == ARGV[1] then
-  if ARGV[5] == '' then
-    redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
-  else
-    redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[5])
-  end
-  return 1
-end
-""" + INDEX + LUA + """
+UPDATE = INDEX + LUA + """
 local key = KEYS[1]
-local now = tonumber(ARGV[3])
+local now = tonumber(ARGV[1])
 local r = read(key)
 if not r or r.expires <= now then return 0 end
-local flags, ndel = tonumber(ARGV[4]), tonumber(ARGV[12])
+local flags, ndel = tonumber(ARGV[2]), tonumber(ARGV[10])
 local body = r.body
-if flags % 2 == 1 or #ARGV > 12 then
+if flags % 2 == 1 or #ARGV > 10 then
   local ok, names, chunks = true, {}, {}
   if flags % 2 == 0 then ok, names, chunks = pcall(fields, body) end
   if not ok then return 0 end
-  for i = 13, 12 + ndel do chunks[ARGV[i]] = nil end
-  for i = 13 + ndel, #ARGV, 2 do
+  for i = 11, 10 + ndel do chunks[ARGV[i]] = nil end
+  for i = 11 + ndel, #ARGV, 2 do
     names[#names + 1] = ARGV[i]
     chunks[ARGV[i]] = ARGV[i + 1]
   end
@@ -127,11 +115,11 @@ if flags >= 2 and body == '' then
   redis.call('DEL', key)
   return 2
 end
-if ARGV[8] ~= '' then r.seen = struct.unpack('>d', ARGV[8]) end
-if ARGV[9] ~= '' then r.expires = struct.unpack('>d', ARGV[9]) end
-if ARGV[10] ~= '' then r.perm = ARGV[10] == '1' end
-if ARGV[11] == '-' then r.user = nil elseif ARGV[11] ~= '' then r.user = string.sub(ARGV[11], 2) end
-local user, e, moved, lifted = r.user, r.expires, ARGV[6], false
+if ARGV[6] ~= '' then r.seen = struct.unpack('>d', ARGV[6]) end
+if ARGV[7] ~= '' then r.expires = struct.unpack('>d', ARGV[7]) end
+if ARGV[8] ~= '' then r.perm = ARGV[8] == '1' end
+if ARGV[9] == '-' then r.user = nil elseif ARGV[9] ~= '' then r.user = string.sub(ARGV[9], 2) end
+local user, e, moved, lifted = r.user, r.expires, ARGV[4], false
 if moved == '*' then
   r.ulive = e + math.max(e - now, 0)
 elseif moved ~= '' then
@@ -142,17 +130,31 @@ elseif not user then
 end
 redis.call('SET', key, build(r, body), 'KEEPTTL')
 e = r.expires
-if moved == '*' then index(KEYS[2], ARGV[7], ARGV[3], ttl_until(r.ulive, now)) end
+if moved == '*' then index(KEYS[2], ARGV[5], ARGV[1], ttl_until(r.ulive, now)) end
 local ulive = user and r.ulive
 if ulive and e > ulive then
   redis.call('PEXPIRE', key, ttl_until(ulive, now))
-elseif ARGV[5] ~= '' then
-  redis.call('PEXPIRE', key, ARGV[5])
+elseif ARGV[3] ~= '' then
+  redis.call('PEXPIRE', key, ARGV[3])
 elseif moved ~= '' or lifted then
   redis.call('PEXPIRE', key, ttl_until(e, now))
 end
 if user and not (ulive and e <= ulive) then
   return {1, user, string.format('%.17g', e)}
+end
+return 1
+"""
+# KEYS[1] = session key; ARGV = the session's bytes as last read, the bytes UPDATE would write
+# onto them (satchel.stores.redis.merge), ttl_ms ("" keeps the TTL). Writes them if the session
+# still holds exactly the bytes read (a GET that meets a hash, the earlier layout, does not
+# match). Returns 1 if it wrote, else 0 (nothing changed: the caller sends UPDATE). No record
+# to parse, no function to define, few arguments: about a third of UPDATE's server time.
+FAST_UPDATE = """
+if redis.pcall('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[3] == '' then
+  redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 end
 return 1
 """
@@ -164,4 +166,5 @@ return 0
 """
 CREATE_SHA = hashlib.sha1(CREATE.encode(), usedforsecurity=False).hexdigest()
 UPDATE_SHA = hashlib.sha1(UPDATE.encode(), usedforsecurity=False).hexdigest()
+FAST_UPDATE_SHA = hashlib.sha1(FAST_UPDATE.encode(), usedforsecurity=False).hexdigest()
 RELEASE_LOCK_SHA = hashlib.sha1(RELEASE_LOCK.encode(), usedforsecurity=False).hexdigest()

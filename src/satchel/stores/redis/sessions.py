@@ -23,6 +23,8 @@ from satchel.stores.redis.record import DOUBLE, decode_with_head, encode, field
 from satchel.stores.redis.scripts import (
     CREATE,
     CREATE_SHA,
+    FAST_UPDATE,
+    FAST_UPDATE_SHA,
     FLAGS,
     RELEASE_LOCK,
     RELEASE_LOCK_SHA,
@@ -158,12 +160,13 @@ class Sessions(UserSets):
         for name, value in patch.set.items():
             encoded = name.encode()
             sets.append((encoded, field(encoded, value)))
+        ttl = b"" if expires is None else self._ttl(expires, now)
         read = self._last_read.take(key)  # the fast path: see merge
-        new = None if read is None else merged(*read, patch, sets, now)
-        args = [b"" if new is None or read is None else read[0], new or b"", now,
-                FLAGS[patch.clear, patch.delete_if_empty],
-                b"" if expires is None else self._ttl(expires, now), moved, key,
-                seen, ends,
+        if read is not None and (new := merged(*read, patch, sets, now)) is not None:
+            if self._eval(FAST_UPDATE, ["EVALSHA", FAST_UPDATE_SHA, 1, self._names.of(key),
+                                        read[0], new, ttl]):
+                return Updated.KEPT
+        args = [now, FLAGS[patch.clear, patch.delete_if_empty], ttl, moved, key, seen, ends,
                 b"" if patch.permanent is None else b"1" if patch.permanent else b"0",
                 b"" if user is None else b"-" if user == "" else b"=" + user.encode(),
                 len(patch.delete), *[name.encode() for name in patch.delete]]
