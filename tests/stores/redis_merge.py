@@ -55,6 +55,8 @@ PATCHES: dict[str, tuple[Callable[[float], Patch], set[str]]] = {
     "delete one, keep if empty": (lambda now: Patch(delete=frozenset({"n"}),
                                                     delete_if_empty=True),
                                   {"plain", "permanent, device"}),
+    "keep if empty": (lambda now: Patch(delete_if_empty=True),
+                      {"plain", "permanent, device", "user"}),  # no field: deleted
     "log in": (lambda now: Patch(user="bob"), set()),
     "log out": (lambda now: Patch(user=""), set()),
     "delete and set one name": (lambda now: Patch(set={"n": b"4"}, delete=frozenset({"n"})),

@@ -88,6 +88,8 @@ def merged(data: bytes, head: Head, patch: Patch, sets: list[tuple[bytes, bytes]
     if patch.user is not None or millis is None or head.expires <= now:
         return None  # the script compares the expiry as it reads it: head.expires
     if not (patch.clear or patch.set or patch.delete):  # the script keeps the body as it is
+        if patch.delete_if_empty and head.end == len(data):
+            return None  # no field: the script deletes the session
         return _with_head(data, head, millis, patch, [data[head.end:]])
     try:
         chunks = {} if patch.clear else _fields(data, head.end)
