@@ -144,3 +144,25 @@ class RedisFastUpdateContract:
         loaded = store.load(SLOW)
         assert loaded is not None
         assert loaded.fields == {"n": b"2", "big": BIG} and loaded.device == "Firefox"
+
+    def test_a_session_under_its_earlier_name_is_updated_there_by_the_script(
+            self, store: RedisStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+        # A session from before the current names: the fast path writes at the current name
+        # only, so it is not tried (it would cost a round trip more), and UPDATE writes
+        # the session where it lives.
+        calls: list[object] = []
+        real = sessions_module.merged
+        monkeypatch.setattr(sessions_module, "merged",
+                            lambda *args: calls.append(args) or real(*args))
+        client: Any = store.client
+        store.create(FAST, RECORDS["plain"](clock.now))
+        current, earlier = store._names.of(FAST), store._names.legacy(FAST)
+        assert earlier is not None
+        client.set(earlier, client.get(current), px=client.pttl(current))
+        client.delete(current)
+        assert store.load(FAST) is not None
+        assert store.update(FAST, Patch(set={"n": b"2"})) is Updated.KEPT
+        assert calls == []
+        assert client.exists(current) == 0
+        loaded = store.load(FAST)
+        assert loaded is not None and loaded.fields["n"] == b"2"

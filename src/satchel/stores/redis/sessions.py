@@ -70,11 +70,12 @@ class Sessions(UserSets):
     def loaded(self, data: Any, key: str) -> Record | None:
         """The record of ``key`` from ``data``, the reply read at its name; if that holds
         nothing, what its earlier name holds (with ``legacy_key_names``)."""
+        current = True
         if data is None and (legacy := self._names.legacy(key)) is not None:
-            data = self._fetch(legacy)
+            data, current = self._fetch(legacy), False
         if self._breaker.down:  # tripped by another call meanwhile: the server answers
             self._breaker.reached()
-        return self._record(data, key)
+        return self._record(data, key, keep=current)
 
     @property
     def keeps_connections(self) -> bool:
@@ -96,12 +97,13 @@ class Sessions(UserSets):
                 return FailedLoad(failed)
         return None if reply is None else PendingGetLoad(self, reply, key)
 
-    def _record(self, data: Any, key: str) -> Record | None:
+    def _record(self, data: Any, key: str, *, keep: bool) -> Record | None:
         """The record a GET (or, for the earlier layout, HGETALL) reply holds; None for a
-        missing, expired or malformed one."""
+        missing, expired or malformed one. ``keep``: note a live one for update's fast path
+        (read under the session's current name, where that path writes)."""
         if type(data) is bytes:
             record, head = decode_with_head(data, self._clock())
-            if head is not None and type(record) is Record:
+            if keep and head is not None and type(record) is Record:
                 self._last_read.keep(key, data, head)
         else:
             record = parse_record(data, self._clock())
