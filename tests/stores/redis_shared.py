@@ -31,6 +31,7 @@ from tests.clock import FakeClock
 from tests.stores.contract import HOUR, PrefetchContract, StoreContract, make_record
 from tests.stores.redis_cluster import HOST, redis_server
 from tests.stores.redis_legacy import RedisLegacyNamesContract
+from tests.stores.redis_merge import RedisFastUpdateContract
 from tests.stores.redis_record import RedisRecordVersionsContract
 from tests.stores.redis_users import RedisUserSetContract, write_earlier_layout
 
@@ -44,7 +45,8 @@ STORE_PATHS = ["kept-resp3", "kept-resp2", "through-client"]
 
 
 class RedisProtocolContract(StoreContract, PrefetchContract, RedisUserSetContract,
-                            RedisLegacyNamesContract, RedisRecordVersionsContract):
+                            RedisLegacyNamesContract, RedisRecordVersionsContract,
+                            RedisFastUpdateContract):
     """The store contract, and what RedisStore adds to it, on one server, by each of
     ``STORE_PATHS``. The subclass's module provides two fixtures:
 

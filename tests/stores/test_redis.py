@@ -38,6 +38,7 @@ from tests.clock import FakeClock
 from tests.stores.contract import HOUR, PrefetchContract, StoreContract, make_record
 from tests.stores.redis_cluster import HOST, free_ports, missing_binaries, redis_cluster
 from tests.stores.redis_legacy import RedisLegacyNamesContract
+from tests.stores.redis_merge import RedisFastUpdateContract
 from tests.stores.redis_record import RedisRecordVersionsContract
 from tests.stores.redis_shared import KEY as SECRET_KEY
 from tests.stores.redis_shared import RedisProtocolContract, write_earlier_layout
@@ -319,7 +320,8 @@ def cluster_client(cluster_ports: list[int]) -> Iterator[RedisCluster]:
 
 
 class TestRedisClusterStore(StoreContract, PrefetchContract, RedisUserSetContract,
-                            RedisLegacyNamesContract, RedisRecordVersionsContract):
+                            RedisLegacyNamesContract, RedisRecordVersionsContract,
+                            RedisFastUpdateContract):
     @pytest.fixture
     def store(self, clock: FakeClock, cluster_client: RedisCluster) -> Iterator[RedisStore]:
         prefix = random_prefix()

@@ -104,13 +104,17 @@ def _text(data: bytes, at: int) -> tuple[bytes, int]:
 class Head:
     """The metadata of a stored session (no fields): what listings read."""
 
-    __slots__ = ("created", "device", "end", "expires", "perm", "seen", "ulive", "user")
+    __slots__ = ("created", "device", "end", "expires", "millis", "perm", "seen", "ulive",
+                 "user")
 
     def __init__(self, data: bytes) -> None:
-        """Raises ValueError, IndexError or struct.error for bytes that are not a record."""
+        """Raises ValueError, IndexError or struct.error for bytes that are not a record.
+        ``millis``: (created, seen, expires, ulive or None) as stored, whole milliseconds;
+        None for version 1 (which keeps doubles); ``end``: the offset of the first field."""
         self.ulive: float | None = None
         self.user: bytes | None = None
         self.device: bytes | None = None
+        self.millis: tuple[int, int, int, int | None] | None = None
         if data[0] >> 4 == VERSION:
             flags = data[0] & 15
             created, at = read_varint(data, 1)
@@ -119,9 +123,12 @@ class Head:
             delta, at = read_varint(data, at)
             expires = seen + delta
             self.created, self.seen, self.expires = created / 1000, seen / 1000, expires / 1000
+            ulive = None
             if flags & HAS_ULIVE:
                 delta, at = read_varint(data, at)
-                self.ulive = (expires + delta) / 1000
+                ulive = expires + delta
+                self.ulive = ulive / 1000
+            self.millis = (created, seen, expires, ulive)
         elif data[0] == 1:
             _, flags, self.created, self.seen, self.expires = HEAD_V1.unpack_from(data)
             at = HEAD_V1.size
@@ -146,10 +153,16 @@ class Head:
 def decode(data: bytes, now: float) -> Record | str | None:
     """The record ``data`` holds; None if it expired (``expires`` <= ``now``); for bytes that
     are not a record, what is wrong with them."""
+    return decode_with_head(data, now)[0]
+
+
+def decode_with_head(data: bytes, now: float) -> tuple[Record | str | None, Head | None]:
+    """:func:`decode`'s result, and the :class:`Head` it read (None if it could not)."""
+    head = None
     try:
         head = Head(data)
         if head.expires <= now:
-            return None
+            return None, head
         fields: dict[str, bytes] = {}
         at, size = head.end, len(data)
         while at < size:
@@ -166,9 +179,9 @@ def decode(data: bytes, now: float) -> Record | str | None:
             at = end
         return Record(fields, head.created, head.seen, head.expires, head.perm,
                       None if head.user is None else head.user.decode(),
-                      None if head.device is None else unpack(head.device))
+                      None if head.device is None else unpack(head.device)), head
     except (ValueError, IndexError, struct.error, zlib.error) as err:
-        return f"not a session record ({type(err).__name__})"
+        return f"not a session record ({type(err).__name__})", None
 
 
 def info_of(data: Any) -> tuple[Any, ...] | None:

@@ -146,6 +146,20 @@ if user and not (ulive and e <= ulive) then
 end
 return 1
 """
+# KEYS[1] = session key; ARGV = the session's bytes as last read, the bytes UPDATE would write
+# onto them (satchel.stores.redis.merge), ttl_ms ("" keeps the TTL). Writes them if the session
+# still holds exactly the bytes read (a GET that meets a hash, the earlier layout, does not
+# match). Returns 1 if it wrote, else 0 (nothing changed: the caller sends UPDATE). No record
+# to parse, no function to define, few arguments: about a third of UPDATE's server time.
+FAST_UPDATE = """
+if redis.pcall('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[3] == '' then
+  redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+return 1
+"""
 # KEYS[1] = lock key; ARGV[1] = token. Deletes the lock only if that token holds it: a holder
 # whose lease ran out never frees the lock of whoever took it next. Returns 1 if deleted.
 RELEASE_LOCK = """
@@ -154,4 +168,5 @@ return 0
 """
 CREATE_SHA = hashlib.sha1(CREATE.encode(), usedforsecurity=False).hexdigest()
 UPDATE_SHA = hashlib.sha1(UPDATE.encode(), usedforsecurity=False).hexdigest()
+FAST_UPDATE_SHA = hashlib.sha1(FAST_UPDATE.encode(), usedforsecurity=False).hexdigest()
 RELEASE_LOCK_SHA = hashlib.sha1(RELEASE_LOCK.encode(), usedforsecurity=False).hexdigest()

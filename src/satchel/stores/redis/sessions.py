@@ -18,11 +18,14 @@ from satchel.stores.redis.connections import KeptConnections
 from satchel.stores.redis.devices import pack
 from satchel.stores.redis.errors import DRIVER_ERRORS
 from satchel.stores.redis.loads import FailedLoad, PendingGetLoad, is_wrong_type, parse_record
+from satchel.stores.redis.merge import LastRead, merged
 from satchel.stores.redis.millis import nearest, up
-from satchel.stores.redis.record import DOUBLE, encode, field
+from satchel.stores.redis.record import DOUBLE, decode_with_head, encode, field
 from satchel.stores.redis.scripts import (
     CREATE,
     CREATE_SHA,
+    FAST_UPDATE,
+    FAST_UPDATE_SHA,
     FLAGS,
     RELEASE_LOCK,
     RELEASE_LOCK_SHA,
@@ -40,6 +43,7 @@ class Sessions(UserSets):
     ``RedisStore``."""
 
     _kept: KeptConnections | None
+    _last_read: LastRead  # what update's fast path merges onto (see merge)
 
     def load(self, key: str) -> Record | None:
         """The GET of the session's name; on a miss, with ``legacy_key_names``, of its
@@ -67,10 +71,11 @@ class Sessions(UserSets):
     def loaded(self, data: Any, key: str) -> Record | None:
         """The record of ``key`` from ``data``, the reply read at its name; if that holds
         nothing, what its earlier name holds (with ``legacy_key_names``)."""
+        current = True
         if data is None and (legacy := self._names.legacy(key)) is not None:
-            data = self._fetch(legacy)
+            data, current = self._fetch(legacy), False
         self._answered()
-        return self._record(data, key)
+        return self._record(data, key, keep=current)
 
     @property
     def keeps_connections(self) -> bool:
@@ -92,10 +97,16 @@ class Sessions(UserSets):
                 return FailedLoad(failed)
         return None if reply is None else PendingGetLoad(self, reply, key)
 
-    def _record(self, data: Any, key: str) -> Record | None:
+    def _record(self, data: Any, key: str, *, keep: bool) -> Record | None:
         """The record a GET (or, for the earlier layout, HGETALL) reply holds; None for a
-        missing, expired or malformed one."""
-        record = parse_record(data, self._clock())
+        missing, expired or malformed one. ``keep``: note a live one for update's fast path
+        (read under the session's current name, where that path writes)."""
+        if type(data) is bytes:
+            record, head = decode_with_head(data, self._clock())
+            if keep and head is not None and type(record) is Record:
+                self._last_read.keep(key, data, head)
+        else:
+            record = parse_record(data, self._clock())
         if isinstance(record, str):
             security_log.warning("%r: the session with storage key fingerprint %s is"
                                  " malformed (%s); treated as missing", self, fingerprint(key),
@@ -147,15 +158,22 @@ class Sessions(UserSets):
                 return Updated.GONE
             else:
                 moved = repr(until).encode()
-        args = [now, FLAGS[patch.clear, patch.delete_if_empty],
-                b"" if expires is None else self._ttl(expires, now), moved, key,
-                seen, ends,
+        sets = []
+        for name, value in patch.set.items():
+            encoded = name.encode()
+            sets.append((encoded, field(encoded, value)))
+        ttl = b"" if expires is None else self._ttl(expires, now)
+        read = self._last_read.take(key)  # the fast path: see merge
+        if read is not None and (new := merged(*read, patch, sets, now)) is not None:
+            if self._eval(FAST_UPDATE, ["EVALSHA", FAST_UPDATE_SHA, 1, self._names.of(key),
+                                        read[0], new, ttl]):
+                return Updated.KEPT
+        args = [now, FLAGS[patch.clear, patch.delete_if_empty], ttl, moved, key, seen, ends,
                 b"" if patch.permanent is None else b"1" if patch.permanent else b"0",
                 b"" if user is None else b"-" if user == "" else b"=" + user.encode(),
                 len(patch.delete), *[name.encode() for name in patch.delete]]
-        for name, value in patch.set.items():
-            encoded = name.encode()
-            args += (encoded, field(encoded, value))
+        for encoded, chunk in sets:
+            args += (encoded, chunk)
         at = self._names.of(key)
         reply = self._eval(UPDATE, ["EVALSHA", UPDATE_SHA, 1 + len(users), at, *users, *args])
         if reply == 0 and (legacy := self._names.legacy(key)) is not None:

@@ -22,6 +22,7 @@ from satchel.lifetime import Clock, system_clock
 from satchel.resources import Lease, shared
 from satchel.stores.redis.clients import LazyCluster, SharedClient, retries_of
 from satchel.stores.redis.connections import KeptConnections
+from satchel.stores.redis.merge import LastRead
 from satchel.stores.redis.names import Names
 from satchel.stores.redis.sessions import Sessions
 from satchel.stores.redis.urls import client_builder
@@ -101,6 +102,7 @@ class RedisStore(Sessions):
         self._names = Names(prefix, legacy_key_names)
         self._clock = clock
         self._kept: KeptConnections | None = None
+        self._last_read = LastRead()
         self._lease: Lease[SharedClient] | None = None  # from_url's share of its client
         self._command: Callable[..., Any]
         self._breaker = Breaker(repr(self))
