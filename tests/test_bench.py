@@ -155,3 +155,15 @@ def test_quick_sqlite_processes_bench_runs_one_and_two_processes() -> None:
         for procs in (1, 2):
             assert re.search(rf"^satchel-sqlite +{load} +{procs} +\d+ +\d+\.\d\d", result.stdout,
                              re.M), result.stdout
+
+
+def test_untouched_instructions_counts_every_mode() -> None:
+    """The README's callgrind count of an untouched request's instructions runs and reports
+    every mode (a few requests: the counts are not meaningful here, their shape is)."""
+    if shutil.which("valgrind") is None or not Path("/usr/include/valgrind/callgrind.h").exists():
+        cannot_test("bench/untouched_instructions.py needs valgrind: apt-get install valgrind")
+    result = run(str(BENCH / "untouched_instructions.py"), "--requests", "5")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"instructions per /untouched request \(bare app: [\d,]+\)", result.stdout)
+    for mode in ("memory", "cookie", "sqlite", "redis", "postgres", "durable"):
+        assert re.search(rf"\n  {mode} +[+-][\d,]+", result.stdout), result.stdout
