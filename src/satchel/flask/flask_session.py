@@ -123,17 +123,21 @@ class OpeningSteps(SessionInterface):
         if how & AT_ONCE:
             self._open_now(session, app)  # what the cookie is looked up by needs the app
 
-    def _open_deferred(self, session: FlaskSession) -> None:
-        """Open a session :meth:`open_session` deferred, then load it: its first use (see
-        :func:`~satchel.flask.flask_session.open_deferred`). What :meth:`_open_now` does
-        for it (the config's cookie name, no reader of Flask's cookies, no prefetch)."""
-        opening: Opening = session.opened_with  # type: ignore[assignment]
+    def _configure(self, session: FlaskSession) -> None:
+        """Give ``session`` what the interface's settings say, before the engine opens it."""
         if self.anonymous_on_store_error:
             session.empty_on_store_error = True
         if not self.record_device:
             session.records_device = False
         if lock.views_locked and session.lock_gate is None:  # @session_lock may have set one
             session.lock_gate = locked_view_gate
+
+    def _open_deferred(self, session: FlaskSession) -> None:
+        """Open a session :meth:`open_session` deferred, then load it: its first use (see
+        :func:`~satchel.flask.flask_session.open_deferred`). What :meth:`_open_now` does
+        for it (the config's cookie name, no reader of Flask's cookies, no prefetch)."""
+        opening: Opening = session.opened_with  # type: ignore[assignment]
+        self._configure(session)
         cookie = opening.cookie_states.of(session._request)[1]  # type: ignore[arg-type]
         self.engine.open(cookie, opening.policy, session, cookie_name=opening.cookie_name)
         loader = session._loader
@@ -151,12 +155,7 @@ class OpeningSteps(SessionInterface):
         opening: Opening = session.opened_with  # type: ignore[assignment]
         request = session._request
         assert request is not None
-        if self.anonymous_on_store_error:
-            session.empty_on_store_error = True
-        if not self.record_device:
-            session.records_device = False
-        if lock.views_locked and session.lock_gate is None:  # @session_lock may have set one
-            session.lock_gate = locked_view_gate
+        self._configure(session)
         if app is not None and not self._flask_cookie_config:
             name, prefix = self.get_cookie_name(app), None
         else:
