@@ -202,3 +202,53 @@ def test_a_probe_whose_server_answered_is_waited_for_to_the_end() -> None:
 
     breaker.enter(answered_then_slow)
     assert not breaker.down
+
+
+def test_a_probe_started_after_a_call_arrived_answers_it_without_another() -> None:
+    """While the store refuses, a call gets its 503 from the first probe that started after
+    it arrived, whoever started it: it does not go on probing until its patience runs out (a
+    probe per request and a convoy of probe threads, each waiting its turn for the
+    interpreter, made 503s take tens of milliseconds under load). A call that arrived while
+    an older probe ran does not trust that one's failure: the store may have come back
+    between that probe's attempt and the call's arrival."""
+    breaker = Breaker("store", patience=2.0)
+    breaker.trip("refused")
+    gates = [threading.Event(), threading.Event()]
+    started: list[int] = []
+    outcomes: list[str] = []
+
+    def probe() -> None:
+        number = len(started)
+        started.append(number)
+        if number < len(gates):
+            assert gates[number].wait(10)
+        raise StoreUnavailable(f"probe {number}: refused")
+
+    def call() -> None:
+        try:
+            breaker.enter(probe)
+        except StoreUnavailable:
+            outcomes.append("503")
+        else:
+            outcomes.append("through")
+
+    first = threading.Thread(target=call)
+    first.start()  # starts probe 0, held at its gate
+    for _ in range(1000):
+        if started:
+            break
+        threading.Event().wait(0.001)
+    later = [threading.Thread(target=call) for _ in range(2)]
+    for thread in later:
+        thread.start()  # arrived after probe 0 started: they wait for the next one
+    threading.Event().wait(0.2)
+    gates[0].set()  # probe 0 fails: the first call's answer; one of the others starts probe 1
+    for _ in range(1000):
+        if len(started) == 2:
+            break
+        threading.Event().wait(0.001)
+    gates[1].set()  # probe 1 started after both arrived: its failure answers both
+    for thread in [first, *later]:
+        thread.join(10)
+    assert outcomes == ["503"] * 3
+    assert started == [0, 1]

@@ -18,7 +18,9 @@ because the server cannot be reached (refused, reset, timed out), the store call
 - while a probe runs, a call waits for it the same way (up to :attr:`Breaker.patience`) and
   goes on if it passes, so a store that comes back in the middle of a probe (a stalled server
   that answers again) serves the next request at once; otherwise it gets
-  :class:`~satchel.errors.StoreUnavailable`.
+  :class:`~satchel.errors.StoreUnavailable`. A probe's failure answers only the calls that
+  arrived before it started: one that arrived later waits for the next probe, so the first
+  request after the store is back is not failed by an attempt made before.
 
 So while the store is down, requests get their 503 in milliseconds: only the requests already
 in a store call when it fell wait for the timeout. A call that was in flight when the breaker
@@ -100,10 +102,14 @@ class Breaker:
         still down; when it returns, the breaker closes. It runs in a thread of its own, one at
         a time; this call waits for it at most :attr:`patience` seconds and raises
         StoreUnavailable if it has not passed by then. A call that finds a probe running
-        waits for that one the same way instead of starting another, and if that one fails
-        while time is left, starts its own.
+        waits for that one the same way instead of starting another. A failed probe answers
+        the calls that arrived before it started; a call that arrived while it ran (the
+        store may have come back after its attempt) waits for the next probe, its own or
+        another call's, while time is left. So a call waits for at most two probes, and
+        while the store refuses, calls share probes instead of each running its own.
         """
-        deadline = monotonic() + self.patience
+        arrived = monotonic()
+        deadline = arrived + self.patience
         while True:
             with self._lock:
                 if not self.down:
@@ -133,9 +139,12 @@ class Breaker:
                 return
             if mine:
                 raise running.error
-            if monotonic() >= deadline:
+            if running.started >= arrived or monotonic() >= deadline:
+                # A probe that started after this call arrived has answered for it, whoever
+                # started it: no probe per waiting call, no convoy of probe threads.
                 raise self._unavailable(monotonic())
-            # another caller's probe failed, maybe just before the store came back: our own
+            # a probe older than this call failed, maybe just before the store came back:
+            # wait for the next one (this call's own, or one another call starts)
 
     def reached(self) -> None:
         """Called by a store call that got the server's answer while :attr:`down`: the server
