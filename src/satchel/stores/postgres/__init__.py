@@ -21,6 +21,7 @@ transaction, with no BEGIN/COMMIT exchanges. A pool without autocommit works
 too; its connection is switched to autocommit for the call and back.
 
 The package: :mod:`~satchel.stores.postgres.store` (the store),
+:mod:`~satchel.stores.postgres.calls` (running a statement, errors, the breaker's probe),
 :mod:`~satchel.stores.postgres.statements` (the schema, its SQL, the ``data``
 column's format), :mod:`~satchel.stores.postgres.schema` (creating and
 upgrading the table), :mod:`~satchel.stores.postgres.users` (a user's

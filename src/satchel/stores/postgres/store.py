@@ -4,32 +4,27 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any, NoReturn
+from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.pq import TransactionStatus
-from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool
 
 from satchel.breaker import Breaker
 from satchel.errors import ConfigError, StoreUnavailable
 from satchel.lifetime import Clock, system_clock
-from satchel.redact import chainable, scrub
 from satchel.resources import Lease, shared
 from satchel.store import DEVICE_MAX, Patch, PendingLoad, Record, Updated
+from satchel.stores.postgres.calls import PendingRead, StatementRuns
 from satchel.stores.postgres.locks import LeaseRows
 from satchel.stores.postgres.pools import (
     close_pool,
     parse_url,
     pool_open,
-    pool_secrets,
     where,
 )
 from satchel.stores.postgres.schema import SchemaSetup
-from satchel.stores.postgres.sent import Sent, Statement
+from satchel.stores.postgres.sent import Statement
 from satchel.stores.postgres.statements import (
     ACQUIRE_LOCK,
     ASYNC_COMMIT,
@@ -50,10 +45,9 @@ from satchel.stores.postgres.statements import (
     update_params,
     update_sql,
 )
-from satchel.stores.postgres.timed import WaitTimeout, pool_kwargs, timed_connection
+from satchel.stores.postgres.timed import pool_kwargs, timed_connection
 from satchel.stores.postgres.users import UserRows
 
-_IDLE = TransactionStatus.IDLE
 DEFAULT_TIMEOUT = 3.0
 """Seconds :meth:`PostgresStore.from_url` bounds connecting, a statement and the pool wait by."""
 PURGE_YIELD = 1.0
@@ -61,46 +55,7 @@ PURGE_YIELD = 1.0
 log = logging.getLogger("satchel")
 
 
-def _answered(err: psycopg.Error, conn: psycopg.Connection[Any]) -> bool:
-    """True if the server itself answered ``err`` on ``conn``, which still works: it can be
-    reached (a statement timeout, a lock not available), whereas a connection error (SQLSTATE
-    class 08), a shutdown or a client-side timeout (no SQLSTATE) say it cannot."""
-    state = err.sqlstate
-    return state is not None and not state.startswith(("08", "57P")) and not conn.broken
-
-
-class _PendingLoad:
-    """A prefetched ``PostgresStore.load``: the SELECT is on its way."""
-
-    __slots__ = ("_key", "_sent", "_store")
-
-    def __init__(self, store: PostgresStore, sent: Sent, key: str) -> None:
-        self._store, self._sent, self._key = store, sent, key
-
-    def result(self) -> Record | None:
-        try:
-            rows = self._sent.result()
-        except WaitTimeout as err:  # no answer within the timeout: no second try
-            self._store._raise(err)
-        if rows is None:  # failed: the usual load raises the driver's error, or succeeds now
-            return self._store.load(self._key)
-        breaker = self._store._breaker
-        if breaker.down:  # tripped by another call meanwhile: the server answers
-            breaker.reached()
-        if rows.ntuples == 0:
-            return None
-        value = rows.get_value  # text format: LOAD_COLUMNS; only user and device may be NULL
-        user, device = value(0, 5), value(0, 6)
-        return Record(decode_fields(value(0, 0)), float(value(0, 1)), float(value(0, 2)),  # type: ignore[arg-type]
-                      float(value(0, 3)), value(0, 4) == b"t",  # type: ignore[arg-type]
-                      None if user is None else user.decode(),
-                      None if device is None else device.decode())
-
-    def cancel(self) -> None:
-        self._sent.cancel()
-
-
-class PostgresStore(SchemaSetup, UserRows, LeaseRows):
+class PostgresStore(StatementRuns, SchemaSetup, UserRows, LeaseRows):
     """Sessions in the PostgreSQL table ``table``, through ``pool``.
 
     ``table`` is a plain identifier, optionally schema-qualified
@@ -172,8 +127,6 @@ class PostgresStore(SchemaSetup, UserRows, LeaseRows):
         self._purge_with_locks = sql.SQL(PURGE_WITH_LOCKS).format(table=ident,
                                                                   locks=locks).as_bytes()
         self._count_expired = build(COUNT_EXPIRED)
-        # id(connection) -> this store's cursor on it. The cursor keeps its connection
-        # alive, so an id is never reused while its entry exists.
         self._cursors: dict[int, psycopg.Cursor[tuple[Any, ...]]] = {}
         if create_schema:
             try:
@@ -184,24 +137,6 @@ class PostgresStore(SchemaSetup, UserRows, LeaseRows):
                 self._schema_owed = True
                 log.warning("%r: cannot reach the server at start; session requests get 503"
                             " until it is back, and the table is created then (%s)", self, err)
-
-    def _probe(self) -> None:
-        """The breaker's check that the server is back: a connection of its own (a pool whose
-        connections all failed would make it wait its whole timeout), then the table if it is
-        owed, then the pool's idle connections checked (a restart broke them)."""
-        pool = self.pool
-        try:
-            conninfo = pool.conninfo() if callable(pool.conninfo) else pool.conninfo
-            kwargs = pool.kwargs() if callable(pool.kwargs) else pool.kwargs or {}
-            conn = pool.connection_class.connect(conninfo, **kwargs)
-        except psycopg.Error as err:
-            self._raise(err)
-        conn.close()
-        self._breaker.answered()  # up: what follows is bounded by the timeout
-        if self._schema_owed:
-            self._create_schema()
-            self._schema_owed = False
-        pool.check()
 
     @classmethod
     def from_url(cls, url: str, *, table: str = "satchel_sessions", create_schema: bool = True,
@@ -264,88 +199,6 @@ class PostgresStore(SchemaSetup, UserRows, LeaseRows):
         if lease is not None:
             lease.release()
 
-    @contextmanager
-    def _errors(self) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled connection; driver failures become StoreUnavailable."""
-        try:
-            with self.pool.connection(self._timeout) as conn:
-                yield conn
-        except psycopg.Error as err:
-            self._raise(err)
-
-    def _run(self, query: bytes, params: Sequence[Any], fetch: bool) -> Any:
-        """Run one statement in one round trip: its first row if ``fetch``, else its row count.
-
-        The statement runs in autocommit, as its own transaction; a connection of a
-        pool without autocommit is switched for the call and back. Rows are tuples,
-        whatever row factory the pool's connections have.
-        """
-        if self._breaker.down:  # the store is down: fail fast, or probe
-            self._breaker.enter(self._probe)
-        pool = self.pool
-        try:
-            conn = pool.getconn(self._timeout)
-        except psycopg.OperationalError as err:  # psycopg_pool's PoolTimeout
-            self._raise(err)
-        try:
-            switch = not conn.autocommit
-            if switch:
-                conn.autocommit = True
-            try:
-                cursor = self._cursors.get(id(conn))
-                if cursor is None:
-                    cursor = self._cursor(conn)
-                cursor.execute(query, params)
-                if self._breaker.down:  # tripped by another call meanwhile: the server answers
-                    self._breaker.reached()
-                return cursor.fetchone() if fetch else cursor.rowcount
-            finally:
-                if switch and conn.pgconn.transaction_status == _IDLE:
-                    conn.autocommit = False
-        except psycopg.Error as err:
-            answered = _answered(err, conn)
-            if isinstance(err, psycopg.OperationalError) and not answered and not conn.closed:
-                conn.close()  # it may be mid-statement (a timeout): the pool replaces it
-            self._raise(err, answered=answered)
-        finally:
-            pool.putconn(conn)
-
-    def _cursor(self, conn: psycopg.Connection[Any]) -> psycopg.Cursor[tuple[Any, ...]]:
-        """A new cursor on ``conn``, kept for the next calls that get ``conn`` from the pool.
-
-        Reusing it saves building a cursor and its adapters on every call; only the thread
-        that holds ``conn`` uses it. Cursors on connections the pool has closed are dropped.
-        """
-        for ident, old in list(self._cursors.items()):
-            if old.connection.closed:
-                self._cursors.pop(ident, None)
-                self._prefetch.forget(ident)
-        cursor = self._cursors[id(conn)] = psycopg.Cursor(conn, row_factory=tuple_row)
-        return cursor
-
-    def _raise(self, err: psycopg.Error, *, answered: bool = False) -> NoReturn:
-        """StoreUnavailable for a missing table or column, or a connection failure; ``err``
-        itself else. The breaker trips only if the server could not be reached: not for an
-        error the server ``answered`` with (a statement timeout), see :func:`_answered`."""
-        if isinstance(err, psycopg.errors.UndefinedTable):
-            why = (f"table {self.table!r} does not exist; create it (see"
-                   " satchel.stores.postgres.SCHEMA) or pass create_schema=True")
-        elif isinstance(err, psycopg.errors.UndefinedColumn):  # a table of an older schema
-            why = (f"table {self.table!r} lacks a column ({err.diag.message_primary}); as its"
-                   f" owner, run: ALTER TABLE {self._ident.as_string()} ADD COLUMN IF NOT"
-                   " EXISTS device text (see satchel.stores.postgres.SCHEMA), or pass"
-                   " create_schema=True")
-        elif isinstance(err, psycopg.OperationalError):  # includes psycopg_pool's PoolTimeout
-            why = f"{type(err).__name__}: {err}"
-        else:
-            raise err
-        secrets = pool_secrets(self.pool)
-        why = scrub(why, secrets)
-        cause = chainable(err, secrets)
-        if isinstance(err, psycopg.OperationalError) and not answered:
-            self._breaker.trip(why, cause)
-        raise StoreUnavailable(f"PostgresStore {self._where} unavailable: {why}") from cause
-
     def load(self, key: str) -> Record | None:
         row = self._run(self._load, (key, self._clock()), True)
         if row is None:
@@ -361,7 +214,7 @@ class PostgresStore(SchemaSetup, UserRows, LeaseRows):
         sent = self._prefetch.send(self.pool, (key.encode(), repr(self._clock()).encode()))
         if sent is None:
             return None  # load() will run it the usual way and report any failure
-        return _PendingLoad(self, sent, key)
+        return PendingRead(self, sent, key)
 
     def create(self, key: str, record: Record) -> None:
         device = None if record.device is None else record.device[:DEVICE_MAX]
