@@ -127,6 +127,30 @@ def test_a_statement_the_server_cancels_for_its_timeout_does_not_fail_the_next_c
         store.close()
 
 
+@pytest.mark.parametrize("timeout", [1.0, 2.5])
+def test_from_urls_own_bounds_let_the_server_cancel_a_slow_statement_first(
+        table: str, timeout: float) -> None:
+    """A store from a URL with no ``statement_timeout`` of its own: a write waiting on a row
+    lock is cancelled by the server before the client's own wait runs out, so the call gets
+    the server's answer and the breaker stays closed. With both bounds equal, the client's
+    wait often ran out first: the breaker tripped on a server that answers, and the next
+    calls got 503 until a probe passed."""
+    store = PostgresStore.from_url(URL, table=table, timeout=timeout, max_size=4)
+    try:
+        _records(store, "locked", "free")
+        lock = RowLock(table, "locked")
+        try:
+            with pytest.raises(StoreUnavailable, match="statement timeout"):
+                _write(store, "locked")
+        finally:
+            lock.release()
+        assert not store._breaker.down
+        _slow_probe(store)
+        assert store.load("free") is not None
+    finally:
+        store.close()
+
+
 def test_an_answer_after_another_call_timed_out_lets_the_next_calls_through(table: str) -> None:
     """One call gets no answer within the timeout (client side) and trips the breaker; a call
     that was waiting beside it then gets its answer: the server answers, and the calls that

@@ -150,8 +150,10 @@ class PostgresStore(StatementRuns, SchemaSetup, UserRows, LeaseRows):
         store's use; the last close closes the pool, and an unclosed one closes at exit.
         The pool is ``store.pool``: do not close it yourself, other stores may be using it.
         ``timeout`` (seconds) bounds each call: the wait for a pool connection, a
-        statement already sent (``statement_timeout`` on the server, and the
-        client's own wait for an answer), and connecting (libpq's
+        statement already sent (``statement_timeout`` on the server, 80 % of
+        ``timeout`` and at most 1 s less, so a statement held by a lock gets the server's
+        cancel before the client's own wait for an answer runs out, and fails alone
+        without tripping the breaker), and connecting (libpq's
         ``connect_timeout``, whole seconds, at least 2; the pool connects in the
         background, so a request waits at most ``timeout``). Past it:
         :class:`StoreUnavailable`. A ``connect_timeout`` or ``statement_timeout``

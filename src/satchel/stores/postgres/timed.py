@@ -38,15 +38,28 @@ def pool_kwargs(params: dict[str, Any], timeout: float) -> dict[str, Any]:
 
     ``params`` are the URL's own libpq parameters: a ``connect_timeout`` or a
     ``statement_timeout`` already in them is kept.
+
+    ``statement_timeout`` is :func:`statement_bound` of ``timeout``: shorter than the
+    client's own wait (:func:`timed_connection`), so the server cancels a statement that
+    waits too long (on a row lock, say) and its answer comes back before the client gives
+    up. The call then fails alone; a client-side timeout would instead say the server
+    cannot be reached, and trip the store's breaker for every call.
     """
     kwargs: dict[str, Any] = {}
     if "connect_timeout" not in params:
         kwargs["connect_timeout"] = max(2, round(timeout))
     options = params.get("options") or ""
     if "statement_timeout" not in options:
-        ms = max(1, round(timeout * 1000))
+        ms = max(1, round(statement_bound(timeout) * 1000))
         kwargs["options"] = f"{options} -c statement_timeout={ms}".strip()
     return kwargs
+
+
+def statement_bound(timeout: float) -> float:
+    """The ``statement_timeout`` (seconds) :func:`pool_kwargs` sets for a client ``timeout``
+    (seconds): 80 % of it, and at most 1 s less (3 s -> 2.4 s, 10 s -> 9 s, 0.5 s -> 0.4 s),
+    which leaves the server's cancel time to reach the client on a loaded machine."""
+    return max(timeout * 0.8, timeout - 1.0)
 
 
 @cache
