@@ -43,8 +43,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import contender_apps
 import load_report
-import overhead
 import report
 from load_app import CONTENDERS, SCENARIOS
 from load_servers import Cell, Servers, drive
@@ -58,31 +58,31 @@ def _available(name: str) -> str | None:
             import flask_session  # noqa: F401
         except ImportError:
             return "flask-session is not installed"
-    if "redis" in name and overhead._redis_client() is None:
-        return f"no Redis at {overhead.REDIS_URL}"
-    if "postgres" in name and not overhead._postgres_up():
-        return f"no PostgreSQL at {overhead.POSTGRES_URL}"
+    if "redis" in name and contender_apps.redis_client() is None:
+        return f"no Redis at {contender_apps.REDIS_URL}"
+    if "postgres" in name and not contender_apps.postgres_up():
+        return f"no PostgreSQL at {contender_apps.POSTGRES_URL}"
     return None
 
 
 def _database(name: str, *, drop: bool) -> str | None:
     """Create (or drop) the run's own PostgreSQL database; its URL, or None without a server."""
-    if not overhead._postgres_up():
+    if not contender_apps.postgres_up():
         return None
     import psycopg
     from psycopg import sql
 
-    with psycopg.connect(overhead.POSTGRES_URL, autocommit=True) as conn:
+    with psycopg.connect(contender_apps.POSTGRES_URL, autocommit=True) as conn:
         ident = sql.Identifier(name)
         if drop:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
         else:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(ident))
-    return urlsplit(overhead.POSTGRES_URL)._replace(path="/" + name).geturl()
+    return urlsplit(contender_apps.POSTGRES_URL)._replace(path="/" + name).geturl()
 
 
 def _own_redis(workdir: Path) -> subprocess.Popen[bytes]:
-    """A redis-server of the run's own on a free loopback port, named by overhead.REDIS_URL
+    """A redis-server of the run's own on a free loopback port, named by contender_apps.REDIS_URL
     (and the servers' SATCHEL_TEST_REDIS_URL): its CPU is then the run's alone."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -91,9 +91,9 @@ def _own_redis(workdir: Path) -> subprocess.Popen[bytes]:
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", str(workdir), "--loglevel", "warning"],
         stdout=subprocess.DEVNULL)
-    overhead.REDIS_URL = os.environ["SATCHEL_TEST_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+    contender_apps.REDIS_URL = os.environ["SATCHEL_TEST_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
     for _ in range(100):
-        if overhead._redis_client() is not None:
+        if contender_apps.redis_client() is not None:
             return server
         time.sleep(0.05)
     server.terminate()
@@ -105,7 +105,7 @@ def run(names: list[str], *, seconds: int, rounds: int, warm: int, connections: 
         own_redis: bool = False) -> tuple[dict[str, dict[str, list[Cell]]], list[str]]:
     """Every cell's measurements, one per round: {contender: {scenario: [Cell, ...]}}, and
     how the store servers' CPU was measured (one line per kind of server).
-    ``own_redis``: overhead.REDIS_URL is the run's own redis-server (other clients' commands
+    ``own_redis``: contender_apps.REDIS_URL is the run's own redis-server (other clients' commands
     do not count in the Redis contenders' server CPU)."""
     pid = os.getpid()
     database = f"satchel_bench_load_{pid}"
@@ -116,8 +116,8 @@ def run(names: list[str], *, seconds: int, rounds: int, warm: int, connections: 
            "SATCHEL_BENCH_TABLE": "satchel_bench_load",
            **({"SATCHEL_TEST_POSTGRES_URL": db_url} if db_url else {})}
     servers: dict[str, Servers] = {}
-    redis_client = overhead._redis_client() if any("redis" in n for n in names) else None
-    meters = {name: probe(name, redis_client=redis_client, redis_url=overhead.REDIS_URL,
+    redis_client = contender_apps.redis_client() if any("redis" in n for n in names) else None
+    meters = {name: probe(name, redis_client=redis_client, redis_url=contender_apps.REDIS_URL,
                           own_redis=own_redis, database=database) for name in names}
     try:
         for name in names:
@@ -142,8 +142,8 @@ def run(names: list[str], *, seconds: int, rounds: int, warm: int, connections: 
     finally:
         for group in servers.values():
             group.stop()
-        overhead.BENCH_PREFIX = prefix  # what _cleanup_redis deletes
-        overhead._cleanup_redis()
+        contender_apps.BENCH_PREFIX = prefix  # what _cleanup_redis deletes
+        contender_apps.cleanup_redis()
         if db_url:
             _database(database, drop=True)
 
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             cells, labels = run(names, seconds=seconds, rounds=rounds, warm=warm,
                                 connections=args.connections, threads=args.threads,
                                 workdir=Path(tmp), own_redis=own is not None)
-            redis_version = report.redis_version(overhead.REDIS_URL)  # while it runs
+            redis_version = report.redis_version(contender_apps.REDIS_URL)  # while it runs
         finally:
             if own is not None:
                 own.terminate()

@@ -12,25 +12,25 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import overhead
+import contender_apps
 from flask import Flask
 
 
 def _sqlite() -> Flask:
-    return overhead.satchel_sqlite(Path(os.environ["SATCHEL_BENCH_DIR"]))
+    return contender_apps.satchel_sqlite(Path(os.environ["SATCHEL_BENCH_DIR"]))
 
 
 # The cells of each contender: scenario -> (path, the body every response must have).
 SCENARIOS = {"read": ("/read", "alice"), "write": ("/write", "ok")}
 
 CONTENDERS: dict[str, Callable[[], Flask | None]] = {
-    "flask-cookie": overhead.flask_cookie,
-    "flask-session-redis": overhead.flask_session_redis,
-    "flask-session-postgres": overhead.flask_session_postgres,
-    "satchel-cookie": overhead.satchel_cookie,
+    "flask-cookie": contender_apps.flask_cookie,
+    "flask-session-redis": contender_apps.flask_session_redis,
+    "flask-session-postgres": contender_apps.flask_session_postgres,
+    "satchel-cookie": contender_apps.satchel_cookie,
     "satchel-sqlite": _sqlite,
-    "satchel-redis": overhead.satchel_redis,
-    "satchel-postgres": overhead.satchel_postgres,
+    "satchel-redis": contender_apps.satchel_redis,
+    "satchel-postgres": contender_apps.satchel_postgres,
 }
 
 

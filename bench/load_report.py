@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import overhead
+import contender_apps
 import report
 from load_app import SCENARIOS
 from load_servers import Cell
@@ -149,7 +149,7 @@ def write(out: Path, setup: str, table: Table, labels: list[str], *,
     env: dict[str, Any] = report.environment(
         extra={"Tools": f"gunicorn {report._version('gunicorn')}, {_wrk_version()}"})
     env["Versions"] += (f", Redis {redis_version},"
-                        f" PostgreSQL {report.postgres_version(overhead.POSTGRES_URL)}")
+                        f" PostgreSQL {report.postgres_version(contender_apps.POSTGRES_URL)}")
     return report.write(out, "load", title="Throughput under gunicorn (make bench-load)",
                         env=env, command=report.command_line(), body=body, panels=panels)
 

@@ -47,270 +47,17 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import random
 import sys
 import tempfile
-import time
-import warnings
-from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
 
+import contender_apps
 import report
-from flask import Flask, Request, Response, session
-from flask.sessions import SessionInterface, SessionMixin
+from flask import Flask
 from paired import median_difference
-from timing import fastest_interleaved
-from werkzeug.test import EnvironBuilder
 
-from satchel import MemoryStore, Satchel, SealedCookies, SQLiteStore
-
-SECRET = "bench-secret-key-of-a-sensible-length-0123456789"
 SCENARIOS = ("write", "read", "untouched")
-
-
-def _routes(app: Flask, *, use_session: bool) -> Flask:
-    app.config["SECRET_KEY"] = SECRET
-
-    @app.get("/login")
-    def login() -> str:
-        if use_session:
-            session["user"] = "alice"
-            session["n"] = 0
-            session.permanent = app.config.get("BENCH_PERMANENT", False)
-        return "ok"
-
-    @app.get("/write")
-    def write() -> str:
-        if use_session:
-            session["n"] = session.get("n", 0) + 1
-        return "ok"
-
-    @app.get("/read")
-    def read() -> str:
-        return str(session.get("user")) if use_session else "alice"
-
-    @app.get("/untouched")
-    def untouched() -> str:
-        return "ok"
-
-    return app
-
-
-class _NoSessions(SessionInterface):
-    """No session machinery at all: Flask's null session, nothing opened or saved."""
-
-    def open_session(self, app: Flask, request: Request) -> None:
-        return None
-
-    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
-        raise AssertionError("a null session is never saved")
-
-
-def bare() -> Flask:
-    app = _routes(Flask("bare"), use_session=False)
-    app.session_interface = _NoSessions()
-    return app
-
-
-def flask_cookie() -> Flask:
-    return _routes(Flask("flask_cookie"), use_session=True)
-
-
-def satchel_memory() -> Flask:
-    app = _routes(Flask("satchel_memory"), use_session=True)
-    Satchel(app, store=MemoryStore())
-    return app
-
-
-def satchel_sqlite(tmp: Path) -> Flask:
-    # A folder of its own, as advised (README): Flask-Session's SQLite file, in rollback-journal
-    # mode, creates and deletes a -journal next to it on every write.
-    folder = tmp / "satchel"
-    folder.mkdir(exist_ok=True)
-    app = _routes(Flask("satchel_sqlite"), use_session=True)
-    Satchel(app, store=SQLiteStore(folder / "sessions.sqlite3"))
-    return app
-
-
-def satchel_cookie() -> Flask:
-    app = _routes(Flask("satchel_cookie"), use_session=True)
-    Satchel(app, store=SealedCookies())
-    return app
-
-
-def flask_session_sqlalchemy(uri: str, name: str = "flask_session_sqlalchemy") -> Flask | None:
-    try:
-        from flask_session import Session as FlaskSessionExt
-        from flask_sqlalchemy import SQLAlchemy
-    except ImportError:
-        return None
-    app = _routes(Flask(name), use_session=True)
-    app.config["SQLALCHEMY_DATABASE_URI"] = uri
-    app.config["SESSION_TYPE"] = "sqlalchemy"
-    app.config["SESSION_SQLALCHEMY_TABLE"] = BENCH_TABLE + "_flask_session"
-    app.config["SESSION_SQLALCHEMY"] = SQLAlchemy(app)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        FlaskSessionExt(app)
-    return app
-
-
-POSTGRES_URL = os.environ.get("SATCHEL_TEST_POSTGRES_URL",
-                              "postgresql://postgres@127.0.0.1:5432/test")
-# Per run: a parallel run (make test) drops its own. bench/load.py names them for its servers.
-BENCH_TABLE = os.environ.get("SATCHEL_BENCH_TABLE", f"satchel_bench_{os.getpid()}")
-
-
-def _postgres_up() -> bool:
-    try:
-        import psycopg
-    except ImportError:
-        return False
-    try:
-        with psycopg.connect(POSTGRES_URL, connect_timeout=2):
-            return True
-    except psycopg.Error:
-        return False
-
-
-def satchel_postgres(*, durable_writes: bool = False) -> Flask | None:
-    """satchel on PostgreSQL; ``durable_writes`` waits for the WAL flush on every write."""
-    if not _postgres_up():
-        return None
-    from satchel.stores.postgres import PostgresStore
-
-    suffix = "_durable" if durable_writes else ""
-    app = _routes(Flask("satchel_postgres" + suffix), use_session=True)
-    Satchel(app, store=PostgresStore.from_url(POSTGRES_URL, table=BENCH_TABLE + suffix,
-                                              durable_writes=durable_writes))
-    return app
-
-
-def flask_session_postgres() -> Flask | None:
-    if not _postgres_up():
-        return None
-    uri = POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://", 1)
-    return flask_session_sqlalchemy(uri, "flask_session_postgres")
-
-
-def _postgres_floors(seconds: float, repeats: int) -> dict[str, float]:
-    if not _postgres_up():
-        return {}
-    import psycopg
-
-    from satchel.stores.postgres.statements import ASYNC_COMMIT
-
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-        conn.execute(f"CREATE TABLE IF NOT EXISTS {BENCH_TABLE}_raw"
-                     " (key text PRIMARY KEY, data jsonb, last_seen float8)")
-        conn.execute(f"INSERT INTO {BENCH_TABLE}_raw VALUES ('k', '{{\"user\": \"alice\"}}', 0)"
-                     " ON CONFLICT DO NOTHING")
-        select = f"SELECT data, last_seen FROM {BENCH_TABLE}_raw WHERE key = %s"
-        update = f"UPDATE {BENCH_TABLE}_raw SET last_seen = %s WHERE key = %s"
-        # As PostgresStore's default (durable_writes=False) commits: no wait for the WAL flush.
-        update_async = (f"UPDATE {BENCH_TABLE}_raw SET last_seen = %s{ASYNC_COMMIT}"
-                        " WHERE key = %s")
-        return fastest_interleaved({
-            "psycopg SELECT": lambda: conn.execute(select, ("k",), prepare=True).fetchone(),
-            "psycopg UPDATE": lambda: conn.execute(update, (time.time(), "k"), prepare=True),
-            "psycopg UPDATE, async commit": lambda: conn.execute(
-                update_async, (time.time(), "k"), prepare=True),
-        }, seconds=seconds, repeats=repeats)
-
-
-def _cleanup_postgres() -> None:
-    if not _postgres_up():
-        return
-    import psycopg
-
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-        for table in (BENCH_TABLE, BENCH_TABLE + "_durable", BENCH_TABLE + "_raw",
-                      BENCH_TABLE + "_flask_session"):
-            conn.execute(f"DROP TABLE IF EXISTS {table}")
-
-
-REDIS_URL = os.environ.get("SATCHEL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-BENCH_PREFIX = os.environ.get("SATCHEL_BENCH_PREFIX", f"satchel-bench-{os.getpid()}:")
-
-
-def _redis_client() -> Any:
-    try:
-        import redis
-    except ImportError:
-        return None
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.exceptions.RedisError:
-        return None
-    return client
-
-
-def satchel_redis() -> Flask | None:
-    client = _redis_client()
-    if client is None:
-        return None
-    from satchel.stores.redis import RedisStore
-
-    app = _routes(Flask("satchel_redis"), use_session=True)
-    Satchel(app, store=RedisStore(client, prefix=BENCH_PREFIX))
-    return app
-
-
-def flask_session_redis() -> Flask | None:
-    client = _redis_client()
-    try:
-        from flask_session import Session as FlaskSessionExt
-    except ImportError:
-        return None
-    if client is None:
-        return None
-    app = _routes(Flask("flask_session_redis"), use_session=True)
-    app.config["SESSION_TYPE"] = "redis"
-    app.config["SESSION_REDIS"] = client
-    app.config["SESSION_KEY_PREFIX"] = BENCH_PREFIX + "fs:"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        FlaskSessionExt(app)
-    return app
-
-
-def raw_round_trips(seconds: float, repeats: int) -> dict[str, float]:
-    """Seconds per bare driver call on the same servers: the floor under any store."""
-    floors: dict[str, float] = {}
-    client = _redis_client()
-    if client is not None:
-        key = BENCH_PREFIX + "raw"
-        client.set(key, b"x" * 64)
-        floors |= fastest_interleaved({
-            "redis GET": lambda: client.get(key),
-            "redis SET": lambda: client.set(key, b"x" * 64),
-        }, seconds=seconds, repeats=repeats)
-    return floors
-
-
-def _cleanup_redis() -> None:
-    client = _redis_client()
-    if client is not None:
-        for name in list(client.scan_iter(match=BENCH_PREFIX + "*", count=1000)):
-            client.delete(name)
-
-
-def flask_session_cachelib() -> Flask | None:
-    try:
-        from cachelib import SimpleCache
-        from flask_session import Session as FlaskSessionExt
-    except ImportError:
-        return None
-    app = _routes(Flask("flask_session_cachelib"), use_session=True)
-    app.config["SESSION_TYPE"] = "cachelib"
-    app.config["SESSION_CACHELIB"] = SimpleCache(threshold=1_000_000)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        FlaskSessionExt(app)
-    return app
 
 
 def paired_untouched(apps: dict[str, Flask], *, seconds: float,
@@ -319,17 +66,17 @@ def paired_untouched(apps: dict[str, Flask], *, seconds: float,
     (see :mod:`paired`): seconds per request, the median and the quartiles over ``blocks``
     blocks of about ``seconds`` a side."""
     bare_app = apps["bare"]
-    bare_environ = _environ("/untouched", _login_cookie(bare_app))
-    count = max(20, int(seconds / _drive(bare_app, bare_environ, 50)))
+    bare_environ = contender_apps.environ_for("/untouched", contender_apps.login_cookie(bare_app))
+    count = max(20, int(seconds / contender_apps.drive(bare_app, bare_environ, 50)))
     figures = {}
     for name, app in apps.items():
         if name != "bare":
-            environ = _environ("/untouched", _login_cookie(app))
-            _drive(app, environ, 50)
+            environ = contender_apps.environ_for("/untouched", contender_apps.login_cookie(app))
+            contender_apps.drive(app, environ, 50)
             gc.collect()
             figures[name] = median_difference(
-                lambda n: _drive(bare_app, bare_environ, n),
-                lambda n, app=app, environ=environ: _drive(app, environ, n),
+                lambda n: contender_apps.drive(bare_app, bare_environ, n),
+                lambda n, app=app, environ=environ: contender_apps.drive(app, environ, n),
                 count=count, blocks=blocks)
     return figures
 
@@ -340,40 +87,6 @@ def _paired_lines(paired: dict[str, tuple[float, float, float]]) -> list[str]:
     lines += [f"  {name:26}{middle * 1e6:>6.1f}  ({low * 1e6:.1f} .. {high * 1e6:.1f})"
               for name, (middle, low, high) in paired.items()]
     return lines
-
-
-def _environ(path: str, cookie: str | None) -> dict[str, Any]:
-    headers = {"Cookie": cookie} if cookie else {}
-    return EnvironBuilder(path=path, base_url="http://localhost/", headers=headers).get_environ()
-
-
-def _login_cookie(app: Flask) -> str | None:
-    """The ``Cookie`` header a browser would send after logging in."""
-    client = app.test_client()
-    client.get("/login")
-    name = app.config["SESSION_COOKIE_NAME"]
-    cookie = client.get_cookie(name)
-    return f"{name}={cookie.value}" if cookie else None
-
-
-def _start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
-    if not status.startswith("200"):
-        raise RuntimeError(f"benchmark request failed: {status}")
-
-
-def _drive(app: Flask, environ: dict[str, Any], count: int) -> float:
-    """Seconds per request over ``count`` requests."""
-    wsgi: Callable[..., Iterable[bytes]] = app.wsgi_app
-    copy = environ.copy
-    start = time.perf_counter()
-    for _ in range(count):
-        body = wsgi(copy(), _start_response)
-        for _chunk in body:
-            pass
-        close = getattr(body, "close", None)
-        if close is not None:
-            close()
-    return (time.perf_counter() - start) / count
 
 
 def measure_all(apps: dict[str, Flask], *, seconds_per_run: float, repeats: int,
@@ -394,8 +107,8 @@ def measure_all(apps: dict[str, Flask], *, seconds_per_run: float, repeats: int,
     cells = {}
     for name, app in apps.items():
         for scenario in SCENARIOS:
-            environ = _environ(f"/{scenario}", _login_cookie(app))
-            warm = _drive(app, environ, 20)
+            environ = contender_apps.environ_for(f"/{scenario}", contender_apps.login_cookie(app))
+            warm = contender_apps.drive(app, environ, 20)
             cells[name, scenario] = (app, environ, max(20, int(seconds_per_run / warm)))
     runs: dict[tuple[str, str], list[float]] = {cell: [] for cell in cells}
     order = random.Random(seed)
@@ -406,7 +119,7 @@ def measure_all(apps: dict[str, Flask], *, seconds_per_run: float, repeats: int,
             for name in names:
                 app, environ, count = cells[name, scenario]
                 gc.collect()
-                runs[name, scenario].append(_drive(app, environ, count))
+                runs[name, scenario].append(contender_apps.drive(app, environ, count))
     results: dict[str, dict[str, float]] = {name: {} for name in apps}
     for (name, scenario), times in runs.items():
         results[name][scenario] = min(times)
@@ -415,19 +128,19 @@ def measure_all(apps: dict[str, Flask], *, seconds_per_run: float, repeats: int,
 
 def contenders(tmp: Path) -> dict[str, Flask]:
     apps: dict[str, Flask | None] = {
-        "bare": bare(),
-        "flask-cookie": flask_cookie(),
-        "flask-session-cachelib": flask_session_cachelib(),
-        "flask-session-sqlalchemy": flask_session_sqlalchemy(
+        "bare": contender_apps.bare(),
+        "flask-cookie": contender_apps.flask_cookie(),
+        "flask-session-cachelib": contender_apps.flask_session_cachelib(),
+        "flask-session-sqlalchemy": contender_apps.flask_session_sqlalchemy(
             f"sqlite:///{tmp / 'flask_session.sqlite3'}"),
-        "flask-session-postgres": flask_session_postgres(),
-        "flask-session-redis": flask_session_redis(),
-        "satchel-cookie": satchel_cookie(),
-        "satchel-memory": satchel_memory(),
-        "satchel-sqlite": satchel_sqlite(tmp),
-        "satchel-redis": satchel_redis(),
-        "satchel-postgres": satchel_postgres(),
-        "satchel-postgres-durable": satchel_postgres(durable_writes=True),
+        "flask-session-postgres": contender_apps.flask_session_postgres(),
+        "flask-session-redis": contender_apps.flask_session_redis(),
+        "satchel-cookie": contender_apps.satchel_cookie(),
+        "satchel-memory": contender_apps.satchel_memory(),
+        "satchel-sqlite": contender_apps.satchel_sqlite(tmp),
+        "satchel-redis": contender_apps.satchel_redis(),
+        "satchel-postgres": contender_apps.satchel_postgres(),
+        "satchel-postgres-durable": contender_apps.satchel_postgres(durable_writes=True),
     }
     missing = [name for name, app in apps.items() if app is None]
     if missing:
@@ -467,11 +180,12 @@ def main(argv: list[str] | None = None) -> int:
             app.config["BENCH_PERMANENT"] = args.permanent
         try:
             results = measure_all(apps, seconds_per_run=seconds, repeats=repeats)
-            floors = raw_round_trips(seconds, repeats) | _postgres_floors(seconds, repeats)
+            floors = (contender_apps.raw_round_trips(seconds, repeats)
+                      | contender_apps.postgres_floors(seconds, repeats))
             paired = paired_untouched(apps, seconds=seconds / 25, blocks=5 if args.quick else 101)
         finally:
-            _cleanup_redis()
-            _cleanup_postgres()
+            contender_apps.cleanup_redis()
+            contender_apps.cleanup_postgres()
 
     base = results.pop("bare")
     print(f"per-request time in µs (fastest of {repeats} interleaved runs of ~{seconds}s each);"
@@ -522,12 +236,13 @@ def _report(out: Path, name: str, base: dict[str, float], results: dict[str, dic
             + "\nsatchel's overhead as a ratio of the peer's (lower is better):\n\n"
             + report.markdown_table(["", *SCENARIOS], ratios)
             + ("\n```\n" + "\n".join(floor_lines) + "\n```\n" if floor_lines else ""))
-    panel = report.Panel(title="overhead over a bare Flask app (lower is better)",
+    panel = report.Panel(title="overhead over a contender_apps.bare Flask app (lower is better)",
                          unit="µs per request (log scale)", categories=list(overhead),
                          series={s: [max(overhead[n][s] * 1e6, 0.1) for n in overhead]
                                  for s in SCENARIOS}, log=True)
     return report.write(out, name, title="Per-request session overhead (make bench)",
-                        env=report.environment(redis_url=REDIS_URL, postgres_url=POSTGRES_URL),
+                        env=report.environment(redis_url=contender_apps.REDIS_URL,
+                                               postgres_url=contender_apps.POSTGRES_URL),
                         command=report.command_line(), body=body, panels=[panel])
 
 

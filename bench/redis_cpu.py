@@ -74,9 +74,9 @@ def _commands(info: Any) -> dict[str, tuple[int, float]]:
 
 
 def _requests(app: Any, environ: dict[str, Any], count: int) -> None:
-    from overhead import _drive  # the same loop as make bench's (its timing unused here)
+    from contender_apps import drive  # the same loop as make bench's (its timing unused here)
 
-    _drive(app, environ, count)
+    drive(app, environ, count)
 
 
 def measure(app: Any, environ: dict[str, Any], count: int, info: Any,
@@ -129,22 +129,22 @@ def main(argv: list[str] | None = None) -> int:
     server, port = _start_redis(args.redis_server, folder)
     os.environ["SATCHEL_TEST_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
     try:
-        import overhead  # reads the URL at import
+        import contender_apps  # reads the URL at import
         import redis
 
         info = redis.Redis(port=port)
-        makers = {"flask-cookie": overhead.flask_cookie,
-                  "flask-session-redis": overhead.flask_session_redis,
-                  "satchel-redis": overhead.satchel_redis}
+        makers = {"flask-cookie": contender_apps.flask_cookie,
+                  "flask-session-redis": contender_apps.flask_session_redis,
+                  "satchel-redis": contender_apps.satchel_redis}
         cells = {}
         for name in args.only.split(","):
             app = makers[name]()
             if app is None:
                 print(f"{name}: not available", file=sys.stderr)
                 continue
-            cookie = overhead._login_cookie(app)
+            cookie = contender_apps.login_cookie(app)
             for scenario in SCENARIOS:
-                environ = overhead._environ(f"/{scenario}", cookie)
+                environ = contender_apps.environ_for(f"/{scenario}", cookie)
                 measure(app, environ, 200, info)  # warm up
                 cells[name, scenario] = (app, environ)
         runs: dict[tuple[str, str], list[dict[str, Any]]] = {cell: [] for cell in cells}

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import overhead
+import contender_apps
 import report
 from flask import Flask
 from load_servers import _die_with_parent
@@ -46,7 +46,7 @@ Filler = Callable[[int], None]  # inserts that many more sessions like the templ
 
 
 def _app(store: Any, name: str) -> Flask:
-    app = overhead._routes(Flask(name), use_session=True)
+    app = contender_apps.routes(Flask(name), use_session=True)
     Satchel(app, store=store)
     return app
 
@@ -171,12 +171,12 @@ def _own_database() -> Iterator[str]:
 
     database = f"satchel_bench_scale_{os.getpid()}"
     name = sql.Identifier(database)
-    with psycopg.connect(overhead.POSTGRES_URL, autocommit=True) as conn:
+    with psycopg.connect(contender_apps.POSTGRES_URL, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
     try:
-        yield urlsplit(overhead.POSTGRES_URL)._replace(path="/" + database).geturl()
+        yield urlsplit(contender_apps.POSTGRES_URL)._replace(path="/" + database).geturl()
     finally:
-        with psycopg.connect(overhead.POSTGRES_URL, autocommit=True) as conn:
+        with psycopg.connect(contender_apps.POSTGRES_URL, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
 
 
@@ -185,7 +185,7 @@ def _latencies(app: Flask, environs: list[dict[str, Any]]) -> list[float]:
     times = []
     for environ in environs:
         start = time.perf_counter()
-        body = app.wsgi_app(environ.copy(), overhead._start_response)
+        body = app.wsgi_app(environ.copy(), contender_apps.start_response)
         for _chunk in body:
             pass
         getattr(body, "close", lambda: None)()
@@ -207,8 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [1000, 10_000] if args.quick else [int(s) for s in args.sizes.split(",")]
     sessions, rounds = (20, 3) if args.quick else (args.sessions, args.rounds)
     kinds = [k for k in KINDS if k in args.only.split(",")]
-    if "postgres" in kinds and not overhead._postgres_up():
-        print(f"skipped: postgres (no server at {overhead.POSTGRES_URL})", file=sys.stderr)
+    if "postgres" in kinds and not contender_apps.postgres_up():
+        print(f"skipped: postgres (no server at {contender_apps.POSTGRES_URL})", file=sys.stderr)
         kinds.remove("postgres")
     if "redis" in kinds and shutil.which("redis-server") is None:
         print("skipped: redis (no redis-server binary)", file=sys.stderr)
@@ -230,17 +230,17 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     store, fill = _redis(client, label)
                 app = _app(store, label)
-                overhead._login_cookie(app)  # the template the filler copies
+                contender_apps.login_cookie(app)  # the template the filler copies
                 started = time.perf_counter()
                 fill(size - 1 - sessions)
                 filled = time.perf_counter() - started
-                cookies = [overhead._login_cookie(app) for _ in range(sessions)]
+                cookies = [contender_apps.login_cookie(app) for _ in range(sessions)]
                 live = store.stats().sessions  # the store reads the fillers as live sessions
                 print(f"{kind}: {size:,} sessions stored in {filled:.1f} s; the store counts"
                       f" {live:,} live", file=sys.stderr, flush=True)
                 if live != size:
                     raise SystemExit(f"{kind}: {live:,} live sessions, not {size:,}")
-                environs = {s: [overhead._environ(f"/{s}", c) for c in cookies]
+                environs = {s: [contender_apps.environ_for(f"/{s}", c) for c in cookies]
                             for s in SCENARIOS}
                 for scenario in SCENARIOS:
                     _latencies(app, environs[scenario])  # warm: caches, prefetch per path
@@ -287,7 +287,7 @@ def _print_and_report(args: argparse.Namespace, kinds: list[str], sizes: list[in
     version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True,
                              check=False).stdout if "redis" in kinds else ""
     found = re.search(r"v=(\S+)", version)
-    env = report.environment(postgres_url=overhead.POSTGRES_URL, extra={
+    env = report.environment(postgres_url=contender_apps.POSTGRES_URL, extra={
         "Redis": f"{found[1] if found else 'not run'} (a redis-server of the run's own)"})
     head = "".join(f"- {key}: {value}\n" for key, value in env.items())
     text = (f"# Latency with 1 k vs 1 M stored sessions (make bench-scale)\n\n{head}"

@@ -42,7 +42,7 @@ MODES = ("memory", "cookie", "sqlite", "redis", "postgres", "durable")
 
 
 def _drive(app: Any, environ: dict[str, Any], count: int, fresh_header: bool) -> None:
-    import overhead
+    import contender_apps
 
     wsgi: Callable[..., Iterable[bytes]] = app.wsgi_app
     header = environ.get("HTTP_COOKIE", "")
@@ -50,7 +50,7 @@ def _drive(app: Any, environ: dict[str, Any], count: int, fresh_header: bool) ->
         env = environ.copy()
         if fresh_header:
             env["HTTP_COOKIE"] = header[:1] + header[1:]  # equal, but a new str
-        body = wsgi(env, overhead._start_response)
+        body = wsgi(env, contender_apps.start_response)
         for _chunk in body:
             pass
         close = getattr(body, "close", None)
@@ -61,24 +61,25 @@ def _drive(app: Any, environ: dict[str, Any], count: int, fresh_header: bool) ->
 def _measure(args: argparse.Namespace, helper: str) -> None:
     """Inside valgrind: build, warm, then count each app's requests (one dump each)."""
     sys.path.insert(0, str(Path(__file__).parent))
-    import overhead
+    import contender_apps
 
     cg = ctypes.CDLL(helper)
     folder = Path(tempfile.mkdtemp())
     makers: dict[str, Callable[[], Any]] = {
-        "bare": overhead.bare, "memory": overhead.satchel_memory,
-        "cookie": overhead.satchel_cookie, "sqlite": lambda: overhead.satchel_sqlite(folder),
-        "redis": overhead.satchel_redis, "postgres": overhead.satchel_postgres,
-        "durable": lambda: overhead.satchel_postgres(durable_writes=True)}
+        "bare": contender_apps.bare, "memory": contender_apps.satchel_memory,
+        "cookie": contender_apps.satchel_cookie,
+        "sqlite": lambda: contender_apps.satchel_sqlite(folder),
+        "redis": contender_apps.satchel_redis, "postgres": contender_apps.satchel_postgres,
+        "durable": lambda: contender_apps.satchel_postgres(durable_writes=True)}
     cells = []
     for mode in ("bare", *args.modes):
         app = makers[mode]()
         if app is None:
             print(f"{mode}: its server is not reachable, left out", file=sys.stderr)
             continue
-        login = overhead.satchel_memory() if mode == "bare" else app  # bare: the same header
+        login = contender_apps.satchel_memory() if mode == "bare" else app  # bare: the same header
         login.config["BENCH_PERMANENT"] = args.permanent
-        environ = overhead._environ(args.path, overhead._login_cookie(login))
+        environ = contender_apps.environ_for(args.path, contender_apps.login_cookie(login))
         _drive(app, environ, 50, args.fresh_cookie_header)
         cells.append((mode, app, environ))
     if not args.gc:
@@ -92,8 +93,8 @@ def _measure(args: argparse.Namespace, helper: str) -> None:
             _drive(app, environ, args.requests, args.fresh_cookie_header)
             cg.cg_dump(mode.encode())
     finally:
-        overhead._cleanup_redis()
-        overhead._cleanup_postgres()
+        contender_apps.cleanup_redis()
+        contender_apps.cleanup_postgres()
 
 
 def main() -> None:

@@ -1,0 +1,306 @@
+"""The contenders of the benchmarks: one small Flask app, with each session layer.
+
+Every app has the same routes (:func:`routes`): ``/login`` puts a user in the session,
+``/write`` adds one to a counter, ``/read`` reads the user, ``/untouched`` never touches the
+session. :func:`bare` has no session layer at all. Built by ``bench/overhead.py`` (timed
+in-process through WSGI with :func:`drive`), ``bench/load.py`` (under gunicorn) and the other
+benchmarks. The Redis and PostgreSQL contenders use ``SATCHEL_TEST_REDIS_URL`` and
+``SATCHEL_TEST_POSTGRES_URL`` (loopback defaults), with keys and tables of the run's own
+(``BENCH_PREFIX``, ``BENCH_TABLE``), which :func:`cleanup_redis` and :func:`cleanup_postgres`
+remove.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Request, Response, session
+from flask.sessions import SessionInterface, SessionMixin
+from timing import fastest_interleaved
+from werkzeug.test import EnvironBuilder
+
+from satchel import MemoryStore, Satchel, SealedCookies, SQLiteStore
+
+SECRET = "bench-secret-key-of-a-sensible-length-0123456789"
+
+
+def routes(app: Flask, *, use_session: bool) -> Flask:
+    app.config["SECRET_KEY"] = SECRET
+
+    @app.get("/login")
+    def login() -> str:
+        if use_session:
+            session["user"] = "alice"
+            session["n"] = 0
+            session.permanent = app.config.get("BENCH_PERMANENT", False)
+        return "ok"
+
+    @app.get("/write")
+    def write() -> str:
+        if use_session:
+            session["n"] = session.get("n", 0) + 1
+        return "ok"
+
+    @app.get("/read")
+    def read() -> str:
+        return str(session.get("user")) if use_session else "alice"
+
+    @app.get("/untouched")
+    def untouched() -> str:
+        return "ok"
+
+    return app
+
+
+class _NoSessions(SessionInterface):
+    """No session machinery at all: Flask's null session, nothing opened or saved."""
+
+    def open_session(self, app: Flask, request: Request) -> None:
+        return None
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        raise AssertionError("a null session is never saved")
+
+
+def bare() -> Flask:
+    app = routes(Flask("bare"), use_session=False)
+    app.session_interface = _NoSessions()
+    return app
+
+
+def flask_cookie() -> Flask:
+    return routes(Flask("flask_cookie"), use_session=True)
+
+
+def satchel_memory() -> Flask:
+    app = routes(Flask("satchel_memory"), use_session=True)
+    Satchel(app, store=MemoryStore())
+    return app
+
+
+def satchel_sqlite(tmp: Path) -> Flask:
+    # A folder of its own, as advised (README): Flask-Session's SQLite file, in rollback-journal
+    # mode, creates and deletes a -journal next to it on every write.
+    folder = tmp / "satchel"
+    folder.mkdir(exist_ok=True)
+    app = routes(Flask("satchel_sqlite"), use_session=True)
+    Satchel(app, store=SQLiteStore(folder / "sessions.sqlite3"))
+    return app
+
+
+def satchel_cookie() -> Flask:
+    app = routes(Flask("satchel_cookie"), use_session=True)
+    Satchel(app, store=SealedCookies())
+    return app
+
+
+def flask_session_sqlalchemy(uri: str, name: str = "flask_session_sqlalchemy") -> Flask | None:
+    try:
+        from flask_session import Session as FlaskSessionExt
+        from flask_sqlalchemy import SQLAlchemy
+    except ImportError:
+        return None
+    app = routes(Flask(name), use_session=True)
+    app.config["SQLALCHEMY_DATABASE_URI"] = uri
+    app.config["SESSION_TYPE"] = "sqlalchemy"
+    app.config["SESSION_SQLALCHEMY_TABLE"] = BENCH_TABLE + "_flask_session"
+    app.config["SESSION_SQLALCHEMY"] = SQLAlchemy(app)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        FlaskSessionExt(app)
+    return app
+
+
+POSTGRES_URL = os.environ.get("SATCHEL_TEST_POSTGRES_URL",
+                              "postgresql://postgres@127.0.0.1:5432/test")
+# Per run: a parallel run (make test) drops its own. bench/load.py names them for its servers.
+BENCH_TABLE = os.environ.get("SATCHEL_BENCH_TABLE", f"satchel_bench_{os.getpid()}")
+
+
+def postgres_up() -> bool:
+    try:
+        import psycopg
+    except ImportError:
+        return False
+    try:
+        with psycopg.connect(POSTGRES_URL, connect_timeout=2):
+            return True
+    except psycopg.Error:
+        return False
+
+
+def satchel_postgres(*, durable_writes: bool = False) -> Flask | None:
+    """satchel on PostgreSQL; ``durable_writes`` waits for the WAL flush on every write."""
+    if not postgres_up():
+        return None
+    from satchel.stores.postgres import PostgresStore
+
+    suffix = "_durable" if durable_writes else ""
+    app = routes(Flask("satchel_postgres" + suffix), use_session=True)
+    Satchel(app, store=PostgresStore.from_url(POSTGRES_URL, table=BENCH_TABLE + suffix,
+                                              durable_writes=durable_writes))
+    return app
+
+
+def flask_session_postgres() -> Flask | None:
+    if not postgres_up():
+        return None
+    uri = POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://", 1)
+    return flask_session_sqlalchemy(uri, "flask_session_postgres")
+
+
+def postgres_floors(seconds: float, repeats: int) -> dict[str, float]:
+    if not postgres_up():
+        return {}
+    import psycopg
+
+    from satchel.stores.postgres.statements import ASYNC_COMMIT
+
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {BENCH_TABLE}_raw"
+                     " (key text PRIMARY KEY, data jsonb, last_seen float8)")
+        conn.execute(f"INSERT INTO {BENCH_TABLE}_raw VALUES ('k', '{{\"user\": \"alice\"}}', 0)"
+                     " ON CONFLICT DO NOTHING")
+        select = f"SELECT data, last_seen FROM {BENCH_TABLE}_raw WHERE key = %s"
+        update = f"UPDATE {BENCH_TABLE}_raw SET last_seen = %s WHERE key = %s"
+        # As PostgresStore's default (durable_writes=False) commits: no wait for the WAL flush.
+        update_async = (f"UPDATE {BENCH_TABLE}_raw SET last_seen = %s{ASYNC_COMMIT}"
+                        " WHERE key = %s")
+        return fastest_interleaved({
+            "psycopg SELECT": lambda: conn.execute(select, ("k",), prepare=True).fetchone(),
+            "psycopg UPDATE": lambda: conn.execute(update, (time.time(), "k"), prepare=True),
+            "psycopg UPDATE, async commit": lambda: conn.execute(
+                update_async, (time.time(), "k"), prepare=True),
+        }, seconds=seconds, repeats=repeats)
+
+
+def cleanup_postgres() -> None:
+    if not postgres_up():
+        return
+    import psycopg
+
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        for table in (BENCH_TABLE, BENCH_TABLE + "_durable", BENCH_TABLE + "_raw",
+                      BENCH_TABLE + "_flask_session"):
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+REDIS_URL = os.environ.get("SATCHEL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+BENCH_PREFIX = os.environ.get("SATCHEL_BENCH_PREFIX", f"satchel-bench-{os.getpid()}:")
+
+
+def redis_client() -> Any:
+    try:
+        import redis
+    except ImportError:
+        return None
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.exceptions.RedisError:
+        return None
+    return client
+
+
+def satchel_redis() -> Flask | None:
+    client = redis_client()
+    if client is None:
+        return None
+    from satchel.stores.redis import RedisStore
+
+    app = routes(Flask("satchel_redis"), use_session=True)
+    Satchel(app, store=RedisStore(client, prefix=BENCH_PREFIX))
+    return app
+
+
+def flask_session_redis() -> Flask | None:
+    client = redis_client()
+    try:
+        from flask_session import Session as FlaskSessionExt
+    except ImportError:
+        return None
+    if client is None:
+        return None
+    app = routes(Flask("flask_session_redis"), use_session=True)
+    app.config["SESSION_TYPE"] = "redis"
+    app.config["SESSION_REDIS"] = client
+    app.config["SESSION_KEY_PREFIX"] = BENCH_PREFIX + "fs:"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        FlaskSessionExt(app)
+    return app
+
+
+def raw_round_trips(seconds: float, repeats: int) -> dict[str, float]:
+    """Seconds per bare driver call on the same servers: the floor under any store."""
+    floors: dict[str, float] = {}
+    client = redis_client()
+    if client is not None:
+        key = BENCH_PREFIX + "raw"
+        client.set(key, b"x" * 64)
+        floors |= fastest_interleaved({
+            "redis GET": lambda: client.get(key),
+            "redis SET": lambda: client.set(key, b"x" * 64),
+        }, seconds=seconds, repeats=repeats)
+    return floors
+
+
+def cleanup_redis() -> None:
+    client = redis_client()
+    if client is not None:
+        for name in list(client.scan_iter(match=BENCH_PREFIX + "*", count=1000)):
+            client.delete(name)
+
+
+def flask_session_cachelib() -> Flask | None:
+    try:
+        from cachelib import SimpleCache
+        from flask_session import Session as FlaskSessionExt
+    except ImportError:
+        return None
+    app = routes(Flask("flask_session_cachelib"), use_session=True)
+    app.config["SESSION_TYPE"] = "cachelib"
+    app.config["SESSION_CACHELIB"] = SimpleCache(threshold=1_000_000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        FlaskSessionExt(app)
+    return app
+
+
+def environ_for(path: str, cookie: str | None) -> dict[str, Any]:
+    headers = {"Cookie": cookie} if cookie else {}
+    return EnvironBuilder(path=path, base_url="http://localhost/", headers=headers).get_environ()
+
+
+def login_cookie(app: Flask) -> str | None:
+    """The ``Cookie`` header a browser would send after logging in."""
+    client = app.test_client()
+    client.get("/login")
+    name = app.config["SESSION_COOKIE_NAME"]
+    cookie = client.get_cookie(name)
+    return f"{name}={cookie.value}" if cookie else None
+
+
+def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+    if not status.startswith("200"):
+        raise RuntimeError(f"benchmark request failed: {status}")
+
+
+def drive(app: Flask, environ: dict[str, Any], count: int) -> float:
+    """Seconds per request over ``count`` requests."""
+    wsgi: Callable[..., Iterable[bytes]] = app.wsgi_app
+    copy = environ.copy
+    start = time.perf_counter()
+    for _ in range(count):
+        body = wsgi(copy(), start_response)
+        for _chunk in body:
+            pass
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+    return (time.perf_counter() - start) / count
