@@ -11,6 +11,14 @@ waiting writer then wakes within a millisecond or two of the lock freeing, and S
 own lock is free by the time it asks for it (writers not using this lock, an older
 version of satchel, say, still wait in SQLite's busy handler).
 
+A writer that finds the file lock taken by another process does not poll for it: a thread
+of the store's own (:class:`_Waiter`, one per lock file, started on first need) waits in a
+blocking ``flock`` and hands the lock to the writer the moment it is granted; the writer
+waits on a condition, up to its timeout, and if it gives up, the waiter lets the lock go
+as soon as it gets it. Polling with sleeps of 0.1 to 1 ms cost a contended write about
+120 µs of CPU under gunicorn (two processes of four threads writing one file), and 8 %
+of its throughput.
+
 Without :mod:`fcntl` (Windows), or if the lock file cannot be opened (a read-only folder)
 or locked (a file system without ``flock``), the processes are left to SQLite, as before
 (an in-memory database has no lock file: no other process can reach it).
@@ -31,7 +39,6 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 _REOPEN_INTERVAL = 1.0  # seconds between tries to open a lock file that could not be opened
-_FIRST_PAUSE, _LONGEST_PAUSE = 0.0001, 0.001  # seconds between tries to take the file lock
 _PID = [os.getpid()]  # this process's id, kept up to date in a forked child
 if hasattr(os, "register_at_fork"):  # pragma: no branch - every POSIX system
     os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
@@ -59,6 +66,7 @@ class Writers:
         self._threads = threading.Lock()
         self._taken = False  # whether the holder (there is one at a time) has the file lock
         self._fd: int | None = None
+        self._waiter: _Waiter | None = None  # for self._fd, started on first need
         self._retry_at = 0.0
         self._stale = False
 
@@ -78,21 +86,31 @@ class Writers:
         self._taken = False
         if fd is None:
             return left
+        waiter = self._waiter
+        if waiter is None or not waiter.busy:  # (busy: it may be granted the lock any time)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._taken = True
+                return left
+            except BlockingIOError:
+                pass
+            except OSError:  # ENOLCK (some network file systems): leave it to SQLite
+                return left
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            self._taken = True
-            return left
-        except BlockingIOError:
-            pass
-        except OSError:  # ENOLCK (some network file systems): leave it to SQLite
-            return left
-        try:
-            left = _wait(fd, left)
+            if waiter is None:
+                waiter = self._waiter = _Waiter(fd)
+            start = time.monotonic()
+            try:
+                took = waiter.take(left)
+            except OSError:  # as at the first try: leave it to SQLite
+                return left
+            if not took:
+                raise Locked
         except BaseException:
             threads.release()
             raise
         self._taken = True
-        return left
+        return max(0.0, left - (time.monotonic() - start))
 
     def release(self) -> None:
         """Give back the lock taken by :meth:`acquire` (on the same thread)."""
@@ -117,18 +135,26 @@ class Writers:
 
     def _close(self) -> None:
         fd, self._fd, self._stale, self._retry_at = self._fd, None, False, 0.0
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter.stop()
         if fd is not None:
             os.close(fd)
 
     def __del__(self) -> None:
-        if self._fd is not None and self._pid == _PID[0]:
+        if self._pid != _PID[0]:
+            return
+        if self._waiter is not None:
+            self._waiter.stop()
+        if self._fd is not None:
             os.close(self._fd)
 
     def _forked(self) -> None:
         # the inherited descriptor is shared with the parent: its lock is the parent's (kept
         # while the parent's descriptor is open), and the thread lock may be held by a thread
-        # that was not copied
+        # that was not copied; neither is the parent's waiter thread
         self._pid, self._threads, self._fd, self._stale = _PID[0], threading.Lock(), None, False
+        self._waiter = None
 
     def _file(self) -> int | None:
         if self._fd is not None or fcntl is None or not self._in_file:
@@ -150,19 +176,86 @@ class Writers:
         return self._fd
 
 
-def _wait(fd: int, timeout: float) -> float:
-    """Take the file lock on ``fd``, trying for ``timeout`` seconds: the seconds left once
-    taken; raises :class:`Locked` past it."""
-    deadline = time.monotonic() + timeout
-    pause = _FIRST_PAUSE
-    while True:
-        now = time.monotonic()
-        if now >= deadline:
-            raise Locked
-        time.sleep(min(pause, deadline - now))
-        pause = min(pause * 2, _LONGEST_PAUSE)
+class _Waiter:
+    """A thread that takes the file lock with a blocking ``flock`` for the writer waiting on
+    :meth:`take`: the writer wakes when the lock is granted, with no polling.
+
+    It locks through a duplicate of the descriptor (the same open file, so the same lock,
+    which the writer releases on its own descriptor), so closing the store's descriptor
+    never leaves this thread working on a number the process has given to another file.
+    A lock it is granted after its writer gave up, or after :meth:`stop`, it lets go at
+    once. One writer at a time asks (the store's threads queue on their own lock first).
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = os.dup(fd)
+        self._cond = threading.Condition(threading.Lock())
+        self._asked = False  # a writer is waiting in take()
+        self._granted = False  # the thread holds the lock for that writer
+        self._error: OSError | None = None
+        self._stopped = False
+        self.busy = False
+        """True while the thread waits in ``flock`` (or is about to), for a writer that may
+        have given up: until then, a writer must ask it (:meth:`take`), not take the lock
+        on its own, which the thread would then let go of."""
+        threading.Thread(target=self._run, daemon=True, name="satchel sqlite lock").start()
+
+    def take(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the file lock: True once this caller holds it
+        (released with ``flock(LOCK_UN)`` on the store's descriptor), False if the time ran
+        out. Re-raises the ``OSError`` the blocking ``flock`` failed with."""
+        with self._cond:
+            self._asked, self._error = True, None
+            self._cond.notify_all()
+            taken = False
+            try:
+                self._cond.wait_for(lambda: self._granted or self._error is not None, timeout)
+                taken = self._granted
+            finally:  # also on an exception while waiting (KeyboardInterrupt)
+                self._asked = False
+                if self._granted:
+                    self._granted = False
+                    if not taken:
+                        fcntl.flock(self._fd, fcntl.LOCK_UN)
+                self._cond.notify_all()
+            if taken:
+                return True
+            if self._error is not None:
+                raise self._error
+            return False
+
+    def stop(self) -> None:
+        """End the thread: now if it is idle, else once its ``flock`` returns."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        fd, cond = self._fd, self._cond
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return max(0.0, deadline - time.monotonic())
-        except BlockingIOError:
-            pass
+            while True:
+                with cond:
+                    cond.wait_for(lambda: self._asked or self._stopped)
+                    if self._stopped:
+                        return
+                    self.busy = True
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)  # the interpreter lock is let go meanwhile
+                except OSError as err:
+                    with cond:
+                        self.busy = False
+                        self._error = err
+                        cond.notify_all()
+                        cond.wait_for(lambda: not self._asked or self._stopped)
+                    continue
+                with cond:
+                    if self._asked and not self._stopped:
+                        self.busy = False
+                        self._granted = True
+                        cond.notify_all()
+                        cond.wait_for(lambda: not self._granted or self._stopped)
+                        continue
+                    fcntl.flock(fd, fcntl.LOCK_UN)  # its writer gave up meanwhile
+                    self.busy = False
+        finally:
+            os.close(fd)
