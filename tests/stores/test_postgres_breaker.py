@@ -9,6 +9,7 @@ that slow (``_slow_probe``) and check that later calls are served.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -224,3 +225,30 @@ def test_every_call_answered_while_another_tripped_the_breaker_closes_it(
         assert not store._breaker.down
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(("options", "warned"), [
+    ("-c statement_timeout=5s", True),  # above the store's 3 s
+    ("-c statement_timeout=3000", True),  # equal: the client's wait often runs out first
+    ("-c statement_timeout=0", True),  # none at all
+    ("-c statement_timeout=2s", False),
+    ("-c statement_timeout='2400ms' -c lock_timeout=1s", False),
+    ("-c lock_timeout=1s", False),  # satchel sets statement_timeout itself
+])
+def test_a_urls_own_statement_timeout_not_below_the_store_timeout_is_warned_of(
+        options: str, warned: bool, caplog: pytest.LogCaptureFixture) -> None:
+    """A URL's own ``statement_timeout`` is kept as given; one that does not leave the
+    server's cancel time to come back before the client's wait runs out says so at start,
+    with a value that would."""
+    from satchel.stores.postgres.timed import pool_kwargs
+
+    with caplog.at_level(logging.WARNING, logger="satchel"):
+        kwargs = pool_kwargs({"options": options}, 3.0)
+    warnings = [r.getMessage() for r in caplog.records if "statement_timeout" in r.getMessage()]
+    assert bool(warnings) is warned, warnings
+    if warned:
+        assert "statement_timeout=2400" in warnings[0]
+    if "statement_timeout" in options:
+        assert "options" not in kwargs  # the URL's own is kept
+    else:
+        assert kwargs["options"] == f"{options} -c statement_timeout=2400"

@@ -157,8 +157,10 @@ class PostgresStore(StatementRuns, SchemaSetup, UserRows, LeaseRows):
         ``connect_timeout``, whole seconds, at least 2; the pool connects in the
         background, so a request waits at most ``timeout``). Past it:
         :class:`StoreUnavailable`. A ``connect_timeout`` or ``statement_timeout``
-        in the URL is kept. A URL without a host is a :class:`ConfigError`: the
-        store never connects to a default host.
+        in the URL is kept (a ``statement_timeout`` not below ``timeout`` logs a warning
+        on ``satchel``: a statement it lets run is cut by the client, tripping the
+        breaker). A URL without a host is a :class:`ConfigError`: the store never
+        connects to a default host.
         """
         params = parse_url(url)  # ConfigError for an unusable URL
         if not timeout > 0:

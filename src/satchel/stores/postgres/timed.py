@@ -16,6 +16,8 @@ Three bounds, each for a different failure (PostgreSQL docs, "Connection Paramet
 from __future__ import annotations
 
 import inspect
+import logging
+import re
 import select
 from functools import cache
 from time import monotonic
@@ -24,6 +26,12 @@ from typing import Any, TypeVar
 import psycopg
 
 RV = TypeVar("RV")
+log = logging.getLogger("satchel")
+# A statement_timeout in libpq's options: "-c statement_timeout=5s" (PostgreSQL's units;
+# milliseconds without one)
+_STATEMENT_TIMEOUT = re.compile(
+    r"statement_timeout\s*=\s*'?\s*(\d+(?:\.\d+)?)\s*(us|ms|s|min|h|d)?\s*'?(?:\s|$)")
+_UNIT_SECONDS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
 _NATIVE = "timeout" in inspect.signature(psycopg.Connection.wait).parameters
 # psycopg's Wait/Ready flags (psycopg.waiting), the same in every psycopg 3.
 _WAIT_R, _WAIT_W, _READY_R, _READY_W = 1, 2, 1, 2
@@ -52,7 +60,26 @@ def pool_kwargs(params: dict[str, Any], timeout: float) -> dict[str, Any]:
     if "statement_timeout" not in options:
         ms = max(1, round(statement_bound(timeout) * 1000))
         kwargs["options"] = f"{options} -c statement_timeout={ms}".strip()
+    else:
+        given = options_statement_timeout(options)
+        if given is None or given == 0 or given >= timeout:
+            shown = "unreadable" if given is None else "off" if given == 0 else f"{given:g} s"
+            log.warning("PostgreSQL statement_timeout in the URL (%s) is not below the"
+                        " store's timeout (%g s): a statement held by a lock is cut by the"
+                        " client, which trips the store's breaker (503s until a probe"
+                        " passes); set it below, e.g. -c statement_timeout=%d, or leave"
+                        " it out", shown, timeout, round(statement_bound(timeout) * 1000))
     return kwargs
+
+
+def options_statement_timeout(options: str) -> float | None:
+    """The ``statement_timeout`` set in libpq ``options`` (``-c statement_timeout=5s``), in
+    seconds (PostgreSQL's units: ``us``, ``ms``, ``s``, ``min``, ``h``, ``d``; milliseconds
+    without one); 0 means none; None if ``options`` sets none this can read."""
+    found = _STATEMENT_TIMEOUT.search(options)
+    if found is None:
+        return None
+    return float(found.group(1)) * _UNIT_SECONDS[found.group(2) or "ms"]
 
 
 def statement_bound(timeout: float) -> float:
