@@ -252,3 +252,36 @@ def test_a_probe_started_after_a_call_arrived_answers_it_without_another() -> No
         thread.join(10)
     assert outcomes == ["503"] * 3
     assert started == [0, 1]
+
+
+def test_after_a_refused_probe_the_next_runs_in_the_callers_thread() -> None:
+    """A store that refuses at once costs no thread per probe: after a probe that failed
+    fast, the next runs in the calling thread. One that took long (a stalled server) keeps
+    the probes in threads of their own, so no call waits on it past its patience."""
+    breaker = Breaker("store", patience=0.05)
+    breaker.trip("refused")
+    threads: list[threading.Thread] = []
+
+    def refused() -> None:
+        threads.append(threading.current_thread())
+        raise StoreUnavailable("refused")
+
+    for _ in range(3):
+        with pytest.raises(StoreUnavailable):
+            breaker.enter(refused)
+    assert threads[0] is not threading.current_thread()  # nothing known yet: a thread
+    assert threads[1:] == [threading.current_thread()] * 2
+
+    release = threading.Event()
+
+    def slow_then_refused() -> None:
+        threads.append(threading.current_thread())
+        release.wait(0.2)
+        raise StoreUnavailable("refused after a while")
+
+    with pytest.raises(StoreUnavailable):
+        breaker.enter(slow_then_refused)  # inline: waits it out (bounded by the store)
+    with pytest.raises(StoreUnavailable):
+        breaker.enter(slow_then_refused)  # that one took long: a thread again
+    assert threads[-1] is not threading.current_thread()
+    release.set()

@@ -43,6 +43,10 @@ from time import monotonic
 
 from satchel.errors import StoreUnavailable
 
+FAST_FAILURE = 0.005
+"""Seconds: a probe that fails within this (a refused connection) makes the next probe run
+in the thread of the call that starts it (see :meth:`Breaker.enter`)."""
+
 
 class _Probe:
     """One run of a store's probe in a thread of its own, and how it ended."""
@@ -67,8 +71,8 @@ class Breaker:
     before it fails.
     """
 
-    __slots__ = ("_cause", "_lease", "_lock", "_name", "_probe", "_reason", "_since", "down",
-                 "patience")
+    __slots__ = ("_cause", "_inline", "_lease", "_lock", "_name", "_probe", "_reason",
+                 "_since", "down", "patience")
 
     def __init__(self, name: str, *, lease: float = 60.0, patience: float = 0.04) -> None:
         self.down = False
@@ -81,6 +85,11 @@ class Breaker:
         self._since = 0.0
         self._reason = ""
         self._cause: BaseException | None = None
+        # The last probe failed within FAST_FAILURE: the server refuses at once, so the next
+        # probe runs in the thread of the call that starts it (no thread to start and hand
+        # over to). If it hangs instead, that call waits the store's timeout, as the calls
+        # in flight when a store falls do, and the probes after it get threads again.
+        self._inline = False
 
     def trip(self, reason: str, cause: BaseException | None = None) -> None:
         """A call failed because the store cannot be reached (``reason``: why, no secrets).
@@ -101,7 +110,10 @@ class Breaker:
         ``probe()`` raises (StoreUnavailable, after tripping the breaker again) if the store is
         still down; when it returns, the breaker closes. It runs in a thread of its own, one at
         a time; this call waits for it at most :attr:`patience` seconds and raises
-        StoreUnavailable if it has not passed by then. A call that finds a probe running
+        StoreUnavailable if it has not passed by then. After a probe that failed within
+        :data:`FAST_FAILURE` (the server refused the connection), the next one runs in the
+        calling thread instead, bounded by the store's timeout: a refusing store then
+        costs no thread and no hand-over per probe. A call that finds a probe running
         waits for that one the same way instead of starting another. A failed probe answers
         the calls that arrived before it started; a call that arrived while it ran (the
         store may have come back after its attempt) waits for the next probe, its own or
@@ -122,7 +134,9 @@ class Breaker:
                 mine = running is None
                 if running is None:
                     running = self._probe = _Probe()
-            if mine:
+            if mine and self._inline:
+                self._run(running, probe)
+            elif mine:
                 threading.Thread(target=self._run, args=(running, probe), daemon=True,
                                  name=f"satchel probe {self._name}").start()
             finished = running.done.wait(max(0.0, deadline - monotonic()))
@@ -172,7 +186,9 @@ class Breaker:
             probe()
         except BaseException as err:  # the caller that waits for it re-raises it
             started.error = err
+            self._inline = monotonic() - started.started < FAST_FAILURE
         else:
+            self._inline = False
             with self._lock:
                 if self._probe is started:
                     self.down = False
