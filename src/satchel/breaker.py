@@ -3,7 +3,8 @@
 A network store (Redis, PostgreSQL) holds one :class:`Breaker`. When one of its calls fails
 because the server cannot be reached (refused, reset, timed out), the store calls
 :meth:`Breaker.trip`. From then on every call first meets :attr:`Breaker.down` and goes through
-:meth:`Breaker.enter`, which never makes a request wait out the store's timeout:
+:meth:`Breaker.enter`, which never makes a request wait out the store's timeout (but for
+the one exception below, after a refused probe):
 
 - if no probe is running, it starts one in a thread of its own: the store's ``probe`` (a PING,
   a ``SELECT 1``, the schema creation still owed), bounded by the store's timeout, and waits
@@ -27,7 +28,10 @@ in a store call when it fell wait for the timeout. A call that was in flight whe
 tripped and then gets the server's answer closes it (:meth:`Breaker.reached`): one slow answer
 on a loaded machine is not an outage. Only a failure to reach the server trips it: an error the
 server itself answers with (a statement timeout, Redis's OOM) does not. There is no delay
-between probes: at most one runs at a time.
+between probes: at most one runs at a time. After a probe the server refused at once (within
+:data:`FAST_FAILURE`), the next runs in the thread of the call that starts it, which saves a
+thread and a hand-over per probe while a store refuses; if the server stops answering
+meanwhile, that one call waits out the store's timeout.
 
 A healthy store pays one attribute check per call (``if breaker.down``). This is the "circuit
 breaker" of Nygard's *Release It!*, its half-open state a single trial call run in the
