@@ -112,7 +112,12 @@ def test_a_statement_the_server_cancels_for_its_timeout_does_not_fail_the_next_c
         table: str) -> None:
     """The server answers a statement that waited past ``statement_timeout`` with an error:
     that call fails, but the server is reachable and the next calls are served."""
-    store = _store(table, timeout=5.0, statement_timeout_ms=300)
+    _a_locked_write_fails_alone(_store(table, timeout=5.0, statement_timeout_ms=300), table)
+
+
+def _a_locked_write_fails_alone(store: PostgresStore, table: str) -> None:
+    """A write waiting on a row lock gets the server's statement timeout; the breaker stays
+    closed, and the next calls are served without a probe. Closes ``store``."""
     try:
         _records(store, "locked", "free")
         lock = RowLock(table, "locked")
@@ -121,6 +126,7 @@ def test_a_statement_the_server_cancels_for_its_timeout_does_not_fail_the_next_c
                 _write(store, "locked")
         finally:
             lock.release()
+        assert not store._breaker.down
         _slow_probe(store)
         assert store.load("free") is not None  # no 503: the server answered just now
         assert _write(store, "free")
@@ -137,19 +143,7 @@ def test_from_urls_own_bounds_let_the_server_cancel_a_slow_statement_first(
     wait often ran out first: the breaker tripped on a server that answers, and the next
     calls got 503 until a probe passed."""
     store = PostgresStore.from_url(URL, table=table, timeout=timeout, max_size=4)
-    try:
-        _records(store, "locked", "free")
-        lock = RowLock(table, "locked")
-        try:
-            with pytest.raises(StoreUnavailable, match="statement timeout"):
-                _write(store, "locked")
-        finally:
-            lock.release()
-        assert not store._breaker.down
-        _slow_probe(store)
-        assert store.load("free") is not None
-    finally:
-        store.close()
+    _a_locked_write_fails_alone(store, table)
 
 
 def test_an_answer_after_another_call_timed_out_lets_the_next_calls_through(table: str) -> None:

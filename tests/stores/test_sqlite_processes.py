@@ -69,19 +69,23 @@ def test_processes_of_several_threads_writing_keys_of_one_session_keep_every_wri
     assert loaded is not None and len(loaded.fields) == 2 * 4 * 25
 
 
-def test_a_write_waits_for_another_process_holding_the_lock_and_both_are_kept(
-        path: str) -> None:
+def _write_behind_a_holder(path: str, store: SQLiteStore, *, queued_for: float = 0.3,
+                           while_queued: Any = None) -> None:
+    """Another process holds the write lock; ``store`` writes key "a" of "shared", which
+    must wait ``queued_for`` seconds without finishing (``while_queued()`` is called then),
+    and finish once the holder lets go; the holder's own write is committed."""
     held, release = SPAWN.Event(), SPAWN.Event()
     holder = SPAWN.Process(target=_hold, args=(path, held, release))
     holder.start()
     try:
         assert held.wait(30)
-        store = SQLiteStore(path)
         done = threading.Event()
         writer = threading.Thread(
             target=lambda: (store.update("shared", Patch(set={"a": b"1"})), done.set()))
         writer.start()
-        assert not done.wait(0.3)  # queued behind the holder
+        assert not done.wait(queued_for)  # queued behind the holder
+        if while_queued is not None:
+            while_queued()
         release.set()
         writer.join(30)
         assert done.is_set()
@@ -90,6 +94,12 @@ def test_a_write_waits_for_another_process_holding_the_lock_and_both_are_kept(
         holder.join(30)
     assert holder.exitcode == 0
     assert store.load("held") is not None
+
+
+def test_a_write_waits_for_another_process_holding_the_lock_and_both_are_kept(
+        path: str) -> None:
+    store = SQLiteStore(path)
+    _write_behind_a_holder(path, store)
     loaded = store.load("shared")
     assert loaded is not None and loaded.fields == {"a": b"1"}
 
@@ -113,25 +123,11 @@ def test_a_write_waiting_for_another_process_does_not_poll_the_lock(
             real.flock(fd, operation)
 
     monkeypatch.setattr(writers, "fcntl", Counting)
-    held, release = SPAWN.Event(), SPAWN.Event()
-    holder = SPAWN.Process(target=_hold, args=(path, held, release))
-    holder.start()
-    try:
-        assert held.wait(30)
-        store = SQLiteStore(path)
-        done = threading.Event()
-        writer = threading.Thread(
-            target=lambda: (store.update("shared", Patch(set={"a": b"1"})), done.set()))
-        writer.start()
-        assert not done.wait(0.5)  # queued behind the holder
-        waiting = len(calls)
-        release.set()
-        writer.join(30)
-        assert done.is_set()
-    finally:
-        release.set()
-        holder.join(30)
-    assert waiting <= 2, f"{waiting} flock calls while waiting half a second"
+    store = SQLiteStore(path)
+    waiting: list[int] = []
+    _write_behind_a_holder(path, store, queued_for=0.5,
+                           while_queued=lambda: waiting.append(len(calls)))
+    assert waiting[0] <= 2, f"{waiting[0]} flock calls while waiting half a second"
     assert store.update("shared", Patch(set={"b": b"1"}))  # the lock was given back
     loaded = store.load("shared")
     assert loaded is not None and loaded.fields == {"a": b"1", "b": b"1"}
