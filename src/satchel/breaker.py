@@ -52,6 +52,29 @@ FAST_FAILURE = 0.005
 in the thread of the call that starts it (see :meth:`Breaker.enter`)."""
 
 
+def _bare(err: BaseException | None) -> BaseException | None:
+    """``err`` with the traceback of it and of every exception it chains to removed, in place.
+
+    An error kept past the ``except`` that caught it (the breaker's cause, a probe's error
+    for the call that waits) would keep, through its traceback, every frame of the stack it
+    was raised on and their locals: the failed request's, with its session, and the frame
+    that keeps it (a probe's ``_Probe``), which makes a reference cycle. With a driver that
+    keeps its error in a local (psycopg's ``connect``), each refused probe left about 150
+    objects to the cycle collector, whose passes then paused the server for 30-50 ms under a
+    refusing store. A probe's traceback would only mislead anyway: it ran in another thread.
+    """
+    seen: set[int] = set()
+    pending = [err]
+    while pending:
+        each = pending.pop()
+        if each is None or id(each) in seen:
+            continue
+        seen.add(id(each))
+        each.__traceback__ = None
+        pending += (each.__cause__, each.__context__)
+    return err
+
+
 class _Probe:
     """One run of a store's probe in a thread of its own, and how it ended."""
 
@@ -99,8 +122,11 @@ class Breaker:
         """A call failed because the store cannot be reached (``reason``: why, no secrets).
 
         ``cause``, the driver's error (scrubbed of secrets), becomes the ``__cause__`` of the
-        StoreUnavailable that calls get while the breaker is open, so a log says why.
+        StoreUnavailable that calls get while the breaker is open, so a log says why. It is
+        kept without its traceback, see :func:`_bare`: the same object, as ``__cause__`` of
+        the error the failed call raises, prints its type and message but no stack.
         """
+        _bare(cause)
         with self._lock:
             if not self.down:
                 self._since = monotonic()
@@ -156,7 +182,11 @@ class Breaker:
                     raise self._unavailable(monotonic())
                 return
             if mine:
-                raise running.error
+                error, running = running.error, None
+                try:
+                    raise error
+                finally:  # this frame, in error's traceback, must not hold it: no cycle
+                    del error
             if running.started >= arrived or monotonic() >= deadline:
                 # A probe that started after this call arrived has answered for it, whoever
                 # started it: no probe per waiting call, no convoy of probe threads.
@@ -189,7 +219,7 @@ class Breaker:
         try:
             probe()
         except BaseException as err:  # the caller that waits for it re-raises it
-            started.error = err
+            started.error = _bare(err)
             self._inline = monotonic() - started.started < FAST_FAILURE
         else:
             self._inline = False
