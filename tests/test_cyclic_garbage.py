@@ -150,17 +150,20 @@ def served_then_failed(url: str, fall: Callable[[], None], flasks_own: float) ->
         assert failed == {503}
         # the full lists name the culprit: frames with their code, errors with messages
         assert not satchels_own(garbage), "503"
-        # a driver's own threads (psycopg's pool reconnecting) may add a few, not per 503
-        assert len(garbage) / REQUESTS <= flasks_own + 3, "503"
+        # A driver's own thread may add some: psycopg's pool reconnects in the background,
+        # each attempt leaving ~150 objects of psycopg's in cycles, up to 3 a measurement
+        # here. Before the breaker kept its errors bare, each 503 left 100-150 of satchel's.
+        assert len(garbage) / REQUESTS <= flasks_own + 20, "503"
     finally:
         satchel.Satchel.store_of(app).close()  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_requests_leave_no_cycles_served_or_failed(case: str, tmp_path: Path,
-                                                   flasks_own: float) -> None:
+                                                   flasks_own: float,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
     for quiet in ("satchel", "psycopg", "psycopg.pool"):  # a line per 503 is not the point
-        logging.getLogger(quiet).setLevel(logging.CRITICAL)
+        caplog.set_level(logging.CRITICAL, logger=quiet)
     with CASES[case](tmp_path) as (url, fall):
         served_then_failed(url, fall, flasks_own)
     # A probe still stalled holds the app: with the fault over, let it end, so that the next
