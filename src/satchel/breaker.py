@@ -45,34 +45,11 @@ import threading
 from collections.abc import Callable
 from time import monotonic
 
-from satchel.errors import StoreUnavailable
+from satchel.errors import StoreUnavailable, without_tracebacks
 
 FAST_FAILURE = 0.005
 """Seconds: a probe that fails within this (a refused connection) makes the next probe run
 in the thread of the call that starts it (see :meth:`Breaker.enter`)."""
-
-
-def _bare(err: BaseException | None) -> BaseException | None:
-    """``err`` with the traceback of it and of every exception it chains to removed, in place.
-
-    An error kept past the ``except`` that caught it (the breaker's cause, a probe's error
-    for the call that waits) would keep, through its traceback, every frame of the stack it
-    was raised on and their locals: the failed request's, with its session, and the frame
-    that keeps it (a probe's ``_Probe``), which makes a reference cycle. With a driver that
-    keeps its error in a local (psycopg's ``connect``), each refused probe left about 150
-    objects to the cycle collector, whose passes then paused the server for 30-50 ms under a
-    refusing store. A probe's traceback would only mislead anyway: it ran in another thread.
-    """
-    seen: set[int] = set()
-    pending = [err]
-    while pending:
-        each = pending.pop()
-        if each is None or id(each) in seen:
-            continue
-        seen.add(id(each))
-        each.__traceback__ = None
-        pending += (each.__cause__, each.__context__)
-    return err
 
 
 class _Probe:
@@ -123,10 +100,11 @@ class Breaker:
 
         ``cause``, the driver's error (scrubbed of secrets), becomes the ``__cause__`` of the
         StoreUnavailable that calls get while the breaker is open, so a log says why. It is
-        kept without its traceback, see :func:`_bare`: the same object, as ``__cause__`` of
-        the error the failed call raises, prints its type and message but no stack.
+        kept without its traceback (see :func:`~satchel.errors.without_tracebacks`): the
+        same object, as ``__cause__`` of the error the failed call raises, prints its type
+        and message but no stack.
         """
-        _bare(cause)
+        without_tracebacks(cause)
         with self._lock:
             if not self.down:
                 self._since = monotonic()
@@ -219,7 +197,7 @@ class Breaker:
         try:
             probe()
         except BaseException as err:  # the caller that waits for it re-raises it
-            started.error = _bare(err)
+            started.error = without_tracebacks(err)  # it ran in another thread
             self._inline = monotonic() - started.started < FAST_FAILURE
         else:
             self._inline = False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 # The requirements of each extra in pyproject.toml (tests/test_package.py keeps them equal).
 # satchel is not on PyPI, so ``pip install`` of 'satchel[redis]' would not resolve: a hint names
 # the drivers themselves, and the extra as installed from a checkout.
@@ -19,6 +21,32 @@ def install_hint(extra: str) -> str:
     drivers = " ".join(f"'{requirement}'" for requirement in EXTRAS[extra])
     return (f"pip install {drivers} (or, in a satchel checkout, pip install -e '.[{extra}]';"
             " see the README's Installation)")
+
+
+_Error = TypeVar("_Error", bound="BaseException | None")
+
+
+def without_tracebacks(err: _Error) -> _Error:
+    """``err`` (returned, or None) with the traceback of it and of every exception it chains
+    to (``__cause__``, ``__context__``) removed, in place. Types and messages stay.
+
+    For an error kept past the ``except`` that caught it, to raise or show later (a store's
+    breaker keeps the error that tripped it and a probe's error; a prefetched load keeps its
+    failure). Through its traceback it would keep every frame of the stack it was raised on,
+    with their locals (a request's, with its session), and the frame that keeps the error
+    then makes a reference cycle: left to the cycle collector, whose full passes pause every
+    thread of the process. Re-raised, it gets a traceback from where it is raised again.
+    """
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [err]
+    while pending:
+        each = pending.pop()
+        if each is None or id(each) in seen:
+            continue
+        seen.add(id(each))
+        each.__traceback__ = None
+        pending += (each.__cause__, each.__context__)
+    return err
 
 
 class SatchelError(Exception):

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
+from satchel.errors import without_tracebacks
 from satchel.store import Record
 from satchel.stores.redis.errors import DRIVER_ERRORS
 from satchel.stores.redis.record import decode
@@ -78,7 +79,7 @@ class FailedLoad:
     __slots__ = ("_error",)
 
     def __init__(self, error: Exception) -> None:
-        self._error = error
+        self._error = without_tracebacks(error)  # kept past its except: no frames held
 
     def result(self) -> Record | None:
         raise self._error
