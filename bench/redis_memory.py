@@ -42,6 +42,8 @@ from typing import Any
 
 import redis
 from flask import Flask, session
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from satchel import Satchel
 from satchel.stores.redis import RedisStore
@@ -71,7 +73,9 @@ def redis_server(binary: str, config: list[str]) -> Iterator[redis.Redis]:
         name, _, value = item.partition("=")
         args += ["--" + name, value]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(host=HOST, port=port, socket_timeout=10)
+    # No retries, as satchel advises (a retry waits the timeout again); RedisStore warns else.
+    client = redis.Redis(host=HOST, port=port, socket_timeout=10,
+                         retry=Retry(NoBackoff(), 0))
     try:
         deadline = time.monotonic() + 10
         while True:
