@@ -2,17 +2,19 @@
 
 Every app has the same routes (:func:`routes`): ``/login`` puts a user in the session,
 ``/write`` adds one to a counter, ``/read`` reads the user, ``/untouched`` never touches the
-session. :func:`bare` has no session layer at all. Built by ``bench/overhead.py`` (timed
-in-process through WSGI with :func:`drive`), ``bench/load.py`` (under gunicorn) and the other
-benchmarks. The Redis and PostgreSQL contenders use ``SATCHEL_TEST_REDIS_URL`` and
-``SATCHEL_TEST_POSTGRES_URL`` (loopback defaults), with keys and tables of the run's own
-(``BENCH_PREFIX``, ``BENCH_TABLE``), which :func:`cleanup_redis` and :func:`cleanup_postgres`
-remove.
+session. :func:`bare` has no session layer at all, nor has :func:`sqlite_calls`, whose views
+make the bare SQLite calls a session layer on SQLite needs (the floor under one). Built by
+``bench/overhead.py`` (timed in-process through WSGI with :func:`drive`), ``bench/load.py``
+(under gunicorn) and the other benchmarks. The Redis and PostgreSQL contenders use
+``SATCHEL_TEST_REDIS_URL`` and ``SATCHEL_TEST_POSTGRES_URL`` (loopback defaults), with keys
+and tables of the run's own (``BENCH_PREFIX``, ``BENCH_TABLE``), which :func:`cleanup_redis`
+and :func:`cleanup_postgres` remove.
 """
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -90,6 +92,53 @@ def satchel_sqlite(tmp: Path) -> Flask:
     folder.mkdir(exist_ok=True)
     app = routes(Flask("satchel_sqlite"), use_session=True)
     Satchel(app, store=SQLiteStore(folder / "sessions.sqlite3"))
+    return app
+
+
+def sqlite_calls(tmp: Path) -> Flask:
+    """No session layer: in its views, the SQLite calls that any SQLite-backed one makes.
+
+    ``/write`` reads a row by key and writes it back (a SELECT, then an autocommitted
+    INSERT OR REPLACE), ``/read`` reads it (a SELECT), on a file in WAL mode with
+    ``synchronous=NORMAL``, as :class:`SQLiteStore` opens its files. ``bench/overhead.py``
+    times it as it times the layers, inside a request, so the calls run with the caches the
+    request's Flask work leaves them: its overhead over the bare app is the floor under any
+    SQLite session layer's. One connection, for bench/overhead.py's single thread.
+    """
+    folder = tmp / "sqlite_calls"
+    folder.mkdir(exist_ok=True)
+    db = sqlite3.connect(folder / "calls.sqlite3", isolation_level=None,
+                         check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("CREATE TABLE IF NOT EXISTS sessions (key TEXT PRIMARY KEY, data BLOB NOT NULL)"
+               " WITHOUT ROWID")
+    db.execute("INSERT OR REPLACE INTO sessions VALUES ('k', ?)", (b'{"n": 0}',))
+    cursor = db.cursor()
+    app = Flask("sqlite_calls")
+    app.config["SECRET_KEY"] = SECRET
+    app.session_interface = _NoSessions()
+
+    @app.get("/login")
+    def login() -> str:
+        return "ok"
+
+    @app.get("/write")
+    def write() -> str:
+        data = cursor.execute("SELECT data FROM sessions WHERE key = ?", ("k",)).fetchall()
+        cursor.execute("INSERT OR REPLACE INTO sessions (key, data) VALUES (?, ?)",
+                       ("k", data[0][0]))
+        return "ok"
+
+    @app.get("/read")
+    def read() -> str:
+        cursor.execute("SELECT data FROM sessions WHERE key = ?", ("k",)).fetchall()
+        return "alice"
+
+    @app.get("/untouched")
+    def untouched() -> str:
+        return "ok"
+
     return app
 
 

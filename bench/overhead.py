@@ -58,6 +58,7 @@ from flask import Flask
 from paired import median_difference
 
 SCENARIOS = ("write", "read", "untouched")
+SQLITE_CALLS = "sqlite-calls"  # the bare SQLite calls, timed in a request (see _floor_lines)
 
 
 def paired_untouched(apps: dict[str, Flask], *, seconds: float,
@@ -138,6 +139,7 @@ def contenders(tmp: Path) -> dict[str, Flask]:
         "satchel-cookie": contender_apps.satchel_cookie(),
         "satchel-memory": contender_apps.satchel_memory(),
         "satchel-sqlite": contender_apps.satchel_sqlite(tmp),
+        SQLITE_CALLS: contender_apps.sqlite_calls(tmp),  # a floor, not a contender
         "satchel-redis": contender_apps.satchel_redis(),
         "satchel-postgres": contender_apps.satchel_postgres(),
         "satchel-postgres-durable": contender_apps.satchel_postgres(durable_writes=True),
@@ -171,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         apps = contenders(Path(tmpdir))
         if args.only:
             wanted = {"bare", *args.only.split(",")}
+            if "satchel-sqlite" in wanted:
+                wanted.add(SQLITE_CALLS)
             unknown = wanted - set(apps)
             if unknown:
                 parser.error(f"unknown contender(s): {', '.join(sorted(unknown))}; "
@@ -180,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             app.config["BENCH_PERMANENT"] = args.permanent
         try:
             results = measure_all(apps, seconds_per_run=seconds, repeats=repeats)
+            apps.pop(SQLITE_CALLS, None)
             floors = (contender_apps.raw_round_trips(seconds, repeats)
                       | contender_apps.postgres_floors(seconds, repeats))
             paired = paired_untouched(apps, seconds=seconds / 25, blocks=5 if args.quick else 101)
@@ -188,6 +193,10 @@ def main(argv: list[str] | None = None) -> int:
             contender_apps.cleanup_postgres()
 
     base = results.pop("bare")
+    calls = results.pop(SQLITE_CALLS, None)
+    if calls is not None:
+        floors |= {"sqlite SELECT+UPSERT": calls["write"] - base["write"],
+                   "sqlite SELECT": calls["read"] - base["read"]}
     print(f"per-request time in µs (fastest of {repeats} interleaved runs of ~{seconds}s each);"
           " in brackets the overhead: time - bare app's")
     print(f"{'':26}" + "".join(f"{s:>22}" for s in SCENARIOS))
@@ -246,34 +255,62 @@ def _report(out: Path, name: str, base: dict[str, float], results: dict[str, dic
                         command=report.command_line(), body=body, panels=[panel])
 
 
+_SQLITE_FLOORS = ("sqlite SELECT+UPSERT", "sqlite SELECT")
+
+
 def _floor_lines(floors: dict[str, float], overhead: dict[str, dict[str, float]]) -> list[str]:
-    """What the raw driver round trips say of the run: each networked satchel layer's overhead
-    over its round trips, and the lowest overhead ratio to its Flask-Session peer that those
-    round trips alone would allow (a layer that did nothing but its round trips)."""
-    if not floors:
-        return []
-    lines = ["raw driver round trips on the same servers, µs: "
-             + ", ".join(f"{name} {value * 1e6:.1f}" for name, value in floors.items())]
-    layers = [("satchel-redis", "flask-session-redis", "redis GET", "redis SET", "GET+SET",
-               "GET"),
-              ("satchel-postgres", "flask-session-postgres", "psycopg SELECT",
-               "psycopg UPDATE, async commit", "SELECT+UPDATE, async commit", "SELECT"),
-              ("satchel-postgres-durable", "flask-session-postgres", "psycopg SELECT",
-               "psycopg UPDATE", "SELECT+UPDATE", "SELECT")]
-    for name, peer, read, write, write_label, read_label in layers:
-        if name not in overhead or read not in floors:
+    """What the floors say of the run: each layer's overhead over the bare calls its store
+    needs, and the lowest overhead ratio to its peer those calls alone would allow (a layer
+    that did nothing but them).
+
+    The floors of Redis and PostgreSQL are driver round trips timed in a loop; SQLite's are
+    the calls of :func:`contender_apps.sqlite_calls`, timed in a request as the layers are
+    (in-process calls run slower with the caches a request's Flask work leaves them; a
+    round trip's time is mostly the server's and the network's). SQLite's calls run in the
+    request's thread, where nothing overlaps them, so satchel's own session machinery
+    (satchel-memory's overhead) adds to them: that sum is the floor under satchel's SQLite
+    layer. A Redis or PostgreSQL load is sent as the request opens and overlaps it.
+    """
+    trips = {name: value for name, value in floors.items() if name not in _SQLITE_FLOORS}
+    lines = []
+    if trips:
+        lines.append("raw driver round trips on the same servers, µs: "
+                     + ", ".join(f"{name} {value * 1e6:.1f}" for name, value in trips.items()))
+    if _SQLITE_FLOORS[0] in floors:
+        lines.append("raw sqlite3 calls in a request of a bare app (WAL, synchronous=NORMAL),"
+                     " µs over the bare app: "
+                     + ", ".join(f"{name.removeprefix('sqlite ')} {floors[name] * 1e6:.1f}"
+                                 for name in _SQLITE_FLOORS))
+    layers = [("satchel-redis", "flask-session-redis", ("redis GET", "redis SET"), "GET+SET",
+               "redis GET", "GET", "round trips"),
+              ("satchel-postgres", "flask-session-postgres",
+               ("psycopg SELECT", "psycopg UPDATE, async commit"), "SELECT+UPDATE, async commit",
+               "psycopg SELECT", "SELECT", "round trips"),
+              ("satchel-postgres-durable", "flask-session-postgres",
+               ("psycopg SELECT", "psycopg UPDATE"), "SELECT+UPDATE", "psycopg SELECT",
+               "SELECT", "round trips"),
+              ("satchel-sqlite", "flask-cookie", ("sqlite SELECT+UPSERT",), "SELECT+UPSERT",
+               "sqlite SELECT", "SELECT", "sqlite calls")]
+    for name, peer, writes, write_label, read, read_label, what in layers:
+        if name not in overhead or read not in floors or not all(w in floors for w in writes):
             continue
-        write_floor, read_floor = floors[read] + floors[write], floors[read]
+        write_floor, read_floor = sum(floors[w] for w in writes), floors[read]
         cells = overhead[name]
-        lines.append(f"  {name} overhead / round trips: write"
-                     f" {cells['write'] / write_floor:.2f}x (of {write_label}), read"
-                     f" {cells['read'] / read_floor:.2f}x (of {read_label})")
+        lines.append(f"  {name} overhead / {what}: write"
+                     f" {_ratio(cells['write'], write_floor)} (of {write_label}), read"
+                     f" {_ratio(cells['read'], read_floor)} (of {read_label})")
         if peer in overhead:
             theirs = overhead[peer]
-            lines.append(f"    lowest ratio to {peer} the round trips allow: write"
+            lines.append(f"    lowest ratio to {peer} the {what} allow: write"
                          f" {_ratio(write_floor, theirs['write'])}, read"
                          f" {_ratio(read_floor, theirs['read'])}")
-    if "satchel-postgres" in overhead:
+            if what == "sqlite calls" and "satchel-memory" in overhead:
+                machinery = overhead["satchel-memory"]
+                lines.append(f"    with satchel's session machinery (satchel-memory's overhead)"
+                             f" added: write"
+                             f" {_ratio(write_floor + machinery['write'], theirs['write'])},"
+                             f" read {_ratio(read_floor + machinery['read'], theirs['read'])}")
+    if "satchel-postgres" in overhead and "psycopg SELECT" in floors:
         lines.append("  (satchel-postgres commits session data without waiting for the WAL"
                      " flush, as PostgresStore does by default, and is set beside an UPDATE"
                      " that does the same;\n   -durable waits, as the plain UPDATE and"

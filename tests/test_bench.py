@@ -42,6 +42,20 @@ def test_quick_bench_reports_ratios_for_every_contender(tmp_path: Path) -> None:
         floor = rf"{layer} overhead / round trips.*\n +lowest ratio to {peer} the round trips"
         assert re.search(floor + r" allow: write \d+\.\d+x, read \d+\.\d+x", result.stdout)
         assert re.search(floor, report), report
+    # SQLite's floor: the bare sqlite3 calls timed in a request, alone and with satchel's
+    # session machinery; the calls' app is a floor, not a contender of the tables
+    # (a quick run's figures may come out at or below 0: n/a)
+    floor = (r"satchel-sqlite overhead / sqlite calls: write {r} \(of SELECT\+UPSERT\)"
+             r", read {r} \(of SELECT\)\n +lowest ratio to flask-cookie the sqlite calls"
+             r" allow: write {r}, read {r}\n +with satchel's session machinery"
+             r" \(satchel-memory's overhead\) added: write {r}, read {r}"
+             ).format(r=r"(?:\d+\.\d+x|n/a)")
+    assert re.search(floor, result.stdout), result.stdout
+    assert re.search(floor, report), report
+    assert re.search(r"raw sqlite3 calls in a request .*: SELECT\+UPSERT -?\d+\.\d, SELECT"
+                     r" -?\d+\.\d", result.stdout), result.stdout
+    assert not re.search(r"^\| sqlite-calls", report, re.M), report
+    assert "  sqlite-calls " not in result.stdout
     # the untouched overhead paired with the bare app's, for every session layer
     paired = r"\n  {} +-?\d+\.\d  \(-?\d+\.\d \.\. -?\d+\.\d\)"
     for name in ("flask-cookie", "satchel-cookie", "satchel-memory", "satchel-sqlite",
