@@ -249,3 +249,116 @@ def test_a_folder_recreated_while_no_connection_is_open_gets_the_schema(
     store.create("after", record(b=b"2"))
     loaded = store.load("after")
     assert loaded is not None and loaded.fields == {"b": b"2"}
+
+
+def restore_backup(store: SQLiteStore, folder: Path) -> None:
+    """Replace the store's file by a copy of it, made outside its folder, without the old
+    -wal and -shm (restoring a backup); then, with the folder unchanged for long, a write's
+    check of the files is one stat of the folder."""
+    path = store.path
+    copy = folder.with_name("restored.sqlite3")
+    with closing(sqlite3.connect(path)) as source, closing(sqlite3.connect(copy)) as target:
+        source.backup(target)
+    settle(folder)
+    assert store.update("before", Patch(set={"a": b"old-file"}))  # into the old file only
+    os.replace(copy, path)
+    for suffix in ("-wal", "-shm"):
+        os.remove(path + suffix)
+
+
+# A patch that sets one field, and a delete, run as one statement each, without a transaction
+# of their own (SQLite commits each alone): the files are checked just before the statement.
+@pytest.mark.parametrize("settled", [False, True], ids=["folder-changed", "folder-settled"])
+def test_a_single_field_write_after_a_file_is_replaced_lands_in_the_new_file(
+        store: SQLiteStore, folder: Path, settled: bool) -> None:
+    restore_backup(store, folder)
+    if not settled:
+        os.utime(folder)  # a folder changed just now: each file is checked
+    assert store.update("before", Patch(set={"a": b"new-file"}))
+    loaded = fresh_load(store.path, "before")
+    assert loaded is not None and loaded.fields == {"a": b"new-file"}
+    assert store.load("before") == loaded
+
+
+@pytest.mark.parametrize("settled", [False, True], ids=["folder-changed", "folder-settled"])
+def test_a_delete_after_a_file_is_replaced_deletes_in_the_new_file(
+        store: SQLiteStore, folder: Path, settled: bool) -> None:
+    restore_backup(store, folder)
+    if not settled:
+        os.utime(folder)
+    store.delete("before")
+    assert fresh_load(store.path, "before") is None  # not brought back by the restored file
+
+
+def test_a_single_field_write_into_a_moved_folder_is_refused_and_not_written_there(
+        store: SQLiteStore, folder: Path) -> None:
+    settle(folder, folder.parent)
+    assert store.update("before", Patch(set={"a": b"2"}))
+    away = folder.with_name("away")
+    folder.rename(away)
+    with pytest.raises(StoreUnavailable):
+        store.update("before", Patch(set={"a": b"during"}))
+    with pytest.raises(StoreUnavailable):
+        store.delete("before")
+    loaded = fresh_load(str(away / "sessions.sqlite3"), "before")
+    assert loaded is not None and loaded.fields == {"a": b"2"}  # neither reached the old file
+
+
+def test_no_acknowledged_single_statement_write_is_lost_under_threads(folder: Path) -> None:
+    """The writes that run as one statement without a transaction (a patch of one field, a
+    delete), from threads on their own connections, while the file is replaced by a backup:
+    the last write to each session that started after the replacement and was acknowledged
+    is what a restarted app reads."""
+    path = str(folder / "sessions.sqlite3")
+    store = SQLiteStore(path, clock=FakeClock())
+    names = [f"w{n}" for n in range(4)]
+    for name in names:
+        for i in range(200):
+            store.create(f"{name}-{i}", record(a=b"0"))
+    copy = folder.with_name("backup.sqlite3")
+    with closing(sqlite3.connect(path)) as source, closing(sqlite3.connect(copy)) as target:
+        source.backup(target)
+    replaced_at = [float("inf")]
+    last: dict[str, tuple[float, bytes | None]] = {}  # key -> (started, value; None: deleted)
+    stop = threading.Event()
+
+    def writer(name: str) -> None:
+        count = 0
+        while not stop.is_set():
+            key = f"{name}-{count % 200}"
+            count += 1
+            started = time.monotonic()
+            try:
+                if count % 7 == 0:
+                    store.delete(key)
+                    last[key] = (started, None)
+                elif store.update(key, Patch(set={"a": str(count).encode()})):
+                    last[key] = (started, str(count).encode())
+            except StoreUnavailable:
+                pass
+
+    threads = [threading.Thread(target=writer, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.2)
+        os.replace(copy, path)
+        for suffix in ("-wal", "-shm"):
+            os.remove(path + suffix)
+        replaced_at[0] = time.monotonic()
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+    after = {key: value for key, (at, value) in last.items() if at > replaced_at[0]}
+    assert any(v is None for v in after.values()) and any(after.values()), after
+    fresh = SQLiteStore(path, clock=FakeClock())
+    loads = {key: fresh.load(key) for key in after}
+    fresh.close()
+    store.close()
+    wrong = {key: (value, loads[key] and loads[key].fields)  # type: ignore[union-attr]
+             for key, value in after.items()
+             if (loads[key] is None) != (value is None)
+             or (value is not None and loads[key].fields != {"a": value})}  # type: ignore[union-attr]
+    assert wrong == {}
