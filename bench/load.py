@@ -17,13 +17,10 @@ Each cell also reports CPU per request: the app's (its gunicorn servers and wrk 
 the store server's (Redis's INFO cpu, PostgreSQL's processes in /proc: load_store_cpu.py)
 and their sum, and the ratios of those sums: the req/s ratio CPU alone allows where CPU
 is the limit (here the store servers run on the app's two cores), with and without the
-store server's part; and, for satchel's Redis and PostgreSQL layers, the server CPU of the
-bare commands each needs, sent back to back by one client (load_floors.py), with the
-ratio CPU would allow were the server's part only theirs. On a machine that other work
-loads, req/s depends on how often a request waits for another process (each Redis round
-trip waits for redis-server to be scheduled); CPU per request does not. The shared Redis
-at SATCHEL_TEST_REDIS_URL counts other clients' commands too: ``--own-redis`` starts a
-redis-server of the run's own.
+store server's part. On a machine that other work loads, req/s depends on how often a
+request waits for another process (each Redis round trip waits for redis-server to be
+scheduled); CPU per request does not. The shared Redis at SATCHEL_TEST_REDIS_URL counts
+other clients' commands too: ``--own-redis`` starts a redis-server of the run's own.
 
 Needs gunicorn (pip install -e '.[bench]') and wrk (apt-get install wrk), Redis
 and PostgreSQL for their contenders (SATCHEL_TEST_REDIS_URL,
@@ -47,7 +44,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import contender_apps
-import load_floors
 import load_report
 import report
 from load_app import CONTENDERS, SCENARIOS
@@ -105,12 +101,10 @@ def _own_redis(workdir: Path) -> subprocess.Popen[bytes]:
 
 
 def run(names: list[str], *, seconds: int, rounds: int, warm: int, connections: int,
-        threads: int, workdir: Path, own_redis: bool = False, floor_count: int = 0,
-        ) -> tuple[dict[str, dict[str, list[Cell]]], list[str], dict[str, dict[str, float]]]:
-    """Every cell's measurements, one per round: {contender: {scenario: [Cell, ...]}}, how
-    the store servers' CPU was measured (one line per kind of server), and the server CPU of
-    the bare commands under each satchel layer with a server, ``floor_count`` requests'
-    worth (µs per request: see load_floors; none if 0).
+        threads: int, workdir: Path,
+        own_redis: bool = False) -> tuple[dict[str, dict[str, list[Cell]]], list[str]]:
+    """Every cell's measurements, one per round: {contender: {scenario: [Cell, ...]}}, and
+    how the store servers' CPU was measured (one line per kind of server).
     ``own_redis``: contender_apps.REDIS_URL is the run's own redis-server (other clients' commands
     do not count in the Redis contenders' server CPU)."""
     pid = os.getpid()
@@ -144,10 +138,7 @@ def run(names: list[str], *, seconds: int, rounds: int, warm: int, connections: 
                         connections=connections, pids=servers[name].pids(),
                         server=meters[name]))
             print(f"round {round_ + 1}/{rounds} done", file=sys.stderr, flush=True)
-        floors = load_floors.measure(meters, redis_client=redis_client,
-                                     redis_key=prefix + "floor", postgres_url=db_url,
-                                     count=floor_count) if floor_count else {}
-        return cells, sorted({meter.label for meter in meters.values() if meter.label}), floors
+        return cells, sorted({meter.label for meter in meters.values() if meter.label})
     finally:
         for group in servers.values():
             group.stop()
@@ -195,11 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="satchel-bench-load-") as tmp:
         own = _own_redis(Path(tmp)) if args.own_redis else None
         try:
-            cells, labels, floors = run(
-                names, seconds=seconds, rounds=rounds, warm=warm,
-                connections=args.connections, threads=args.threads, workdir=Path(tmp),
-                own_redis=own is not None,
-                floor_count=load_floors.QUICK_COUNT if args.quick else load_floors.COUNT)
+            cells, labels = run(names, seconds=seconds, rounds=rounds, warm=warm,
+                                connections=args.connections, threads=args.threads,
+                                workdir=Path(tmp), own_redis=own is not None)
             redis_version = report.redis_version(contender_apps.REDIS_URL)  # while it runs
         finally:
             if own is not None:
@@ -219,11 +208,10 @@ def main(argv: list[str] | None = None) -> int:
              f" each driven by wrk -t{args.connections} -c{args.connections} (keep-alive);"
              f" median of {rounds} round(s) of {seconds} s per cell")
     print(setup)
-    print("\n".join(load_report.lines(table, labels, floors)))
+    print("\n".join(load_report.lines(table, labels)))
     out = args.out or (None if args.quick or args.only else report.RESULTS)
     if out is not None:
-        written = load_report.write(out, setup, table, labels, floors,
-                                    redis_version=redis_version)
+        written = load_report.write(out, setup, table, labels, redis_version=redis_version)
         print(f"\nreport: {written} (and {written.with_suffix('.png').name})")
     for failure in failures:
         print(f"FAILED: {failure}", file=sys.stderr)

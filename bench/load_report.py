@@ -75,39 +75,8 @@ def _legend(labels: list[str]) -> list[str]:
             *labels]
 
 
-Floors = dict[str, dict[str, float]]  # {contender: {scenario: server µs}}: load_floors
-
-
-def _floor_rows(table: Table, floors: Floors) -> list[list[str]]:
-    """Per satchel layer with a floor: its server CPU per request and the bare commands',
-    and the req/s ratio to Flask's cookie session CPU would allow with the layer's app CPU
-    and the bare commands' server CPU (read, then write)."""
-    rows = []
-    for name, floor in floors.items():
-        if name not in table or BASE not in table:
-            continue
-        row, base = table[name], table[BASE]
-        rows.append([name, *(f"{row[s]['server']:.0f} / {floor[s]:.0f}" for s in SCENARIOS),
-                     *(f"{base[s]['total'] / (row[s]['app'] + floor[s]):.2f}"
-                       for s in SCENARIOS)])
-    return rows
-
-
-FLOOR_HEADER = ["", *(f"{s} server CPU/req: the layer's / the bare commands' (us)"
-                      for s in SCENARIOS),
-                *(f"{s}: ratio CPU allows with the bare commands' server CPU"
-                  for s in SCENARIOS)]
-FLOOR_TEXT = ("The store server's CPU per request, the layer's beside that of the bare commands"
-              " the layer needs (a read: a Redis GET, a PostgreSQL SELECT by key; a write: the"
-              " same and a Redis SET, a PostgreSQL UPDATE merging a JSON field, committed"
-              " without waiting for the WAL flush), sent by one client back to back to the same"
-              " server (load_floors.py); and the req/s ratio to " + BASE + " that CPU alone"
-              " would allow with the layer's app CPU and the bare commands' server CPU.")
-
-
-def lines(table: Table, labels: list[str], floors: Floors | None = None) -> list[str]:
-    """The printed tables; ``labels`` say how each store server's CPU was measured;
-    ``floors`` the bare commands' server CPU under satchel's layers (see load_floors)."""
+def lines(table: Table, labels: list[str]) -> list[str]:
+    """The printed tables; ``labels`` say how each store server's CPU was measured."""
     out = [f"{'':24}" + "".join(f"{s + ' req/s (min-max)':>28}{'p50 ms':>9}{'p99 ms':>9}"
                                 for s in SCENARIOS)]
     for name, row in table.items():
@@ -136,21 +105,11 @@ def lines(table: Table, labels: list[str], floors: Floors | None = None) -> list
         ratios = _ratios(table, mine, peer)
         out.append(f"  {mine + ' / ' + peer:46}" + "".join(
             f"{f'{ratios[key][0]:.2f} / {ratios[key][1]:.2f}':>27}" for key in ("cpu", "app")))
-    rows = _floor_rows(table, floors or {})
-    if rows:
-        out.append("\nstore server CPU per request, µs (read / write): the layer's, and the bare"
-                   " commands' it needs (load_floors.py);\nthe req/s ratio to " + BASE + " CPU"
-                   " alone allows with the layer's app CPU and the bare commands' server CPU"
-                   f"\n{'':24}{'layer':>14}{'bare commands':>16}{'ratio allowed':>16}")
-        for name, read, write, ratio_read, ratio_write in rows:
-            layer, bare = zip(read.split(" / "), write.split(" / "), strict=True)
-            out.append(f"  {name:22}{' / '.join(layer):>14}{' / '.join(bare):>16}"
-                       f"{ratio_read + ' / ' + ratio_write:>16}")
     return out
 
 
-def write(out: Path, setup: str, table: Table, labels: list[str], floors: Floors | None = None,
-          *, redis_version: str) -> Path:
+def write(out: Path, setup: str, table: Table, labels: list[str], *,
+          redis_version: str) -> Path:
     """Write ``out/load.md`` and ``out/load.png``; the markdown file's path.
     ``redis_version``: the run's Redis server's, asked while it ran (``--own-redis``'s
     server is gone by now)."""
@@ -182,9 +141,6 @@ def write(out: Path, setup: str, table: Table, labels: list[str], floors: Floors
               " difference is the store server's part of the gap.\n\n"
             + report.markdown_table(["", "app+server read", "app+server write", "app only read",
                                      "app only write"], cpu_ratio_rows))
-    floor_rows = _floor_rows(table, floors or {})
-    if floor_rows:
-        body += f"\n{FLOOR_TEXT}\n\n" + report.markdown_table(FLOOR_HEADER, floor_rows)
     names = list(table)
     panels = [report.Panel(title=title, unit=unit, categories=names,
                            series={s: [table[n][s][key] for n in names] for s in SCENARIOS})
