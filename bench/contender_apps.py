@@ -235,7 +235,7 @@ def cleanup_postgres() -> None:
 
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
         for table in (BENCH_TABLE, BENCH_TABLE + "_durable", BENCH_TABLE + "_raw",
-                      BENCH_TABLE + "_flask_session"):
+                      BENCH_TABLE + "_flask_session", BENCH_TABLE + "_calls"):
             conn.execute(f"DROP TABLE IF EXISTS {table}")
 
 
@@ -265,6 +265,88 @@ def satchel_redis() -> Flask | None:
     app = routes(Flask("satchel_redis"), use_session=True)
     Satchel(app, store=RedisStore(client, prefix=BENCH_PREFIX))
     return app
+
+
+def _calls_app(name: str, read: Callable[[], object], write: Callable[[], object]) -> Flask:
+    """A bare app (no session layer) whose ``/read`` and ``/write`` make only the store calls
+    ``read`` and ``write``: what a session layer on that store that did nothing else would
+    cost (through the driver's ordinary API)."""
+    app = Flask(name)
+    app.config["SECRET_KEY"] = SECRET
+    app.session_interface = _NoSessions()
+
+    @app.get("/login")
+    def login() -> Response:
+        response = Response("ok")
+        response.set_cookie("session", "calls")  # the load client checks a login sets one
+        return response
+
+    @app.get("/read")
+    def read_view() -> str:
+        read()
+        return "alice"
+
+    @app.get("/write")
+    def write_view() -> str:
+        write()
+        return "ok"
+
+    @app.get("/untouched")
+    def untouched() -> str:
+        return "ok"
+
+    return app
+
+
+def redis_calls() -> Flask | None:
+    """No session layer: per read a ``GET``, per write a ``GET`` and a ``SET`` (of a record
+    the size of a small session), the calls a Redis session layer makes at the least."""
+    client = redis_client()
+    if client is None:
+        return None
+    key, value = BENCH_PREFIX + "calls", b"x" * 64
+    client.set(key, value)
+
+    def write() -> None:
+        client.get(key)
+        client.set(key, value)
+
+    return _calls_app("redis_calls", lambda: client.get(key), write)
+
+
+def postgres_calls() -> Flask | None:
+    """No session layer: per read a ``SELECT`` of a row by key, per write the same and an
+    ``UPDATE`` merging a JSON field that commits without waiting for the WAL flush (as
+    PostgresStore's default), each on a connection from a psycopg pool: the calls a
+    PostgreSQL session layer makes at the least."""
+    if not postgres_up():
+        return None
+    from psycopg_pool import ConnectionPool
+
+    from satchel.stores.postgres.statements import ASYNC_COMMIT
+
+    table = BENCH_TABLE + "_calls"
+    pool = ConnectionPool(POSTGRES_URL, min_size=1, max_size=10, open=True,
+                          kwargs={"autocommit": True})
+    with pool.connection() as conn:
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (key text PRIMARY KEY,"
+                     " data jsonb NOT NULL, expires_at double precision NOT NULL)")
+        conn.execute(f"INSERT INTO {table} VALUES ('k', '{{\"n\": \"0\"}}', 1e12)"
+                     " ON CONFLICT DO NOTHING")
+    select = f"SELECT data::text, expires_at FROM {table} WHERE key = %s AND expires_at > %s"
+    update = (f"UPDATE {table} SET data = data || %s::jsonb{ASYNC_COMMIT}"
+              " WHERE key = %s AND expires_at > %s")
+
+    def read() -> None:
+        with pool.connection() as conn:
+            conn.execute(select, ("k", time.time()), prepare=True).fetchone()
+
+    def write() -> None:
+        read()
+        with pool.connection() as conn:
+            conn.execute(update, ('{"n": "1"}', "k", time.time()), prepare=True)
+
+    return _calls_app("postgres_calls", read, write)
 
 
 def flask_session_redis() -> Flask | None:

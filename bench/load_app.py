@@ -31,6 +31,10 @@ CONTENDERS: dict[str, Callable[[], Flask | None]] = {
     "satchel-sqlite": _sqlite,
     "satchel-redis": contender_apps.satchel_redis,
     "satchel-postgres": contender_apps.satchel_postgres,
+    # No session layer: the bare app making only the calls a layer on that store needs
+    # (load_report.CALLS_ONLY): what a layer that did nothing else would reach.
+    "redis-calls": contender_apps.redis_calls,
+    "postgres-calls": contender_apps.postgres_calls,
 }
 
 

@@ -28,6 +28,18 @@ PEERS = {"satchel-cookie": BASE, "satchel-redis": "flask-session-redis",
 GOALS = {"satchel-sqlite": (1.0, 0.9), "satchel-redis": (0.95, 0.9),
          "satchel-postgres": (0.8, 0.7)}
 CPU_COLUMNS = ("app CPU/req (us)", "server CPU/req (us)", "app+server CPU/req (us)")
+# satchel's layer -> the contender with no session layer that makes only its store's calls
+CALLS_ONLY = {"satchel-redis": "redis-calls", "satchel-postgres": "postgres-calls"}
+CALLS_TEXT = ("redis-calls and postgres-calls have no session layer: their views make only the"
+              " store calls a session layer on that store needs at the least, through the"
+              " driver's ordinary API (a read: a Redis GET, a PostgreSQL SELECT by key on a"
+              " pooled connection; a write: the same, then a Redis SET, a PostgreSQL UPDATE"
+              " merging a JSON field without waiting for the WAL flush). Their req/s ratio to "
+              + BASE + " is what a layer that did nothing but those calls would reach in this"
+              " run; satchel's layer beside it (its share may pass 1: satchel's own calls cost"
+              " less than the ordinary API's):")
+CALLS_HEADER = ["", "calls only (read / write)", "satchel (read / write)",
+                "satchel / calls only (read / write)", "goal (read / write)"]
 
 Table = dict[str, dict[str, dict[str, float]]]  # {contender: {scenario: summary}}
 
@@ -65,6 +77,24 @@ def _goal(mine: str, peer: str, measured: tuple[float, float]) -> str:
         return ""
     met = measured[0] >= goal[0] and measured[1] >= goal[1]
     return f">= {goal[0]} / {goal[1]}  " + ("met" if met else "NOT met")
+
+
+def _calls_rows(table: Table) -> list[list[str]]:
+    """Per satchel layer whose calls-only contender ran: the calls-only app's req/s ratio to
+    Flask's cookie session, the layer's, the layer's share of the calls-only app's (read /
+    write each), and the layer's goal."""
+    rows = []
+    for mine, calls in CALLS_ONLY.items():
+        if mine not in table or calls not in table or BASE not in table:
+            continue
+        alone = _ratios(table, calls, BASE)["measured"]
+        measured = _ratios(table, mine, BASE)["measured"]
+        goal = GOALS[mine]
+        rows.append([mine, f"{alone[0]:.2f} / {alone[1]:.2f}",
+                     f"{measured[0]:.2f} / {measured[1]:.2f}",
+                     f"{measured[0] / alone[0]:.2f} / {measured[1] / alone[1]:.2f}",
+                     f"{goal[0]} / {goal[1]}"])
+    return rows
 
 
 def _legend(labels: list[str]) -> list[str]:
@@ -105,6 +135,13 @@ def lines(table: Table, labels: list[str]) -> list[str]:
         ratios = _ratios(table, mine, peer)
         out.append(f"  {mine + ' / ' + peer:46}" + "".join(
             f"{f'{ratios[key][0]:.2f} / {ratios[key][1]:.2f}':>27}" for key in ("cpu", "app")))
+    rows = _calls_rows(table)
+    if rows:
+        out.append("\nthe store calls alone: the req/s ratio to " + BASE + " of a bare app making"
+                   " only the calls a layer on the store needs (redis-calls, postgres-calls),"
+                   " beside satchel's layer"
+                   f"\n{'':20}" + "".join(f"{column:>37}" for column in CALLS_HEADER[1:]))
+        out += [f"  {row[0]:18}" + "".join(f"{cell:>37}" for cell in row[1:]) for row in rows]
     return out
 
 
@@ -141,6 +178,9 @@ def write(out: Path, setup: str, table: Table, labels: list[str], *,
               " difference is the store server's part of the gap.\n\n"
             + report.markdown_table(["", "app+server read", "app+server write", "app only read",
                                      "app only write"], cpu_ratio_rows))
+    calls_rows = _calls_rows(table)
+    if calls_rows:
+        body += f"\n{CALLS_TEXT}\n\n" + report.markdown_table(CALLS_HEADER, calls_rows)
     names = list(table)
     panels = [report.Panel(title=title, unit=unit, categories=names,
                            series={s: [table[n][s][key] for n in names] for s in SCENARIOS})
