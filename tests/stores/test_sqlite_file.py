@@ -13,6 +13,7 @@ import shutil
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
@@ -192,6 +193,23 @@ def test_a_replaced_file_behind_a_symlinked_path_is_reopened(tmp_path: Path) -> 
     store.close()
 
 
+def while_writing(writer: Callable[[str], None], names: list[str], stop: threading.Event,
+                  event: Callable[[], None]) -> None:
+    """``writer(name)`` in a thread per name, until ``stop`` is set: 0.2 s after they start,
+    ``event()``, then 0.3 s more."""
+    threads = [threading.Thread(target=writer, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.2)
+        event()
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+
+
 def test_no_acknowledged_write_is_lost_under_threads(folder: Path) -> None:
     """Writers on their own connections while the folder is removed and recreated: every
     write started after the removal and acknowledged is in the file a restarted app opens."""
@@ -215,20 +233,13 @@ def test_no_acknowledged_write_is_lost_under_threads(folder: Path) -> None:
                 continue
             acknowledged.append((started, key))
 
-    threads = [threading.Thread(target=writer, args=(f"w{n}",)) for n in range(4)]
-    for thread in threads:
-        thread.start()
-    try:
-        time.sleep(0.2)
+    def remove_and_remake() -> None:
         shutil.rmtree(folder)
         removed_at[0] = time.monotonic()
         time.sleep(0.2)
         folder.mkdir()
-        time.sleep(0.3)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(10)
+
+    while_writing(writer, [f"w{n}" for n in range(4)], stop, remove_and_remake)
     after = [key for at, key in acknowledged if at > removed_at[0]]
     assert after, "no write was acknowledged once the folder was back"
     assert failures[0] > 0, "no write failed while the folder was gone"
@@ -306,7 +317,7 @@ def test_a_single_field_write_into_a_moved_folder_is_refused_and_not_written_the
 
 def test_no_acknowledged_single_statement_write_is_lost_under_threads(folder: Path) -> None:
     """The writes that run as one statement without a transaction (a patch of one field, a
-    delete), from threads on their own connections, while the file is replaced by a backup:
+    delete), from threads on their own connections, while the folder is replaced by a backup:
     the last write to each session that started after the replacement and was acknowledged
     is what a restarted app reads."""
     path = str(folder / "sessions.sqlite3")
@@ -315,8 +326,10 @@ def test_no_acknowledged_single_statement_write_is_lost_under_threads(folder: Pa
     for name in names:
         for i in range(200):
             store.create(f"{name}-{i}", record(a=b"0"))
-    copy = folder.with_name("backup.sqlite3")
-    with closing(sqlite3.connect(path)) as source, closing(sqlite3.connect(copy)) as target:
+    staged = folder.with_name("restored")  # a backup of the folder, without -wal and -shm
+    staged.mkdir()
+    with (closing(sqlite3.connect(path)) as source,
+          closing(sqlite3.connect(staged / "sessions.sqlite3")) as target):
         source.backup(target)
     replaced_at = [float("inf")]
     last: dict[str, tuple[float, bytes | None]] = {}  # key -> (started, value; None: deleted)
@@ -325,11 +338,12 @@ def test_no_acknowledged_single_statement_write_is_lost_under_threads(folder: Pa
     def writer(name: str) -> None:
         count = 0
         while not stop.is_set():
-            key = f"{name}-{count % 200}"
+            index = count % 200
+            key = f"{name}-{index}"
             count += 1
             started = time.monotonic()
             try:
-                if count % 7 == 0:
+                if index % 7 == 0:  # these sessions are deleted, the others updated
                     store.delete(key)
                     last[key] = (started, None)
                 elif store.update(key, Patch(set={"a": str(count).encode()})):
@@ -337,20 +351,12 @@ def test_no_acknowledged_single_statement_write_is_lost_under_threads(folder: Pa
             except StoreUnavailable:
                 pass
 
-    threads = [threading.Thread(target=writer, args=(name,)) for name in names]
-    for thread in threads:
-        thread.start()
-    try:
-        time.sleep(0.2)
-        os.replace(copy, path)
-        for suffix in ("-wal", "-shm"):
-            os.remove(path + suffix)
+    def replace() -> None:  # the folder, not the file: no file is ever paired with another's WAL
+        folder.rename(folder.with_name("replaced"))
+        staged.rename(folder)
         replaced_at[0] = time.monotonic()
-        time.sleep(0.3)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(10)
+
+    while_writing(writer, names, stop, replace)
     after = {key: value for key, (at, value) in last.items() if at > replaced_at[0]}
     assert any(v is None for v in after.values()) and any(after.values()), after
     fresh = SQLiteStore(path, clock=FakeClock())
