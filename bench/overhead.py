@@ -28,7 +28,7 @@ satchel-sqlite and 4.1-4.3 to satchel-postgres-durable, against 2.5-2.9 to
 satchel-memory, and 2.9 to SQLite timed without its write cells, though all
 run the same number of instructions per untouched request (callgrind).
 
-    python bench/overhead.py            # about a minute and a half
+    python bench/overhead.py            # 3 to 5 minutes here
     python bench/overhead.py --quick    # a smoke run, figures not meaningful
     python bench/overhead.py --only flask-cookie,satchel-cookie
     python bench/overhead.py --permanent   # sessions made permanent at login
