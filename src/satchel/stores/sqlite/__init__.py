@@ -17,14 +17,12 @@ removed): SQLite notices that only in rollback-journal mode
 if they are still the files at the path (a ``stat`` of each, or of their
 folder alone while its entries have not changed: see
 :mod:`~satchel.stores.sqlite.files`; an inode is not reused while the
-connection holds it open), checked before its COMMIT, or, for a write that
-is one statement (a delete, a patch of one key), before that statement.
-Otherwise the write is rolled back (or not run) and retried once on a new
-connection to the file now at the path, whose schema is created if it is
-new; while the path cannot be opened, :class:`StoreUnavailable`. Reads
-check at most once a second per connection (a replaced file may be read for
-up to a second; nothing read there is written back). A store built while
-its folder does not exist (a
+connection holds it open). Otherwise the
+write is rolled back and retried once on a new connection to the file now
+at the path, whose schema is created if it is new; while the path cannot be
+opened, :class:`StoreUnavailable`. Reads check at most once a second per
+connection (a replaced file may be read for up to a second; nothing read
+there is written back). A store built while its folder does not exist (a
 volume not mounted yet) is in that state from the start: it logs one line
 and opens the file, with its schema, once the folder is there. A path that
 cannot work as configured (a folder, not a database, read-only) is a

@@ -9,7 +9,7 @@ By the patch's shape:
   the field statements;
 - fields to set and nothing else (most commits): one INSERT per field that writes it only
   if the session is live, checked by the same statement; the session row is not rewritten
-  (one page fewer in the WAL); a single field's INSERT is a transaction of its own;
+  (one page fewer in the WAL);
 - anything else: a read of whether the session is live, then the field statements.
 
 The parameters are ``str``, ``int``, ``float`` or ``bytearray``, never None, bool or
@@ -64,13 +64,10 @@ def meta_update(patch: Patch, key: str, now: float) -> tuple[str, list[object]] 
     return sql, params
 
 
-def update_work(key: str, patch: Patch,
-                now: float) -> tuple[Callable[[Connection], Updated], bool]:
+def update_work(key: str, patch: Patch, now: float) -> Callable[[Connection], Updated]:
     """What :meth:`SQLiteStore.update` runs in its write transaction to apply ``patch`` to
     the session under ``key`` (live if its expiry is after ``now``): the work returns
-    :class:`Updated` (GONE, changing nothing, if the session is missing or expired). And
-    whether the work is a single statement (a patch that sets one field and changes
-    nothing else), which needs no transaction of its own (see ``SQLiteStore._write``)."""
+    :class:`Updated` (GONE, changing nothing, if the session is missing or expired)."""
     meta = meta_update(patch, key, now)
     fields = patch.set
     if meta is None and fields and not (patch.clear or patch.delete):
@@ -80,7 +77,7 @@ def update_work(key: str, patch: Patch,
             written = _run(conn, UPSERT_LIVE_FIELD, live_rows)
             return Updated.KEPT if written else Updated.GONE
 
-        return set_fields, len(live_rows) == 1
+        return set_fields
 
     def work(conn: Connection) -> Updated:
         cur = conn.cur
@@ -101,7 +98,7 @@ def update_work(key: str, patch: Patch,
             return Updated.EMPTIED
         return Updated.KEPT
 
-    return work, False
+    return work
 
 
 def _run(conn: Connection, sql: str, rows: Sequence[Sequence[object]]) -> int:
