@@ -95,6 +95,37 @@ def satchel_sqlite(tmp: Path) -> Flask:
     return app
 
 
+def _calls_app(name: str, read: Callable[[], object], write: Callable[[], object]) -> Flask:
+    """A bare app (no session layer) whose ``/read`` and ``/write`` make only the store calls
+    ``read`` and ``write``: what a session layer on that store that did nothing else would
+    cost (through the driver's ordinary API)."""
+    app = Flask(name)
+    app.config["SECRET_KEY"] = SECRET
+    app.session_interface = _NoSessions()
+
+    @app.get("/login")
+    def login() -> Response:
+        response = Response("ok")
+        response.set_cookie("session", "calls")  # the load client checks a login sets one
+        return response
+
+    @app.get("/read")
+    def read_view() -> str:
+        read()
+        return "alice"
+
+    @app.get("/write")
+    def write_view() -> str:
+        write()
+        return "ok"
+
+    @app.get("/untouched")
+    def untouched() -> str:
+        return "ok"
+
+    return app
+
+
 def sqlite_calls(tmp: Path) -> Flask:
     """No session layer: in its views, the SQLite calls that any SQLite-backed one makes.
 
@@ -115,31 +146,14 @@ def sqlite_calls(tmp: Path) -> Flask:
                " WITHOUT ROWID")
     db.execute("INSERT OR REPLACE INTO sessions VALUES ('k', ?)", (b'{"n": 0}',))
     cursor = db.cursor()
-    app = Flask("sqlite_calls")
-    app.config["SECRET_KEY"] = SECRET
-    app.session_interface = _NoSessions()
+    select = "SELECT data FROM sessions WHERE key = ?"
 
-    @app.get("/login")
-    def login() -> str:
-        return "ok"
-
-    @app.get("/write")
-    def write() -> str:
-        data = cursor.execute("SELECT data FROM sessions WHERE key = ?", ("k",)).fetchall()
+    def write() -> None:
+        data = cursor.execute(select, ("k",)).fetchall()
         cursor.execute("INSERT OR REPLACE INTO sessions (key, data) VALUES (?, ?)",
                        ("k", data[0][0]))
-        return "ok"
 
-    @app.get("/read")
-    def read() -> str:
-        cursor.execute("SELECT data FROM sessions WHERE key = ?", ("k",)).fetchall()
-        return "alice"
-
-    @app.get("/untouched")
-    def untouched() -> str:
-        return "ok"
-
-    return app
+    return _calls_app("sqlite_calls", lambda: cursor.execute(select, ("k",)).fetchall(), write)
 
 
 def satchel_cookie() -> Flask:
@@ -264,37 +278,6 @@ def satchel_redis() -> Flask | None:
 
     app = routes(Flask("satchel_redis"), use_session=True)
     Satchel(app, store=RedisStore(client, prefix=BENCH_PREFIX))
-    return app
-
-
-def _calls_app(name: str, read: Callable[[], object], write: Callable[[], object]) -> Flask:
-    """A bare app (no session layer) whose ``/read`` and ``/write`` make only the store calls
-    ``read`` and ``write``: what a session layer on that store that did nothing else would
-    cost (through the driver's ordinary API)."""
-    app = Flask(name)
-    app.config["SECRET_KEY"] = SECRET
-    app.session_interface = _NoSessions()
-
-    @app.get("/login")
-    def login() -> Response:
-        response = Response("ok")
-        response.set_cookie("session", "calls")  # the load client checks a login sets one
-        return response
-
-    @app.get("/read")
-    def read_view() -> str:
-        read()
-        return "alice"
-
-    @app.get("/write")
-    def write_view() -> str:
-        write()
-        return "ok"
-
-    @app.get("/untouched")
-    def untouched() -> str:
-        return "ok"
-
     return app
 
 
