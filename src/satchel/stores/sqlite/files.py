@@ -186,14 +186,10 @@ def set_busy_timeout(conn: Connection, seconds: float) -> None:
 
 
 def checkpoint_wal(conn: sqlite3.Connection) -> None:
-    """Copy the WAL into the database (SQLite's PASSIVE checkpoint, which waits for no one).
-
-    The store runs it after a write, outside its write lock, every so many changed rows:
-    its ``fsync`` (milliseconds, tens on a busy disk) then holds up no other writer, as
-    SQLite's automatic checkpoint, run by COMMIT under the lock, would. Raises
-    ``sqlite3.Error``.
-    """
-    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    """Copy the WAL into the database: SQLite's PASSIVE checkpoint, which waits for no one
+    and copies what the WAL held when it started (nothing, and no ``fsync``, if that is
+    all copied already). Raises ``sqlite3.Error``."""
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # to its end: no open read
 
 
 def _may(path: str, mode: int) -> bool:

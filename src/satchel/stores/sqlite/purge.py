@@ -8,8 +8,8 @@ makes those writers miss every gap and wait hundreds of milliseconds. So
 deletes them by key in short write transactions (about ``HOLD`` seconds each, the number
 of rows adapted to the time they take), and after each pauses ``YIELD`` times as long as
 the transaction held the lock: a writer that found it taken gets it on its next try.
-The WAL the deletes fill is checkpointed as every write's is, after the write and outside
-the write lock (see ``SQLiteStore._write``).
+The WAL the deletes fill is checkpointed as every write's is, on the store's checkpoint
+thread (see :mod:`~satchel.stores.sqlite.checkpoints`).
 Each key is deleted only if it is still expired, so a session created over an expired
 key after the read stays. The methods are
 :class:`~satchel.stores.sqlite.SQLiteStore`'s; they use its connection handling.
@@ -75,7 +75,7 @@ class PurgeRows:
             start += len(rows)
             deleted += self._write(lambda conn, rows=rows: self._timed_delete(  # type: ignore[misc]
                 conn, rows))
-            held = self._purge_held  # the deletes' time: not the checkpoint _write may add
+            held = self._purge_held  # the deletes' time, without _write's own
             chunk = max(_MIN_CHUNK, min(_MAX_CHUNK, int(len(rows) * HOLD / max(held, 1e-6))))
             time.sleep(max(_MIN_PAUSE, held * YIELD))
         return deleted

@@ -15,6 +15,7 @@ from typing import TypeVar
 from satchel.errors import ConfigError, StoreUnavailable
 from satchel.lifetime import Clock, system_clock
 from satchel.store import DEVICE_MAX, Patch, Record, Updated
+from satchel.stores.sqlite.checkpoints import CHECKPOINT_CHANGES, WAL_SIZE_LIMIT, Checkpointer
 from satchel.stores.sqlite.files import (
     Closer,
     Connection,
@@ -47,9 +48,6 @@ from satchel.stores.sqlite.writers import Locked, Writers, process_id
 _T = TypeVar("_T")
 _READ_CHECK_INTERVAL = 1.0  # seconds between a connection's file checks on reads
 _INHERITED: list[object] = []  # connections of a parent process, kept from being closed
-# Rows a store's writes change between its checkpoints: about SQLite's default of 1000 pages
-# (a session write changes 2-3 rows, on about twice as many pages)
-_CHECKPOINT_CHANGES = 500
 log = logging.getLogger("satchel")
 _NOTHING = Patch()
 
@@ -86,6 +84,7 @@ class SQLiteStore(PurgeRows, UserRows):
         self._opened_lock = threading.Lock()
         self._writers = Writers(self.path)
         self._changes = 0  # rows changed since the last checkpoint
+        self._checkpoints = Checkpointer(self, SQLiteStore._checkpoint, self.path)
         try:
             with self._errors():
                 try_write(self._connect())
@@ -123,7 +122,8 @@ class SQLiteStore(PurgeRows, UserRows):
             closer = Closer(new)  # closes it if a PRAGMA or the schema's upgrade fails, too
             use_wal(new, self._busy_timeout)
             new.execute("PRAGMA synchronous=NORMAL")
-            new.execute("PRAGMA wal_autocheckpoint=0")  # see _write: not under the write lock
+            new.execute("PRAGMA wal_autocheckpoint=0")  # the store's own: see checkpoints.py
+            new.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             new.execute("PRAGMA foreign_keys=ON")
             prepare(new)
         except sqlite3.DatabaseError as err:
@@ -151,11 +151,15 @@ class SQLiteStore(PurgeRows, UserRows):
         log.warning("SQLite store %r: the database file, or its -wal or -shm, is no longer the"
                     " one at the path (folder removed or moved, file replaced); reopening",
                     self.path)
-        self._local.conn = self._local.closer = None
         self._writers.close()  # the lock file may have moved with the database
+        self._close_mine(conn)  # SQLite neither checkpoints nor deletes a moved file's -wal
+
+    def _close_mine(self, conn: Connection) -> None:
+        """Close ``conn``, this thread's connection; the thread's next call opens a new one."""
+        self._local.conn = self._local.closer = None
         with self._opened_lock:
             self._opened.discard(conn)
-        conn.close()  # SQLite neither checkpoints nor deletes the -wal of a moved file
+        conn.close()
 
     def close(self) -> None:
         """Close the connections the store opened, on every thread.
@@ -171,6 +175,7 @@ class SQLiteStore(PurgeRows, UserRows):
         for conn in opened:
             conn.close()
         self._writers.close()
+        self._checkpoints.stop()
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -230,7 +235,7 @@ class SQLiteStore(PurgeRows, UserRows):
                     changes = conn.total_changes
                     self._changes += changes - conn.changes_seen
                     conn.changes_seen = changes
-                    checkpoint = self._changes >= _CHECKPOINT_CHANGES
+                    checkpoint = self._changes >= CHECKPOINT_CHANGES
                     if checkpoint:
                         self._changes = 0
                     break
@@ -242,12 +247,24 @@ class SQLiteStore(PurgeRows, UserRows):
                 self._writers.release()
         except sqlite3.DatabaseError as err:
             raise StoreUnavailable(f"SQLite store {self.path!r}: {err}") from err
-        if checkpoint:
-            try:
-                checkpoint_wal(conn)
-            except sqlite3.Error as err:  # written; the next checkpoint catches up
-                log.debug("SQLite store %r: checkpoint failed: %s", self.path, err)
+        if checkpoint:  # on the checkpoint thread, not this request's
+            self._checkpoints.ask()
         return result
+
+    def _checkpoint(self) -> None:
+        """Checkpoint the WAL on a connection of this thread, :class:`Checkpointer`'s: first
+        with no lock, then with the writers held, to copy what they wrote meanwhile, so
+        that the next write starts the WAL over (see
+        :mod:`~satchel.stores.sqlite.checkpoints`). The connection is closed after: an idle
+        one left open at exit would keep the last one to close from folding the WAL into
+        the file. Raises ``sqlite3.Error`` or :class:`StoreUnavailable`."""
+        conn = self._connect()
+        try:
+            checkpoint_wal(conn)
+            with self._writing():
+                checkpoint_wal(conn)
+        finally:
+            self._close_mine(conn)
 
     def load(self, key: str) -> Record | None:
         try:  # not self._errors(): a generator context costs about a microsecond a call
