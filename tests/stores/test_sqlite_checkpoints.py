@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+import satchel.stores.sqlite.connections as sqlite_connections
 import satchel.stores.sqlite.store as sqlite_store
 from satchel.store import Patch, Record
 from satchel.stores.sqlite import SQLiteStore
@@ -161,7 +162,7 @@ def test_a_wal_grown_past_the_limit_is_cut_back_when_it_starts_over(
         path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A reader on an old snapshot keeps the WAL from starting over, so it grows; once the
     reader is done, the next write that starts it over cuts the file back to the limit."""
-    monkeypatch.setattr(sqlite_store, "WAL_SIZE_LIMIT", 256 * 1024)
+    monkeypatch.setattr(sqlite_connections, "WAL_SIZE_LIMIT", 256 * 1024)
     monkeypatch.setattr(sqlite_store, "CHECKPOINT_CHANGES", 50)
     store = new_store(path)
     with closing(sqlite3.connect(path, isolation_level=None)) as reader:

@@ -20,7 +20,8 @@ folder alone while its entries have not changed: see
 connection holds it open). Otherwise the
 write is rolled back and retried once on a new connection to the file now
 at the path, whose schema is created if it is new; while the path cannot be
-opened, :class:`StoreUnavailable`. Reads check at most once a second per
+opened, or while a file put in place of the old one has the old file's -wal
+beside it (which SQLite would apply to it), :class:`StoreUnavailable`. Reads check at most once a second per
 connection (a replaced file may be read for up to a second; nothing read
 there is written back). A store built while its folder does not exist (a
 volume not mounted yet) is in that state from the start: it logs one line
@@ -31,6 +32,10 @@ cannot work as configured (a folder, not a database, read-only) is a
     store = SQLiteStore("/var/lib/myapp/sessions.sqlite3")
 
 The package: :mod:`~satchel.stores.sqlite.store` (the store),
+:mod:`~satchel.stores.sqlite.connections` (a connection per thread, reopened when the
+file leaves the path), :mod:`~satchel.stores.sqlite.writers` (the write lock across
+threads and processes), :mod:`~satchel.stores.sqlite.checkpoints` (the WAL's checkpoints,
+on a thread of the store's),
 :mod:`~satchel.stores.sqlite.schema` (the schema, its statements, its upgrade),
 :mod:`~satchel.stores.sqlite.updates` (the statements that apply a patch),
 :mod:`~satchel.stores.sqlite.users` (a user's sessions, every session),

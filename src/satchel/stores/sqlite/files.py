@@ -51,6 +51,35 @@ def _dev_ino(path: str) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+WalStamp = tuple[int, int, int, int]  # st_dev, st_ino, st_size, st_mtime_ns of a -wal
+
+
+def wal_stamp(path: str) -> WalStamp | None:
+    """The stamp of the -wal of the database at ``path``; None if there is none."""
+    try:
+        st = os.stat(path + "-wal")
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def old_wal_left(path: str, identity: FileIdentity) -> WalStamp | None:
+    """If the database file at ``path`` has been replaced (it is no longer the one of
+    ``identity``, a connection's) while the -wal there is still the old file's: that
+    -wal's stamp; else None.
+
+    SQLite would apply the old file's WAL to the new file (a restored backup would come
+    back with the old file's latest pages, or corrupt:
+    https://sqlite.org/howtocorrupt.html), so the store opens nothing at the path while
+    that -wal is there unchanged. SQLite does not delete the -wal of a file that has left
+    its path, even when the last connection to it closes: someone must.
+    """
+    now = file_identity(path)
+    if identity[1] is None or now[0] == identity[0] or now[1] != identity[1]:
+        return None
+    return wal_stamp(path)
+
+
 class Connection(sqlite3.Connection):
     """A connection a store can track weakly (the base class takes no weak references),
     with the identity of the files it opened, when reads last checked it, its busy

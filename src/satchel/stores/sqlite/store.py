@@ -5,9 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -15,19 +13,16 @@ from typing import TypeVar
 from satchel.errors import ConfigError, StoreUnavailable
 from satchel.lifetime import Clock, system_clock
 from satchel.store import DEVICE_MAX, Patch, Record, Updated
-from satchel.stores.sqlite.checkpoints import CHECKPOINT_CHANGES, WAL_SIZE_LIMIT, Checkpointer
+from satchel.stores.sqlite.checkpoints import CHECKPOINT_CHANGES, Checkpointer
+from satchel.stores.sqlite.connections import Connections
 from satchel.stores.sqlite.files import (
-    Closer,
     Connection,
     FileMoved,
     checkpoint_wal,
-    file_identity,
-    folder_of,
     set_busy_timeout,
     still_there,
     try_write,
     unusable,
-    use_wal,
     why_unavailable,
 )
 from satchel.stores.sqlite.purge import PurgeRows
@@ -39,20 +34,16 @@ from satchel.stores.sqlite.schema import (
     LOAD,
     RELEASE_LOCK,
     UPSERT_FIELD,
-    prepare,
 )
 from satchel.stores.sqlite.updates import update_work
 from satchel.stores.sqlite.users import UserRows
-from satchel.stores.sqlite.writers import Locked, Writers, process_id
+from satchel.stores.sqlite.writers import Locked
 
 _T = TypeVar("_T")
-_READ_CHECK_INTERVAL = 1.0  # seconds between a connection's file checks on reads
-_INHERITED: list[object] = []  # connections of a parent process, kept from being closed
 log = logging.getLogger("satchel")
 _NOTHING = Patch()
 
-
-class SQLiteStore(PurgeRows, UserRows):
+class SQLiteStore(Connections, PurgeRows, UserRows):
     """Sessions in an SQLite file. ``path`` is created with its schema if absent.
 
     Each thread that uses the store gets its own connection, closed when that
@@ -74,15 +65,8 @@ class SQLiteStore(PurgeRows, UserRows):
 
     def __init__(self, path: str | os.PathLike[str], *, clock: Clock = system_clock,
                  busy_timeout: float = 5.0) -> None:
-        self.path = os.fspath(path)
+        Connections.__init__(self, os.fspath(path), busy_timeout)
         self._clock = clock
-        self._busy_timeout = busy_timeout
-        self._busy_ms = int(busy_timeout * 1000)
-        self._local = threading.local()
-        self._opened: weakref.WeakSet[Connection] = weakref.WeakSet()  # every thread's
-        self._pid = process_id()  # whose connections _local holds
-        self._opened_lock = threading.Lock()
-        self._writers = Writers(self.path)
         self._changes = 0  # rows changed since the last checkpoint
         self._checkpoints = Checkpointer(self, SQLiteStore._checkpoint, self.path)
         try:
@@ -98,69 +82,6 @@ class SQLiteStore(PurgeRows, UserRows):
                         " until it can be opened, and its tables are created then", self,
                         why_unavailable(self.path, err.__cause__))
 
-    def _connect(self, *, check: bool = True) -> Connection:
-        """This thread's connection, reopened if its files have left the path."""
-        if self._pid != process_id():
-            self._forked()
-        conn: Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            if not check:
-                return conn
-            now = time.monotonic()
-            if now - conn.checked_at < _READ_CHECK_INTERVAL:
-                return conn
-            if still_there(conn, self.path):
-                conn.checked_at = now
-                return conn
-            self._drop(conn)
-        return self._open()
-
-    def _open(self) -> Connection:
-        try:
-            new = sqlite3.connect(self.path, timeout=self._busy_timeout, factory=Connection,
-                                  isolation_level=None, check_same_thread=False)
-            closer = Closer(new)  # closes it if a PRAGMA or the schema's upgrade fails, too
-            use_wal(new, self._busy_timeout)
-            new.execute("PRAGMA synchronous=NORMAL")
-            new.execute("PRAGMA wal_autocheckpoint=0")  # the store's own: see checkpoints.py
-            new.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
-            new.execute("PRAGMA foreign_keys=ON")
-            prepare(new)
-        except sqlite3.DatabaseError as err:
-            why = why_unavailable(self.path, err)
-            raise StoreUnavailable(f"SQLite store {self.path!r}: {why}") from err
-        new.identity, new.checked_at = file_identity(self.path), time.monotonic()
-        new.folder = folder_of(self.path)
-        new.busy_ms = self._busy_ms  # what connect(timeout=) set
-        new.cur = new.cursor()
-        with self._opened_lock:
-            self._opened.add(new)
-        local = self._local
-        local.conn, local.closer = new, closer
-        return new
-
-    def _forked(self) -> None:
-        """In a forked child (``gunicorn --preload``): never use, nor close, the parent's
-        connections, which SQLite forbids (https://sqlite.org/howtocorrupt.html 2.6); they
-        are left open, and this process opens its own."""
-        _INHERITED.append((self._local, self._opened))  # their Closers would close them
-        self._local, self._opened, self._pid = threading.local(), weakref.WeakSet(), process_id()
-
-    def _drop(self, conn: Connection) -> None:
-        """Close this thread's connection, whose files are no longer the ones at the path."""
-        log.warning("SQLite store %r: the database file, or its -wal or -shm, is no longer the"
-                    " one at the path (folder removed or moved, file replaced); reopening",
-                    self.path)
-        self._writers.close()  # the lock file may have moved with the database
-        self._close_mine(conn)  # SQLite neither checkpoints nor deletes a moved file's -wal
-
-    def _close_mine(self, conn: Connection) -> None:
-        """Close ``conn``, this thread's connection; the thread's next call opens a new one."""
-        self._local.conn = self._local.closer = None
-        with self._opened_lock:
-            self._opened.discard(conn)
-        conn.close()
-
     def close(self) -> None:
         """Close the connections the store opened, on every thread.
 
@@ -168,13 +89,7 @@ class SQLiteStore(PurgeRows, UserRows):
         another thread runs an operation on the store makes that operation fail
         with :class:`StoreUnavailable`. Closing twice is not an error.
         """
-        self._local = threading.local()
-        with self._opened_lock:
-            opened = list(self._opened)
-            self._opened.clear()
-        for conn in opened:
-            conn.close()
-        self._writers.close()
+        self._close_all()
         self._checkpoints.stop()
 
     @contextmanager
