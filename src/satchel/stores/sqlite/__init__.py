@@ -21,8 +21,8 @@ connection holds it open). Otherwise the
 write is rolled back and retried once on a new connection to the file now
 at the path, whose schema is created if it is new; while the path cannot be
 opened, or while a file put in place of the old one has the old file's -wal
-beside it (which SQLite would apply to it), :class:`StoreUnavailable`. Reads check at most once a second per
-connection (a replaced file may be read for up to a second; nothing read
+beside it (which SQLite would apply to it), :class:`StoreUnavailable`.
+Reads check at most once a second per connection (a replaced file may be read for up to a second; nothing read
 there is written back). A store built while its folder does not exist (a
 volume not mounted yet) is in that state from the start: it logs one line
 and opens the file, with its schema, once the folder is there. A path that
