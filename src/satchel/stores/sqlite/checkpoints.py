@@ -27,8 +27,10 @@ a WAL that a burst grew back to :data:`WAL_SIZE_LIMIT` bytes when it starts over
 The thread is started at the first checkpoint asked for (most stores in tests never ask),
 ends when the store is closed or garbage-collected, and is started again in a forked
 child (``fork`` copies no thread). It closes its connection after each checkpoint, and
-the interpreter's exit waits for a checkpoint that is running: when the app stops, the
-last connection to close folds the WAL into the database file, as without the thread.
+the interpreter's exit, :meth:`SQLiteStore.close`, and a ``fork`` (which would copy into
+the child SQLite's locks held by a thread the child does not have) wait for a checkpoint
+that is running: when the app stops, the last connection to close folds the WAL into the
+database file, as without the thread.
 Asks that come while a checkpoint runs are merged into the next one. A checkpoint that
 fails (the file removed meanwhile, a disk error, the writers' lock held past the busy
 timeout) is logged at DEBUG on ``satchel``; the next one catches up: nothing written is
@@ -39,7 +41,9 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -66,25 +70,40 @@ class Checkpointer:
         self._owner = weakref.ref(owner)
         self._run_on = run
         self._name = name
-        self._cond = threading.Condition(threading.Lock())
+        # re-entrant: a garbage collection on the thread, while it holds the lock, may
+        # collect the store, whose finalizer calls stop() on that same thread
+        self._cond = threading.Condition(threading.RLock())
         self._asked = False
         self._thread: threading.Thread | None = None  # the one running; others end
         self._pid = process_id()
+        self._finalizer: weakref.finalize[Any, Any] | None = None
         self.done = 0
         """How many checkpoints the thread has finished, failed ones included."""
 
     def ask(self) -> None:
-        """Ask for a checkpoint soon; returns at once (starting the thread if needed)."""
+        """Ask for a checkpoint soon; returns at once (starting the thread if needed).
+        Never raises: a thread that cannot be started (a process or memory limit) is
+        logged, and the next ask tries again; the write that asked is committed."""
         with self._lock():
             self._asked = True
             if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, daemon=True,
-                                                name=f"satchel checkpoint {self._name}")
-                self._thread.start()
+                thread = threading.Thread(target=self._loop, daemon=True,
+                                          name=f"satchel checkpoint {self._name}")
+                self._thread = thread  # before start(): the thread checks it is the one
+                try:
+                    thread.start()
+                except RuntimeError as err:  # "can't start new thread"
+                    self._thread = None
+                    log.warning("SQLite store %s: cannot start the checkpoint thread (%s);"
+                                " the WAL grows until a later write starts it", self._name,
+                                err)
+                    return
                 _RUNNING.add(self)
                 owner = self._owner()
-                if owner is not None:  # not at exit: _stop_all waits for the thread then
-                    weakref.finalize(owner, self.stop).atexit = False
+                if self._finalizer is None and owner is not None:
+                    # not at exit: _stop_all waits for the thread then
+                    self._finalizer = weakref.finalize(owner, self.stop)
+                    self._finalizer.atexit = False
             self._cond.notify_all()
 
     def stop(self) -> threading.Thread | None:
@@ -98,7 +117,7 @@ class Checkpointer:
     def _lock(self) -> threading.Condition:
         if self._pid != process_id():  # a forked child: the parent's thread was not copied,
             # and the condition's lock may have been copied held
-            self._cond, self._thread = threading.Condition(threading.Lock()), None
+            self._cond, self._thread = threading.Condition(threading.RLock()), None
             self._pid, self._asked = process_id(), False
         return self._cond
 
@@ -114,7 +133,8 @@ class Checkpointer:
             if owner is None:
                 return
             try:
-                self._run_on(owner)
+                with _NO_FORK:  # see _before_fork
+                    self._run_on(owner)
             except Exception as err:  # logged: the next checkpoint catches up
                 log.debug("SQLite store %s: checkpoint failed: %s", self._name, err)
             finally:
@@ -128,10 +148,21 @@ _RUNNING: weakref.WeakSet[Checkpointer] = weakref.WeakSet()  # those that starte
 @atexit.register
 def _stop_all() -> None:
     """At the interpreter's exit, end the checkpoint threads, letting a running checkpoint
-    finish (up to :data:`_EXIT_WAIT` seconds): a daemon thread stopped in the middle would
-    leave its connection open, and the WAL is folded into the database file, and deleted,
-    only when the last connection to it closes."""
+    finish (up to :data:`_EXIT_WAIT` seconds in all): a daemon thread stopped in the middle
+    would leave its connection open, and the WAL is folded into the database file, and
+    deleted, only when the last connection to it closes."""
     threads = [checkpointer.stop() for checkpointer in list(_RUNNING)]
+    deadline = time.monotonic() + _EXIT_WAIT
     for thread in threads:
         if thread is not None:
-            thread.join(_EXIT_WAIT)
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+# Held while a checkpoint runs, and by a thread that forks (os.register_at_fork): a fork
+# waits for a running checkpoint to end. A child forked in the middle of one would inherit
+# SQLite's locks and mutexes held by a thread it does not have, and hang on them (closing
+# the connection the thread left behind, or opening its own to the same file).
+_NO_FORK = threading.Lock()
+if hasattr(os, "register_at_fork"):  # pragma: no branch - every POSIX system
+    os.register_at_fork(before=_NO_FORK.acquire, after_in_parent=_NO_FORK.release,
+                        after_in_child=_NO_FORK.release)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -85,12 +86,18 @@ class SQLiteStore(Connections, PurgeRows, UserRows):
     def close(self) -> None:
         """Close the connections the store opened, on every thread.
 
-        A thread that uses the store afterwards opens a new one. Closing while
-        another thread runs an operation on the store makes that operation fail
-        with :class:`StoreUnavailable`. Closing twice is not an error.
+        A thread that uses the store afterwards opens a new one. Call it when no
+        other thread is running an operation on the store (at shutdown, between
+        tests): Python's ``sqlite3`` module does not guard a connection closed
+        while another thread runs a statement on it, and the process can crash.
+        It waits for the store's checkpoint, if one is running (up to the busy
+        timeout). Closing twice is not an error.
         """
+        thread = self._checkpoints.stop()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(self._busy_timeout + 1.0)  # its checkpoint may be running: let it end,
+            # or it would open the path again after this returns
         self._close_all()
-        self._checkpoints.stop()
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -174,6 +181,8 @@ class SQLiteStore(Connections, PurgeRows, UserRows):
         one left open at exit would keep the last one to close from folding the WAL into
         the file. Raises ``sqlite3.Error`` or :class:`StoreUnavailable`."""
         conn = self._connect()
+        with self._opened_lock:  # closed here, never by close() while a statement runs on it
+            self._opened.discard(conn)
         try:
             checkpoint_wal(conn)
             with self._writing():
