@@ -133,7 +133,7 @@ class Checkpointer:
             if owner is None:
                 return
             try:
-                with _NO_FORK:  # see _before_fork
+                with _NO_FORK:  # a fork waits for it: see _NO_FORK below
                     self._run_on(owner)
             except Exception as err:  # logged: the next checkpoint catches up
                 log.debug("SQLite store %s: checkpoint failed: %s", self._name, err)

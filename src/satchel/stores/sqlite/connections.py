@@ -43,7 +43,6 @@ _OLD_WAL = (
     " put the file in place")
 
 
-
 class Connections:
     """The per-thread connections of :class:`~satchel.stores.sqlite.SQLiteStore` to the
     file at ``path``, and its write lock (:class:`~satchel.stores.sqlite.writers.Writers`);

@@ -44,6 +44,7 @@ _T = TypeVar("_T")
 log = logging.getLogger("satchel")
 _NOTHING = Patch()
 
+
 class SQLiteStore(Connections, PurgeRows, UserRows):
     """Sessions in an SQLite file. ``path`` is created with its schema if absent.
 
