@@ -180,6 +180,17 @@ def test_quick_sqlite_processes_bench_runs_one_and_two_processes() -> None:
                              re.M), result.stdout
 
 
+def test_quick_sqlite_floor_bench_builds_up_the_floor_of_a_write() -> None:
+    """`bench/sqlite_floor.py --quick`: satchel's SQLite layer beside the memory store, then
+    the memory store making the bare SQLite calls, then with the guarantees' calls added."""
+    result = run(str(BENCH / "sqlite_floor.py"), "--quick")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in ("flask-cookie", "memory", r"memory\+calls", r"memory\+calls\+guards",
+                 "sqlite"):
+        assert re.search(rf"^  {name} +-?\d+\.\d \(-?\d+\.\d\dx\) +-?\d+\.\d \(",
+                         result.stdout, re.M), result.stdout
+
+
 def test_untouched_instructions_counts_every_mode() -> None:
     """The README's callgrind count of an untouched request's instructions runs and reports
     every mode (a few requests: the counts are not meaningful here, their shape is)."""

@@ -1,0 +1,133 @@
+"""Where satchel's SQLite write goes: its layer beside floors built up one part at a time.
+
+``make bench`` sets satchel's SQLite layer beside the bare ``sqlite3`` calls timed in a bare
+app's request. That floor leaves out two costs any SQLite layer of satchel's pays: its
+session machinery, which runs in the same request (satchel-memory's overhead), and the
+slower running of the rest of the request once SQLite and the kernel have run in it
+(their code and data push the interpreter's out of the CPU's caches). This benchmark times,
+in one interleaved run, through WSGI in-process as ``make bench`` does:
+
+- ``memory``: satchel on its memory store;
+- ``memory+calls``: the same, whose store also makes the bare calls: a SELECT by key on
+  load, an autocommitted INSERT OR REPLACE on update, on a WAL file with
+  ``synchronous=NORMAL`` (the calls of ``contender_apps.sqlite_calls``);
+- ``memory+calls+guards``: the same, with what SQLiteStore's guarantees add to a write:
+  the write in ``BEGIN IMMEDIATE`` ... ``COMMIT`` (a write that waited for another writer's
+  lock is checked against the file at the path before it commits), a ``stat`` of the
+  folder (that check), and the lock that queues the writers of several processes (two
+  ``flock`` calls);
+- ``sqlite``: satchel on :class:`SQLiteStore`.
+
+Each line gives the overhead over a bare app (µs; write / read) and the ratio to Flask's
+cookie session's overhead, the peer of ``make bench``'s SQLite goal. The gap between the last
+two lines is the store's own code. Prints only; writes no report.
+
+    .venv/bin/python bench/sqlite_floor.py            # about 2 minutes
+    .venv/bin/python bench/sqlite_floor.py --quick    # a smoke run, figures not meaningful
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import sqlite3
+import sys
+import tempfile
+from pathlib import Path
+
+import contender_apps
+from flask import Flask
+from timing import fastest_interleaved
+
+from satchel import MemoryStore, Satchel
+from satchel.store import Patch, Record, Updated
+
+
+class _CallsStore(MemoryStore):
+    """A memory store whose load and update also make the bare SQLite calls of a layer on
+    SQLite (``guards``: and what SQLiteStore's guarantees add to a write)."""
+
+    def __init__(self, folder: Path, *, guards: bool) -> None:
+        super().__init__()
+        folder.mkdir(exist_ok=True)
+        self._folder = str(folder)
+        self._db = sqlite3.connect(folder / "calls.sqlite3", isolation_level=None,
+                                   check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS sessions (key TEXT PRIMARY KEY,"
+                         " data BLOB NOT NULL) WITHOUT ROWID")
+        self._db.execute("INSERT OR REPLACE INTO sessions VALUES ('k', ?)", (b'{"n": 0}',))
+        self._cur = self._db.cursor()
+        self._lock_fd = os.open(folder / "calls.sqlite3-lock", os.O_RDWR | os.O_CREAT, 0o644)
+        self._guards = guards
+
+    def load(self, key: str) -> Record | None:
+        self._cur.execute("SELECT data FROM sessions WHERE key = ?", ("k",)).fetchall()
+        return super().load(key)
+
+    def update(self, key: str, patch: Patch) -> Updated:
+        cur, params = self._cur, ("k", b'{"n": 1}')
+        write = "INSERT OR REPLACE INTO sessions (key, data) VALUES (?, ?)"
+        if self._guards:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            cur.execute("BEGIN IMMEDIATE")
+            cur.execute(write, params)
+            os.stat(self._folder)
+            cur.execute("COMMIT")
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        else:
+            cur.execute(write, params)
+        return super().update(key, patch)
+
+
+def _memory(store: MemoryStore, name: str) -> Flask:
+    app = contender_apps.routes(Flask(name), use_session=True)
+    Satchel(app, store=store)
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run")
+    args = parser.parse_args(argv)
+    seconds, repeats = (0.02, 2) if args.quick else (0.25, 15)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        apps = {
+            "bare": contender_apps.bare(),
+            "flask-cookie": contender_apps.flask_cookie(),
+            "memory": _memory(MemoryStore(), "memory"),
+            "memory+calls": _memory(_CallsStore(folder / "calls", guards=False), "calls"),
+            "memory+calls+guards": _memory(_CallsStore(folder / "guards", guards=True),
+                                           "guards"),
+            "sqlite": contender_apps.satchel_sqlite(folder),
+        }
+        times: dict[str, dict[str, float]] = {}
+        for path in ("/write", "/read"):
+            calls = {}
+            for name, app in apps.items():
+                cookie = None if name == "bare" else contender_apps.login_cookie(app)
+                environ = contender_apps.environ_for(path, cookie)
+                calls[name] = (lambda app=app, environ=environ:  # type: ignore[misc]
+                               contender_apps.drive(app, environ, 1))
+            times[path] = fastest_interleaved(calls, seconds=seconds, repeats=repeats)
+    over = {path: {name: (t - found["bare"]) * 1e6 for name, t in found.items()}
+            for path, found in times.items()}
+    print(f"overhead over a bare app (µs), fastest of {repeats} interleaved runs;"
+          " in brackets the ratio to Flask's cookie session's; the bare app took"
+          f" {times['/write']['bare'] * 1e6:.1f} µs (/write), {times['/read']['bare'] * 1e6:.1f}"
+          " µs (/read)")
+    print(f"  {'':22}{'write':>16}{'read':>16}")
+    for name in apps:
+        if name == "bare":
+            continue
+        cells = [f"{over[p][name]:7.1f} ({over[p][name] / over[p]['flask-cookie']:.2f}x)"
+                 for p in ("/write", "/read")]
+        print(f"  {name:22}{cells[0]:>16}{cells[1]:>16}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
