@@ -13,6 +13,8 @@ import sqlite3
 import threading
 import time
 import weakref
+from collections.abc import Sequence
+from typing import Any
 
 from satchel.errors import StoreUnavailable
 from satchel.stores.sqlite.checkpoints import WAL_SIZE_LIMIT
@@ -59,22 +61,48 @@ class Connections:
         self._writers = Writers(self.path)
         self._old_wal: WalStamp | None = None  # a replaced file's -wal, left at the path
 
-    def _connect(self, *, check: bool = True) -> Connection:
-        """This thread's connection, reopened if its files have left the path."""
+    def _connect(self) -> Connection:
+        """This thread's connection, reopened if its files have left the path, or if
+        :meth:`_close_all` retired it. Not held: see :meth:`_take`."""
         if self._pid != process_id():
             self._forked()
         conn: Connection | None = getattr(self._local, "conn", None)
         if conn is not None:
-            if not check:
-                return conn
             now = time.monotonic()
-            if now - conn.checked_at < _READ_CHECK_INTERVAL:
+            if now - conn.checked_at < _READ_CHECK_INTERVAL:  # never for a retired one
                 return conn
-            if still_there(conn, self.path):
-                conn.checked_at = now
-                return conn
-            self._drop(conn)
+            if not conn.retired:  # (retired: closed by _close_all, or by its Closer)
+                if still_there(conn, self.path):
+                    conn.checked_at = now
+                    return conn
+                self._drop(conn)
         return self._open()
+
+    def _take(self) -> Connection:
+        """This thread's connection, held (``conn.busy``) for one operation: release it
+        with ``conn.busy.release()``. :meth:`_close_all` on another thread waits for it."""
+        while True:
+            conn = self._connect()
+            conn.busy.acquire()
+            if not conn.retired:
+                return conn
+            conn.busy.release()  # retired since _connect: the next one opens a new one
+
+    def _read(self, sql: str, params: Sequence[object]) -> list[Any]:
+        """The rows of one read on this thread's connection; :class:`StoreUnavailable` if the
+        file cannot be read."""
+        try:  # not self._errors(): a generator context costs about a microsecond a call
+            conn = self._connect()
+            conn.busy.acquire()  # _take(), inline: the frequent reads pay no second call
+            if conn.retired:
+                conn.busy.release()
+                conn = self._take()
+            try:
+                return conn.cur.execute(sql, params).fetchall()
+            finally:
+                conn.busy.release()
+        except sqlite3.DatabaseError as err:
+            raise StoreUnavailable(f"SQLite store {self.path!r}: {err}") from err
 
     def _open(self) -> Connection:
         if self._old_wal is not None:
@@ -84,6 +112,7 @@ class Connections:
         try:
             new = sqlite3.connect(self.path, timeout=self._busy_timeout, factory=Connection,
                                   isolation_level=None, check_same_thread=False)
+            new.busy = threading.RLock()  # re-entrant: an operation's own close (_drop)
             closer = Closer(new)  # closes it if a PRAGMA or the schema's upgrade fails, too
             use_wal(new, self._busy_timeout)
             new.execute("PRAGMA synchronous=NORMAL")
@@ -129,14 +158,34 @@ class Connections:
         self._local.conn = self._local.closer = None
         with self._opened_lock:
             self._opened.discard(conn)
-        conn.close()
+        with conn.busy:
+            conn.close()
 
     def _close_all(self) -> None:
-        """Close every thread's connection, and the lock file."""
-        self._local = threading.local()
+        """Close every thread's connection, and the lock file.
+
+        A connection another thread is running a statement on is closed once the statement
+        is done (waiting up to the busy timeout, plus a second; past that, it is left to its
+        thread, which closes it on its next call, or when it ends). Each thread opens a new
+        connection on its next call.
+        """
+        if self._pid != process_id():
+            # A forked child closes the connections it inherited, without waiting: their
+            # threads were not copied. SQLite keeps a process's locks in the process, so
+            # one a parent's thread held at the fork would block the child's own writes.
+            inherited = list(self._opened)
+            self._forked()
+            for conn in inherited:
+                conn.close()
         with self._opened_lock:
             opened = list(self._opened)
             self._opened.clear()
+        for conn in opened:  # first all retired: none is used for a new statement
+            conn.retired, conn.checked_at = True, float("-inf")
         for conn in opened:
-            conn.close()
+            if conn.busy.acquire(timeout=self._busy_timeout + 1.0):
+                try:
+                    conn.close()
+                finally:
+                    conn.busy.release()
         self._writers.close()

@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import threading
 import time
 
 FileIdentity = tuple[tuple[int, int] | None, ...]
@@ -85,9 +86,17 @@ class Connection(sqlite3.Connection):
     with the identity of the files it opened, when reads last checked it, its busy
     timeout, and a cursor its store's frequent statements reuse (``conn.execute`` makes a
     cursor per call: about 0.5 µs). A statement on ``cur`` is read to its end (``fetchall``),
-    never left open: an open read would hold its snapshot."""
+    never left open: an open read would hold its snapshot.
+
+    ``busy`` is held while a statement runs on it, and while it is closed: Python's
+    ``sqlite3`` module does not guard a connection closed under another thread's
+    statement (the process can crash), so the store closes one only holding ``busy``.
+    ``retired``: the store closed it, or is about to (see ``SQLiteStore.close``); its
+    thread opens a new one."""
 
     cur: sqlite3.Cursor
+    busy: threading.RLock
+    retired = False
     identity: FileIdentity = ()
     folder: str | None = None  # whose stamp stands for the files' (None: a symlink's path)
     stamp: FolderStamp | None = None  # the folder's, when it was last found settled
@@ -135,20 +144,34 @@ class FileMoved(Exception):
 
 class Closer:
     """Closes a connection when dropped: kept in the connection's thread-local slot, it goes
-    when the thread ends or the store does. A connection is in a reference cycle (its
-    statement cache holds it, Python 3.11+), so without this it would stay open until a
-    garbage collection, and Python 3.13 then warns (ResourceWarning: unclosed database)."""
+    when the thread ends, when the thread opens a new connection, or when the store goes. A
+    connection is in a reference cycle (its statement cache holds it, Python 3.11+), so
+    without this it would stay open until a garbage collection, and Python 3.13 then warns
+    (ResourceWarning: unclosed database). It closes it holding the connection's ``busy``
+    (waiting up to :data:`CLOSE_WAIT` seconds for a statement of another thread's; past
+    that, it leaves the connection to the garbage collector)."""
 
     __slots__ = ("conn",)
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
     def __del__(self) -> None:
+        conn = self.conn
+        busy = getattr(conn, "busy", None)  # None: the connection failed to open
+        if busy is not None and not busy.acquire(timeout=CLOSE_WAIT):
+            return  # pragma: no cover - a statement held it that long
         try:
-            self.conn.close()
+            conn.close()
         except sqlite3.Error:  # pragma: no cover - nothing to report to at that moment
             pass
+        finally:
+            if busy is not None:
+                busy.release()
+
+
+CLOSE_WAIT = 10.0
+"""Seconds a :class:`Closer` waits for a running statement before leaving the connection."""
 
 
 def missing_folder(path: str) -> str | None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from satchel.stores.sqlite.schema import EXPIRED_KEYS, PURGE_KEY, PURGE_LOCKS
@@ -41,7 +41,7 @@ class PurgeRows:
 
     _clock: Any
 
-    def _connect(self, *, check: bool = True) -> sqlite3.Connection:
+    def _read(self, sql: str, params: Sequence[object]) -> list[Any]:
         raise NotImplementedError
 
     def _errors(self) -> AbstractContextManager[None]:
@@ -62,8 +62,7 @@ class PurgeRows:
         """
         now = self._clock()
         self._write(lambda conn: conn.execute(PURGE_LOCKS, (now,)))
-        with self._errors():
-            keys = [row[0] for row in self._connect().execute(EXPIRED_KEYS, (now, batch))]
+        keys = [row[0] for row in self._read(EXPIRED_KEYS, (now, batch))]
         return self._delete_keys(keys, now)
 
     def _delete_keys(self, keys: list[str], now: float) -> int:
@@ -90,6 +89,5 @@ class PurgeRows:
 
     def count_expired(self) -> int:
         """How many expired sessions wait to be purged (a count over the expiry index)."""
-        with self._errors():
-            row = self._connect().execute(COUNT_EXPIRED, (self._clock(),)).fetchone()
-        return int(row[0])
+        [(count,)] = self._read(COUNT_EXPIRED, (self._clock(),))
+        return int(count)

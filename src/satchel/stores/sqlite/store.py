@@ -73,7 +73,11 @@ class SQLiteStore(Connections, PurgeRows, UserRows):
         self._checkpoints = Checkpointer(self, SQLiteStore._checkpoint, self.path)
         try:
             with self._errors():
-                try_write(self._connect())
+                conn = self._take()
+                try:
+                    try_write(conn)
+                finally:
+                    conn.busy.release()
         except StoreUnavailable as err:
             self.close()
             why = unusable(self.path, err.__cause__)
@@ -87,12 +91,14 @@ class SQLiteStore(Connections, PurgeRows, UserRows):
     def close(self) -> None:
         """Close the connections the store opened, on every thread.
 
-        A thread that uses the store afterwards opens a new one. Call it when no
-        other thread is running an operation on the store (at shutdown, between
-        tests): Python's ``sqlite3`` module does not guard a connection closed
-        while another thread runs a statement on it, and the process can crash.
-        It waits for the store's checkpoint, if one is running (up to the busy
-        timeout). Closing twice is not an error.
+        A thread that uses the store afterwards opens a new one, so calls that other
+        threads make meanwhile go on: none fails for it. A connection on which another
+        thread is running a statement is closed once the statement is done: close()
+        waits for it, and for the store's checkpoint if one is running, each up to the
+        busy timeout plus a second (past that, a thread's connection is closed by that
+        thread, on its next call or when it ends). Closing twice is not an error. In a
+        process forked after the store was used, it also closes the connections the
+        child inherited, without waiting for the parent's threads (the child has none).
         """
         thread = self._checkpoints.stop()
         if thread is not None and thread is not threading.current_thread():
@@ -136,26 +142,33 @@ class SQLiteStore(Connections, PurgeRows, UserRows):
             try:
                 for _ in range(2):
                     conn = self._connect()
-                    if left < 0.9 * self._busy_timeout:
-                        set_busy_timeout(conn, left)
-                    elif conn.busy_ms != self._busy_ms:
-                        set_busy_timeout(conn, self._busy_timeout)
-                    cur = conn.cur
-                    cur.execute("BEGIN IMMEDIATE")
+                    conn.busy.acquire()  # self._take(), inline
+                    if conn.retired:
+                        conn.busy.release()
+                        conn = self._take()
                     try:
-                        result = work(conn)
-                        if not still_there(conn, self.path):
-                            raise FileMoved
-                    except FileMoved:
-                        cur.execute("ROLLBACK")
-                        self._drop(conn)
-                        continue
-                    except BaseException:
-                        cur.execute("ROLLBACK")
-                        raise
-                    cur.execute("COMMIT")
-                    conn.checked_at = time.monotonic()
-                    changes = conn.total_changes
+                        if left < 0.9 * self._busy_timeout:
+                            set_busy_timeout(conn, left)
+                        elif conn.busy_ms != self._busy_ms:
+                            set_busy_timeout(conn, self._busy_timeout)
+                        cur = conn.cur
+                        cur.execute("BEGIN IMMEDIATE")
+                        try:
+                            result = work(conn)
+                            if not still_there(conn, self.path):
+                                raise FileMoved
+                        except FileMoved:
+                            cur.execute("ROLLBACK")
+                            self._drop(conn)
+                            continue
+                        except BaseException:
+                            cur.execute("ROLLBACK")
+                            raise
+                        cur.execute("COMMIT")
+                        conn.checked_at = time.monotonic()
+                        changes = conn.total_changes
+                    finally:
+                        conn.busy.release()
                     self._changes += changes - conn.changes_seen
                     conn.changes_seen = changes
                     checkpoint = self._changes >= CHECKPOINT_CHANGES
@@ -181,19 +194,30 @@ class SQLiteStore(Connections, PurgeRows, UserRows):
         :mod:`~satchel.stores.sqlite.checkpoints`). The connection is closed after: an idle
         one left open at exit would keep the last one to close from folding the WAL into
         the file. Raises ``sqlite3.Error`` or :class:`StoreUnavailable`."""
-        conn = self._connect()
-        with self._opened_lock:  # closed here, never by close() while a statement runs on it
+        conn = self._take()
+        with self._opened_lock:  # closed here, not by close()
             self._opened.discard(conn)
         try:
             checkpoint_wal(conn)
             with self._writing():
                 checkpoint_wal(conn)
         finally:
-            self._close_mine(conn)
+            try:
+                self._close_mine(conn)
+            finally:
+                conn.busy.release()
 
     def load(self, key: str) -> Record | None:
-        try:  # not self._errors(): a generator context costs about a microsecond a call
-            rows = self._connect().cur.execute(LOAD, (key, self._clock())).fetchall()
+        try:  # self._read(LOAD, ...), inline: the most frequent call
+            conn = self._connect()
+            conn.busy.acquire()
+            if conn.retired:
+                conn.busy.release()
+                conn = self._take()
+            try:
+                rows = conn.cur.execute(LOAD, (key, self._clock())).fetchall()
+            finally:
+                conn.busy.release()
         except sqlite3.DatabaseError as err:
             raise StoreUnavailable(f"SQLite store {self.path!r}: {err}") from err
         if not rows:
@@ -224,9 +248,7 @@ class SQLiteStore(Connections, PurgeRows, UserRows):
     def update(self, key: str, patch: Patch) -> Updated:
         now = self._clock()
         if patch == _NOTHING:  # only "is it live?": a read, no write transaction
-            with self._errors():
-                live = self._connect().cur.execute(IS_LIVE, (key, now)).fetchall()
-            return Updated.KEPT if live else Updated.GONE
+            return Updated.KEPT if self._read(IS_LIVE, (key, now)) else Updated.GONE
         return self._write(update_work(key, patch, now))
 
     def delete(self, key: str) -> None:
@@ -234,13 +256,19 @@ class SQLiteStore(Connections, PurgeRows, UserRows):
 
     def acquire_lock(self, key: str, token: str, lease: float) -> bool:
         now = self._clock()
-        with self._errors(), self._writing():
-            cursor = self._connect().execute(ACQUIRE_LOCK, (key, token, now + lease, now))
-        return cursor.rowcount == 1
+        return self._lock_row(ACQUIRE_LOCK, (key, token, now + lease, now))
 
     def release_lock(self, key: str, token: str) -> bool:
+        return self._lock_row(RELEASE_LOCK, (key, token))
+
+    def _lock_row(self, sql: str, params: tuple[object, ...]) -> bool:
+        """Whether ``sql``, one statement on the session locks' table, changed a row."""
         with self._errors(), self._writing():
-            return self._connect().execute(RELEASE_LOCK, (key, token)).rowcount == 1
+            conn = self._take()
+            try:
+                return conn.cur.execute(sql, params).rowcount == 1
+            finally:
+                conn.busy.release()
 
     def __repr__(self) -> str:
         return f"<SQLiteStore path={self.path!r}>"

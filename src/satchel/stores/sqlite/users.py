@@ -12,7 +12,7 @@ is never listed (each query asks ``expires_at > now``).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from satchel.store import BOOKKEEPING, SessionInfo, StoreStats
@@ -41,7 +41,7 @@ class UserRows:
 
     _clock: Any
 
-    def _connect(self, *, check: bool = True) -> sqlite3.Connection:
+    def _read(self, sql: str, params: Sequence[object]) -> list[Any]:
         raise NotImplementedError
 
     def _errors(self) -> AbstractContextManager[None]:
@@ -52,8 +52,7 @@ class UserRows:
 
     def sessions_of(self, user: str) -> list[SessionInfo]:
         """The user's live sessions, oldest first: one indexed read."""
-        with self._errors():
-            rows = self._connect().execute(SESSIONS_OF, (user, self._clock())).fetchall()
+        rows = self._read(SESSIONS_OF, (user, self._clock()))
         return [_info(row) for row in rows]
 
     def delete_user(self, user: str, keep: str | None = None) -> list[str]:
@@ -70,15 +69,12 @@ class UserRows:
     def expired(self, key: str) -> SessionInfo | None:
         """The metadata of the session under ``key`` if it is there but expired (a read by
         primary key); None if it is missing or live. Expired rows stay until purged."""
-        with self._errors():
-            row = self._connect().execute(EXPIRED, (key, self._clock())).fetchone()
-        return None if row is None else _info(row)
+        rows = self._read(EXPIRED, (key, self._clock()))
+        return _info(rows[0]) if rows else None
 
     def stats(self) -> StoreStats:
         """Live sessions and distinct users: one read of the whole table."""
-        with self._errors():
-            sessions, users = self._connect().execute(
-                STATS, (self._clock(), BOOKKEEPING)).fetchone()
+        [(sessions, users)] = self._read(STATS, (self._clock(), BOOKKEEPING))
         return StoreStats(int(sessions), int(users))
 
     def all_sessions(self) -> Iterator[SessionInfo]:
@@ -89,8 +85,7 @@ class UserRows:
             now = self._clock()
             query, params = ((FIRST_PAGE, (now, BOOKKEEPING, PAGE_SIZE)) if after is None
                              else (PAGE, (now, BOOKKEEPING, after, PAGE_SIZE)))
-            with self._errors():
-                rows = self._connect().execute(query, params).fetchall()
+            rows = self._read(query, params)
             yield from (_info(row) for row in rows)
             if len(rows) < PAGE_SIZE:
                 return
