@@ -86,7 +86,8 @@ class Connections:
             conn.busy.acquire()
             if not conn.retired:
                 return conn
-            conn.busy.release()  # retired since _connect: the next one opens a new one
+            conn.busy.release()  # retired (by close() since _connect, or before a write of
+            self._local.conn = None  # this thread's set checked_at): the next opens anew
 
     def _read(self, sql: str, params: Sequence[object]) -> list[Any]:
         """The rows of one read on this thread's connection; :class:`StoreUnavailable` if the
@@ -139,6 +140,7 @@ class Connections:
         are left open, and this process opens its own."""
         _INHERITED.append((self._local, self._opened))  # their Closers would close them
         self._local, self._opened, self._pid = threading.local(), weakref.WeakSet(), process_id()
+        self._opened_lock = threading.Lock()  # a thread not copied may have held it
 
     def _drop(self, conn: Connection) -> None:
         """Close this thread's connection, whose files are no longer the ones at the path."""
@@ -170,9 +172,11 @@ class Connections:
         connection on its next call.
         """
         if self._pid != process_id():
-            # A forked child closes the connections it inherited, without waiting: their
-            # threads were not copied. SQLite keeps a process's locks in the process, so
-            # one a parent's thread held at the fork would block the child's own writes.
+            # A forked child closes the connections it inherited, without waiting for their
+            # threads, which were not copied: SQLite keeps a process's locks in the process,
+            # so one a parent's thread held at the fork would block the child's own writes.
+            # (A fork while a thread runs a statement can copy SQLite's own mutexes held, and
+            # hang the child here or when it opens a connection: fork before serving.)
             inherited = list(self._opened)
             self._forked()
             for conn in inherited:

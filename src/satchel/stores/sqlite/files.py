@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import sys
 import threading
 import time
 
@@ -148,8 +149,8 @@ class Closer:
     connection is in a reference cycle (its statement cache holds it, Python 3.11+), so
     without this it would stay open until a garbage collection, and Python 3.13 then warns
     (ResourceWarning: unclosed database). It closes it holding the connection's ``busy``
-    (waiting up to :data:`CLOSE_WAIT` seconds for a statement of another thread's; past
-    that, it leaves the connection to the garbage collector)."""
+    (waiting up to :data:`CLOSE_WAIT` seconds for a statement of another thread's, not at
+    all once the interpreter is exiting; past that, it leaves the connection open)."""
 
     __slots__ = ("conn",)
 
@@ -159,7 +160,9 @@ class Closer:
     def __del__(self) -> None:
         conn = self.conn
         busy = getattr(conn, "busy", None)  # None: the connection failed to open
-        if busy is not None and not busy.acquire(timeout=CLOSE_WAIT):
+        # At the interpreter's exit a daemon thread stopped in a statement holds it for good
+        if busy is not None and not busy.acquire(
+                timeout=0 if sys.is_finalizing() else CLOSE_WAIT):
             return  # pragma: no cover - a statement held it that long
         try:
             conn.close()
