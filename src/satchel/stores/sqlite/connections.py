@@ -93,11 +93,7 @@ class Connections:
         """The rows of one read on this thread's connection; :class:`StoreUnavailable` if the
         file cannot be read."""
         try:  # not self._errors(): a generator context costs about a microsecond a call
-            conn = self._connect()
-            conn.busy.acquire()  # _take(), inline: the frequent reads pay no second call
-            if conn.retired:
-                conn.busy.release()
-                conn = self._take()
+            conn = self._take()
             try:
                 return conn.cur.execute(sql, params).fetchall()
             finally:

@@ -20,12 +20,9 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from satchel.stores.sqlite.schema import EXPIRED_KEYS, PURGE_KEY, PURGE_LOCKS
-
-if TYPE_CHECKING:
-    from contextlib import AbstractContextManager
 
 _T = TypeVar("_T")
 HOLD = 0.0005  # seconds a purge's write transaction aims to hold the lock
@@ -42,9 +39,6 @@ class PurgeRows:
     _clock: Any
 
     def _read(self, sql: str, params: Sequence[object]) -> list[Any]:
-        raise NotImplementedError
-
-    def _errors(self) -> AbstractContextManager[None]:
         raise NotImplementedError
 
     def _write(self, work: Callable[[sqlite3.Connection], _T]) -> _T:

@@ -141,11 +141,7 @@ class SQLiteStore(Connections, PurgeRows, UserRows):
             left = self._take_writers()
             try:
                 for _ in range(2):
-                    conn = self._connect()
-                    conn.busy.acquire()  # self._take(), inline
-                    if conn.retired:
-                        conn.busy.release()
-                        conn = self._take()
+                    conn = self._take()
                     try:
                         if left < 0.9 * self._busy_timeout:
                             set_busy_timeout(conn, left)
@@ -208,18 +204,7 @@ class SQLiteStore(Connections, PurgeRows, UserRows):
                 conn.busy.release()
 
     def load(self, key: str) -> Record | None:
-        try:  # self._read(LOAD, ...), inline: the most frequent call
-            conn = self._connect()
-            conn.busy.acquire()
-            if conn.retired:
-                conn.busy.release()
-                conn = self._take()
-            try:
-                rows = conn.cur.execute(LOAD, (key, self._clock())).fetchall()
-            finally:
-                conn.busy.release()
-        except sqlite3.DatabaseError as err:
-            raise StoreUnavailable(f"SQLite store {self.path!r}: {err}") from err
+        rows = self._read(LOAD, (key, self._clock()))
         if not rows:
             return None
         created_at, last_seen, expires_at, permanent, user, device, first, _ = rows[0]

@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from satchel.store import BOOKKEEPING, SessionInfo, StoreStats
-
-if TYPE_CHECKING:
-    from contextlib import AbstractContextManager
 
 _T = TypeVar("_T")
 _INFO = "SELECT key, created_at, last_seen, expires_at, user, device, permanent"
@@ -42,9 +39,6 @@ class UserRows:
     _clock: Any
 
     def _read(self, sql: str, params: Sequence[object]) -> list[Any]:
-        raise NotImplementedError
-
-    def _errors(self) -> AbstractContextManager[None]:
         raise NotImplementedError
 
     def _write(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
