@@ -13,8 +13,10 @@ and :func:`cleanup_postgres` remove.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -154,6 +156,57 @@ def sqlite_calls(tmp: Path) -> Flask:
                        ("k", data[0][0]))
 
     return _calls_app("sqlite_calls", lambda: cursor.execute(select, ("k",)).fetchall(), write)
+
+
+def sqlite_calls_threaded(folder: Path) -> Flask:
+    """No session layer, for bench/load.py's threaded servers: in its views, the SQLite calls
+    a layer with :class:`SQLiteStore`'s guarantees needs at the least.
+
+    Each thread has its own connection to one file in ``folder`` (WAL,
+    ``synchronous=NORMAL``, as :class:`SQLiteStore` opens its files), which the servers
+    share. ``/read`` reads a row by key (a SELECT); ``/write`` reads it, then writes it
+    back as SQLiteStore writes: the servers' writers queued on a ``flock`` of a lock file
+    next to the database, the write in ``BEGIN IMMEDIATE`` ... ``COMMIT``, a ``stat`` of
+    the folder before the commit (``bench/sqlite_floor.py``'s guards).
+    """
+    folder.mkdir(exist_ok=True)
+    path = folder / "calls.sqlite3"
+    setup = sqlite3.connect(path, isolation_level=None, timeout=10)
+    setup.execute("PRAGMA journal_mode=WAL")
+    setup.execute("CREATE TABLE IF NOT EXISTS sessions (key TEXT PRIMARY KEY, data BLOB NOT NULL)"
+                  " WITHOUT ROWID")
+    setup.execute("INSERT OR REPLACE INTO sessions VALUES ('k', ?)", (b'{"n": 0}',))
+    setup.close()
+    local = threading.local()
+    lock_fd = os.open(str(path) + "-lock", os.O_RDWR | os.O_CREAT, 0o644)
+    threads = threading.Lock()
+    select = "SELECT data FROM sessions WHERE key = ?"
+
+    def cursor() -> sqlite3.Cursor:
+        cur: sqlite3.Cursor | None = getattr(local, "cur", None)
+        if cur is None:
+            db = sqlite3.connect(path, isolation_level=None, timeout=10,
+                                 check_same_thread=False)
+            db.execute("PRAGMA synchronous=NORMAL")
+            cur = local.cur = db.cursor()
+        return cur
+
+    def write() -> None:
+        cur = cursor()
+        data = cur.execute(select, ("k",)).fetchall()
+        with threads:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                cur.execute("INSERT OR REPLACE INTO sessions (key, data) VALUES (?, ?)",
+                            ("k", data[0][0]))
+                os.stat(folder)
+                cur.execute("COMMIT")
+            finally:
+                fcntl.flock(lock_fd, fcntl.LOCK_UN)
+
+    return _calls_app("sqlite_calls", lambda: cursor().execute(select, ("k",)).fetchall(),
+                      write)
 
 
 def satchel_cookie() -> Flask:

@@ -17,9 +17,10 @@ Each cell also reports CPU per request: the app's (its gunicorn servers and wrk 
 the store server's (Redis's INFO cpu, PostgreSQL's processes in /proc: load_store_cpu.py)
 and their sum, and the ratios of those sums: the req/s ratio CPU alone allows where CPU
 is the limit (here the store servers run on the app's two cores), with and without the
-store server's part. Two contenders have no session layer: redis-calls and postgres-calls
-make only the store calls a layer on that store needs (contender_apps.redis_calls,
-postgres_calls), and the report sets satchel's layer beside them. On a machine that other
+store server's part. Three contenders have no session layer: sqlite-calls, redis-calls and
+postgres-calls make only the store calls a layer on that store needs
+(contender_apps.sqlite_calls_threaded, redis_calls, postgres_calls), and the report sets
+satchel's layer beside them. On a machine that other
 work loads, req/s depends on how often a request waits for another process (each Redis
 round trip waits for redis-server to be scheduled); CPU per request does not. The shared
 Redis at SATCHEL_TEST_REDIS_URL counts other clients' commands too: ``--own-redis`` starts

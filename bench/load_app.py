@@ -20,6 +20,11 @@ def _sqlite() -> Flask:
     return contender_apps.satchel_sqlite(Path(os.environ["SATCHEL_BENCH_DIR"]))
 
 
+def _sqlite_calls() -> Flask:
+    return contender_apps.sqlite_calls_threaded(Path(os.environ["SATCHEL_BENCH_DIR"])
+                                                / "sqlite_calls")
+
+
 # The cells of each contender: scenario -> (path, the body every response must have).
 SCENARIOS = {"read": ("/read", "alice"), "write": ("/write", "ok")}
 
@@ -33,6 +38,7 @@ CONTENDERS: dict[str, Callable[[], Flask | None]] = {
     "satchel-postgres": contender_apps.satchel_postgres,
     # No session layer: the bare app making only the calls a layer on that store needs
     # (load_report.CALLS_ONLY): what a layer that did nothing else would reach.
+    "sqlite-calls": _sqlite_calls,
     "redis-calls": contender_apps.redis_calls,
     "postgres-calls": contender_apps.postgres_calls,
 }

@@ -29,12 +29,16 @@ GOALS = {"satchel-sqlite": (1.0, 0.9), "satchel-redis": (0.95, 0.9),
          "satchel-postgres": (0.8, 0.7)}
 CPU_COLUMNS = ("app CPU/req (us)", "server CPU/req (us)", "app+server CPU/req (us)")
 # satchel's layer -> the contender with no session layer that makes only its store's calls
-CALLS_ONLY = {"satchel-redis": "redis-calls", "satchel-postgres": "postgres-calls"}
-CALLS_TEXT = ("redis-calls and postgres-calls have no session layer: their views make only the"
-              " store calls a session layer on that store needs at the least, through the"
-              " driver's ordinary API (a read: a Redis GET, a PostgreSQL SELECT by key on a"
-              " pooled connection; a write: the same, then a Redis SET, a PostgreSQL UPDATE"
-              " merging a JSON field without waiting for the WAL flush). Their req/s ratio to "
+CALLS_ONLY = {"satchel-sqlite": "sqlite-calls", "satchel-redis": "redis-calls",
+              "satchel-postgres": "postgres-calls"}
+CALLS_TEXT = ("sqlite-calls, redis-calls and postgres-calls have no session layer: their views"
+              " make only the store calls a session layer on that store needs at the least,"
+              " through the driver's ordinary API (a read: an SQLite SELECT by key on the"
+              " thread's connection, a Redis GET, a PostgreSQL SELECT by key on a pooled"
+              " connection; a write: the same, then an SQLite INSERT OR REPLACE with"
+              " SQLiteStore's guards (the servers' writers queued on a flock, BEGIN IMMEDIATE,"
+              " a stat of the folder, COMMIT), a Redis SET, a PostgreSQL UPDATE merging a JSON"
+              " field without waiting for the WAL flush). Their req/s ratio to "
               + BASE + " is what a layer that did nothing but those calls would reach in this"
               " run; satchel's layer beside it (its share may pass 1: satchel's own calls cost"
               " less than the ordinary API's):")
@@ -138,7 +142,8 @@ def lines(table: Table, labels: list[str]) -> list[str]:
     rows = _calls_rows(table)
     if rows:
         out.append("\nthe store calls alone: the req/s ratio to " + BASE + " of a bare app making"
-                   " only the calls a layer on the store needs (redis-calls, postgres-calls),"
+                   " only the calls a layer on the store needs (sqlite-calls, redis-calls,"
+                   " postgres-calls),"
                    " beside satchel's layer"
                    f"\n{'':20}" + "".join(f"{column:>37}" for column in CALLS_HEADER[1:]))
         out += [f"  {row[0]:18}" + "".join(f"{cell:>37}" for cell in row[1:]) for row in rows]
