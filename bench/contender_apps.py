@@ -128,6 +128,49 @@ def _calls_app(name: str, read: Callable[[], object], write: Callable[[], object
     return app
 
 
+CALLS_SELECT = "SELECT data FROM sessions WHERE key = ?"
+CALLS_WRITE = "INSERT OR REPLACE INTO sessions (key, data) VALUES (?, ?)"
+
+
+def calls_connection(path: Path) -> sqlite3.Connection:
+    """A connection to the calls' SQLite file at ``path``, as :class:`SQLiteStore` opens its
+    own: autocommit (``BEGIN`` is explicit), ``synchronous=NORMAL``, any thread's."""
+    db = sqlite3.connect(path, isolation_level=None, timeout=10, check_same_thread=False)
+    db.execute("PRAGMA synchronous=NORMAL")
+    return db
+
+
+def calls_db(path: Path) -> sqlite3.Connection:
+    """:func:`calls_connection` to ``path``, a WAL file made ready: its one table, with the
+    one row (key ``'k'``) the calls read and write."""
+    db = calls_connection(path)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE IF NOT EXISTS sessions (key TEXT PRIMARY KEY, data BLOB NOT NULL)"
+               " WITHOUT ROWID")
+    db.execute("INSERT OR REPLACE INTO sessions VALUES ('k', ?)", (b'{"n": 0}',))
+    return db
+
+
+def calls_lock(path: Path) -> int:
+    """A descriptor of the lock file next to ``path`` on which guarded writes queue."""
+    return os.open(f"{path}-lock", os.O_RDWR | os.O_CREAT, 0o644)
+
+
+def guarded_write(cur: sqlite3.Cursor, lock_fd: int, folder: str | Path,
+                  params: tuple[str, bytes]) -> None:
+    """:data:`CALLS_WRITE` as :class:`SQLiteStore` writes: queued on ``flock`` of
+    ``lock_fd``, in ``BEGIN IMMEDIATE`` ... ``COMMIT``, with a ``stat`` of ``folder`` (the
+    store's check that its files are still at the path) before the commit."""
+    fcntl.flock(lock_fd, fcntl.LOCK_EX)
+    try:
+        cur.execute("BEGIN IMMEDIATE")
+        cur.execute(CALLS_WRITE, params)
+        os.stat(folder)
+        cur.execute("COMMIT")
+    finally:
+        fcntl.flock(lock_fd, fcntl.LOCK_UN)
+
+
 def sqlite_calls(tmp: Path) -> Flask:
     """No session layer: in its views, the SQLite calls that any SQLite-backed one makes.
 
@@ -140,22 +183,14 @@ def sqlite_calls(tmp: Path) -> Flask:
     """
     folder = tmp / "sqlite_calls"
     folder.mkdir(exist_ok=True)
-    db = sqlite3.connect(folder / "calls.sqlite3", isolation_level=None,
-                         check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.execute("CREATE TABLE IF NOT EXISTS sessions (key TEXT PRIMARY KEY, data BLOB NOT NULL)"
-               " WITHOUT ROWID")
-    db.execute("INSERT OR REPLACE INTO sessions VALUES ('k', ?)", (b'{"n": 0}',))
-    cursor = db.cursor()
-    select = "SELECT data FROM sessions WHERE key = ?"
+    cursor = calls_db(folder / "calls.sqlite3").cursor()
 
     def write() -> None:
-        data = cursor.execute(select, ("k",)).fetchall()
-        cursor.execute("INSERT OR REPLACE INTO sessions (key, data) VALUES (?, ?)",
-                       ("k", data[0][0]))
+        data = cursor.execute(CALLS_SELECT, ("k",)).fetchall()
+        cursor.execute(CALLS_WRITE, ("k", data[0][0]))
 
-    return _calls_app("sqlite_calls", lambda: cursor.execute(select, ("k",)).fetchall(), write)
+    return _calls_app("sqlite_calls", lambda: cursor.execute(CALLS_SELECT, ("k",)).fetchall(),
+                      write)
 
 
 def sqlite_calls_threaded(folder: Path) -> Flask:
@@ -171,42 +206,25 @@ def sqlite_calls_threaded(folder: Path) -> Flask:
     """
     folder.mkdir(exist_ok=True)
     path = folder / "calls.sqlite3"
-    setup = sqlite3.connect(path, isolation_level=None, timeout=10)
-    setup.execute("PRAGMA journal_mode=WAL")
-    setup.execute("CREATE TABLE IF NOT EXISTS sessions (key TEXT PRIMARY KEY, data BLOB NOT NULL)"
-                  " WITHOUT ROWID")
-    setup.execute("INSERT OR REPLACE INTO sessions VALUES ('k', ?)", (b'{"n": 0}',))
-    setup.close()
+    calls_db(path).close()
     local = threading.local()
-    lock_fd = os.open(str(path) + "-lock", os.O_RDWR | os.O_CREAT, 0o644)
+    lock_fd = calls_lock(path)
     threads = threading.Lock()
-    select = "SELECT data FROM sessions WHERE key = ?"
 
     def cursor() -> sqlite3.Cursor:
         cur: sqlite3.Cursor | None = getattr(local, "cur", None)
         if cur is None:
-            db = sqlite3.connect(path, isolation_level=None, timeout=10,
-                                 check_same_thread=False)
-            db.execute("PRAGMA synchronous=NORMAL")
-            cur = local.cur = db.cursor()
+            cur = local.cur = calls_connection(path).cursor()
         return cur
 
     def write() -> None:
         cur = cursor()
-        data = cur.execute(select, ("k",)).fetchall()
-        with threads:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
-            try:
-                cur.execute("BEGIN IMMEDIATE")
-                cur.execute("INSERT OR REPLACE INTO sessions (key, data) VALUES (?, ?)",
-                            ("k", data[0][0]))
-                os.stat(folder)
-                cur.execute("COMMIT")
-            finally:
-                fcntl.flock(lock_fd, fcntl.LOCK_UN)
+        data = cur.execute(CALLS_SELECT, ("k",)).fetchall()
+        with threads:  # the process's threads queue here, then on the flock
+            guarded_write(cur, lock_fd, folder, ("k", data[0][0]))
 
-    return _calls_app("sqlite_calls", lambda: cursor().execute(select, ("k",)).fetchall(),
-                      write)
+    return _calls_app("sqlite_calls",
+                      lambda: cursor().execute(CALLS_SELECT, ("k",)).fetchall(), write)
 
 
 def satchel_cookie() -> Flask:

@@ -29,9 +29,6 @@ two lines is the store's own code. Prints only; writes no report.
 from __future__ import annotations
 
 import argparse
-import fcntl
-import os
-import sqlite3
 import sys
 import tempfile
 from pathlib import Path
@@ -52,33 +49,21 @@ class _CallsStore(MemoryStore):
         super().__init__()
         folder.mkdir(exist_ok=True)
         self._folder = str(folder)
-        self._db = sqlite3.connect(folder / "calls.sqlite3", isolation_level=None,
-                                   check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS sessions (key TEXT PRIMARY KEY,"
-                         " data BLOB NOT NULL) WITHOUT ROWID")
-        self._db.execute("INSERT OR REPLACE INTO sessions VALUES ('k', ?)", (b'{"n": 0}',))
+        self._db = contender_apps.calls_db(folder / "calls.sqlite3")
         self._cur = self._db.cursor()
-        self._lock_fd = os.open(folder / "calls.sqlite3-lock", os.O_RDWR | os.O_CREAT, 0o644)
+        self._lock_fd = contender_apps.calls_lock(folder / "calls.sqlite3")
         self._guards = guards
 
     def load(self, key: str) -> Record | None:
-        self._cur.execute("SELECT data FROM sessions WHERE key = ?", ("k",)).fetchall()
+        self._cur.execute(contender_apps.CALLS_SELECT, ("k",)).fetchall()
         return super().load(key)
 
     def update(self, key: str, patch: Patch) -> Updated:
-        cur, params = self._cur, ("k", b'{"n": 1}')
-        write = "INSERT OR REPLACE INTO sessions (key, data) VALUES (?, ?)"
+        params = ("k", b'{"n": 1}')
         if self._guards:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-            cur.execute("BEGIN IMMEDIATE")
-            cur.execute(write, params)
-            os.stat(self._folder)
-            cur.execute("COMMIT")
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            contender_apps.guarded_write(self._cur, self._lock_fd, self._folder, params)
         else:
-            cur.execute(write, params)
+            self._cur.execute(contender_apps.CALLS_WRITE, params)
         return super().update(key, patch)
 
 

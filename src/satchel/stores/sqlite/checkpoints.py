@@ -55,7 +55,7 @@ from satchel.stores.sqlite.writers import process_id
 # key of a session, changes one row on one page; a new session a few rows on a few pages.
 # A checkpoint holds up the request thread for a few milliseconds in all (in
 # bench/sqlite_floor.py, a one-key write request took 5-8 µs more at 500 rows than at 1000,
-# and 1-3 µs less with no checkpoint at all); the WAL grows to about 4-8 MB between them.
+# and 1-3 µs less with no checkpoint at all); the WAL grows to about 5-10 MB between them.
 CHECKPOINT_CHANGES = 1000
 WAL_SIZE_LIMIT = 16 * 1024 * 1024  # bytes: a -wal larger than this is cut back when it starts over
 _EXIT_WAIT = 5.0  # seconds the interpreter's exit waits for a checkpoint that is running
