@@ -32,7 +32,8 @@ folder, not a database, read-only) is a :class:`ConfigError` at start.
 The package: :mod:`~satchel.stores.sqlite.store` (the store),
 :mod:`~satchel.stores.sqlite.connections` (a connection per thread, reopened when the
 file leaves the path), :mod:`~satchel.stores.sqlite.writers` (the write lock across
-threads and processes), :mod:`~satchel.stores.sqlite.checkpoints` (the WAL's checkpoints,
+threads and processes), :mod:`~satchel.stores.sqlite.group_commit` (the writes threads ask
+for at once, in one transaction), :mod:`~satchel.stores.sqlite.checkpoints` (the WAL's checkpoints,
 on a thread of the store's),
 :mod:`~satchel.stores.sqlite.schema` (the schema, its statements, its upgrade),
 :mod:`~satchel.stores.sqlite.updates` (the statements that apply a patch),

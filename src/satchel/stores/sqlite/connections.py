@@ -30,6 +30,7 @@ from satchel.stores.sqlite.files import (
     wal_stamp,
     why_unavailable,
 )
+from satchel.stores.sqlite.group_commit import GroupCommit
 from satchel.stores.sqlite.schema import prepare
 from satchel.stores.sqlite.writers import Writers, process_id
 
@@ -59,6 +60,7 @@ class Connections:
         self._pid = process_id()  # whose connections _local holds
         self._opened_lock = threading.Lock()
         self._writers = Writers(self.path)
+        self._group = GroupCommit()  # the writes of this process's threads
         self._old_wal: WalStamp | None = None  # a replaced file's -wal, left at the path
 
     def _connect(self) -> Connection:
@@ -137,6 +139,7 @@ class Connections:
         _INHERITED.append((self._local, self._opened))  # their Closers would close them
         self._local, self._opened, self._pid = threading.local(), weakref.WeakSet(), process_id()
         self._opened_lock = threading.Lock()  # a thread not copied may have held it
+        self._group = GroupCommit()  # (so may its turn, and its queue is the parent's)
 
     def _drop(self, conn: Connection) -> None:
         """Close this thread's connection, whose files are no longer the ones at the path."""

@@ -26,6 +26,7 @@ from satchel.stores.sqlite.files import (
     unusable,
     why_unavailable,
 )
+from satchel.stores.sqlite.group_commit import Pending, run_works
 from satchel.stores.sqlite.purge import PurgeRows
 from satchel.stores.sqlite.schema import (
     ACQUIRE_LOCK,
@@ -38,7 +39,7 @@ from satchel.stores.sqlite.schema import (
 )
 from satchel.stores.sqlite.updates import update_work
 from satchel.stores.sqlite.users import UserRows
-from satchel.stores.sqlite.writers import Locked
+from satchel.stores.sqlite.writers import Locked, process_id
 
 _T = TypeVar("_T")
 log = logging.getLogger("satchel")
@@ -123,22 +124,38 @@ class SQLiteStore(Connections, PurgeRows, UserRows):
         finally:
             self._writers.release()
 
-    def _take_writers(self) -> float:
+    def _take_writers(self, timeout: float | None = None) -> float:
+        """Take the write lock, waiting up to ``timeout`` seconds (default: the busy
+        timeout); the seconds left. :class:`StoreUnavailable` past it."""
         try:
-            return self._writers.acquire(self._busy_timeout)
+            return self._writers.acquire(self._busy_timeout if timeout is None else timeout)
         except Locked as err:
-            raise StoreUnavailable(
-                f"SQLite store {self.path!r}: database is locked: another writer held it for"
-                f" longer than the busy timeout ({self._busy_timeout:g} s)") from err
+            raise StoreUnavailable(self._locked_message()) from err
+
+    def _locked_message(self) -> str:
+        return (f"SQLite store {self.path!r}: database is locked: another writer held it for"
+                f" longer than the busy timeout ({self._busy_timeout:g} s)")
 
     def _write(self, work: Callable[[Connection], _T]) -> _T:
-        """``work(conn)`` in one write transaction, committed only if the connection's files
-        are still the ones at the path; else rolled back and run once more on a new
-        connection. :class:`StoreUnavailable` if the path cannot be opened or keeps changing,
-        or if other writers hold the write lock for longer than the busy timeout.
+        """``work(conn)`` in a write transaction, with the works other threads ask for
+        meanwhile (:mod:`~satchel.stores.sqlite.group_commit`); what it returned. The
+        transaction commits only if the connection's files are still the ones at the path;
+        else it is rolled back and run once more on a new connection.
+        :class:`StoreUnavailable` if the path cannot be opened or keeps changing, or if
+        other writers hold the write lock for longer than the busy timeout.
         """
+        if self._pid != process_id():
+            self._forked()
+        result: _T = self._group.write(work, self._commit, self._busy_timeout,
+                                       self._locked_message)
+        return result
+
+    def _commit(self, batch: list[Pending], timeout: float) -> None:
+        """Run the works of ``batch`` in one write transaction, setting each one's result or
+        error; raises :class:`StoreUnavailable` if the transaction fails (nothing of it is
+        written). A lone work runs without a savepoint; one that raises rolls it back."""
         try:  # not self._errors(): a generator context costs about a microsecond a call
-            left = self._take_writers()
+            left = self._take_writers(timeout)
             try:
                 for _ in range(2):
                     conn = self._take()
@@ -150,7 +167,7 @@ class SQLiteStore(Connections, PurgeRows, UserRows):
                         cur = conn.cur
                         cur.execute("BEGIN IMMEDIATE")
                         try:
-                            result = work(conn)
+                            run_works(conn, batch, self.path)
                             if not still_there(conn, self.path):
                                 raise FileMoved
                         except FileMoved:
@@ -181,7 +198,6 @@ class SQLiteStore(Connections, PurgeRows, UserRows):
             raise StoreUnavailable(f"SQLite store {self.path!r}: {err}") from err
         if checkpoint:  # on the checkpoint thread, not this request's
             self._checkpoints.ask()
-        return result
 
     def _checkpoint(self) -> None:
         """Checkpoint the WAL on a connection of this thread, :class:`Checkpointer`'s: first
