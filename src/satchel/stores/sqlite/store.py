@@ -175,9 +175,12 @@ class SQLiteStore(Connections, PurgeRows, UserRows):
                             self._drop(conn)
                             continue
                         except BaseException:
-                            cur.execute("ROLLBACK")
+                            if conn.in_transaction:  # (a disk error may have ended it)
+                                cur.execute("ROLLBACK")
                             raise
                         cur.execute("COMMIT")
+                        for item in batch:
+                            item.committed = True
                         conn.checked_at = time.monotonic()
                         changes = conn.total_changes
                     finally:
