@@ -87,7 +87,7 @@ def test_writes_queued_behind_a_transaction_commit_together_and_each_keeps_its_o
     calls = Calls()
     with closing(blocking(path)) as holder:
         calls.start("first", lambda: store.update("a", Patch(set={"n": b"1"})))
-        wait_for(lambda: store._group._running)  # the first is running, waiting
+        wait_for(lambda: store._group.running)  # the first is running, waiting
         calls.start("b", lambda: store.update("b", Patch(set={"n": b"2"})))
         calls.start("dup", lambda: store.create("taken", Record({"x": b"1"}, 0.0, 0.0, FOREVER)))
         calls.start("c", lambda: store.update("c", Patch(set={"n": b"3", "m": b"4"})))
@@ -113,7 +113,7 @@ def test_a_write_queued_past_the_busy_timeout_fails_and_is_never_written(path: s
     calls = Calls()
     with closing(blocking(path)) as holder:
         calls.start("first", lambda: store.update("a", Patch(set={"n": b"1"})))
-        wait_for(lambda: store._group._running)
+        wait_for(lambda: store._group.running)
         calls.start("second", lambda: store.update("a", Patch(set={"n": b"2"})))
         outcomes = calls.join()
         holder.execute("ROLLBACK")
@@ -149,7 +149,7 @@ def run_batch(store: SQLiteStore, path: str,
     calls = Calls()
     with closing(blocking(path)) as holder:
         calls.start("first", lambda: store._write(insert("first")))
-        wait_for(lambda: store._group._running)
+        wait_for(lambda: store._group.running)
         for name, work in works.items():
             calls.start(name, lambda work=work: store._write(work))  # type: ignore[misc]
         wait_for(lambda: queued(store) == len(works))
@@ -202,14 +202,14 @@ def test_a_failure_after_the_commit_leaves_the_others_their_outcome(
 
     def release_failing_once() -> None:
         release()
-        if failed == [] and queued(store) == 0 and store._group._running:
+        if failed == [] and queued(store) == 0 and store._group.running:
             failed.append(1)
             raise OSError("flock failed")
 
     calls = Calls()
     with closing(blocking(path)) as holder:
         calls.start("first", lambda: store._write(insert("first")))
-        wait_for(lambda: store._group._running)
+        wait_for(lambda: store._group.running)
         calls.start("a", lambda: store._write(insert("a", "a ok")))
         calls.start("b", lambda: store._write(insert("b", "b ok")))
         wait_for(lambda: queued(store) == 2)
@@ -239,7 +239,7 @@ def test_a_waiting_write_interrupted_by_a_signal_is_taken_back(path: str) -> Non
     try:
         with closing(blocking(path)) as holder:
             calls.start("other", lambda: store._write(insert("other")))
-            wait_for(lambda: store._group._running)
+            wait_for(lambda: store._group.running)
             timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGUSR1))
             timer.start()
             with pytest.raises(Interrupted):
@@ -280,8 +280,8 @@ def test_many_threads_lose_no_write(path: str) -> None:
 def test_a_child_forked_while_a_parent_thread_wrote_writes(path: str) -> None:
     store = SQLiteStore(path)
     store.create("a", Record({}, 0.0, 0.0, FOREVER))
-    group = store._group
-    group._running = True  # as a thread of the parent's, which the child does not have
+    turn = store._group._turn
+    turn.acquire()  # as a thread of the parent's that the child does not have
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads running
@@ -303,7 +303,7 @@ def test_a_child_forked_while_a_parent_thread_wrote_writes(path: str) -> None:
                 pytest.fail("the child hung on the parent's turn")
             time.sleep(0.005)
     finally:
-        group._running = False
+        turn.release()
     assert os.waitstatus_to_exitcode(status) == 0
     loaded = store.load("a")
     assert loaded is not None and loaded.fields == {"child": b"1"}
@@ -328,7 +328,7 @@ def test_a_failed_transaction_fails_every_caller_with_an_error_of_its_own() -> N
 
     calls = Calls()
     calls.start("first", lambda: group.write(lambda conn: 1, run, 10, str))
-    wait_for(lambda: group._running)
+    wait_for(lambda: group.running)
     for name in ("x", "y", "z"):
         calls.start(name, lambda: group.write(lambda conn: 2, run, 10, str))
     wait_for(lambda: len(group._queue) == 3)
@@ -358,7 +358,7 @@ def test_an_interrupt_in_the_transaction_reaches_its_thread_and_fails_the_others
 
     calls = Calls()
     calls.start("first", lambda: group.write(lambda conn: 1, run, 10, str))
-    wait_for(lambda: group._running)
+    wait_for(lambda: group.running)
     calls.start("second", lambda: group.write(lambda conn: 2, run, 10, str))
     calls.start("third", lambda: group.write(lambda conn: 3, run, 10, str))
     wait_for(lambda: len(group._queue) == 2)
@@ -366,7 +366,7 @@ def test_an_interrupt_in_the_transaction_reaches_its_thread_and_fails_the_others
     outcomes = calls.join()
     kinds = sorted(type(outcomes[name]).__name__ for name in ("second", "third"))
     assert kinds == ["KeyboardInterrupt", "StoreUnavailable"]  # the runner's, the other's
-    assert not group._running and group._queue == []
+    assert not group.running and group._queue == []
 
 
 def test_a_batch_runs_on_the_latest_deadline_of_its_callers() -> None:
@@ -386,12 +386,13 @@ def test_a_batch_runs_on_the_latest_deadline_of_its_callers() -> None:
 
     calls = Calls()
     calls.start("first", lambda: group.write(lambda conn: 1, run, 10, str))
-    wait_for(lambda: group._running)
+    wait_for(lambda: group.running)
     calls.start("old", lambda: group.write(lambda conn: 2, run, 1.0, str))
     wait_for(lambda: len(group._queue) == 1)
     time.sleep(0.8)
-    fresh = Pending(lambda conn: 3, time.monotonic() + 1.0)
-    with group._cond:
+    fresh = Pending(lambda conn: 3)
+    fresh.deadline = time.monotonic() + 1.0
+    with group._queue_lock:
         group._queue.append(fresh)
     release.set()
     assert calls.join() == {"first": 1, "old": 2}
@@ -412,7 +413,7 @@ def test_a_write_queued_past_its_timeout_is_never_run() -> None:
 
     calls = Calls()
     calls.start("first", lambda: group.write(lambda conn: 1, run, 10, str))
-    wait_for(lambda: group._running)
+    wait_for(lambda: group.running)
     start = time.monotonic()
     with pytest.raises(StoreUnavailable, match="locked"):
         group.write(lambda conn: 2, run, 0.2, lambda: "locked")

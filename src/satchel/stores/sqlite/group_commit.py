@@ -1,12 +1,12 @@
 """Group commit: the writes that a store's threads ask for while another is writing, run
 together in one transaction.
 
-A thread that asks to write while a transaction of the store's is running queues its work
-and waits. When the transaction ends, the first waiting thread to wake takes every work
+A thread that asks to write while another has the turn (one thread at a time has it)
+queues its work and waits for the turn. The thread that gets it next takes every work
 queued by then, its own and the others', and runs them in one transaction (the store's:
 one write lock taken, one ``BEGIN IMMEDIATE``, one check of the files, one ``COMMIT``); a
-thread whose work another ran finds it done and returns. Alone, a write runs as it would
-without this; under load, writes share the lock and the commit.
+thread whose work another ran finds it done when its turn comes, and returns. Alone, a
+write runs as it would without this; under load, writes share the lock and the commit.
 
 Why: under a threaded server the write lock is the bottleneck of a write-heavy load, and
 most of its cycle is not the write but the handing over: the next writer must wake, then
@@ -40,9 +40,9 @@ class Pending:
 
     __slots__ = ("committed", "deadline", "done", "error", "result", "work")
 
-    def __init__(self, work: Callable[[Any], Any], deadline: float) -> None:
+    def __init__(self, work: Callable[[Any], Any]) -> None:
         self.work = work
-        self.deadline = deadline
+        self.deadline = 0.0  # set when it is queued, or runs with others
         self.done = False
         self.committed = False
         self.result: Any = None
@@ -50,79 +50,95 @@ class Pending:
 
 
 class GroupCommit:
-    """The queue of a store's writes, and whether a transaction is running them (one per
-    store and process; a forked child must make its own: its parent's may be in use by a
-    thread the child does not have)."""
+    """The queue of a store's writes, and the turn to run them (one per store and process; a
+    forked child must make its own: its parent's turn may be held by a thread the child
+    does not have)."""
 
     def __init__(self) -> None:
         self._queue: list[Pending] = []
-        self._cond = threading.Condition(threading.Lock())
-        self._running = False
+        self._queue_lock = threading.Lock()
+        self._turn = threading.Lock()
+
+    @property
+    def running(self) -> bool:
+        """Whether a thread has the turn (is running a transaction, or about to)."""
+        return self._turn.locked()
 
     def write(self, work: Callable[[Any], Any], run: Callable[[list[Pending], float], None],
               timeout: float, describe: Callable[[], str]) -> Any:
-        """Queue ``work`` and return what it returned (or raise what it raised), once it ran
-        in a transaction: this thread's, ``run(batch, seconds_left)``, or another's.
+        """Run ``work`` in a transaction, this thread's, ``run(batch, seconds_left)``, or
+        another's; return what it returned, or raise what it raised.
 
         ``run`` must set each work's ``result`` or ``error``, and ``committed`` once the
         transaction committed; it may raise for the whole batch. It is given the seconds
-        left to the latest deadline of the batch's callers. A caller waits for a running
-        transaction up to ``timeout`` seconds while its work is still queued: past it, or if
-        the wait is interrupted (a signal), the work is taken back, never run, and
-        :class:`StoreUnavailable` raised (``describe()`` says what was locked; an interrupt
-        is raised as it is). A work a transaction has taken is waited for: that transaction
-        is bounded by its callers' deadlines. If the caller is interrupted then, the work
-        may still be written.
+        left to the latest deadline of the batch's callers. A caller that finds another
+        thread with the turn queues its work and waits for the turn up to ``timeout``
+        seconds: past it, or if a signal interrupts the wait, the work is taken back, never
+        run, and :class:`StoreUnavailable` raised (``describe()`` says what was locked; an
+        interrupt is raised as it is). A work a transaction has taken is waited for, however
+        long: that transaction's waits are bounded by its callers' deadlines.
         """
-        deadline = time.monotonic() + timeout
-        pending = Pending(work, deadline)
-        cond, runner, batch = self._cond, False, []
-        try:
-            with cond:
+        pending = Pending(work)
+        turn = self._turn
+        queued = not turn.acquire(False)
+        if queued:  # another thread has the turn: wait for it, queued
+            pending.deadline = time.monotonic() + timeout
+            with self._queue_lock:
                 self._queue.append(pending)
-                try:
-                    while self._running and not pending.done:
-                        left = deadline - time.monotonic()
-                        if left > 0 and any(item is pending for item in self._queue):
-                            cond.wait(left)
-                        elif left > 0 or not self._take_back(pending):
-                            cond.wait()  # taken by the running transaction
-                        else:
-                            raise StoreUnavailable(describe())
-                except BaseException:
+            try:
+                got = turn.acquire(True, timeout)
+            except BaseException:  # a signal's handler raised
+                with self._queue_lock:
                     self._take_back(pending)
-                    raise
-                if not pending.done:
-                    runner = self._running = True
+                raise
+            if not got:
+                with self._queue_lock:
+                    taken = not self._take_back(pending)
+                if not taken:
+                    raise StoreUnavailable(describe())
+                turn.acquire()  # a transaction is running it: its outcome comes soon
+            if pending.done:  # another thread's transaction ran it
+                turn.release()
+                return _outcome(pending)
+        batch: list[Pending] = []
+        try:  # holding the turn
+            left = timeout
+            if queued or self._queue:  # others queued while the last transaction ran
+                with self._queue_lock:
                     batch, self._queue = self._queue, []
-            if runner:
-                run(batch, max(0.0, max(item.deadline for item in batch) - time.monotonic()))
+                if not queued:
+                    pending.deadline = time.monotonic() + timeout
+                    batch.append(pending)
+                left = max(0.0, max(item.deadline for item in batch) - time.monotonic())
+            else:
+                batch = [pending]
+            run(batch, left)
         except BaseException as err:
             for item in batch:
                 if item is not pending and not item.committed:
                     item.error = _for_another(err)
             raise
         finally:
-            if runner:
-                with cond:
-                    if not batch:  # interrupted before it took the queue: not run
-                        self._take_back(pending)
-                    for item in batch:
-                        item.done = True
-                    self._running = False
-                    cond.notify_all()
-        if pending.error is not None:
-            error, pending.error = pending.error, None  # no cycle through the traceback
-            raise error
-        return pending.result
+            for item in batch:
+                item.done = True
+            turn.release()
+        return _outcome(pending)
 
     def _take_back(self, pending: Pending) -> bool:
-        """Remove ``pending`` from the queue (holding the condition's lock); False if a
+        """Remove ``pending`` from the queue (holding the queue's lock); False if a
         transaction has taken it already."""
         queued = any(item is pending for item in self._queue)
         if queued:
             self._queue = [item for item in self._queue if item is not pending]
         return queued
+
+
+def _outcome(pending: Pending) -> Any:
+    """What the work of ``pending`` returned; raises what it raised."""
+    if pending.error is not None:
+        error, pending.error = pending.error, None  # no cycle through the traceback
+        raise error
+    return pending.result
 
 
 def _for_another(err: BaseException) -> BaseException:
