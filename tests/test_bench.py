@@ -180,6 +180,19 @@ def test_quick_sqlite_processes_bench_runs_one_and_two_processes() -> None:
                              re.M), result.stdout
 
 
+def test_quick_sqlite_processes_bench_runs_another_checkouts_store_beside() -> None:
+    """`bench/sqlite_processes.py --loads write --against OLD_SRC` (README): a before/after
+    in one run; here the other tree is this one's own src, named after its checkout."""
+    src = BENCH.parent / "src"
+    result = run(str(BENCH / "sqlite_processes.py"), "--quick", "--loads", "write",
+                  "--against", str(src))
+    assert result.returncode == 0, result.stdout + result.stderr
+    for procs in (1, 2):
+        for layer in ("satchel-sqlite", f"satchel-sqlite@{src.parent.name}"):  # the checkout
+            assert re.search(rf"^{layer} +write +{procs} +\d+ +\d+\.\d\d", result.stdout,
+                             re.M), result.stdout
+
+
 def test_quick_sqlite_floor_bench_builds_up_the_floor_of_a_write() -> None:
     """`bench/sqlite_floor.py --quick`: satchel's SQLite layer beside the memory store, then
     the memory store making the bare SQLite calls, then with the guarantees' calls added."""

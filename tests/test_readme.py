@@ -73,6 +73,8 @@ SHELL: dict[str, str] = {
     ".venv/bin/python bench/purge.py --store sqlite": "tests/test_bench.py (--quick)",
     ".venv/bin/python bench/purge.py --store postgres": "tests/test_bench.py (--quick)",
     ".venv/bin/python bench/sqlite_processes.py": "tests/test_bench.py (--quick)",
+    ".venv/bin/python bench/sqlite_processes.py --loads write --rounds 4 --against OLD_SRC":
+        "tests/test_bench.py (--quick --loads write --against src)",
     ".venv/bin/python bench/sqlite_floor.py": "tests/test_bench.py (--quick)",
     ".venv/bin/python bench/untouched_instructions.py": "tests/test_bench.py (--requests 5)",
     "make fuzz": CI,
