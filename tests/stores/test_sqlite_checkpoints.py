@@ -26,6 +26,7 @@ import satchel.stores.sqlite.connections as sqlite_connections
 import satchel.stores.sqlite.store as sqlite_store
 from satchel.store import Patch, Record
 from satchel.stores.sqlite import SQLiteStore
+from tests.stores.forks import update_in_child
 
 FOREVER = 9e12
 SPAWN = multiprocessing.get_context("spawn")
@@ -316,27 +317,7 @@ def test_a_fork_waits_for_a_running_checkpoint_and_the_child_writes(
     outcomes: list[int | str] = []
     for n in range(30):
         store.update("k0", Patch(set={"n": str(n).encode() * 200}))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads running
-            child = os.fork()
-        if child == 0:  # pragma: no cover - the child's coverage is not collected
-            try:
-                ok = store.update("k1", Patch(set={"child": str(n).encode()}))
-            except BaseException:
-                os._exit(1)
-            os._exit(0 if ok else 2)
-        deadline = time.monotonic() + 10
-        while True:
-            pid, status = os.waitpid(child, os.WNOHANG)
-            if pid:
-                outcomes.append(os.waitstatus_to_exitcode(status))
-                break
-            if time.monotonic() > deadline:
-                os.kill(child, 9)
-                os.waitpid(child, 0)
-                outcomes.append("hung")
-                break
-            time.sleep(0.002)
+        outcomes.append(update_in_child(store, "k1", Patch(set={"child": str(n).encode()})))
     assert outcomes == [0] * 30
     loaded = store.load("k1")
     assert loaded is not None and loaded.fields == {"child": b"29"}

@@ -15,7 +15,6 @@ import signal
 import sqlite3
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
@@ -27,6 +26,7 @@ from satchel.errors import StoreUnavailable
 from satchel.store import Patch, Record, Updated
 from satchel.stores.sqlite import SQLiteStore
 from satchel.stores.sqlite.group_commit import GroupCommit, Pending
+from tests.stores.forks import update_in_child
 
 FOREVER = 9e12
 
@@ -283,28 +283,10 @@ def test_a_child_forked_while_a_parent_thread_wrote_writes(path: str) -> None:
     turn = store._group._turn
     turn.acquire()  # as a thread of the parent's that the child does not have
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads running
-            child = os.fork()
-        if child == 0:  # pragma: no cover - the child's coverage is not collected
-            try:
-                ok = store.update("a", Patch(set={"child": b"1"}))
-            except BaseException:
-                os._exit(1)
-            os._exit(0 if ok else 2)
-        deadline = time.monotonic() + 10
-        while True:
-            pid, status = os.waitpid(child, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                os.kill(child, 9)
-                os.waitpid(child, 0)
-                pytest.fail("the child hung on the parent's turn")
-            time.sleep(0.005)
+        outcome = update_in_child(store, "a", Patch(set={"child": b"1"}))
     finally:
         turn.release()
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert outcome == 0  # not "hung" on the parent's turn
     loaded = store.load("a")
     assert loaded is not None and loaded.fields == {"child": b"1"}
 
