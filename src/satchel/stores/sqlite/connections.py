@@ -31,8 +31,9 @@ from satchel.stores.sqlite.files import (
     why_unavailable,
 )
 from satchel.stores.sqlite.group_commit import GroupCommit
+from satchel.stores.sqlite.process import adopt, process_id
 from satchel.stores.sqlite.schema import prepare
-from satchel.stores.sqlite.writers import Writers, process_id
+from satchel.stores.sqlite.writers import Writers
 
 _READ_CHECK_INTERVAL = 1.0  # seconds between a connection's file checks on reads
 _INHERITED: list[object] = []  # connections of a parent process, kept from being closed
@@ -67,7 +68,7 @@ class Connections:
         """This thread's connection, reopened if its files have left the path, or if
         :meth:`_close_all` retired it. Not held: see :meth:`_take`."""
         if self._pid != process_id():
-            self._forked()
+            adopt(self, self._forked)
         conn: Connection | None = getattr(self._local, "conn", None)
         if conn is not None:
             now = time.monotonic()
@@ -135,9 +136,10 @@ class Connections:
     def _forked(self) -> None:
         """In a forked child (``gunicorn --preload``): never use, nor close, the parent's
         connections, which SQLite forbids (https://sqlite.org/howtocorrupt.html 2.6); they
-        are left open, and this process opens its own."""
+        are left open, and this process opens its own. Called through
+        :func:`~satchel.stores.sqlite.process.adopt` (once per child, whatever its threads)."""
         _INHERITED.append((self._local, self._opened))  # their Closers would close them
-        self._local, self._opened, self._pid = threading.local(), weakref.WeakSet(), process_id()
+        self._local, self._opened = threading.local(), weakref.WeakSet()
         self._opened_lock = threading.Lock()  # a thread not copied may have held it
         self._group = GroupCommit()  # (so may its turn, and its queue is the parent's)
 
@@ -176,8 +178,13 @@ class Connections:
             # so one a parent's thread held at the fork would block the child's own writes.
             # (A fork while a thread runs a statement can copy SQLite's own mutexes held, and
             # hang the child here or when it opens a connection: fork before serving.)
-            inherited = list(self._opened)
-            self._forked()
+            inherited: list[Connection] = []
+
+            def replace() -> None:
+                inherited.extend(self._opened)
+                self._forked()
+
+            adopt(self, replace)
             for conn in inherited:
                 conn.close()
         with self._opened_lock:

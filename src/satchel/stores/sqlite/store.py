@@ -27,6 +27,7 @@ from satchel.stores.sqlite.files import (
     why_unavailable,
 )
 from satchel.stores.sqlite.group_commit import Pending, run_works
+from satchel.stores.sqlite.process import adopt, process_id
 from satchel.stores.sqlite.purge import PurgeRows
 from satchel.stores.sqlite.schema import (
     ACQUIRE_LOCK,
@@ -39,7 +40,7 @@ from satchel.stores.sqlite.schema import (
 )
 from satchel.stores.sqlite.updates import update_work
 from satchel.stores.sqlite.users import UserRows
-from satchel.stores.sqlite.writers import Locked, process_id
+from satchel.stores.sqlite.writers import Locked
 
 _T = TypeVar("_T")
 log = logging.getLogger("satchel")
@@ -145,7 +146,7 @@ class SQLiteStore(Connections, PurgeRows, UserRows):
         other writers hold the write lock for longer than the busy timeout.
         """
         if self._pid != process_id():
-            self._forked()
+            adopt(self, self._forked)
         result: _T = self._group.write(work, self._commit, self._busy_timeout,
                                        self._locked_message)
         return result

@@ -33,21 +33,14 @@ import os
 import threading
 import time
 
+from satchel.stores.sqlite.process import adopt, process_id
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 _REOPEN_INTERVAL = 1.0  # seconds between tries to open a lock file that could not be opened
-_PID = [os.getpid()]  # this process's id, kept up to date in a forked child
-if hasattr(os, "register_at_fork"):  # pragma: no branch - every POSIX system
-    os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
-
-
-def process_id() -> int:
-    """This process's id (``os.getpid()``, kept up to date across ``fork`` without a
-    system call per use)."""
-    return _PID[0]
 
 
 class Locked(Exception):
@@ -62,7 +55,7 @@ class Writers:
         self._in_file = path not in ("", ":memory:")
         self.lock_path = path + "-lock"
         self._db_path = path
-        self._pid = _PID[0]
+        self._pid = process_id()
         self._threads = threading.Lock()
         self._taken = False  # whether the holder (there is one at a time) has the file lock
         self._fd: int | None = None
@@ -74,8 +67,8 @@ class Writers:
         """Take the lock: wait for this process's other writers, then for the other
         processes'. Returns the seconds left of ``timeout`` (seconds); raises
         :class:`Locked` after waiting ``timeout``. :meth:`release` gives it back."""
-        if self._pid != _PID[0]:
-            self._forked()
+        if self._pid != process_id():
+            adopt(self, self._forked)
         threads, left = self._threads, timeout
         if not threads.acquire(False):
             start = time.monotonic()
@@ -142,7 +135,7 @@ class Writers:
             os.close(fd)
 
     def __del__(self) -> None:
-        if self._pid != _PID[0]:
+        if self._pid != process_id():
             return
         if self._waiter is not None:
             self._waiter.stop()
@@ -153,7 +146,8 @@ class Writers:
         # the inherited descriptor is shared with the parent: its lock is the parent's (kept
         # while the parent's descriptor is open), and the thread lock may be held by a thread
         # that was not copied; neither is the parent's waiter thread
-        self._pid, self._threads, self._fd, self._stale = _PID[0], threading.Lock(), None, False
+        # (see satchel.stores.sqlite.process: one thread of the child does this, once)
+        self._threads, self._fd, self._stale = threading.Lock(), None, False
         self._waiter = None
 
     def _file(self) -> int | None:
