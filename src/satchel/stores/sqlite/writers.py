@@ -118,13 +118,18 @@ class Writers:
 
     def close(self) -> None:
         """Close the lock file, now or, if a writer holds it, when that writer is done; the
-        next write opens it again at the path (the folder may have been moved or replaced)."""
+        next write opens it again at the path (the folder may have been moved or replaced).
+        In a forked child, what it closes is the child's own (the parent's is left as it is,
+        as :meth:`acquire` leaves it)."""
+        if self._pid != process_id():
+            adopt(self, self._forked)
         self._stale = True
-        if self._threads.acquire(blocking=False):
+        threads = self._threads
+        if threads.acquire(blocking=False):
             try:
                 self._close()
             finally:
-                self._threads.release()
+                threads.release()
 
     def _close(self) -> None:
         fd, self._fd, self._stale, self._retry_at = self._fd, None, False, 0.0
