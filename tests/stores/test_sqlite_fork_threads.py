@@ -13,6 +13,7 @@ pauses, so that the other threads reach the check meanwhile, as they may under l
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -171,6 +172,31 @@ def test_a_forked_childs_lock_file_closed_while_its_threads_write_keeps_them_in_
     assert in_child(lambda: close_while_others_write(store), seconds=30) == 0
     loaded = store.load("k0")
     assert loaded is not None and loaded.fields == {"parent": b"1", "third": b"1"}
+
+
+def test_a_forked_childs_close_closes_the_connections_it_inherited_after_a_write(
+        tmp_path: Path) -> None:
+    """A child's first use is usually a request, not close(): close() still closes what the
+    child inherited (as the SQLite store's docs say), not only when it comes first."""
+    store = SQLiteStore(tmp_path / "sessions.sqlite3")
+    store.create("k0", Record({}, 0.0, 0.0, FOREVER))
+    inherited = store._local.conn
+    assert inherited is not None
+
+    def write_then_close() -> int:
+        assert store.update("k0", Patch(set={"child": b"1"}))
+        assert inherited.total_changes >= 0  # left open by the write: the parent's
+        store.close()
+        try:
+            inherited.total_changes
+        except sqlite3.ProgrammingError:  # "Cannot operate on a closed database."
+            return 0
+        return 2
+
+    assert in_child(write_then_close) == 0
+    assert inherited.total_changes >= 0  # the parent's own stays open
+    loaded = store.load("k0")
+    assert loaded is not None and loaded.fields == {"child": b"1"}
 
 
 # adopt() alone

@@ -60,6 +60,7 @@ class Connections:
         self._opened: weakref.WeakSet[Connection] = weakref.WeakSet()  # every thread's
         self._pid = process_id()  # whose connections _local holds
         self._opened_lock = threading.Lock()
+        self._inherited: list[Connection] = []  # a forked child's, from its parent: see close
         self._writers = Writers(self.path)
         self._group = GroupCommit()  # the writes of this process's threads
         self._old_wal: WalStamp | None = None  # a replaced file's -wal, left at the path
@@ -139,6 +140,7 @@ class Connections:
         are left open, and this process opens its own. Called through
         :func:`~satchel.stores.sqlite.process.adopt` (once per child, whatever its threads)."""
         _INHERITED.append((self._local, self._opened))  # their Closers would close them
+        self._inherited.extend(self._opened)  # for _close_all
         self._local, self._opened = threading.local(), weakref.WeakSet()
         self._opened_lock = threading.Lock()  # a thread not copied may have held it
         self._group = GroupCommit()  # (so may its turn, and its queue is the parent's)
@@ -173,20 +175,16 @@ class Connections:
         connection on its next call.
         """
         if self._pid != process_id():
-            # A forked child closes the connections it inherited, without waiting for their
-            # threads, which were not copied: SQLite keeps a process's locks in the process,
-            # so one a parent's thread held at the fork would block the child's own writes.
-            # (A fork while a thread runs a statement can copy SQLite's own mutexes held, and
-            # hang the child here or when it opens a connection: fork before serving.)
-            inherited: list[Connection] = []
-
-            def replace() -> None:
-                inherited.extend(self._opened)
-                self._forked()
-
-            adopt(self, replace)
-            for conn in inherited:
-                conn.close()
+            adopt(self, self._forked)
+        # A forked child closes the connections it inherited (whichever of its threads
+        # replaced them), without waiting for their threads, which were not copied: SQLite
+        # keeps a process's locks in the process, so one a parent's thread held at the fork
+        # would block the child's own writes. (A fork while a thread runs a statement can
+        # copy SQLite's own mutexes held, and hang the child here or when it opens a
+        # connection: fork before serving.)
+        inherited, self._inherited = self._inherited, []
+        for conn in inherited:
+            conn.close()
         with self._opened_lock:
             opened = list(self._opened)
             self._opened.clear()
