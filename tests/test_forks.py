@@ -10,9 +10,8 @@ from collections.abc import Callable
 
 import pytest
 
-from satchel import MemoryStore, forks
+from satchel import forks
 from satchel.forks import fresh_in_child
-from satchel.store import Record
 from tests.services import need_module
 from tests.stores.forks import held_by_a_thread, in_child
 
@@ -68,14 +67,3 @@ def test_a_lazy_cluster_builds_in_a_child_though_a_parent_thread_was_building() 
     built = object()
     lazy = LazyCluster(lambda: built, {})  # type: ignore[arg-type,return-value]
     assert in_child_with(lazy._lock, lambda: 0 if lazy.cluster() is built else 2) == 0
-
-
-def test_a_memory_store_serves_a_child_though_a_parent_thread_held_its_lock() -> None:
-    store = MemoryStore()
-    store.create("k", Record({"n": b"1"}, 0.0, 0.0, 9e12))
-
-    def load() -> int:
-        record = store.load("k")
-        return 0 if record is not None and record.fields == {"n": b"1"} else 2
-
-    assert in_child_with(store._lock, load) == 0

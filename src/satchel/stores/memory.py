@@ -14,7 +14,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
-from satchel.forks import fresh_in_child
 from satchel.lifetime import Clock, system_clock
 from satchel.store import (
     BOOKKEEPING,
@@ -41,7 +40,6 @@ class MemoryStore:
         self._users: dict[str, set[str]] = {}  # user -> storage keys of its records
         self._locks: dict[str, tuple[str, float]] = {}  # lock key -> (token, lease's end)
         self._lock = threading.Lock()
-        fresh_in_child(self, "_lock")  # a parent's thread may hold it at a fork
         self._clock = clock
 
     def _live(self, key: str) -> Record | None:
