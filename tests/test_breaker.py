@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 from datetime import timedelta
@@ -14,7 +13,6 @@ from satchel import Satchel
 from satchel.breaker import Breaker
 from satchel.errors import ConfigError, StoreUnavailable
 from tests.services import closed_port, need_module
-from tests.stores.forks import held_by_a_thread, in_child
 
 
 def test_a_healthy_breaker_lets_calls_through_without_probing() -> None:
@@ -287,23 +285,3 @@ def test_after_a_refused_probe_the_next_runs_in_the_callers_thread() -> None:
         breaker.enter(slow_then_refused)  # that one took long: a thread again
     assert threads[-1] is not threading.current_thread()
     release.set()
-
-
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
-def test_a_forked_child_uses_its_breaker_though_a_parent_thread_held_its_lock() -> None:
-    """gunicorn --preload: a child copied from a parent whose thread was inside the breaker
-    (a probe ending, a call tripping it) has no such thread to let the lock go; its first
-    call on a failing store must not hang."""
-    breaker = Breaker("store")
-
-    def refused() -> None:
-        raise StoreUnavailable("refused")
-
-    def trip_in_child() -> int:
-        breaker.trip("refused")
-        with pytest.raises(StoreUnavailable):
-            breaker.enter(refused)
-        return 0 if breaker.down else 2
-
-    with held_by_a_thread(breaker._lock):
-        assert in_child(trip_in_child, seconds=10) == 0

@@ -46,7 +46,6 @@ from collections.abc import Callable
 from time import monotonic
 
 from satchel.errors import StoreUnavailable, without_tracebacks
-from satchel.forks import fresh_in_child
 
 FAST_FAILURE = 0.005
 """Seconds: a probe that fails within this (a refused connection) makes the next probe run
@@ -76,8 +75,8 @@ class Breaker:
     before it fails.
     """
 
-    __slots__ = ("__weakref__", "_cause", "_inline", "_lease", "_lock", "_name", "_probe",
-                 "_reason", "_since", "down", "patience")
+    __slots__ = ("_cause", "_inline", "_lease", "_lock", "_name", "_probe", "_reason",
+                 "_since", "down", "patience")
 
     def __init__(self, name: str, *, lease: float = 60.0, patience: float = 0.04) -> None:
         self.down = False
@@ -86,7 +85,6 @@ class Breaker:
         self._name = name
         self._lease = lease
         self._lock = threading.Lock()
-        fresh_in_child(self, "_lock")  # a parent's thread may hold it at a fork
         self._probe: _Probe | None = None
         self._since = 0.0
         self._reason = ""

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 from satchel.store import Patch
 from satchel.stores.sqlite import SQLiteStore
@@ -43,23 +41,3 @@ def in_child(call: Callable[[], int], seconds: float = 10.0) -> int | str:
             os.waitpid(child, 0)
             return "hung"
         time.sleep(0.002)
-
-
-@contextmanager
-def held_by_a_thread(lock: threading.Lock | threading.RLock) -> Iterator[None]:
-    """``lock`` held by a thread of the parent's (one a child forked meanwhile does not get)."""
-    holding, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with lock:
-            holding.set()
-            release.wait(30)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    assert holding.wait(10)
-    try:
-        yield
-    finally:
-        release.set()
-        holder.join(10)

@@ -29,7 +29,7 @@ from satchel.stores.sqlite.checkpoints import Checkpointer
 from satchel.stores.sqlite.connections import Connections
 from satchel.stores.sqlite.process import adopt, process_id
 from satchel.stores.sqlite.writers import Writers
-from tests.stores.forks import held_by_a_thread, in_child
+from tests.stores.forks import in_child
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
 FOREVER = 9e12
@@ -248,6 +248,19 @@ def test_adopt_leaves_the_owner_unadopted_if_the_replacement_raises() -> None:
 
 
 def test_a_child_adopts_even_if_a_parent_thread_was_adopting_at_the_fork() -> None:
-    owner = SimpleNamespace(_pid=-1)
-    with held_by_a_thread(process._ADOPTING[0]):
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with process._ADOPTING[0]:
+            holding.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(10)
+    try:
+        owner = SimpleNamespace(_pid=-1)
         assert in_child(lambda: (adopt(owner, lambda: None), 0)[1], seconds=10) == 0
+    finally:
+        release.set()
+        holder.join(10)

@@ -18,7 +18,6 @@ from redis.cluster import RedisCluster
 from redis.connection import ConnectionPool
 from redis.retry import Retry
 
-from satchel.forks import fresh_in_child
 from satchel.stores.redis.connections import KeptConnections
 
 
@@ -32,14 +31,13 @@ class LazyCluster:
     back builds the client. ``kwargs`` are what ``get_connection_kwargs`` reports meanwhile.
     """
 
-    __slots__ = ("__weakref__", "_build", "_built", "_kwargs", "_lock")
+    __slots__ = ("_build", "_built", "_kwargs", "_lock")
 
     def __init__(self, build: Callable[[], RedisCluster], kwargs: dict[str, Any]) -> None:
         self._build = build
         self._kwargs = kwargs
         self._built: RedisCluster | None = None
         self._lock = threading.Lock()
-        fresh_in_child(self, "_lock")  # a parent's thread may hold it at a fork (building)
 
     def get_connection_kwargs(self) -> dict[str, Any]:
         return self._kwargs
