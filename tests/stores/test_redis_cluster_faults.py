@@ -263,3 +263,47 @@ def test_slot_map_can_be_rebuilt_after_every_node_failed() -> None:
             client.nodes_manager.initialize()  # a refresh passes
         finally:
             store.close()
+
+
+def test_a_bounded_cluster_built_as_the_docs_say_bounds_a_store_of_your_own() -> None:
+    """The README's form for a cluster client of your own: ``BoundedCluster.from_url(url,
+    bound=t)`` in a ``RedisStore``; a command on hung nodes ends within about the bound."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from satchel.errors import StoreUnavailable
+    from satchel.stores.redis import RedisStore
+    from satchel.stores.redis.deadline import BoundedCluster
+
+    clock = FakeClock()
+    with own_cluster() as nodes:
+        client = BoundedCluster.from_url(f"redis://{HOST}:{nodes[0].port}", bound=TIMEOUT,
+                                         socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT,
+                                         retry=Retry(NoBackoff(), 0))
+        store = RedisStore(client, prefix="bounded:", clock=clock)
+        try:
+            store.create(KEY, make_record(clock, a=b"1"))
+            for node in nodes:
+                node.pause()
+            try:
+                started = time.monotonic()
+                with pytest.raises(StoreUnavailable):
+                    store.load(KEY)
+                took = time.monotonic() - started
+            finally:
+                for node in nodes:
+                    node.go_on()
+            print(f"\nyour own BoundedCluster, every node hung: {took:.3f} s (bound {TIMEOUT} s)")
+            assert took < 2.5 * TIMEOUT, took  # unbounded: (1 + nodes) x the timeout
+            loaded = store.load(KEY)
+            assert loaded is not None and loaded.fields == {"a": b"1"}
+        finally:
+            client.close()
+
+
+def test_a_bounded_cluster_built_without_a_url_is_refused_with_the_way_to_build_it() -> None:
+    need_module("redis")
+    from satchel.stores.redis.deadline import BoundedCluster
+
+    with pytest.raises(TypeError, match=r"BoundedCluster\.from_url\(url, bound=\.\.\.\)"):
+        BoundedCluster(host=HOST, port=6379, bound=1.0)

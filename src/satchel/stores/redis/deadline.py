@@ -116,8 +116,11 @@ class BoundedCluster(RedisCluster):
     """A ``RedisCluster`` whose every command ends within ``bound`` seconds, whatever the
     number of nodes it waits on (see the module doc).
 
-    Takes ``RedisCluster``'s arguments and ``bound`` (seconds, > 0); its nodes' connections
-    are :class:`DeadlineConnection`. Raises what ``RedisCluster`` raises: a command cut
+    Build it as ``BoundedCluster.from_url(url, bound=3)``: it takes ``RedisCluster.from_url``'s
+    arguments and ``bound`` (seconds, > 0); its nodes' connections are
+    :class:`DeadlineConnection`. Built any other way (``host=``, ``startup_nodes=``) it raises
+    ``TypeError``: redis-py hands a cluster's nodes a connection class only when the client is
+    built from a URL. Raises what ``RedisCluster`` raises: a command cut
     short by its deadline raises redis-py's ``TimeoutError`` (or, if the slot-map refresh
     redis-py runs after a failure was cut short, ``RedisClusterException``). A pipeline or
     pub/sub does not go through :meth:`execute_command` and has no deadline: each of its
@@ -127,6 +130,11 @@ class BoundedCluster(RedisCluster):
     def __init__(self, *args: Any, bound: float, **kwargs: Any) -> None:
         if not bound > 0:
             raise ValueError(f"bound {bound!r}: must be a number of seconds above 0")
+        if kwargs.get("url") is None:
+            raise TypeError("BoundedCluster: build it with BoundedCluster.from_url(url,"
+                            " bound=...): redis-py hands the nodes of a cluster client the"
+                            " connection class that bounds them only when it is built from"
+                            " a URL")
         self.bound = bound
         self._owed: tuple[tuple[Any, ...], dict[str, Any]] | None = None
         with within(bound):  # the first slot map, asked of the startup nodes
