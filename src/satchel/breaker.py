@@ -46,6 +46,7 @@ from collections.abc import Callable
 from time import monotonic
 
 from satchel.errors import StoreUnavailable, without_tracebacks
+from satchel.forks import hold_across_forks
 
 FAST_FAILURE = 0.005
 """Seconds: a probe that fails within this (a refused connection) makes the next probe run
@@ -85,6 +86,7 @@ class Breaker:
         self._name = name
         self._lease = lease
         self._lock = threading.Lock()
+        hold_across_forks(self._lock, f"the breaker of {name}")  # a child must get it free
         self._probe: _Probe | None = None
         self._since = 0.0
         self._reason = ""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
+from satchel.forks import hold_across_forks
 from satchel.lifetime import Clock, system_clock
 from satchel.store import (
     BOOKKEEPING,
@@ -40,6 +41,7 @@ class MemoryStore:
         self._users: dict[str, set[str]] = {}  # user -> storage keys of its records
         self._locks: dict[str, tuple[str, float]] = {}  # lock key -> (token, lease's end)
         self._lock = threading.Lock()
+        hold_across_forks(self._lock, "a MemoryStore")  # a child must get it free
         self._clock = clock
 
     def _live(self, key: str) -> Record | None:

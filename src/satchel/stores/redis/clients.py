@@ -18,6 +18,7 @@ from redis.cluster import RedisCluster
 from redis.connection import ConnectionPool
 from redis.retry import Retry
 
+from satchel.forks import hold_across_forks
 from satchel.stores.redis.connections import KeptConnections
 
 
@@ -38,6 +39,8 @@ class LazyCluster:
         self._kwargs = kwargs
         self._built: RedisCluster | None = None
         self._lock = threading.Lock()
+        # held while the client is built (bounded by the connect timeouts): a fork waits
+        hold_across_forks(self._lock, "a Redis Cluster client being built")
 
     def get_connection_kwargs(self) -> dict[str, Any]:
         return self._kwargs

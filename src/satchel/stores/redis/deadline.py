@@ -31,6 +31,8 @@ from redis.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from satchel.forks import hold_across_forks
+
 _deadline: ContextVar[float | None] = ContextVar("satchel_redis_deadline", default=None)
 
 
@@ -146,6 +148,9 @@ class BoundedCluster(RedisCluster):
         # the running refresh's deadline, then its own (commands in flight when every node
         # hung took 2 or 3 bounds).
         refreshing = threading.Lock()
+        # held while a refresh runs (bounded by its deadline): a fork waits for it, or the
+        # child's refreshes would all time out on it and its slot map stay stale
+        hold_across_forks(refreshing, "a Redis Cluster slot-map refresh")
 
         def refresh(*args: Any, **kwargs: Any) -> None:
             left = _left()

@@ -1,0 +1,77 @@
+"""Locks a fork waits for, so that a forked child (``gunicorn --preload``) never inherits one
+held.
+
+``os.fork()`` copies the process with only the thread that called it. A lock that another
+thread held at that moment is copied held, and no thread of the child will ever let it go:
+the child's first call that takes it waits forever (a worker that hangs on its first
+request, say while a probe of the parent's breaker was ending). Giving the child a new lock
+instead would let it carry on from state that thread was halfway through changing: a silent
+wrong result, worse than the hang.
+
+So each of satchel's locks that a child may need is registered with :func:`hold_across_forks`,
+and a fork (``os.register_at_fork``'s ``before`` hook) waits until each is free and holds it
+across the fork; right after, the parent and the child each let it go. The child starts with
+those locks free and what they guard between two changes. CPython does the same for its
+import lock. A registered lock must be held only for short sections (at most a store's
+timeout), which take no other registered lock and never fork.
+
+A lock still held after :data:`WAIT` seconds (all registered locks together) is left as it
+is: the fork goes on, and a warning on the ``satchel`` logger names the lock's owner. The
+child may then hang on that lock, as it would without this module. Only ``os.fork()`` (and
+``subprocess`` with a ``preexec_fn``) runs the hooks: ``subprocess`` otherwise, and
+``multiprocessing``'s spawn, never wait here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import weakref
+from time import monotonic
+from typing import Protocol
+
+log = logging.getLogger("satchel")
+
+WAIT = 10.0
+"""Seconds a fork waits, in all, for the registered locks to be free."""
+
+
+class _Lock(Protocol):
+    def acquire(self, blocking: bool = ..., timeout: float = ...) -> bool: ...
+
+    def release(self) -> None: ...
+
+
+# Each registered lock -> its owner's name. Weakly: a lock (and so its owner, which the lock
+# does not reference) is not kept alive by being registered. Keyed by the lock's identity.
+_LOCKS: weakref.WeakKeyDictionary[_Lock, str] = weakref.WeakKeyDictionary()
+_held: list[_Lock] = []  # the locks the running fork took, to let go after it
+
+
+def hold_across_forks(lock: _Lock, owner: str) -> None:
+    """Make every ``os.fork()`` from now on wait for ``lock`` to be free and hold it across the
+    fork, while ``lock`` lives (it is referenced weakly). ``owner`` names what the lock
+    guards in the warning logged if a fork gives up waiting for it (no secrets: it is logged).
+    ``lock`` is a ``threading.Lock`` or ``RLock``; registering one again changes its name.
+    """
+    _LOCKS[lock] = owner
+
+
+def _before() -> None:
+    deadline = monotonic() + WAIT
+    for lock, owner in list(_LOCKS.items()):
+        if lock.acquire(timeout=max(0.0, deadline - monotonic())):
+            _held.append(lock)
+        else:
+            log.warning("fork: a lock of %s was still held when the fork had waited %g s for"
+                        " satchel's locks; the forked process may hang when it takes it",
+                        owner, WAIT)
+
+
+def _after() -> None:
+    while _held:
+        _held.pop().release()
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - every POSIX system
+    os.register_at_fork(before=_before, after_in_parent=_after, after_in_child=_after)
