@@ -1,5 +1,6 @@
-"""Locks a fork waits for, so that a forked child (``gunicorn --preload``) never inherits one
-held.
+"""What satchel does across ``os.fork()``: the locks a fork waits for, so that a forked
+child (``gunicorn --preload``) never inherits one held, and the state a child replaces on
+first use (:func:`adopt`).
 
 ``os.fork()`` copies the process with only the thread that called it. A lock that another
 thread held at that moment is copied held, and no thread of the child will ever let it go:
@@ -20,13 +21,25 @@ is: the fork goes on, and a warning on the ``satchel`` logger names the lock's o
 child may then hang on that lock, as it would without this module. Only ``os.fork()`` (and
 ``subprocess`` with a ``preexec_fn``) runs the hooks: ``subprocess`` otherwise, and
 ``multiprocessing``'s spawn, never wait here.
+
+Some state a child must not use at all: a connection's socket, which the parent and every
+other child share (two processes talking over one connection read each other's answers:
+libpq's docs warn of it, "Connecting to the database server"), an SQLite connection
+(https://sqlite.org/howtocorrupt.html 2.6), a lock file's descriptor. An object that keeps
+such state records the process it was made in (:func:`process_id`) and, on its first use in
+another process, replaces it with :func:`adopt`. Several threads of a child may make that
+first use at once; replaced twice, one thread's replacement would drop what another's had
+begun to use. So the replacement runs once, in the first thread, while the others wait, and
+the new process is recorded last: a thread that finds it recorded finds the state replaced.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import weakref
+from collections.abc import Callable
 from time import monotonic
 from typing import Protocol
 
@@ -75,3 +88,40 @@ def _after() -> None:
 
 if hasattr(os, "register_at_fork"):  # pragma: no branch - every POSIX system
     os.register_at_fork(before=_before, after_in_parent=_after, after_in_child=_after)
+
+
+_PID = [os.getpid()]  # this process's id, kept up to date in a forked child
+_ADOPTING = [threading.RLock()]  # a new one in each child: a parent's thread may hold it
+
+
+def _in_child() -> None:
+    _PID[0] = os.getpid()
+    _ADOPTING[0] = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - every POSIX system
+    os.register_at_fork(after_in_child=_in_child)
+
+
+def process_id() -> int:
+    """This process's id (``os.getpid()``, kept up to date across ``fork`` without a
+    system call per use)."""
+    return _PID[0]
+
+
+class Owned(Protocol):
+    """An object whose state belongs to the process ``_pid``."""
+
+    _pid: int
+
+
+def adopt(owner: Owned, replace: Callable[[], None]) -> None:
+    """Make ``owner``'s state this process's: call ``replace()``, then record this process
+    as ``owner._pid``, unless another thread of this process has done so meanwhile (it
+    waits for that thread). Call it when ``owner._pid != process_id()``. ``replace`` must
+    not wait for other threads; what it raises is raised, and ``owner`` is left unadopted
+    (the next use tries again)."""
+    with _ADOPTING[0]:
+        if owner._pid != _PID[0]:
+            replace()
+            owner._pid = _PID[0]

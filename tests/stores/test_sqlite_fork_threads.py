@@ -23,11 +23,12 @@ from typing import Any
 
 import pytest
 
+from satchel import forks as process
+from satchel.forks import adopt, process_id
 from satchel.store import Patch, Record
-from satchel.stores.sqlite import SQLiteStore, process
+from satchel.stores.sqlite import SQLiteStore
 from satchel.stores.sqlite.checkpoints import Checkpointer
 from satchel.stores.sqlite.connections import Connections
-from satchel.stores.sqlite.process import adopt, process_id
 from satchel.stores.sqlite.writers import Writers
 from tests.stores.forks import in_child
 

@@ -73,7 +73,6 @@ class PendingRead:
 class StatementRuns:
     """``PostgresStore``'s statement runs, error mapping and probe."""
 
-    pool: ConnectionPool[Any]
     table: str
     _ident: sql.Identifier
     _where: str
@@ -85,7 +84,10 @@ class StatementRuns:
     # alive, so an id is never reused while its entry exists.
     _cursors: dict[int, psycopg.Cursor[tuple[Any, ...]]]
 
-    if TYPE_CHECKING:  # PostgresStore's, from SchemaSetup and its own
+    if TYPE_CHECKING:  # PostgresStore's, from PoolPerProcess, SchemaSetup and its own
+        @property
+        def pool(self) -> ConnectionPool[Any]: ...
+
         def _create_schema(self) -> None: ...
 
         def load(self, key: str) -> Record | None: ...

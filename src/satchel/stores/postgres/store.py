@@ -16,6 +16,7 @@ from satchel.lifetime import Clock, system_clock
 from satchel.resources import Lease, shared
 from satchel.store import DEVICE_MAX, Patch, PendingLoad, Record, Updated
 from satchel.stores.postgres.calls import PendingRead, StatementRuns
+from satchel.stores.postgres.forked import PoolPerProcess
 from satchel.stores.postgres.locks import LeaseRows
 from satchel.stores.postgres.pools import (
     close_pool,
@@ -55,7 +56,7 @@ PURGE_YIELD = 1.0
 log = logging.getLogger("satchel")
 
 
-class PostgresStore(StatementRuns, SchemaSetup, UserRows, LeaseRows):
+class PostgresStore(PoolPerProcess, StatementRuns, SchemaSetup, UserRows, LeaseRows):
     """Sessions in the PostgreSQL table ``table``, through ``pool``.
 
     ``table`` is a plain identifier, optionally schema-qualified
@@ -96,9 +97,8 @@ class PostgresStore(StatementRuns, SchemaSetup, UserRows, LeaseRows):
             raise ConfigError(f"PostgresStore table {table!r}: not a plain identifier; use"
                               " letters, digits and '_' (at most 48), optionally after a"
                               " schema and a dot, e.g. 'satchel_sessions' or 'app.sessions'")
-        self.pool = pool
+        self._set_pool(pool)  # store.pool: in a forked child, the child's own (see forked)
         self.table = table
-        self._lease: Lease[ConnectionPool[Any]] | None = None  # from_url's share of its pool
         self._clock = clock
         self._where = where(pool)
         self._timeout = timeout
@@ -179,15 +179,18 @@ class PostgresStore(StatementRuns, SchemaSetup, UserRows, LeaseRows):
                                   reconnect_timeout=0)
 
         # The pool's shape is the key; the table, schema and commit mode are the store's.
-        lease = shared.lease(("postgresql", url, min_size, max_size, timeout), build,
-                             close_pool, usable=pool_open)
+        def relet() -> Lease[ConnectionPool[Any]]:
+            return shared.lease(("postgresql", url, min_size, max_size, timeout), build,
+                                close_pool, usable=pool_open)
+
+        lease = relet()
         try:
             store = cls(lease.resource, table=table, create_schema=create_schema,
                         durable_writes=durable_writes, timeout=timeout, clock=clock)
         except BaseException:
             lease.release()
             raise
-        store._lease = lease
+        store._lent(lease, relet)  # a forked child takes a pool of its own with relet()
         return store
 
     def close(self) -> None:

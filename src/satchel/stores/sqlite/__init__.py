@@ -34,8 +34,8 @@ The package: :mod:`~satchel.stores.sqlite.store` (the store),
 file leaves the path), :mod:`~satchel.stores.sqlite.writers` (the write lock across
 threads and processes), :mod:`~satchel.stores.sqlite.group_commit` (the writes threads ask
 for at once, in one transaction), :mod:`~satchel.stores.sqlite.checkpoints` (the WAL's checkpoints,
-on a thread of the store's), :mod:`~satchel.stores.sqlite.process` (what a forked
-child replaces, once),
+on a thread of the store's), what a forked child
+replaces, once, through :func:`satchel.forks.adopt`,
 :mod:`~satchel.stores.sqlite.schema` (the schema, its statements, its upgrade),
 :mod:`~satchel.stores.sqlite.updates` (the statements that apply a patch),
 :mod:`~satchel.stores.sqlite.users` (a user's sessions, every session),

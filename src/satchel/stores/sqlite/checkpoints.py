@@ -48,7 +48,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from satchel.stores.sqlite.process import adopt, process_id
+from satchel.forks import adopt, process_id
 
 # Rows a store's writes change between its checkpoints: about SQLite's default of 1000
 # pages (https://sqlite.org/pragma.html#pragma_wal_autocheckpoint): the commonest write, one
@@ -126,7 +126,7 @@ class Checkpointer:
     def _reset_in_child(self) -> None:
         """In a forked child: the parent's thread was not copied, and the condition's lock
         may have been copied held (called once per child: see
-        :func:`~satchel.stores.sqlite.process.adopt`)."""
+        :func:`~satchel.forks.adopt`)."""
         self._cond, self._thread, self._asked = threading.Condition(threading.RLock()), None, False
 
     def _loop(self) -> None:

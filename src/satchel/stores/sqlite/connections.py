@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from satchel.errors import StoreUnavailable
+from satchel.forks import adopt, process_id
 from satchel.stores.sqlite.checkpoints import WAL_SIZE_LIMIT
 from satchel.stores.sqlite.files import (
     Closer,
@@ -31,7 +32,6 @@ from satchel.stores.sqlite.files import (
     why_unavailable,
 )
 from satchel.stores.sqlite.group_commit import GroupCommit
-from satchel.stores.sqlite.process import adopt, process_id
 from satchel.stores.sqlite.schema import prepare
 from satchel.stores.sqlite.writers import Writers
 
@@ -138,7 +138,7 @@ class Connections:
         """In a forked child (``gunicorn --preload``): never use, nor close, the parent's
         connections, which SQLite forbids (https://sqlite.org/howtocorrupt.html 2.6); they
         are left open, and this process opens its own. Called through
-        :func:`~satchel.stores.sqlite.process.adopt` (once per child, whatever its threads)."""
+        :func:`~satchel.forks.adopt` (once per child, whatever its threads)."""
         _INHERITED.append((self._local, self._opened))  # their Closers would close them
         self._inherited.extend(self._opened)  # for _close_all
         self._local, self._opened = threading.local(), weakref.WeakSet()

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 from satchel.errors import ConfigError, StoreUnavailable
+from satchel.forks import adopt, process_id
 from satchel.lifetime import Clock, system_clock
 from satchel.store import DEVICE_MAX, Patch, Record, Updated
 from satchel.stores.sqlite.checkpoints import CHECKPOINT_CHANGES, Checkpointer
@@ -27,7 +28,6 @@ from satchel.stores.sqlite.files import (
     why_unavailable,
 )
 from satchel.stores.sqlite.group_commit import Pending, run_works
-from satchel.stores.sqlite.process import adopt, process_id
 from satchel.stores.sqlite.purge import PurgeRows
 from satchel.stores.sqlite.schema import (
     ACQUIRE_LOCK,

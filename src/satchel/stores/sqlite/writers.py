@@ -33,7 +33,7 @@ import os
 import threading
 import time
 
-from satchel.stores.sqlite.process import adopt, process_id
+from satchel.forks import adopt, process_id
 
 try:
     import fcntl
@@ -151,7 +151,7 @@ class Writers:
         # the inherited descriptor is shared with the parent: its lock is the parent's (kept
         # while the parent's descriptor is open), and the thread lock may be held by a thread
         # that was not copied; neither is the parent's waiter thread
-        # (see satchel.stores.sqlite.process: one thread of the child does this, once)
+        # (see satchel.forks.adopt: one thread of the child does this, once)
         self._threads, self._fd, self._stale = threading.Lock(), None, False
         self._waiter = None
 
