@@ -16,8 +16,8 @@ that a pass over every module's objects, 25-35 ms here, is not counted as a slow
 - once a first request has failed, the 503s to requests sent after it come back in under
   100 ms, 99 % of them, and every one in under half the bound (1.5 s): the breaker's
   patience is 40 ms, and a busy machine's scheduler holds a few of some 6,000 past 100 ms,
-  none near the 3 s a request waiting out the timeout would take (requests already waiting on the store when it fell wait
-  for the bound: counted apart, as "in flight");
+  none near the 3 s a request waiting out the timeout would take (requests already
+  waiting on the store when it fell wait for the bound: counted apart, as "in flight");
 - the first request sent after the fault ends succeeds;
 - no session and no acknowledged write is lost: each client's ``hits`` afterwards is at least
   the number of its requests that got a 200 (a write that timed out may still land: more is

@@ -84,6 +84,7 @@ class SharedResources:
         self._lock = threading.Lock()
         self._entries: dict[Hashable, _Entry] = {}
         self._inherited: list[_Entry] = []  # a forked child's copies of the parent's: kept, unused
+        self._pid = os.getpid()  # the process the entries belong to
 
     def lease(self, key: Hashable, build: Callable[[], T], close: Callable[[T], None], *,
               usable: Callable[[T], bool] = lambda resource: True) -> Lease[T]:
@@ -95,8 +96,12 @@ class SharedResources:
         that is no longer ``usable`` (e.g. a pool someone closed by hand) is replaced by a new
         one for this and later leases. ``build``'s errors propagate; nothing is kept then.
         ``build`` runs outside the lock (it may connect); if two threads build for one key at
-        once, the second's resource is closed and it shares the first's.
+        once, the second's resource is closed and it shares the first's. In a forked child
+        the parent's resources are never leased (:meth:`forget_all`), even after a fork that
+        ran no at-fork hook.
         """
+        if self._pid != os.getpid():
+            self.forget_all()
         with self._lock:
             entry = self._take(key, usable)
             if entry is not None:
@@ -125,6 +130,8 @@ class SharedResources:
         return lease
 
     def _release(self, lease: Lease[Any]) -> None:
+        if self._pid != os.getpid():
+            self.forget_all()  # a fork that ran no hook: never close the parent's
         entry = lease._entry
         with self._lock:
             if lease not in entry.leases:
@@ -136,7 +143,10 @@ class SharedResources:
         _close(entry)
 
     def close_all(self) -> None:
-        """Close every resource, used or not (at exit); later leases build new ones."""
+        """Close every resource, used or not (at exit); later leases build new ones. In a
+        forked child, the parent's are left alone (:meth:`forget_all`)."""
+        if self._pid != os.getpid():
+            self.forget_all()
         with self._lock:
             entries = list(self._entries.values())
             self._entries.clear()
@@ -149,6 +159,7 @@ class SharedResources:
         self._lock = threading.Lock()  # the parent's may have been held by another thread
         self._inherited += self._entries.values()
         self._entries = {}
+        self._pid = os.getpid()
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -111,15 +111,20 @@ def hammer(store: Store, keys: list[str], seconds: float) -> dict[str, int]:
     return counts
 
 
-def in_children(work: Callable[[Any], dict[str, int]],
-                per_child: list[Any]) -> list[dict[str, int]]:
-    """``work(part)`` in forked children at once, a part of ``per_child`` each; their counts."""
+def python_fork() -> int:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads running
+        return os.fork()
+
+
+def in_children(work: Callable[[Any], dict[str, int]], per_child: list[Any],
+                fork: Callable[[], int] = python_fork) -> list[dict[str, int]]:
+    """``work(part)`` in children forked with ``fork()`` at once, a part of ``per_child``
+    each; their counts."""
     children = []
     for part in per_child:
         read, write = os.pipe()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads running
-            pid = os.fork()
+        pid = fork()
         if pid == 0:  # pragma: no cover - the child's coverage is not collected
             os.close(read)
             try:
@@ -233,7 +238,7 @@ def test_a_pool_of_your_own_open_at_the_fork_is_refused_in_the_child() -> None:
                 try:
                     store.load(key)
                 except ConfigError as err:
-                    told = "open when this process was forked" in str(err)
+                    told = "opened in a process this one was forked from" in str(err)
                     return {"refused, saying why" if told else str(err): 1}
                 return {"served from the parent's connections": 1}
 
@@ -266,3 +271,169 @@ def test_a_pool_of_your_own_opened_after_the_fork_serves_the_child() -> None:
                     "wrong": 1}
 
         assert in_children(child, [None]) == [{"ok": 1}]
+
+
+def c_fork() -> int:
+    """``fork()`` as C calls it, running none of Python's at-fork hooks: what uWSGI's workers
+    get by default (without ``py-call-osafterfork``). Called holding the interpreter lock
+    (``PyDLL``), so no other thread of the parent holds it in the child."""
+    import ctypes
+    pid: int = ctypes.PyDLL(None).fork()
+    return pid
+
+
+def one_thread(store: Store, key: str, seconds: float) -> dict[str, int]:
+    """:func:`hammer` on one key, in the calling thread only (a C fork's child has no
+    working threading state to start threads from)."""
+    counts: dict[str, int] = {}
+    end = time.monotonic() + seconds
+    hits = 0
+    while time.monotonic() < end:
+        try:
+            got = store.load(key)
+            what = ("none" if got is None else
+                    "ok" if got.fields.get("owner") == json.dumps(key).encode() else "other")
+            hits += 1
+            store.update(key, Patch(set={"hits": str(hits).encode()}, last_seen=time.time()))
+        except Exception as err:
+            what = type(err).__name__
+        counts[what] = counts.get(what, 0) + 1
+    return counts
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis", "postgresql"])
+def test_a_fork_that_runs_no_python_hook_gets_connections_of_its_own(kind: str) -> None:
+    with URLS[kind]() as url, tempfile.TemporaryDirectory() as base:
+        store = store_from_url(url, base_dir=base)
+        try:
+            run = uuid.uuid4().hex[:8]
+            keys = [f"{run}{n:056d}" for n in range(CHILDREN)]
+            for key in keys:
+                store.create(key, record(key))
+                assert store.load(key) is not None
+            results = in_children(lambda key: one_thread(store, key, SECONDS), keys,
+                                  fork=c_fork)
+
+            for counts in results:
+                assert set(counts) == {"ok"}, counts
+            for key in keys:  # the parent's connections still work
+                got = store.load(key)
+                assert got is not None and int(got.fields["hits"]) > 0
+        finally:
+            store.close()
+
+
+@pytest.mark.parametrize("kind", ["redis", "postgresql"])
+@pytest.mark.parametrize("child_does", ["reads it", "drops it"])
+def test_a_load_in_flight_at_the_fork_is_answered_in_the_parent(kind: str,
+                                                                child_does: str) -> None:
+    """A prefetched load sent before the fork (Flask sends it when the request opens its
+    session): the child never reads the parent's answer, nor closes its connection."""
+    with URLS[kind]() as url, tempfile.TemporaryDirectory() as base:
+        store = store_from_url(url, base_dir=base)
+        try:
+            if not isinstance(store, Prefetching):
+                pytest.skip(f"{kind} does not prefetch")
+            run = uuid.uuid4().hex[:8]
+            mine, other = f"{run}{1:056d}", f"{run}{2:056d}"
+            for key in (mine, other):
+                store.create(key, record(key))
+            pending = store.prefetch(mine)
+            assert pending is not None
+
+            def child(_: None) -> dict[str, int]:
+                if child_does == "reads it":
+                    got = pending.result()
+                    first = ("ok" if got and got.fields["owner"] == json.dumps(mine).encode()
+                             else "wrong")
+                else:
+                    pending.cancel()
+                    first = "ok"
+                again = store.load(other)  # the child's own connections work
+                return {first: 1, "other ok" if again and again.fields["owner"]
+                        == json.dumps(other).encode() else "other wrong": 1}
+
+            assert in_children(child, [None]) == [{"ok": 1, "other ok": 1}]
+            got = pending.result()  # the parent reads its own answer, on a live connection
+            assert got is not None and got.fields["owner"] == json.dumps(mine).encode()
+            got = store.load(other)
+            assert got is not None and got.fields["owner"] == json.dumps(other).encode()
+        finally:
+            store.close()
+
+
+def test_a_fork_while_another_thread_runs_an_sqlite_statement_does_not_wait_for_it() -> None:
+    """CPython drops the parent's other threads' thread-local values inside ``fork``: the
+    store's closer of such a thread's connection must neither close it in the child nor wait
+    for the statement it runs (it would hold up the fork by ``CLOSE_WAIT``, 10 s)."""
+    from satchel.stores.sqlite import SQLiteStore
+    from satchel.stores.sqlite.files import CLOSE_WAIT
+    with tempfile.TemporaryDirectory() as folder:
+        store = SQLiteStore(os.path.join(folder, "sessions.db"))
+        try:
+            store.count_expired()
+            started, stop = threading.Event(), threading.Event()
+            slow = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c"
+                    " WHERE x < 200000000) SELECT count(*) FROM c")
+
+            def busy() -> None:
+                store.count_expired()
+                started.set()
+                try:
+                    store._read(slow, ())  # running at the fork
+                except Exception:
+                    pass
+                stop.wait()
+
+            thread = threading.Thread(target=busy, daemon=True)
+            thread.start()
+            started.wait()
+            theirs = list(store._opened)
+            time.sleep(0.2)
+
+            def child(_: None) -> dict[str, int]:
+                closed = 0
+                for conn in theirs:
+                    try:
+                        _ = conn.in_transaction  # raises on a closed connection
+                    except Exception:
+                        closed += 1
+                return {"closed": closed}
+
+            began = time.monotonic()
+            assert in_children(child, [None]) == [{"closed": 0}]
+            assert time.monotonic() - began < CLOSE_WAIT / 2  # a hang's mark, not a timing goal
+            for conn in theirs:
+                conn.interrupt()
+            stop.set()
+            thread.join(10)
+        finally:
+            store.close()
+
+
+def test_a_store_built_in_the_child_around_a_pool_the_parent_opened_is_refused() -> None:
+    """The pool is a module global the master opened (``gunicorn --preload``); the worker
+    builds its store after the fork (``post_fork``, or lazily): refused at once."""
+    from psycopg_pool import ConnectionPool
+
+    from satchel.errors import ConfigError
+    from satchel.stores.postgres import PostgresStore
+    from tests.services import POSTGRES_URL, postgres_store
+    with postgres_store() as made:
+        pool: ConnectionPool[Any] = ConnectionPool(POSTGRES_URL, min_size=1, open=True,
+                                                   kwargs={"autocommit": True})
+        try:
+            pool.wait(5)
+
+            def child(_: None) -> dict[str, int]:
+                try:
+                    PostgresStore(pool, table=made.table, create_schema=False)
+                except ConfigError as err:
+                    return {"refused, saying why" if "opened in a process this one was"
+                            " forked from" in str(err) else str(err): 1}
+                return {"built on the parent's connections": 1}
+
+            assert in_children(child, [None]) == [{"refused, saying why": 1}]
+            PostgresStore(pool, table=made.table, create_schema=False)  # the parent's: fine
+        finally:
+            pool.close()

@@ -19,12 +19,17 @@ So a store records the process that built it, and on its first use in another pr
   call in the child if that pool was open at the fork: satchel cannot build your pool anew,
   and must not use its connections. Open the pool after the fork (``open=False``, then
   ``pool.open()`` in the worker, e.g. gunicorn's ``post_fork``), or build the store with
-  ``from_url``.
+  ``from_url``. A store built in the child around a pool the parent had opened raises it
+  at once, when the pool's worker threads show it (psycopg_pool starts them when the pool
+  opens, and a child has none of its parent's threads). After a fork that ran no Python
+  at-fork hook (uWSGI without ``py-call-osafterfork``) neither can be told: open your pool
+  in the process that uses it.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +39,8 @@ from psycopg_pool import ConnectionPool
 from satchel.errors import ConfigError
 from satchel.forks import adopt, process_id
 from satchel.resources import Lease
+from satchel.stores.postgres.pools import where
+from satchel.stores.postgres.sent import Statement
 
 # Stores around a pool of the user's own: a fork records whether each one's pool was open.
 _OWN_POOLS: weakref.WeakSet[PoolPerProcess] = weakref.WeakSet()
@@ -49,9 +56,13 @@ class PoolPerProcess:
     _open_at_fork: bool  # a pool of the user's own was open at the last fork
     _where: str
     _cursors: dict[int, Any]
+    _prefetch: Statement
 
     def _set_pool(self, pool: ConnectionPool[Any]) -> None:
-        """Use ``pool``, in this process (called by ``__init__``)."""
+        """Use ``pool``, in this process (called by ``__init__``); ConfigError if it was
+        opened in another one."""
+        if opened_elsewhere(pool):
+            raise ConfigError(f"PostgresStore {where(pool)}: {_ELSEWHERE}")
         self._pool = pool
         self._pid = process_id()
         self._lease = self._relet = None
@@ -77,18 +88,31 @@ class PoolPerProcess:
 
     def _in_child(self) -> None:
         if self._relet is None:
-            if self._open_at_fork:
-                raise ConfigError(
-                    f"PostgresStore {self._where}: its pool was open when this process was"
-                    " forked from the one that built it, and a connection cannot serve two"
-                    " processes (their queries would read each other's answers). Open the"
-                    " pool after the fork (open=False, then pool.open() in each worker,"
-                    " e.g. in gunicorn's post_fork), or build the store with"
-                    " PostgresStore.from_url, which opens a pool in each process")
+            if self._open_at_fork or opened_elsewhere(self._pool):
+                raise ConfigError(f"PostgresStore {self._where}: {_ELSEWHERE}")
         else:
             self._lease = self._relet()  # the parent's lease stays the parent's: not released
             self._pool = self._lease.resource
         self._cursors.clear()
+        self._prefetch.forget_all()  # prepared on the parent's connections, not on these
+
+
+_ELSEWHERE = ("its pool was opened in a process this one was forked from, and a connection"
+              " cannot serve two processes (their queries would read each other's answers)."
+              " Open the pool after the fork (open=False, then pool.open() in each worker,"
+              " e.g. in gunicorn's post_fork), or build the store with"
+              " PostgresStore.from_url, which opens a pool in each process")
+
+
+def opened_elsewhere(pool: ConnectionPool[Any]) -> bool:
+    """True if ``pool`` is open and none of its worker threads runs in this process: it was
+    opened in a process this one was forked from. False when that cannot be told (a
+    psycopg_pool without ``_workers``, a fork that ran no Python hook)."""
+    workers = getattr(pool, "_workers", None)
+    if pool.closed or not isinstance(workers, list) or not workers:
+        return False
+    return not any(isinstance(worker, threading.Thread) and worker.is_alive()
+                   for worker in workers)
 
 
 def _before_fork() -> None:

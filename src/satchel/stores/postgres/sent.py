@@ -12,6 +12,7 @@ psycopg's. Parameters and results are in text format.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -90,6 +91,10 @@ class Statement:
         """The connection with this id is gone or lost the statement: prepare it again."""
         self._prepared.discard(conn_id)
 
+    def forget_all(self) -> None:
+        """No connection has it (a forked child's new pool): prepare it on each again."""
+        self._prepared.clear()
+
 
 class Sent:
     """The answer to a :class:`Statement` sent on ``conn``; it holds the connection.
@@ -97,14 +102,30 @@ class Sent:
     :meth:`result` reads it and gives the connection back; :meth:`cancel` does
     the same and drops the answer. A handle dropped with neither closes the
     connection (its answer would otherwise reach the pool's next user).
+
+    In a process forked while the answer was on its way, the connection is the parent's:
+    the child never reads from it, closes it or gives it back (a close would tell the
+    server the parent's session ended). :meth:`result` answers None there, so the caller
+    runs its query the usual way, on a connection of the child's own.
     """
 
-    __slots__ = ("_conn", "_pool", "_statement")
+    __slots__ = ("_conn", "_pid", "_pool", "_statement")
 
     def __init__(self, statement: Statement, pool: ConnectionPool[Any],
                  conn: psycopg.Connection[Any]) -> None:
         self._statement, self._pool = statement, pool
         self._conn: psycopg.Connection[Any] | None = conn
+        self._pid = os.getpid()
+
+    def _parents(self) -> bool:
+        """True (and the connection left alone, for good) in a process forked from the one
+        that sent the statement."""
+        if self._pid == os.getpid():
+            return False
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            _LEFT_TO_PARENT.append(conn)  # never collected, so never closed here
+        return True
 
     def result(self) -> PGresult | None:
         """The rows (one PGresult, text format), or None if the statement failed.
@@ -114,6 +135,8 @@ class Sent:
         :func:`~satchel.stores.postgres.timed.timed_connection` that got no
         answer in time raises its :class:`WaitTimeout`. Call at most once.
         """
+        if self._parents():
+            return None
         conn, self._conn = self._conn, None
         if conn is None:
             raise RuntimeError("this answer was already read or cancelled")
@@ -147,12 +170,17 @@ class Sent:
             pass
 
     def __del__(self) -> None:
+        if self._parents():
+            return
         conn, self._conn = self._conn, None
         if conn is not None:
             try:
                 _close_and_return(self._pool, conn)
             except Exception:  # noqa: S110 - nothing to report to at collection time
                 pass
+
+
+_LEFT_TO_PARENT: list[psycopg.Connection[Any]] = []  # a forked child's copies of in-flight ones
 
 
 def _close_and_return(pool: ConnectionPool[Any], conn: psycopg.Connection[Any]) -> None:

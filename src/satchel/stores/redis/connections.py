@@ -103,7 +103,9 @@ class KeptConnections:
 
     At most ``keep`` idle connections are kept; one more is returned to the
     pool. Thread-safe: a connection is used by one command at a time. After a
-    fork the child drops the parent's connections (the pool resets itself).
+    fork the child drops the parent's connections (the pool resets itself), also after
+    a fork that ran no at-fork hook (each command checks the process id, as redis-py's
+    pool does).
 
     A kept connection may have been closed by the server since its last use
     (a restart, an idle timeout): a ``ConnectionError`` on it sends the
@@ -115,16 +117,22 @@ class KeptConnections:
         self.pool = pool
         self.keep = keep
         self._idle: list[Any] = []  # list.pop/append are atomic: no lock needed
+        self._pid = os.getpid()  # the process whose connections _idle holds
         # redis-py 6+ marks a connection to reconnect when the server announces a move
         # (maintenance notifications); older ones have no such mark to look at.
         self._marks_moves = hasattr(pool.connection_class, "should_reconnect")
         _all.add(self)
         # A store dropped without close() still gives its connections back.
-        weakref.finalize(self, _release_all, pool, self._idle)
+        weakref.finalize(self, _release_all, pool, self._idle, self._pid)
 
     def command(self, *args: Arg) -> Any:
         """Send one command and return its reply; a Redis error reply is raised."""
-        packed = pack_command(args)
+        return self.command_packed(pack_command(args))
+
+    def command_packed(self, packed: bytes) -> Any:
+        """:meth:`command` of a command already packed (``pack_command``)."""
+        if self._pid != os.getpid():
+            self._forget()
         try:
             connection = self._idle.pop()
         except IndexError:
@@ -146,6 +154,8 @@ class KeptConnections:
         retries.
         """
         packed = pack_command(args)
+        if self._pid != os.getpid():
+            self._forget()
         try:
             connection, kept = self._idle.pop(), True
         except IndexError:
@@ -164,6 +174,12 @@ class KeptConnections:
             self._discard(connection)
             raise
         return PendingReply(self, connection, packed, retry=kept)
+
+    def _forget(self) -> None:
+        """In a forked child: drop the parent's idle connections (redis-py closes only the
+        child's copy of a socket it did not open: the parent's stay connected)."""
+        self._idle.clear()
+        self._pid = os.getpid()
 
     def _discard(self, connection: Any) -> None:
         """Close ``connection``'s socket (a reply may be half read) and give it back."""
@@ -200,7 +216,9 @@ class KeptConnections:
             self.pool.release(connection)
 
     def close(self) -> None:
-        """Return the idle connections to the pool."""
+        """Return the idle connections to the pool (in a forked child, drop the parent's)."""
+        if self._pid != os.getpid():
+            self._forget()
         _release_all(self.pool, self._idle)
 
     def __repr__(self) -> str:
@@ -213,10 +231,12 @@ class PendingReply:
     :meth:`wait` reads the reply (a kept connection the server had closed
     sends the command again on a fresh one); :meth:`cancel` reads it and
     drops it, so the connection goes back in step. A handle dropped with
-    neither closes the connection's socket.
+    neither closes the connection's socket. In a process forked while the reply was on its
+    way, the connection is the parent's: it is left alone, and :meth:`wait` sends the
+    command again on a connection of the child's own.
     """
 
-    __slots__ = ("_connection", "_kept", "_packed", "_retry")
+    __slots__ = ("_connection", "_kept", "_packed", "_pid", "_retry")
 
     def __init__(self, kept: KeptConnections, connection: Any, packed: bytes, *,
                  retry: bool) -> None:
@@ -224,6 +244,7 @@ class PendingReply:
         self._connection: Any = connection
         self._packed = packed
         self._retry = retry
+        self._pid = os.getpid()
 
     def wait(self) -> Any:
         """The reply; a Redis error reply is raised. Call at most once."""
@@ -231,6 +252,8 @@ class PendingReply:
         if connection is None:
             raise RuntimeError("this reply was already read or cancelled")
         kept = self._kept
+        if self._pid != os.getpid():  # forked meanwhile: the parent reads that reply
+            return kept.command_packed(self._packed)
         try:
             reply = connection.read_response()
         except ResponseError:
@@ -253,6 +276,9 @@ class PendingReply:
         """Read the reply and drop it; errors are dropped too."""
         if self._connection is None:
             return
+        if self._pid != os.getpid():  # the parent's connection: left alone
+            self._connection = None
+            return
         try:
             self.wait()
         except Exception:  # noqa: S110 - nobody wants this reply, nor its failure
@@ -260,7 +286,8 @@ class PendingReply:
 
     def __del__(self) -> None:
         connection, self._connection = self._connection, None
-        if connection is not None:  # never read: its reply would answer the next command
+        # never read: its reply would answer the next command (a forked child's: left alone)
+        if connection is not None and self._pid == os.getpid():
             try:
                 self._kept._discard(connection)
             except Exception:  # noqa: S110 - nothing to report to at collection time
@@ -270,7 +297,9 @@ class PendingReply:
 _all: weakref.WeakSet[KeptConnections] = weakref.WeakSet()
 
 
-def _release_all(pool: ConnectionPool, idle: list[Any]) -> None:
+def _release_all(pool: ConnectionPool, idle: list[Any], pid: int | None = None) -> None:
+    if pid is not None and pid != os.getpid():
+        return  # a forked child's copies of the parent's: left alone (their sockets are shared)
     while idle:
         try:
             connection = idle.pop()

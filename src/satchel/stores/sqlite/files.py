@@ -150,15 +150,26 @@ class Closer:
     without this it would stay open until a garbage collection, and Python 3.13 then warns
     (ResourceWarning: unclosed database). It closes it holding the connection's ``busy``
     (waiting up to :data:`CLOSE_WAIT` seconds for a statement of another thread's, not at
-    all once the interpreter is exiting; past that, it leaves the connection open)."""
+    all once the interpreter is exiting; past that, it leaves the connection open).
 
-    __slots__ = ("conn",)
+    In a forked child it never closes the parent's connection, nor waits for it: it keeps
+    it, unclosed, for good. CPython drops the thread-local values of the parent's other
+    threads inside ``fork`` itself, before any at-fork hook runs, so a child meets the
+    Closers of those threads' connections at once; closing one would use an SQLite
+    connection across a fork (https://sqlite.org/howtocorrupt.html 2.6), and waiting for a
+    statement a parent thread was running would hold up the fork by :data:`CLOSE_WAIT`."""
+
+    __slots__ = ("conn", "pid")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self.pid = os.getpid()
 
     def __del__(self) -> None:
         conn = self.conn
+        if self.pid != os.getpid():
+            _LEFT_TO_PARENT.append(conn)  # never collected, so never closed here
+            return
         busy = getattr(conn, "busy", None)  # None: the connection failed to open
         # At the interpreter's exit a daemon thread stopped in a statement holds it for good
         if busy is not None and not busy.acquire(
@@ -172,6 +183,8 @@ class Closer:
             if busy is not None:
                 busy.release()
 
+
+_LEFT_TO_PARENT: list[Connection] = []  # a forked child's copies of its parent's connections
 
 CLOSE_WAIT = 10.0
 """Seconds a :class:`Closer` waits for a running statement before leaving the connection."""
