@@ -301,7 +301,7 @@ def one_thread(store: Store, key: str, seconds: float) -> dict[str, int]:
     return counts
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "redis", "postgresql"])
+@pytest.mark.parametrize("kind", list(URLS))
 def test_a_fork_that_runs_no_python_hook_gets_connections_of_its_own(kind: str) -> None:
     with URLS[kind]() as url, tempfile.TemporaryDirectory() as base:
         store = store_from_url(url, base_dir=base)
