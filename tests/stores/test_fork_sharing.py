@@ -69,41 +69,55 @@ URLS: dict[str, Callable[[], Any]] = {
 }
 
 
+@contextmanager
+def built_store(kind: str) -> Iterator[Store]:
+    """A store of ``kind`` built from its URL, as ``SATCHEL_STORE`` builds one; closed after."""
+    with URLS[kind]() as url, tempfile.TemporaryDirectory() as base:
+        store = store_from_url(url, base_dir=base)
+        try:
+            yield store
+        finally:
+            store.close()
+
+
 def record(owner: str) -> Record:
     now = time.time()
     return Record({"owner": json.dumps(owner).encode()}, now, now, now + 3600)
 
 
+def work_on(store: Store, key: str, seconds: float, count: Callable[[str], None], *,
+            prefetching: bool) -> None:
+    """Read, and write, the session of ``key`` for ``seconds``, counting what each read got:
+    "ok", "other" (another session's data), "none", or an error's name. With
+    ``prefetching``, every other read is a prefetch."""
+    end = time.monotonic() + seconds
+    hits = 0
+    while time.monotonic() < end:
+        try:
+            reads_ahead = prefetching and hits % 2 and isinstance(store, Prefetching)
+            pending = store.prefetch(key) if reads_ahead else None
+            got = store.load(key) if pending is None else pending.result()
+            count("none" if got is None else
+                  "ok" if got.fields.get("owner") == json.dumps(key).encode() else "other")
+            hits += 1
+            store.update(key, Patch(set={"hits": str(hits).encode()}, last_seen=time.time()))
+        except Exception as err:
+            count(type(err).__name__)
+
+
 def hammer(store: Store, keys: list[str], seconds: float) -> dict[str, int]:
-    """Each thread reads, and writes, the session of its own key for ``seconds``; counts
-    of what came back: "ok", "other" (another session's data), "none", or an error's name."""
+    """:func:`work_on` each key in a thread of its own, prefetching if the store can; the
+    counts of all."""
     counts: dict[str, int] = {}
     lock = threading.Lock()
-    prefetching = isinstance(store, Prefetching)  # every other read is a prefetch then
+    prefetching = isinstance(store, Prefetching)
 
     def count(what: str) -> None:
         with lock:
             counts[what] = counts.get(what, 0) + 1
 
-    def work(key: str) -> None:
-        end = time.monotonic() + seconds
-        hits = 0
-        while time.monotonic() < end:
-            try:
-                pending = store.prefetch(key) if prefetching and hits % 2 else None
-                got = store.load(key) if pending is None else pending.result()
-                if got is None:
-                    count("none")
-                elif got.fields.get("owner") != json.dumps(key).encode():
-                    count("other")
-                else:
-                    count("ok")
-                hits += 1
-                store.update(key, Patch(set={"hits": str(hits).encode()}, last_seen=time.time()))
-            except Exception as err:
-                count(type(err).__name__)
-
-    threads = [threading.Thread(target=work, args=(key,)) for key in keys]
+    threads = [threading.Thread(target=work_on, args=(store, key, seconds, count),
+                                kwargs={"prefetching": prefetching}) for key in keys]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -154,28 +168,24 @@ def in_children(work: Callable[[Any], dict[str, int]], per_child: list[Any],
 
 @pytest.mark.parametrize("kind", list(URLS))
 def test_each_forked_worker_gets_its_own_sessions(kind: str) -> None:
-    with URLS[kind]() as url, tempfile.TemporaryDirectory() as base:
-        store = store_from_url(url, base_dir=base)
-        try:
-            run = uuid.uuid4().hex[:8]
-            keys = [[f"{run}{child}{n:055d}" for n in range(THREADS)]
-                    for child in range(CHILDREN)]
-            every = [key for child in keys for key in child]
-            for key in every:
-                store.create(key, record(key))  # the parent uses its connections first
-            assert store.load(keys[0][0]) is not None
+    with built_store(kind) as store:
+        run = uuid.uuid4().hex[:8]
+        keys = [[f"{run}{child}{n:055d}" for n in range(THREADS)]
+                for child in range(CHILDREN)]
+        every = [key for child in keys for key in child]
+        for key in every:
+            store.create(key, record(key))  # the parent uses its connections first
+        assert store.load(keys[0][0]) is not None
 
-            results = in_children(lambda part: hammer(store, part, SECONDS), keys)
+        results = in_children(lambda part: hammer(store, part, SECONDS), keys)
 
-            for counts in results:
-                assert set(counts) == {"ok"}, counts
-                assert counts["ok"] > 10 * THREADS, counts
-            for key in every:  # the parent's connections were not disturbed
-                got = store.load(key)
-                assert got is not None and got.fields["owner"] == json.dumps(key).encode()
-                assert int(got.fields["hits"]) > 0  # the children's writes landed
-        finally:
-            store.close()
+        for counts in results:
+            assert set(counts) == {"ok"}, counts
+            assert counts["ok"] > 10 * THREADS, counts
+        for key in every:  # the parent's connections were not disturbed
+            got = store.load(key)
+            assert got is not None and got.fields["owner"] == json.dumps(key).encode()
+            assert int(got.fields["hits"]) > 0  # the children's writes landed
 
 
 def requests(clients: dict[int, Any], seconds: float) -> dict[str, int]:
@@ -283,44 +293,33 @@ def c_fork() -> int:
 
 
 def one_thread(store: Store, key: str, seconds: float) -> dict[str, int]:
-    """:func:`hammer` on one key, in the calling thread only (a C fork's child has no
-    working threading state to start threads from)."""
+    """:func:`work_on` one key, in the calling thread only (a C fork's child has no
+    working threading state to start threads from); its counts."""
     counts: dict[str, int] = {}
-    end = time.monotonic() + seconds
-    hits = 0
-    while time.monotonic() < end:
-        try:
-            got = store.load(key)
-            what = ("none" if got is None else
-                    "ok" if got.fields.get("owner") == json.dumps(key).encode() else "other")
-            hits += 1
-            store.update(key, Patch(set={"hits": str(hits).encode()}, last_seen=time.time()))
-        except Exception as err:
-            what = type(err).__name__
+
+    def count(what: str) -> None:
         counts[what] = counts.get(what, 0) + 1
+
+    work_on(store, key, seconds, count, prefetching=False)
     return counts
 
 
 @pytest.mark.parametrize("kind", list(URLS))
 def test_a_fork_that_runs_no_python_hook_gets_connections_of_its_own(kind: str) -> None:
-    with URLS[kind]() as url, tempfile.TemporaryDirectory() as base:
-        store = store_from_url(url, base_dir=base)
-        try:
-            run = uuid.uuid4().hex[:8]
-            keys = [f"{run}{n:056d}" for n in range(CHILDREN)]
-            for key in keys:
-                store.create(key, record(key))
-                assert store.load(key) is not None
-            results = in_children(lambda key: one_thread(store, key, SECONDS), keys,
-                                  fork=c_fork)
+    with built_store(kind) as store:
+        run = uuid.uuid4().hex[:8]
+        keys = [f"{run}{n:056d}" for n in range(CHILDREN)]
+        for key in keys:
+            store.create(key, record(key))
+            assert store.load(key) is not None
+        results = in_children(lambda key: one_thread(store, key, SECONDS), keys,
+                              fork=c_fork)
 
-            for counts in results:
-                assert set(counts) == {"ok"}, counts
-            for key in keys:  # the parent's connections still work
-                got = store.load(key)
-                assert got is not None and int(got.fields["hits"]) > 0
-        finally:
-            store.close()
+        for counts in results:
+            assert set(counts) == {"ok"}, counts
+        for key in keys:  # the parent's connections still work
+            got = store.load(key)
+            assert got is not None and int(got.fields["hits"]) > 0
 
 
 @pytest.mark.parametrize("kind", ["redis", "postgresql"])
@@ -329,37 +328,33 @@ def test_a_load_in_flight_at_the_fork_is_answered_in_the_parent(kind: str,
                                                                 child_does: str) -> None:
     """A prefetched load sent before the fork (Flask sends it when the request opens its
     session): the child never reads the parent's answer, nor closes its connection."""
-    with URLS[kind]() as url, tempfile.TemporaryDirectory() as base:
-        store = store_from_url(url, base_dir=base)
-        try:
-            if not isinstance(store, Prefetching):
-                pytest.skip(f"{kind} does not prefetch")
-            run = uuid.uuid4().hex[:8]
-            mine, other = f"{run}{1:056d}", f"{run}{2:056d}"
-            for key in (mine, other):
-                store.create(key, record(key))
-            pending = store.prefetch(mine)
-            assert pending is not None
+    with built_store(kind) as store:
+        if not isinstance(store, Prefetching):
+            pytest.skip(f"{kind} does not prefetch")
+        run = uuid.uuid4().hex[:8]
+        mine, other = f"{run}{1:056d}", f"{run}{2:056d}"
+        for key in (mine, other):
+            store.create(key, record(key))
+        pending = store.prefetch(mine)
+        assert pending is not None
 
-            def child(_: None) -> dict[str, int]:
-                if child_does == "reads it":
-                    got = pending.result()
-                    first = ("ok" if got and got.fields["owner"] == json.dumps(mine).encode()
-                             else "wrong")
-                else:
-                    pending.cancel()
-                    first = "ok"
-                again = store.load(other)  # the child's own connections work
-                return {first: 1, "other ok" if again and again.fields["owner"]
-                        == json.dumps(other).encode() else "other wrong": 1}
+        def child(_: None) -> dict[str, int]:
+            if child_does == "reads it":
+                got = pending.result()
+                first = ("ok" if got and got.fields["owner"] == json.dumps(mine).encode()
+                         else "wrong")
+            else:
+                pending.cancel()
+                first = "ok"
+            again = store.load(other)  # the child's own connections work
+            return {first: 1, "other ok" if again and again.fields["owner"]
+                    == json.dumps(other).encode() else "other wrong": 1}
 
-            assert in_children(child, [None]) == [{"ok": 1, "other ok": 1}]
-            got = pending.result()  # the parent reads its own answer, on a live connection
-            assert got is not None and got.fields["owner"] == json.dumps(mine).encode()
-            got = store.load(other)
-            assert got is not None and got.fields["owner"] == json.dumps(other).encode()
-        finally:
-            store.close()
+        assert in_children(child, [None]) == [{"ok": 1, "other ok": 1}]
+        got = pending.result()  # the parent reads its own answer, on a live connection
+        assert got is not None and got.fields["owner"] == json.dumps(mine).encode()
+        got = store.load(other)
+        assert got is not None and got.fields["owner"] == json.dumps(other).encode()
 
 
 def test_a_fork_while_another_thread_runs_an_sqlite_statement_does_not_wait_for_it() -> None:
