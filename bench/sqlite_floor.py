@@ -16,11 +16,16 @@ in one interleaved run, through WSGI in-process as ``make bench`` does:
   lock is checked against the file at the path before it commits), a ``stat`` of the
   folder (that check), and the lock that queues the writers of several processes (two
   ``flock`` calls);
+- ``memory+schema``: the same guarded write, but the statements are the SQLite store's own on
+  its schema (a session row and a row per key, which is what merges per key): on load its
+  SELECT of the session with its fields, on update its INSERT of the key that checks in the
+  same statement that the session is live (so a write never brings back a session that
+  expired or was revoked);
 - ``sqlite``: satchel on :class:`SQLiteStore`.
 
 Each line gives the overhead over a bare app (µs; write / read) and the ratio to Flask's
 cookie session's overhead, the peer of ``make bench``'s SQLite goal. The gap between the last
-two lines is the store's own code. Prints only; writes no report.
+two lines is the store's own Python code around the same statements. Prints only; writes no report.
 
     .venv/bin/python bench/sqlite_floor.py            # about 2 minutes
     .venv/bin/python bench/sqlite_floor.py --quick    # a smoke run, figures not meaningful
@@ -29,6 +34,8 @@ two lines is the store's own code. Prints only; writes no report.
 from __future__ import annotations
 
 import argparse
+import fcntl
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -37,8 +44,9 @@ import contender_apps
 from flask import Flask
 from timing import fastest_interleaved
 
-from satchel import MemoryStore, Satchel
+from satchel import MemoryStore, Satchel, SQLiteStore
 from satchel.store import Patch, Record, Updated
+from satchel.stores.sqlite.schema import LOAD, UPSERT_LIVE_FIELD
 
 
 class _CallsStore(MemoryStore):
@@ -67,6 +75,40 @@ class _CallsStore(MemoryStore):
         return super().update(key, patch)
 
 
+class _SchemaStore(MemoryStore):
+    """A memory store whose load and update also run, on a file with the SQLite store's
+    schema, the statements the SQLite store runs for the benchmark's requests, with the
+    guards of ``memory+calls+guards``."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__()
+        folder.mkdir(exist_ok=True)
+        path = folder / "schema.sqlite3"
+        SQLiteStore(path).create("k", Record({"n": b"0"}, 0.0, 0.0, 2e9, False, None, None))
+        self._folder = str(folder)
+        self._db = contender_apps.calls_connection(path)
+        self._cur = self._db.cursor()
+        self._lock_fd = contender_apps.calls_lock(path)
+
+    def load(self, key: str) -> Record | None:
+        if not self._cur.execute(LOAD, ("k", 1.0)).fetchall():
+            raise AssertionError("the schema floor's read found nothing")
+        return super().load(key)
+
+    def update(self, key: str, patch: Patch) -> Updated:
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            self._cur.execute("BEGIN IMMEDIATE")
+            if self._cur.execute(UPSERT_LIVE_FIELD, ("n", bytearray(b"1"), "k", 1.0)
+                                 ).rowcount != 1:
+                raise AssertionError("the schema floor's write wrote nothing")
+            os.stat(self._folder)
+            self._cur.execute("COMMIT")
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        return super().update(key, patch)
+
+
 def _memory(store: MemoryStore, name: str) -> Flask:
     app = contender_apps.routes(Flask(name), use_session=True)
     Satchel(app, store=store)
@@ -87,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             "memory+calls": _memory(_CallsStore(folder / "calls", guards=False), "calls"),
             "memory+calls+guards": _memory(_CallsStore(folder / "guards", guards=True),
                                            "guards"),
+            "memory+schema": _memory(_SchemaStore(folder / "schema"), "schema"),
             "sqlite": contender_apps.satchel_sqlite(folder),
         }
         times: dict[str, dict[str, float]] = {}

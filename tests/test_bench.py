@@ -195,11 +195,12 @@ def test_quick_sqlite_processes_bench_runs_another_checkouts_store_beside() -> N
 
 def test_quick_sqlite_floor_bench_builds_up_the_floor_of_a_write() -> None:
     """`bench/sqlite_floor.py --quick`: satchel's SQLite layer beside the memory store, then
-    the memory store making the bare SQLite calls, then with the guarantees' calls added."""
+    the memory store making the bare SQLite calls, then with the guarantees' calls added, then
+    with the SQLite store's own statements on its schema."""
     result = run(str(BENCH / "sqlite_floor.py"), "--quick")
     assert result.returncode == 0, result.stdout + result.stderr
     for name in ("flask-cookie", "memory", r"memory\+calls", r"memory\+calls\+guards",
-                 "sqlite"):
+                 r"memory\+schema", "sqlite"):
         assert re.search(rf"^  {name} +-?\d+\.\d \(-?\d+\.\d\dx\) +-?\d+\.\d \(",
                          result.stdout, re.M), result.stdout
 
