@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -157,18 +157,20 @@ def calls_lock(path: Path) -> int:
 
 
 def guarded_write(cur: sqlite3.Cursor, lock_fd: int, folder: str | Path,
-                  params: tuple[str, bytes]) -> None:
-    """:data:`CALLS_WRITE` as :class:`SQLiteStore` writes: queued on ``flock`` of
-    ``lock_fd``, in ``BEGIN IMMEDIATE`` ... ``COMMIT``, with a ``stat`` of ``folder`` (the
-    store's check that its files are still at the path) before the commit."""
+                  params: Sequence[object], sql: str = CALLS_WRITE) -> int:
+    """``sql`` (:data:`CALLS_WRITE` unless named) as :class:`SQLiteStore` writes: queued on
+    ``flock`` of ``lock_fd``, in ``BEGIN IMMEDIATE`` ... ``COMMIT``, with a ``stat`` of
+    ``folder`` (the store's check that its files are still at the path) before the commit.
+    Returns the rows it changed."""
     fcntl.flock(lock_fd, fcntl.LOCK_EX)
     try:
         cur.execute("BEGIN IMMEDIATE")
-        cur.execute(CALLS_WRITE, params)
+        changed = int(cur.execute(sql, params).rowcount)
         os.stat(folder)
         cur.execute("COMMIT")
     finally:
         fcntl.flock(lock_fd, fcntl.LOCK_UN)
+    return changed
 
 
 def sqlite_calls(tmp: Path) -> Flask:

@@ -34,8 +34,6 @@ two lines is the store's own Python code around the same statements. Prints only
 from __future__ import annotations
 
 import argparse
-import fcntl
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -84,7 +82,11 @@ class _SchemaStore(MemoryStore):
         super().__init__()
         folder.mkdir(exist_ok=True)
         path = folder / "schema.sqlite3"
-        SQLiteStore(path).create("k", Record({"n": b"0"}, 0.0, 0.0, 2e9, False, None, None))
+        store = SQLiteStore(path)  # the schema, and the session row the statements use
+        try:
+            store.create("k", Record({"n": b"0"}, 0.0, 0.0, 2e9, False, None, None))
+        finally:
+            store.close()
         self._folder = str(folder)
         self._db = contender_apps.calls_connection(path)
         self._cur = self._db.cursor()
@@ -96,16 +98,10 @@ class _SchemaStore(MemoryStore):
         return super().load(key)
 
     def update(self, key: str, patch: Patch) -> Updated:
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-        try:
-            self._cur.execute("BEGIN IMMEDIATE")
-            if self._cur.execute(UPSERT_LIVE_FIELD, ("n", bytearray(b"1"), "k", 1.0)
-                                 ).rowcount != 1:
-                raise AssertionError("the schema floor's write wrote nothing")
-            os.stat(self._folder)
-            self._cur.execute("COMMIT")
-        finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        if contender_apps.guarded_write(self._cur, self._lock_fd, self._folder,
+                                        ("n", bytearray(b"1"), "k", 1.0),
+                                        UPSERT_LIVE_FIELD) != 1:
+            raise AssertionError("the schema floor's write wrote nothing")
         return super().update(key, patch)
 
 
