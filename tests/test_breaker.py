@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -285,3 +286,70 @@ def test_after_a_refused_probe_the_next_runs_in_the_callers_thread() -> None:
         breaker.enter(slow_then_refused)  # that one took long: a thread again
     assert threads[-1] is not threading.current_thread()
     release.set()
+
+
+def _refused() -> None:
+    raise StoreUnavailable("refused")
+
+
+def test_a_call_that_meets_a_probe_in_the_callers_thread_waits_for_its_connect() -> None:
+    """A refusing store comes back, and the probe that finds it back (in the thread of the
+    call that started it, since the one before was refused at once) takes longer than a
+    call's patience to connect: a server just started, a loaded machine. The calls that
+    arrive meanwhile wait for that probe as its own caller does, so the first requests after
+    the store is back are not 503s (seen in CI: PostgreSQL refused, then back, and the first
+    request after it got a 503 because the new connection took longer than 40 ms)."""
+    breaker = Breaker("store", patience=0.01)
+    breaker.trip("refused")
+    with pytest.raises(StoreUnavailable):
+        breaker.enter(_refused)  # a thread: nothing known yet
+    connecting, connected = threading.Event(), threading.Event()
+
+    def slow_connect() -> None:
+        connecting.set()
+        assert connected.wait(10)
+
+    outcomes: list[str] = []
+
+    def call(probe: Callable[[], None]) -> None:
+        try:
+            breaker.enter(probe)
+        except StoreUnavailable:
+            outcomes.append("503")
+        else:
+            outcomes.append("through")
+
+    owner = threading.Thread(target=call, args=(slow_connect,))
+    owner.start()  # refused at once before: this probe runs in the owner's thread
+    assert connecting.wait(10)
+    bystanders = [threading.Thread(target=call, args=(_refused,)) for _ in range(3)]
+    try:
+        for thread in bystanders:
+            thread.start()
+        threading.Event().wait(0.1)  # ten times the patience
+        assert outcomes == []  # nobody gave up on a connect in progress
+    finally:
+        connected.set()
+    for thread in [owner, *bystanders]:
+        thread.join(10)
+    assert outcomes == ["through"] * 4 and not breaker.down
+
+
+def test_a_refusal_slowed_by_a_loaded_machine_still_counts_as_refused() -> None:
+    """A refused connection is answered by the kernel in microseconds, but the probe that
+    meets it may take some milliseconds on a loaded machine (the interpreter lock, the
+    scheduler). It still says the server refuses, not that it hangs: the next probe runs in
+    the caller's thread."""
+    breaker = Breaker("store", patience=0.05)
+    breaker.trip("refused")
+    threads: list[threading.Thread] = []
+
+    def refused_slowly() -> None:
+        threads.append(threading.current_thread())
+        threading.Event().wait(0.02)
+        raise StoreUnavailable("refused")
+
+    for _ in range(2):
+        with pytest.raises(StoreUnavailable):
+            breaker.enter(refused_slowly)
+    assert threads[1] is threading.current_thread()

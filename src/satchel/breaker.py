@@ -28,10 +28,15 @@ in a store call when it fell wait for the timeout. A call that was in flight whe
 tripped and then gets the server's answer closes it (:meth:`Breaker.reached`): one slow answer
 on a loaded machine is not an outage. Only a failure to reach the server trips it: an error the
 server itself answers with (a statement timeout, Redis's OOM) does not. There is no delay
-between probes: at most one runs at a time. After a probe the server refused at once (within
-:data:`FAST_FAILURE`), the next runs in the thread of the call that starts it, which saves a
-thread and a hand-over per probe while a store refuses; if the server stops answering
-meanwhile, that one call waits out the store's timeout.
+between probes: at most one runs at a time. After a probe the server refused (it failed within
+:data:`FAST_FAILURE`, far sooner than a server that hangs lets a probe fail), the next runs in
+the thread of the call that starts it, which saves a thread and a hand-over per probe while a
+store refuses, and the calls that meet it wait for it to end, as that call does: it ends in
+about a connection's time (refused again, or connected to a server that is back), and a
+connection to a server just back may take longer than :attr:`Breaker.patience`. If the server
+stops answering meanwhile, the calls that wait on that one probe wait out the store's
+timeout, as the calls in flight when a store falls do, and the probes after it get threads of
+their own again.
 
 A healthy store pays one attribute check per call (``if breaker.down``). This is the "circuit
 breaker" of Nygard's *Release It!*, its half-open state a single trial call run in the
@@ -48,17 +53,20 @@ from time import monotonic
 from satchel.errors import StoreUnavailable, without_tracebacks
 from satchel.forks import hold_across_forks
 
-FAST_FAILURE = 0.005
-"""Seconds: a probe that fails within this (a refused connection) makes the next probe run
-in the thread of the call that starts it (see :meth:`Breaker.enter`)."""
+FAST_FAILURE = 0.1
+"""Seconds: a probe that fails within this met a server that refuses (the kernel answers a
+refused connection in microseconds; a loaded machine's scheduler and interpreter lock add
+milliseconds), not one that hangs (that probe fails only at the store's timeout). The next
+probe then runs in the thread of the call that starts it (see :meth:`Breaker.enter`)."""
 
 
 class _Probe:
     """One run of a store's probe in a thread of its own, and how it ended."""
 
-    __slots__ = ("answered", "done", "error", "pid", "started")
+    __slots__ = ("answered", "done", "error", "inline", "pid", "started")
 
-    def __init__(self) -> None:
+    def __init__(self, inline: bool) -> None:
+        self.inline = inline  # runs in its caller's thread: the server refused the last one
         self.started = monotonic()
         self.pid = os.getpid()
         self.done = threading.Event()
@@ -124,7 +132,8 @@ class Breaker:
         :data:`FAST_FAILURE` (the server refused the connection), the next one runs in the
         calling thread instead, bounded by the store's timeout: a refusing store then
         costs no thread and no hand-over per probe. A call that finds a probe running
-        waits for that one the same way instead of starting another. A failed probe answers
+        waits for that one the same way instead of starting another: up to its patience,
+        or, for a probe in its caller's thread, to that probe's end. A failed probe answers
         the calls that arrived before it started; a call that arrived while it ran (the
         store may have come back after its attempt) waits for the next probe, its own or
         another call's, while time is left. So a call waits for at most two probes, and
@@ -143,13 +152,19 @@ class Breaker:
                     running = None  # ended, or lost: a forked child does not have the thread
                 mine = running is None
                 if running is None:
-                    running = self._probe = _Probe()
-            if mine and self._inline:
+                    running = self._probe = _Probe(self._inline)
+            if mine and running.inline:
                 self._run(running, probe)
             elif mine:
                 threading.Thread(target=self._run, args=(running, probe), daemon=True,
                                  name=f"satchel probe {self._name}").start()
-            finished = running.done.wait(max(0.0, deadline - monotonic()))
+            if running.inline:
+                # The server refused the probe before this one: this one ends in about a
+                # connection's time, which may exceed the patience once the server is back.
+                # Wait as its own caller does, so the first requests after that get through.
+                finished = running.done.wait(self._lease)
+            else:
+                finished = running.done.wait(max(0.0, deadline - monotonic()))
             if not finished and running.answered.is_set():
                 # The server answered: what the probe still does (a table to create, idle
                 # connections to check) is bounded by the store's own timeout. Wait for it, so
