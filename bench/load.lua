@@ -23,7 +23,7 @@ end
 local function note(status, body)
   bad = bad + 1
   if first_bad == "" then
-    first_bad = status .. " " .. string.sub(body or "", 1, 120):gsub("[^%w%s%.,:;/()-]", "?")
+    first_bad = status .. " " .. string.sub(body or "", 1, 120):gsub("[^%w %.,:;/()-]", "?")
   end
 end
 

@@ -1,11 +1,15 @@
 """The benchmarks behind ``make bench``, ``make bench-load`` and ``make bench-scale`` run and
 report every contender (short runs: the figures are not meaningful, their shape is)."""
 
+import http.server
 import re
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
+
+import pytest
 
 from tests.services import cannot_test
 
@@ -215,3 +219,42 @@ def test_untouched_instructions_counts_every_mode() -> None:
     assert re.search(r"instructions per /untouched request \(bare app: [\d,]+\)", result.stdout)
     for mode in ("memory", "cookie", "sqlite", "redis", "postgres", "durable"):
         assert re.search(rf"\n  {mode} +[+-][\d,]+", result.stdout), result.stdout
+
+
+def test_load_client_reports_a_bad_response_whatever_its_body(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A contender that answers with an error page (quotes, newlines: an HTML traceback) is
+    counted as bad, with the start of that page in the report, not a crash of the run:
+    wrk's JSON line once broke on a newline in the body it quoted."""
+    if shutil.which("wrk") is None:
+        cannot_test("bench/load.py needs wrk: apt-get install wrk")
+    monkeypatch.syspath_prepend(str(BENCH))
+    from load_servers import drive
+
+    class ErrorPage(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            login = self.path == "/login"
+            body = b"ok" if login else b'<p class="x">Internal\n\tError</p>\r\n"end"'
+            self.send_response(200 if login else 500)
+            if login:
+                self.send_header("Set-Cookie", "s=1; Path=/")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ErrorPage)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        cell = drive([server.server_address[1]], "/write", "ok", seconds=1, connections=1)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert cell.bad > 0 and cell.rate > 0
+    assert cell.first_bad == "500 ?p class??x??Internal??Error?/p????end?", cell.first_bad
+    assert "\n" not in cell.first_bad and '"' not in cell.first_bad
