@@ -234,7 +234,7 @@ def test_load_client_reports_a_bad_response_whatever_its_body(
     class ErrorPage(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:  # http.server's name for it
             login = self.path == "/login"
             body = b"ok" if login else b'<p class="x">Internal\n\tError</p>\r\n"end"'
             self.send_response(200 if login else 500)
