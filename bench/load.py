@@ -11,6 +11,7 @@ rounds alternate contenders, and each cell's figure is the median of the rounds.
     python bench/load.py                # about 4 minutes
     python bench/load.py --quick        # a smoke run (1 s per cell), figures not meaningful
     python bench/load.py --only flask-cookie,satchel-sqlite --seconds 10
+    python bench/load.py --only flask-cookie,satchel-memory,satchel-memory+schema,satchel-sqlite
     python bench/load.py --only flask-cookie,satchel-redis --own-redis   # Redis CPU: ours
 
 Each cell also reports CPU per request: the app's (its gunicorn servers and wrk clients),
@@ -20,11 +21,14 @@ is the limit (here the store servers run on the app's two cores), with and witho
 store server's part. Three contenders have no session layer: sqlite-calls, redis-calls and
 postgres-calls make only the store calls a layer on that store needs
 (contender_apps.sqlite_calls_threaded, redis_calls, postgres_calls), and the report sets
-satchel's layer beside them. On a machine that other
-work loads, req/s depends on how often a request waits for another process (each Redis
-round trip waits for redis-server to be scheduled); CPU per request does not. The shared
-Redis at SATCHEL_TEST_REDIS_URL counts other clients' commands too: ``--own-redis`` starts
-a redis-server of the run's own.
+satchel's layer beside them. Two floors run only when ``--only`` names them:
+satchel-memory (satchel's layer on its memory store) and satchel-memory+schema (the same,
+whose store also runs the SQLite store's own statements, guarded as it writes:
+load_app.SchemaFloor); between them and satchel-sqlite, where its write goes under load.
+On a machine that other work loads, req/s depends on how often a request waits for
+another process (each Redis round trip waits for redis-server to be scheduled); CPU per
+request does not. The shared Redis at SATCHEL_TEST_REDIS_URL counts other clients' commands
+too: ``--own-redis`` starts a redis-server of the run's own.
 
 Needs gunicorn (pip install -e '.[bench]') and wrk (apt-get install wrk), Redis
 and PostgreSQL for their contenders (SATCHEL_TEST_REDIS_URL,
@@ -50,7 +54,7 @@ from urllib.parse import urlsplit
 import contender_apps
 import load_report
 import report
-from load_app import CONTENDERS, SCENARIOS
+from load_app import CONTENDERS, FLOORS, SCENARIOS
 from load_servers import Cell, Servers, drive
 from load_store_cpu import probe
 
@@ -175,11 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     seconds, rounds, warm = (1, 1, 0) if args.quick else (args.seconds, args.rounds, 1)
     names = list(CONTENDERS)
     if args.only:
-        unknown = set(args.only.split(",")) - set(names)
+        known = [*CONTENDERS, *FLOORS]
+        unknown = set(args.only.split(",")) - set(known)
         if unknown:
             parser.error(f"unknown contender(s): {', '.join(sorted(unknown))};"
-                         f" choose from {', '.join(names)}")
-        names = [name for name in names if name in args.only.split(",")]
+                         f" choose from {', '.join(known)}")
+        names = [name for name in known if name in args.only.split(",")]
     missing = {name: why for name in names if (why := _available(name))}
     if missing:
         print("skipped: " + "; ".join(f"{n} ({why})" for n, why in missing.items()),

@@ -258,3 +258,30 @@ def test_load_client_reports_a_bad_response_whatever_its_body(
     assert cell.bad > 0 and cell.rate > 0
     assert cell.first_bad == "500 ?p class??x??Internal??Error?/p????end?", cell.first_bad
     assert "\n" not in cell.first_bad and '"' not in cell.first_bad
+
+
+def test_quick_load_bench_runs_the_floors_under_satchels_sqlite_write(tmp_path: Path) -> None:
+    """The floors run only when named: satchel on its memory store, and the same whose store
+    also runs the SQLite store's own statements (each must find or write its row, or the
+    request fails and the run with it)."""
+    if shutil.which("wrk") is None:
+        cannot_test("bench/load.py needs wrk: apt-get install wrk")
+    names = ("flask-cookie", "satchel-memory", "satchel-memory+schema", "satchel-sqlite")
+    result = run(str(BENCH / "load.py"), "--quick", "--only", ",".join(names),
+                 "--out", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in names:
+        assert re.search(rf"^{re.escape(name)} +\d+ \( *\d+- *\d+\)", result.stdout, re.M), (
+            result.stdout)
+    assert re.search(r"^  satchel-memory\+schema / flask-cookie +\d+\.\d\d +\d+\.\d\d",
+                     result.stdout, re.M), result.stdout
+    report = (tmp_path / "load.md").read_text()
+    assert "| satchel-memory+schema |" in report, report
+
+
+def test_load_bench_names_its_floors_only_when_asked() -> None:
+    if shutil.which("wrk") is None:
+        cannot_test("bench/load.py needs wrk: apt-get install wrk")
+    result = run(str(BENCH / "load.py"), "--quick", "--only", "satchel-nothing")
+    assert result.returncode == 2
+    assert "satchel-memory, satchel-memory+schema" in result.stderr, result.stderr
