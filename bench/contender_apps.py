@@ -29,6 +29,8 @@ from timing import fastest_interleaved
 from werkzeug.test import EnvironBuilder
 
 from satchel import MemoryStore, Satchel, SealedCookies, SQLiteStore
+from satchel.store import Patch, Record, Updated
+from satchel.stores.sqlite.schema import LOAD, UPSERT_LIVE_FIELD
 
 SECRET = "bench-secret-key-of-a-sensible-length-0123456789"
 
@@ -171,6 +173,57 @@ def guarded_write(cur: sqlite3.Cursor, lock_fd: int, folder: str | Path,
     finally:
         fcntl.flock(lock_fd, fcntl.LOCK_UN)
     return changed
+
+
+class SchemaFloor(MemoryStore):
+    """satchel's memory store whose load and update also run the SQLite store's own
+    statements on its schema (``bench/sqlite_floor.py``'s ``memory+schema`` line and
+    ``bench/load.py``'s ``satchel-memory+schema`` floor), with a connection per thread, on a
+    file that several processes may share: on load its SELECT of a session
+    with its fields, on update its INSERT of one key that checks in the same statement that
+    the session is live, guarded as :class:`SQLiteStore` writes (the process's threads queued
+    on a lock, then the servers on a ``flock``, ``BEGIN IMMEDIATE``, a ``stat`` of the folder,
+    ``COMMIT``). Each statement must find or write its row, or the request fails (a floor
+    that wrote nothing would look cheap). What it leaves out is the SQLite store's own
+    Python (its group commit, lock waiter, connection checks and checkpoint thread); its
+    wait for the ``flock`` is unbounded, where the store's is bounded by its timeout."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__()
+        folder.mkdir(exist_ok=True)
+        self._path = folder / "schema.sqlite3"
+        store = SQLiteStore(self._path)  # the schema, and the one session the statements use
+        try:
+            store.create("k", Record({"n": b"0"}, 0.0, 0.0, 2e9, False, None, None))
+        except KeyError:
+            pass  # the other server, started first, made it
+        finally:
+            store.close()
+        self._folder = str(folder)
+        self._local = threading.local()
+        self._threads = threading.Lock()
+        self._lock_fd = calls_lock(self._path)
+
+    def _cursor(self) -> sqlite3.Cursor:
+        cur: sqlite3.Cursor | None = getattr(self._local, "cur", None)
+        if cur is None:
+            cur = self._local.cur = calls_connection(self._path).cursor()
+        return cur
+
+    def load(self, key: str) -> Record | None:
+        if not self._cursor().execute(LOAD, ("k", 1.0)).fetchall():
+            raise AssertionError("the schema floor's read found nothing")
+        return super().load(key)
+
+    def update(self, key: str, patch: Patch) -> Updated:
+        cur = self._cursor()
+        with self._threads:
+            changed = guarded_write(cur, self._lock_fd, self._folder,
+                                                   ("n", bytearray(b"1"), "k", 1.0),
+                                                   UPSERT_LIVE_FIELD)
+        if changed != 1:
+            raise AssertionError("the schema floor's write wrote nothing")
+        return super().update(key, patch)
 
 
 def sqlite_calls(tmp: Path) -> Flask:

@@ -24,7 +24,7 @@ postgres-calls make only the store calls a layer on that store needs
 satchel's layer beside them. Two floors run only when ``--only`` names them:
 satchel-memory (satchel's layer on its memory store) and satchel-memory+schema (the same,
 whose store also runs the SQLite store's own statements, guarded as it writes:
-load_app.SchemaFloor); between them and satchel-sqlite, where its write goes under load.
+contender_apps.SchemaFloor); between them and satchel-sqlite, where its write goes under load.
 On a machine that other work loads, req/s depends on how often a request waits for
 another process (each Redis round trip waits for redis-server to be scheduled); CPU per
 request does not. The shared Redis at SATCHEL_TEST_REDIS_URL counts other clients' commands

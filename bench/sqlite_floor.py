@@ -42,9 +42,8 @@ import contender_apps
 from flask import Flask
 from timing import fastest_interleaved
 
-from satchel import MemoryStore, Satchel, SQLiteStore
+from satchel import MemoryStore, Satchel
 from satchel.store import Patch, Record, Updated
-from satchel.stores.sqlite.schema import LOAD, UPSERT_LIVE_FIELD
 
 
 class _CallsStore(MemoryStore):
@@ -73,38 +72,6 @@ class _CallsStore(MemoryStore):
         return super().update(key, patch)
 
 
-class _SchemaStore(MemoryStore):
-    """A memory store whose load and update also run, on a file with the SQLite store's
-    schema, the statements the SQLite store runs for the benchmark's requests, with the
-    guards of ``memory+calls+guards``."""
-
-    def __init__(self, folder: Path) -> None:
-        super().__init__()
-        folder.mkdir(exist_ok=True)
-        path = folder / "schema.sqlite3"
-        store = SQLiteStore(path)  # the schema, and the session row the statements use
-        try:
-            store.create("k", Record({"n": b"0"}, 0.0, 0.0, 2e9, False, None, None))
-        finally:
-            store.close()
-        self._folder = str(folder)
-        self._db = contender_apps.calls_connection(path)
-        self._cur = self._db.cursor()
-        self._lock_fd = contender_apps.calls_lock(path)
-
-    def load(self, key: str) -> Record | None:
-        if not self._cur.execute(LOAD, ("k", 1.0)).fetchall():
-            raise AssertionError("the schema floor's read found nothing")
-        return super().load(key)
-
-    def update(self, key: str, patch: Patch) -> Updated:
-        if contender_apps.guarded_write(self._cur, self._lock_fd, self._folder,
-                                        ("n", bytearray(b"1"), "k", 1.0),
-                                        UPSERT_LIVE_FIELD) != 1:
-            raise AssertionError("the schema floor's write wrote nothing")
-        return super().update(key, patch)
-
-
 def _memory(store: MemoryStore, name: str) -> Flask:
     app = contender_apps.routes(Flask(name), use_session=True)
     Satchel(app, store=store)
@@ -125,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             "memory+calls": _memory(_CallsStore(folder / "calls", guards=False), "calls"),
             "memory+calls+guards": _memory(_CallsStore(folder / "guards", guards=True),
                                            "guards"),
-            "memory+schema": _memory(_SchemaStore(folder / "schema"), "schema"),
+            "memory+schema": _memory(contender_apps.SchemaFloor(folder / "schema"), "schema"),
             "sqlite": contender_apps.satchel_sqlite(folder),
         }
         times: dict[str, dict[str, float]] = {}

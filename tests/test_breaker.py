@@ -16,6 +16,16 @@ from satchel.errors import ConfigError, StoreUnavailable
 from tests.services import closed_port, need_module
 
 
+def _enter(breaker: Breaker, probe: Callable[[], None], outcomes: list[str]) -> None:
+    """A call through ``breaker``: "through" or "503" appended to ``outcomes``."""
+    try:
+        breaker.enter(probe)
+    except StoreUnavailable:
+        outcomes.append("503")
+    else:
+        outcomes.append("through")
+
+
 def test_a_healthy_breaker_lets_calls_through_without_probing() -> None:
     breaker = Breaker("store")
     assert not breaker.down
@@ -226,12 +236,7 @@ def test_a_probe_started_after_a_call_arrived_answers_it_without_another() -> No
         raise StoreUnavailable(f"probe {number}: refused")
 
     def call() -> None:
-        try:
-            breaker.enter(probe)
-        except StoreUnavailable:
-            outcomes.append("503")
-        else:
-            outcomes.append("through")
+        _enter(breaker, probe, outcomes)
 
     first = threading.Thread(target=call)
     first.start()  # starts probe 0, held at its gate
@@ -312,12 +317,7 @@ def test_a_call_that_meets_a_probe_in_the_callers_thread_waits_for_its_connect()
     outcomes: list[str] = []
 
     def call(probe: Callable[[], None]) -> None:
-        try:
-            breaker.enter(probe)
-        except StoreUnavailable:
-            outcomes.append("503")
-        else:
-            outcomes.append("through")
+        _enter(breaker, probe, outcomes)
 
     owner = threading.Thread(target=call, args=(slow_connect,))
     owner.start()  # refused at once before: this probe runs in the owner's thread
