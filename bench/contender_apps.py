@@ -83,10 +83,15 @@ def flask_cookie() -> Flask:
     return routes(Flask("flask_cookie"), use_session=True)
 
 
-def satchel_memory() -> Flask:
-    app = routes(Flask("satchel_memory"), use_session=True)
-    Satchel(app, store=MemoryStore())
+def satchel_on(store: MemoryStore, name: str) -> Flask:
+    """The benchmark's app under satchel on ``store`` (a memory store, or one built on it)."""
+    app = routes(Flask(name), use_session=True)
+    Satchel(app, store=store)
     return app
+
+
+def satchel_memory() -> Flask:
+    return satchel_on(MemoryStore(), "satchel_memory")
 
 
 def satchel_sqlite(tmp: Path) -> Flask:
@@ -219,8 +224,7 @@ class SchemaFloor(MemoryStore):
         cur = self._cursor()
         with self._threads:
             changed = guarded_write(cur, self._lock_fd, self._folder,
-                                                   ("n", bytearray(b"1"), "k", 1.0),
-                                                   UPSERT_LIVE_FIELD)
+                                    ("n", bytearray(b"1"), "k", 1.0), UPSERT_LIVE_FIELD)
         if changed != 1:
             raise AssertionError("the schema floor's write wrote nothing")
         return super().update(key, patch)

@@ -15,8 +15,6 @@ from pathlib import Path
 import contender_apps
 from flask import Flask
 
-from satchel import MemoryStore, Satchel
-
 
 def _sqlite() -> Flask:
     return contender_apps.satchel_sqlite(Path(os.environ["SATCHEL_BENCH_DIR"]))
@@ -25,12 +23,6 @@ def _sqlite() -> Flask:
 def _sqlite_calls() -> Flask:
     return contender_apps.sqlite_calls_threaded(Path(os.environ["SATCHEL_BENCH_DIR"])
                                                 / "sqlite_calls")
-
-
-def _on(store: MemoryStore, name: str) -> Flask:
-    app = contender_apps.routes(Flask(name), use_session=True)
-    Satchel(app, store=store)
-    return app
 
 
 # The cells of each contender: scenario -> (path, the body every response must have).
@@ -56,8 +48,8 @@ CONTENDERS: dict[str, Callable[[], Flask | None]] = {
 # to tell where satchel's SQLite write goes under load. Its sessions live in each server's
 # memory: each wrk client keeps its connections to one server.
 FLOORS: dict[str, Callable[[], Flask | None]] = {
-    "satchel-memory": lambda: _on(MemoryStore(), "satchel_memory"),
-    "satchel-memory+schema": lambda: _on(
+    "satchel-memory": contender_apps.satchel_memory,
+    "satchel-memory+schema": lambda: contender_apps.satchel_on(
         contender_apps.SchemaFloor(Path(os.environ["SATCHEL_BENCH_DIR"]) / "schema_floor"),
         "satchel_memory_schema"),
 }

@@ -39,10 +39,10 @@ import tempfile
 from pathlib import Path
 
 import contender_apps
-from flask import Flask
+from contender_apps import satchel_on
 from timing import fastest_interleaved
 
-from satchel import MemoryStore, Satchel
+from satchel import MemoryStore
 from satchel.store import Patch, Record, Updated
 
 
@@ -72,12 +72,6 @@ class _CallsStore(MemoryStore):
         return super().update(key, patch)
 
 
-def _memory(store: MemoryStore, name: str) -> Flask:
-    app = contender_apps.routes(Flask(name), use_session=True)
-    Satchel(app, store=store)
-    return app
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run")
@@ -88,11 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         apps = {
             "bare": contender_apps.bare(),
             "flask-cookie": contender_apps.flask_cookie(),
-            "memory": _memory(MemoryStore(), "memory"),
-            "memory+calls": _memory(_CallsStore(folder / "calls", guards=False), "calls"),
-            "memory+calls+guards": _memory(_CallsStore(folder / "guards", guards=True),
-                                           "guards"),
-            "memory+schema": _memory(contender_apps.SchemaFloor(folder / "schema"), "schema"),
+            "memory": satchel_on(MemoryStore(), "memory"),
+            "memory+calls": satchel_on(_CallsStore(folder / "calls", guards=False), "calls"),
+            "memory+calls+guards": satchel_on(_CallsStore(folder / "guards", guards=True),
+                                              "guards"),
+            "memory+schema": satchel_on(contender_apps.SchemaFloor(folder / "schema"), "schema"),
             "sqlite": contender_apps.satchel_sqlite(folder),
         }
         times: dict[str, dict[str, float]] = {}
