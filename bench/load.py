@@ -6,7 +6,8 @@ connections unevenly), each driven by its own wrk process over keep-alive
 connections on loopback. Each connection logs in once, then requests /read
 (reads the user from the session) or /write (changes a counter in it) with its
 cookie (bench/load.lua). Every contender's servers run for the whole run; the
-rounds alternate contenders, and each cell's figure is the median of the rounds.
+rounds alternate contenders, each round in another order (:func:`orders`), and each
+cell's figure is the median of the rounds.
 
     python bench/load.py                # about 4 minutes
     python bench/load.py --quick        # a smoke run (1 s per cell), figures not meaningful
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
 import signal
 import socket
@@ -48,6 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from itertools import pairwise
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -108,6 +111,32 @@ def _own_redis(workdir: Path) -> subprocess.Popen[bytes]:
     raise RuntimeError("the run's own redis-server did not start")
 
 
+def orders(names: list[str], rounds: int) -> list[list[str]]:
+    """The order of the contenders in each round: ``names`` as given in the first, then
+    orders in which, as far as the number of contenders allows, no contender runs just
+    after the same one as in an earlier round (a cell may take the one before it's
+    after-effects: a checkpoint, a server's garbage collection, a warm or cold cache; a
+    contender always after the same one would take them in every round, and the median
+    could not tell). The same for the same arguments in every run (a seeded shuffle)."""
+    rng = random.Random(len(names))
+    seen: set[tuple[str, str]] = set()
+    result: list[list[str]] = []
+    for round_ in range(rounds):
+        best: list[str] = names
+        if round_:
+            repeats = len(names)
+            for _ in range(500):  # the one with the fewest pairs already seen
+                order = rng.sample(names, len(names))
+                again = len(seen.intersection(pairwise(order)))
+                if again < repeats:
+                    best, repeats = order, again
+                if not again:
+                    break
+        seen.update(pairwise(best))
+        result.append(best)
+    return result
+
+
 def run(names: list[str], *, seconds: int, rounds: int, warm: int, connections: int,
         threads: int, workdir: Path,
         own_redis: bool = False) -> tuple[dict[str, dict[str, list[Cell]]], list[str]]:
@@ -135,9 +164,8 @@ def run(names: list[str], *, seconds: int, rounds: int, warm: int, connections: 
             for path, body in SCENARIOS.values() if warm else ():
                 drive(servers[name].ports, path, body, seconds=warm, connections=connections)
         cells: dict[str, dict[str, list[Cell]]] = {n: {s: [] for s in SCENARIOS} for n in names}
-        for round_ in range(rounds):
-            shift = round_ % len(names)
-            for name in names[shift:] + names[:shift]:
+        for round_, names_in_order in enumerate(orders(names, rounds)):
+            for name in names_in_order:
                 order = list(SCENARIOS)[:: 1 if round_ % 2 == 0 else -1]
                 for scenario in order:
                     path, body = SCENARIOS[scenario]

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -285,3 +286,25 @@ def test_load_bench_names_its_floors_only_when_asked() -> None:
     result = run(str(BENCH / "load.py"), "--quick", "--only", "satchel-nothing")
     assert result.returncode == 2
     assert "satchel-memory, satchel-memory+schema" in result.stderr, result.stderr
+
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 7, 10, 12])
+def test_load_bench_rounds_put_each_layer_after_another_one_each_time(
+        count: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each round runs every layer once, and in the first three rounds no layer runs just
+    after the same one twice (four layers or more): a layer that always came after another
+    took that one's after-effects in every round, and the median could not tell."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    from load import orders
+
+    names = [f"layer{i}" for i in range(count)]
+    rounds = orders(names, 5)
+    assert len(rounds) == 5
+    assert rounds[0] == names
+    for order in rounds:
+        assert sorted(order) == sorted(names)
+    if count >= 4:
+        pairs = [pair for order in rounds[:3] for pair in pairwise(order)]
+        assert len(pairs) == len(set(pairs)), rounds
+    assert rounds == orders(names, 5)  # the same every run
