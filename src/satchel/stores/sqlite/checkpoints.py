@@ -12,17 +12,13 @@ https://sqlite.org/wal.html#automatic_checkpoint). The store's ``_checkpoint`` r
 
 - first a PASSIVE checkpoint, which waits for no one and holds up no writer: it copies
   what the WAL holds when it starts;
-- then, once the WAL holds more than :data:`WAL_HOLD_SIZE` bytes, a second one with the
-  store's writers held (its write lock: this process's threads and the other processes
-  queued on the lock file), which copies the frames written meanwhile, if any, and so
-  completes. Without it, writers that keep appending while each checkpoint runs leave the
-  WAL never wholly copied, and it grows without end: 80 MB after 20,000 writes from four
-  threads, every frame kept. Below the bound, the writers are not held: the next
-  checkpoint copies what this one left, and the WAL starts over once one copies all of it
-  (a lull in the writes suffices). So under a steady load the writers wait for a second
-  checkpoint (an ``fsync`` or two if frames were written meanwhile, nothing to speak of if
-  not) once every two or three checkpoints, not at each, and the WAL stays under about
-  :data:`WAL_HOLD_SIZE` and one checkpoint's worth of frames (4-10 MB).
+- then a second one with the store's writers held (its write lock: this process's threads
+  and the other processes queued on the lock file), which copies the frames written
+  meanwhile, if any, and so completes. Without it, writers that keep appending while each
+  checkpoint runs leave the WAL never wholly copied, and it grows without end: 80 MB after
+  20,000 writes from four threads, every frame kept. The writers wait for that second
+  checkpoint once per :data:`CHECKPOINT_CHANGES` rows: an ``fsync`` or two if frames were
+  written meanwhile, nothing to speak of if not.
 
 A reader on an older snapshot can still keep the WAL from starting over; the next
 checkpoint tries again. ``PRAGMA journal_size_limit`` (set by the store) then truncates
@@ -59,12 +55,9 @@ from satchel.forks import adopt, process_id
 # key of a session, changes one row on one page; a new session a few rows on a few pages.
 # A checkpoint holds up the request thread for a few milliseconds in all (in
 # bench/sqlite_floor.py, a one-key write request took 5-8 µs more at 500 rows than at 1000,
-# and 1-3 µs less with no checkpoint at all); the WAL grows by about 4-5 MB between them.
+# and 1-3 µs less with no checkpoint at all); the WAL grows to about 5-10 MB between them.
 CHECKPOINT_CHANGES = 1000
 WAL_SIZE_LIMIT = 16 * 1024 * 1024  # bytes: a -wal larger than this is cut back when it starts over
-# Bytes the WAL may hold before a checkpoint holds the writers to copy all of it (about two
-# checkpoints' worth of one-row writes at 4 KB pages): the WAL stays under WAL_SIZE_LIMIT.
-WAL_HOLD_SIZE = 8 * 1024 * 1024
 _EXIT_WAIT = 5.0  # seconds the interpreter's exit waits for a checkpoint that is running
 log = logging.getLogger("satchel")
 

@@ -253,16 +253,11 @@ def set_busy_timeout(conn: Connection, seconds: float) -> None:
         conn.busy_ms = busy_ms
 
 
-def checkpoint_wal(conn: sqlite3.Connection) -> int:
+def checkpoint_wal(conn: sqlite3.Connection) -> None:
     """Copy the WAL into the database: SQLite's PASSIVE checkpoint, which waits for no one
     and copies what the WAL held when it started (nothing, and no ``fsync``, if that is
-    all copied already). Returns the bytes the WAL held then, copied or not: its frames, each
-    a page and a 24-byte header (https://sqlite.org/fileformat2.html#walformat); 0 if the
-    file is not in WAL mode. Raises ``sqlite3.Error``."""
-    frames = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()[0][1]  # to its end
-    if frames <= 0:  # -1: not in WAL mode
-        return 0
-    return int(frames) * (int(conn.execute("PRAGMA page_size").fetchall()[0][0]) + 24)
+    all copied already). Raises ``sqlite3.Error``."""
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # to its end: no open read
 
 
 def _may(path: str, mode: int) -> bool:

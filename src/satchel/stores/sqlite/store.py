@@ -15,7 +15,7 @@ from satchel.errors import ConfigError, StoreUnavailable
 from satchel.forks import adopt, process_id
 from satchel.lifetime import Clock, system_clock
 from satchel.store import DEVICE_MAX, Patch, Record, Updated
-from satchel.stores.sqlite.checkpoints import CHECKPOINT_CHANGES, WAL_HOLD_SIZE, Checkpointer
+from satchel.stores.sqlite.checkpoints import CHECKPOINT_CHANGES, Checkpointer
 from satchel.stores.sqlite.connections import Connections
 from satchel.stores.sqlite.files import (
     Connection,
@@ -205,19 +205,18 @@ class SQLiteStore(Connections, PurgeRows, UserRows):
 
     def _checkpoint(self) -> None:
         """Checkpoint the WAL on a connection of this thread, :class:`Checkpointer`'s: first
-        with no lock, then, if the WAL held more than :data:`WAL_HOLD_SIZE` bytes, with the
-        writers held, to copy what they wrote meanwhile, so that the next write starts the
-        WAL over (see :mod:`~satchel.stores.sqlite.checkpoints`). The connection is closed
-        after: an idle
+        with no lock, then with the writers held, to copy what they wrote meanwhile, so
+        that the next write starts the WAL over (see
+        :mod:`~satchel.stores.sqlite.checkpoints`). The connection is closed after: an idle
         one left open at exit would keep the last one to close from folding the WAL into
         the file. Raises ``sqlite3.Error`` or :class:`StoreUnavailable`."""
         conn = self._take()
         with self._opened_lock:  # closed here, not by close()
             self._opened.discard(conn)
         try:
-            if checkpoint_wal(conn) > WAL_HOLD_SIZE:
-                with self._writing():
-                    checkpoint_wal(conn)
+            checkpoint_wal(conn)
+            with self._writing():
+                checkpoint_wal(conn)
         finally:
             try:
                 self._close_mine(conn)
