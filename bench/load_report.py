@@ -27,7 +27,8 @@ PEERS = {"satchel-cookie": BASE, "satchel-redis": "flask-session-redis",
 # The goals of issue 14: satchel's req/s as a ratio of Flask's cookie session's (read, write).
 GOALS = {"satchel-sqlite": (1.0, 0.9), "satchel-redis": (0.95, 0.9),
          "satchel-postgres": (0.8, 0.7)}
-CPU_COLUMNS = ("app CPU/req (us)", "server CPU/req (us)", "app+server CPU/req (us)")
+CPU_COLUMNS = ("app CPU/req (us)", "server CPU/req (us)", "app+server CPU/req (us)",
+               "switches/req")
 # satchel's layer -> the contender with no session layer that makes only its store's calls
 CALLS_ONLY = {"satchel-sqlite": "sqlite-calls", "satchel-redis": "redis-calls",
               "satchel-postgres": "postgres-calls"}
@@ -55,6 +56,7 @@ def summary(cells: list[Cell]) -> dict[str, float]:
     server = statistics.median(cell.server_us for cell in cells)
     return {"rate": statistics.median(rates), "low": min(rates), "high": max(rates),
             "app": app, "server": server, "total": app + server,
+            "switches": statistics.median(cell.switches for cell in cells),
             "p50": statistics.median(cell.p50 for cell in cells),
             "p99": statistics.median(cell.p99 for cell in cells)}
 
@@ -106,7 +108,9 @@ def _legend(labels: list[str]) -> list[str]:
     return ["CPU per request, µs, median of the rounds (app+server: the sum of the two):",
             "app: both gunicorn servers and the wrk clients driving them",
             "server: the store's server, 0 without one (SQLite runs in the app's process)",
-            *labels]
+            *labels,
+            "switches/req: the voluntary context switches of the gunicorn servers' threads"
+            " per request (a thread went to sleep: on a lock, a socket, the interpreter lock)"]
 
 
 def lines(table: Table, labels: list[str]) -> list[str]:
@@ -123,7 +127,7 @@ def lines(table: Table, labels: list[str]) -> list[str]:
     for name, row in table.items():
         out += [f"{name:24}{s:7}" + "".join(f"{c[key]:>25.0f}" for key in
                                              ("app", "server", "total"))
-                for s, c in row.items()]
+                + f"{c['switches']:>25.1f}" for s, c in row.items()]
     pairs = _pairs(table)
     out.append("\nreq/s as a ratio of the peer's in the same run (higher is better):"
                f"\n{'':48}{'read':>8}{'write':>8}   goal (read / write)")
@@ -160,8 +164,9 @@ def write(out: Path, setup: str, table: Table, labels: list[str], *,
                      (f"{c['rate']:.0f} ({c['low']:.0f}-{c['high']:.0f})", f"{c['p50']:.2f}",
                       f"{c['p99']:.2f}"))] for name, row in table.items()]
     cpu_header = ["", *(f"{s} {column}" for s in SCENARIOS for column in CPU_COLUMNS)]
-    cpu_rows = [[name, *(f"{c[key]:.0f}" for c in row.values()
-                         for key in ("app", "server", "total"))] for name, row in table.items()]
+    cpu_rows = [[name, *(value for c in row.values() for value in
+                         (*(f"{c[key]:.0f}" for key in ("app", "server", "total")),
+                          f"{c['switches']:.1f}"))] for name, row in table.items()]
     legend = _legend(labels)
     ratio_rows, cpu_ratio_rows = [], []
     for mine, peer in _pairs(table):

@@ -124,6 +124,7 @@ class Cell:
     first_bad: str  # the first unexpected response: status and start of body ("" if none)
     cpu_us: float = float("nan")  # CPU µs per request of the app: `pids` and the wrk clients
     server_us: float = 0.0  # CPU µs per request of the store's server (0 without one)
+    switches: float = float("nan")  # the servers' voluntary context switches per request
 
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -140,6 +141,27 @@ def cpu_seconds(pids: list[int]) -> float:
             continue
         total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / _TICK
+
+
+def voluntary_switches(pids: list[int]) -> int:
+    """Voluntary context switches so far of processes ``pids``, all their threads (Linux's
+    /proc): each time a thread slept, on a lock, a socket or the interpreter lock. A
+    process or thread that is gone counts 0."""
+    total = 0
+    for pid in pids:
+        try:
+            threads = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for thread in threads:
+            try:
+                status = Path(f"/proc/{pid}/task/{thread}/status").read_text()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    total += int(line.split()[1])
+    return total
 
 
 def _quantile(runs: list[dict[str, float | list[int]]], q: float) -> float:
@@ -174,12 +196,14 @@ def drive(ports: list[int], path: str, expected: str, *, seconds: int,
     ``cpu_us`` counts the CPU of the wrk clients and of processes ``pids`` (the gunicorn
     servers) per request, ``server_us`` that of the store's server (``server``'s meter,
     over the same window): on a machine that other work loads, steadier figures than
-    req/s for what the contender costs.
+    req/s for what the contender costs. ``switches``: the voluntary context switches of
+    ``pids`` per request (threads of a server that kept going to sleep and waking up).
     """
     pids = pids or []
     server_since = (server or NoServer()).start()
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_before = cpu_seconds(pids)
+    switches_before = voluntary_switches(pids)
     clients = [subprocess.Popen(
         ["wrk", f"-t{connections}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
          "-s", str(LUA), f"http://127.0.0.1:{port}", "--", path, expected],
@@ -199,6 +223,7 @@ def drive(ports: list[int], path: str, expected: str, *, seconds: int,
                 client.kill()
                 client.wait()
     cpu = cpu_seconds(pids) - cpu_before
+    switches = voluntary_switches(pids) - switches_before
     server_cpu = server_since()
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu += (children.ru_utime - children_before.ru_utime
@@ -207,6 +232,7 @@ def drive(ports: list[int], path: str, expected: str, *, seconds: int,
     rate = sum(r["requests"] / (r["duration_us"] / 1e6) for r in runs)
     per_request = 1e6 / requests if requests else float("nan")
     return Cell(rate=rate, cpu_us=cpu * per_request, server_us=server_cpu * per_request,
+                switches=switches / requests if requests and pids else float("nan"),
                 p50=_quantile(runs, 0.5) / 1000, p99=_quantile(runs, 0.99) / 1000,
                 errors=sum(r["errors"] for r in runs), bad=sum(r["bad"] for r in runs),
                 first_bad=next((r["first_bad"] for r in runs if r["first_bad"]), ""))
