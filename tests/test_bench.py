@@ -311,3 +311,29 @@ def test_load_bench_rounds_put_each_layer_after_another_one_each_time(
         pairs = [pair for order in rounds[:3] for pair in pairwise(order)]
         assert len(pairs) == len(set(pairs)), rounds
     assert rounds == orders(names, 5)  # the same every run
+
+
+def test_reports_name_the_commit_and_only_code_changes_mark_it(tmp_path: Path) -> None:
+    """A report says "with uncommitted changes" when the code measured differs from its
+    commit, not when only the earlier reports or the docs do (every run rewrites them)."""
+    root = BENCH.parent
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(root), str(clone)], check=True, timeout=120)
+
+    def commit_line() -> str:
+        return subprocess.run(
+            [sys.executable, "-c", "import report; print(report._git_commit())"],
+            cwd=clone / "bench", capture_output=True, text=True, check=True,
+            timeout=60).stdout.strip()
+
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=clone, text=True,
+                          capture_output=True, check=True).stdout.strip()
+    assert commit_line() == head
+    with (clone / "bench" / "results" / "load.md").open("a") as report:
+        report.write("another run\n")
+    with (clone / "README.md").open("a") as readme:
+        readme.write("figures\n")
+    assert commit_line() == head
+    with (clone / "src" / "satchel" / "__init__.py").open("a") as code:
+        code.write("# changed\n")
+    assert commit_line() == f"{head} (with uncommitted changes)"
