@@ -87,25 +87,17 @@ class Writers:
             return left
         waiter = self._waiter
         if waiter is None or not waiter.busy:  # (busy: it may be granted the lock any time)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                self._taken = True
-                return left
-            except BlockingIOError:
-                pass
-            except OSError:  # ENOLCK (some network file systems): leave it to SQLite
-                return left
             start = time.monotonic()
             try:
-                self._taken = _retry(fd, min(SPIN, left))
-            except OSError:  # as at the first try
+                self._taken = _try_lock(fd, min(SPIN, left))
+            except OSError:  # ENOLCK (some network file systems): leave it to SQLite
                 return left
             except BaseException:  # a signal's handler raised: the next writer's turn
                 threads.release()
                 raise
-            left = max(0.0, left - (time.monotonic() - start))
             if self._taken:
-                return left
+                return left  # less a spin's millisecond at most
+            left = max(0.0, left - (time.monotonic() - start))
         try:
             if waiter is None:
                 waiter = self._waiter = _Waiter(fd)
@@ -192,19 +184,22 @@ class Writers:
         return self._fd
 
 
-def _retry(fd: int, seconds: float) -> bool:
-    """Try the file lock on ``fd`` again, without blocking, for up to ``seconds``, letting
-    the interpreter lock go before each try (other threads run meanwhile): True once
-    taken, False if it was still taken at the end."""
-    until = time.monotonic() + seconds
+def _try_lock(fd: int, seconds: float) -> bool:
+    """Try the file lock on ``fd`` without blocking, and again for up to ``seconds`` if it
+    is taken, letting the interpreter lock go between tries (other threads run meanwhile):
+    True once taken, False if it was still taken at the end. Raises the ``OSError`` of a
+    file system without ``flock``."""
+    until = 0.0
     while True:
-        time.sleep(0)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return True
         except BlockingIOError:
-            if time.monotonic() >= until:
+            now = time.monotonic()
+            until = until or now + seconds
+            if now >= until:
                 return False
+        time.sleep(0)
 
 
 class _Waiter:
